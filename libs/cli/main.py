@@ -1,0 +1,217 @@
+"""The `msp` command: run the platform locally, manage its broker, tenants and keys, run tests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from libs.cli import broker, platform
+from libs.common.settings import REPO_ROOT, PlatformSettings, SettingsError, load_settings
+
+TEST_BROKER_PORT = 19092
+TEST_POSTGRES_PORT = 55432
+
+
+def _var(args: argparse.Namespace) -> Path:
+    return Path(args.var_dir) if args.var_dir else load_settings(PlatformSettings).var_dir
+
+
+def _broker_cfg(args: argparse.Namespace) -> broker.BrokerConfig:
+    return broker.BrokerConfig(port=args.port, var_dir=_var(args))
+
+
+def _external_bootstrap() -> str | None:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    cfg = _broker_cfg(args)
+    if args.action == "start":
+        if (ext := _external_bootstrap()) is not None:
+            cid = broker.wait_ready(ext, timeout_s=30)
+            print(f"KAFKA_BOOTSTRAP_SERVERS={ext} names a running cluster ({cid}); not starting one")
+            return 0
+        print(broker.start(cfg))
+    elif args.action == "stop":
+        broker.stop(cfg)
+    else:
+        platform.print_json(broker.status(cfg))
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    bootstrap = _external_bootstrap() or _broker_cfg(args).bootstrap
+    created = platform.ensure_topics(bootstrap)
+    print(json.dumps({"bootstrap": bootstrap, "created": created}))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    var = _var(args)
+    var.mkdir(parents=True, exist_ok=True)
+    ext = _external_bootstrap()
+    bootstrap = ext or broker.start(_broker_cfg(args))
+    state = {"bootstrap": bootstrap, "own_broker": ext is None, "broker_port": args.port}
+    (var / "platform.json").write_text(json.dumps(state))
+    created = platform.ensure_topics(bootstrap)
+    print(f"topics ready ({len(created)} created) on {bootstrap}")
+    procs = platform.start_services(var, bootstrap)
+    ready = platform.wait_ready(var, procs)
+    print(f"\n{'service':<11} {'ready':<6} url                      log")
+    for name, ok in ready.items():
+        print(f"{name:<11} {str(ok).lower():<6} http://127.0.0.1:{platform.port_of(name):<6}  "
+              f"{var / 'logs' / (name + '.log')}")
+    if not all(ready.values()):
+        print("\nsome services are not ready; see their logs", file=sys.stderr)
+        return 1
+    print(f"\nOpenAPI of ingest: http://127.0.0.1:{platform.port_of('ingest')}/docs")
+    if args.demo:
+        print("\nreplaying the demo sample ...")
+        platform.print_json(platform.run_demo(var))
+        print(f"demo tenant key in {var / 'demo.key'}; `msp status` shows the counts")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    var = _var(args)
+    platform.stop_services(var)
+    state_file = var / "platform.json"
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        if state.get("own_broker"):
+            broker.stop(broker.BrokerConfig(port=state["broker_port"], var_dir=var))
+        state_file.unlink()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    var = _var(args)
+    state_file = var / "platform.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    doc = {
+        "broker": broker.status(broker.BrokerConfig(port=state.get("broker_port", args.port), var_dir=var))
+        if state.get("own_broker", True) else {"bootstrap": state.get("bootstrap")},
+        "services": platform.service_status(var, args.tenant),
+    }
+    platform.print_json(doc)
+    return 0
+
+
+def _ingest_engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from libs.common.db import make_engine, migrate
+    from services.ingest.settings import IngestSettings
+
+    overrides = {"var_dir": Path(args.var_dir)} if args.var_dir else {}
+    settings = load_settings(IngestSettings, **overrides)
+    migrate(settings.effective_database_url, REPO_ROOT / "services" / "ingest" / "migrations", "ingest")
+    return make_engine(settings.effective_database_url)
+
+
+def cmd_tenant(args: argparse.Namespace) -> int:
+    from services.ingest import tenants
+
+    engine = _ingest_engine(args)
+    tenants.add_tenant(engine, args.tenant_id, args.name or args.tenant_id)
+    print(f"tenant {args.tenant_id} added")
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    from services.ingest import tenants
+
+    engine = _ingest_engine(args)
+    if args.action == "issue":
+        key = tenants.issue_key(engine, args.tenant, role=args.role, label=args.label)
+        print(key)
+        print("store it now: it is kept only hashed and cannot be shown again", file=sys.stderr)
+    elif args.action == "list":
+        platform.print_json(tenants.list_keys(engine, args.tenant))
+    else:
+        if not args.key_id:
+            raise SystemExit("key revoke needs --key-id")
+        ok = tenants.revoke_key(engine, args.tenant, args.key_id)
+        print("revoked" if ok else f"no active key {args.key_id} for tenant {args.tenant}")
+        return 0 if ok else 1
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Start what the tests need (PostgreSQL, the broker), then run pytest."""
+    from libs.cli import postgres
+
+    env = dict(os.environ)
+    env.setdefault("MSP_TEST_DATABASE_URL", postgres.start(TEST_POSTGRES_PORT))
+    if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.start(
+            broker.BrokerConfig(port=TEST_BROKER_PORT, var_dir=REPO_ROOT / "var" / "test")
+        )
+    rc = subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args], env=env, cwd=REPO_ROOT)
+    if rc == 5:
+        print("pytest collected no tests: that is a failure, not a pass", file=sys.stderr)
+    return rc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="msp", description=__doc__)
+    p.add_argument("--var-dir", help="state folder (default: ./var, or MSP_VAR_DIR)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("MSP_BROKER_PORT", "9092")),
+                   help="port of the project's own broker (default 9092, or MSP_BROKER_PORT)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("broker", help="the project's own single-node Kafka broker")
+    b.add_argument("action", choices=["start", "stop", "status"])
+    b.set_defaults(fn=cmd_broker)
+
+    t = sub.add_parser("topics", help="create the declared topics (idempotent)")
+    t.add_argument("action", choices=["ensure"])
+    t.set_defaults(fn=cmd_topics)
+
+    u = sub.add_parser("up", help="start the broker, the topics and all five services")
+    u.add_argument("--demo", action="store_true", help="also replay a small sample of alerts and tickets")
+    u.set_defaults(fn=cmd_up)
+
+    sub.add_parser("down", help="stop the services and the broker `up` started").set_defaults(fn=cmd_down)
+
+    s = sub.add_parser("status", help="what runs, whether it is ready, and event counts")
+    s.add_argument("--tenant", default=platform.DEMO_TENANT, help="tenant whose counts to show")
+    s.set_defaults(fn=cmd_status)
+
+    tn = sub.add_parser("tenant", help="the tenant registry")
+    tn.add_argument("action", choices=["add"])
+    tn.add_argument("tenant_id")
+    tn.add_argument("--name")
+    tn.set_defaults(fn=cmd_tenant)
+
+    k = sub.add_parser("key", help="sender keys of a tenant")
+    k.add_argument("action", choices=["issue", "list", "revoke"])
+    k.add_argument("--tenant", required=True)
+    k.add_argument("--role", default="integration", choices=["integration", "engineer", "approver", "admin"])
+    k.add_argument("--label", default="")
+    k.add_argument("--key-id")
+    k.set_defaults(fn=cmd_key)
+
+    te = sub.add_parser("test", help="start PostgreSQL and the broker, then run pytest")
+    te.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    te.set_defaults(fn=cmd_test)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    # aiokafka logs every refused connection while a broker starts; the CLI says it once.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        sys.exit(args.fn(args))
+    except (broker.BrokerError, SettingsError, ValueError, RuntimeError) as exc:
+        print(f"msp {args.command}: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

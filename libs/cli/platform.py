@@ -1,0 +1,246 @@
+"""`msp up`, `msp down`, `msp status`: the whole platform as local processes.
+
+Each service runs as its own `python -m services.<name>` process with its log under
+`var/logs/` and its pid under `var/run/`; the embedded defaults are the project's own broker
+and one SQLite file per service under `var/db/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from libs.common.settings import ServiceSettings
+from services.audit.settings import AuditSettings
+from services.automation.settings import AutomationSettings
+from services.ingest.settings import IngestSettings
+from services.packet.settings import PacketSettings
+from services.triage.settings import TriageSettings
+
+SERVICES: dict[str, type[ServiceSettings]] = {
+    "ingest": IngestSettings,
+    "triage": TriageSettings,
+    "packet": PacketSettings,
+    "automation": AutomationSettings,
+    "audit": AuditSettings,
+}
+DEMO_TENANT = "demo"
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def port_of(name: str) -> int:
+    return int(SERVICES[name].model_fields["http_port"].default)
+
+
+def _pid_file(var: Path, name: str) -> Path:
+    return var / "run" / f"{name}.pid"
+
+
+def _alive(var: Path, name: str) -> int | None:
+    try:
+        pid = int(_pid_file(var, name).read_text())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+
+
+def start_services(
+    var: Path, bootstrap: str, names: list[str] | None = None, extra_env: dict[str, str] | None = None
+) -> dict[str, subprocess.Popen[bytes]]:
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    (var / "logs").mkdir(parents=True, exist_ok=True)
+    (var / "run").mkdir(parents=True, exist_ok=True)
+    for name in names or list(SERVICES):
+        if _alive(var, name):
+            _say(f"  {name:<11} already running")
+            continue
+        env = {**os.environ, **(extra_env or {}), "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+               "MSP_VAR_DIR": str(var)}
+        log = open(var / "logs" / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        _pid_file(var, name).write_text(str(proc.pid))
+        procs[name] = proc
+    return procs
+
+
+def wait_ready(
+    var: Path, procs: dict[str, subprocess.Popen[bytes]], timeout_s: float = 120.0
+) -> dict[str, bool]:
+    """Poll each service's /readyz; fail fast when one of the processes we started exits."""
+    deadline = time.monotonic() + timeout_s
+    pending = set(SERVICES)
+    ready: dict[str, bool] = {n: False for n in pending}
+    with httpx.Client(timeout=2.0) as client:
+        while pending and time.monotonic() < deadline:
+            for name in sorted(pending):
+                proc = procs.get(name)
+                if (proc is not None and proc.poll() is not None) or _alive(var, name) is None:
+                    raise RuntimeError(
+                        f"{name} exited during start-up; see {var / 'logs' / (name + '.log')}"
+                    )
+                try:
+                    if client.get(f"http://127.0.0.1:{port_of(name)}/readyz").status_code == 200:
+                        ready[name] = True
+                        pending.discard(name)
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.3)
+    return ready
+
+
+def stop_services(var: Path, timeout_s: float = 20.0) -> None:
+    for name in SERVICES:
+        pid = _alive(var, name)
+        if pid is None:
+            _pid_file(var, name).unlink(missing_ok=True)
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _alive(var, name):
+            time.sleep(0.1)
+        if _alive(var, name):
+            os.kill(pid, signal.SIGKILL)
+            _say(f"  {name:<11} killed (did not stop within {timeout_s:.0f}s)")
+        else:
+            _say(f"  {name:<11} stopped")
+        _pid_file(var, name).unlink(missing_ok=True)
+
+
+def service_status(var: Path, tenant: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with httpx.Client(timeout=2.0) as client:
+        for name in SERVICES:
+            port = port_of(name)
+            row: dict[str, Any] = {"pid": _alive(var, name), "url": f"http://127.0.0.1:{port}"}
+            try:
+                row["ready"] = client.get(f"{row['url']}/readyz").status_code == 200
+                if tenant:
+                    if name == "audit":
+                        row["audit_events"] = client.get(
+                            f"{row['url']}/v1/audit/counts", params={"tenant_id": tenant}).json()["events"]
+                    elif name != "ingest":
+                        row["consumed"] = client.get(
+                            f"{row['url']}/v1/counts", params={"tenant_id": tenant}).json()["by_topic"]
+            except httpx.HTTPError:
+                row["ready"] = False
+            out[name] = row
+    return out
+
+
+# --- the demo ------------------------------------------------------------------------------
+
+
+def demo_key(var: Path) -> str:
+    """The demo tenant's sender key, created on first use and kept in var/demo.key (0600)."""
+    from libs.common.db import make_engine, migrate
+    from services.ingest import tenants
+
+    path = var / "demo.key"
+    if path.exists():
+        return path.read_text().strip()
+    settings = IngestSettings(var_dir=var)
+    migrate(settings.effective_database_url, Path(tenants.__file__).parent / "migrations", "ingest")
+    engine = make_engine(settings.effective_database_url)
+    if not tenants.tenant_exists(engine, DEMO_TENANT):
+        tenants.add_tenant(engine, DEMO_TENANT, "Demo client")
+    key = tenants.issue_key(engine, DEMO_TENANT, role="integration", label="msp up --demo")
+    engine.dispose()
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def demo_events(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A small, plausible morning at a client: a file server filling up, a VPN gateway flapping,
+    and the tickets users raise about it."""
+    t = lambda minutes: (now - timedelta(minutes=minutes)).isoformat()  # noqa: E731
+    alerts = [
+        {"fingerprint": "fs01-disk-d", "severity": "warning", "title": "Disk D: above 90% on FS01",
+         "device": "FS01", "site": "hq", "starts_at": t(40)},
+        {"fingerprint": "fs01-disk-d", "severity": "critical", "title": "Disk D: above 97% on FS01",
+         "device": "FS01", "site": "hq", "starts_at": t(20)},
+        {"fingerprint": "fs01-backup", "severity": "high", "title": "Backup job 'Nightly FS01' failed: target full",
+         "device": "FS01", "site": "hq", "starts_at": t(35)},
+        {"fingerprint": "fs01-share-latency", "severity": "warning", "title": "SMB share latency over 800 ms on FS01",
+         "device": "FS01", "site": "hq", "starts_at": t(18)},
+        {"fingerprint": "vpn-gw1-tunnel", "severity": "high", "title": "IPsec tunnel to branch down on VPN-GW1",
+         "device": "VPN-GW1", "site": "branch", "starts_at": t(12)},
+        {"fingerprint": "vpn-gw1-tunnel", "status": "resolved", "severity": "high",
+         "title": "IPsec tunnel to branch down on VPN-GW1", "device": "VPN-GW1", "site": "branch",
+         "starts_at": t(12), "ends_at": t(9)},
+        {"fingerprint": "vpn-gw1-tunnel", "severity": "high", "title": "IPsec tunnel to branch down on VPN-GW1",
+         "device": "VPN-GW1", "site": "branch", "starts_at": t(6)},
+        {"fingerprint": "ws-114-av", "severity": "low", "title": "Antivirus definitions out of date on WS-114",
+         "device": "WS-114", "site": "hq", "starts_at": t(50)},
+    ]
+    tickets = [
+        {"event_ref": "demo-1001-created", "kind": "created", "occurred_at": t(15),
+         "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive",
+                    "description": "Since this morning saving to S: says the disk is full.",
+                    "requester": "maria.lopez@client.example", "site": "hq", "devices": ["FS01"],
+                    "priority": "high", "status": "New", "tier": "L1"}},
+        {"event_ref": "demo-1001-note", "kind": "note_added", "occurred_at": t(10),
+         "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive", "tier": "L1"},
+         "note": {"note_id": "n-1", "text": "Cleared temp folders on FS01, freed 2 GB; still 96% full.",
+                  "internal": True, "author": "l1.sam"}},
+        {"event_ref": "demo-1001-escalated", "kind": "escalated", "occurred_at": t(5),
+         "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive", "tier": "L2"},
+         "escalation": {"from_tier": "L1", "to_tier": "L2"}},
+    ]
+    return alerts, tickets
+
+
+def run_demo(var: Path) -> dict[str, Any]:
+    key = demo_key(var)
+    alerts, tickets = demo_events(datetime.now(UTC))
+    base = f"http://127.0.0.1:{port_of('ingest')}"
+    accepted = 0
+    with httpx.Client(timeout=10.0, headers={"X-API-Key": key}) as client:
+        for body in alerts:
+            r = client.post(f"{base}/v1/alerts", json={"source_system": "demo-rmm", **body})
+            r.raise_for_status()
+            accepted += len(r.json()["event_ids"])
+        for body in tickets:
+            r = client.post(f"{base}/v1/tickets/events", json={"source_system": "demo-psa", **body})
+            r.raise_for_status()
+            accepted += len(r.json()["event_ids"])
+    # Every accepted event is audited by ingest and again by each service that consumes it.
+    expected = accepted + len(alerts) + 2 * len(tickets)
+    deadline = time.monotonic() + 60
+    audited = 0
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            audited = client.get(f"http://127.0.0.1:{port_of('audit')}/v1/audit/counts",
+                                 params={"tenant_id": DEMO_TENANT}).json()["events"]
+            if audited >= expected:
+                break
+            time.sleep(0.5)
+    return {"tenant": DEMO_TENANT, "posted": len(alerts) + len(tickets), "accepted": accepted,
+            "audit_events": audited, "audit_events_expected": expected}
+
+
+def print_json(doc: Any) -> None:
+    _say(json.dumps(doc, indent=2, default=str))
+
+
+def ensure_topics(bootstrap: str) -> list[str]:
+    from libs.common.topics import ensure_topics as _ensure
+
+    return asyncio.run(_ensure(bootstrap))

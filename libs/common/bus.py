@@ -1,0 +1,311 @@
+"""The bus: a tenant-keyed producer and a consumer loop with dead-lettering, on aiokafka.
+
+Producer: every event is keyed by its `tenant_id` (one tenant, one partition, one order), sent
+with acks=all and idempotence on, with the tenant and type in headers and the W3C trace context
+alongside. Consumer: at-least-once; an offset is committed only after the handler returned
+(its effect is durable), a poison event goes to `deadletter.v1` and the loop moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.structs import RecordMetadata
+from pydantic import ValidationError
+
+from libs.common.events import DeadLetter, Envelope
+from libs.common.telemetry import (
+    DEADLETTERED,
+    EVENTS_CONSUMED,
+    EVENTS_PUBLISHED,
+    HANDLER_SECONDS,
+    inject_headers,
+    span_from_headers,
+)
+from libs.common.topics import spec_for
+
+log = logging.getLogger(__name__)
+
+H_TENANT = "tenant_id"
+H_TYPE = "event_type"
+H_VERSION = "schema_version"
+
+
+class TenantMismatch(ValueError):
+    """Key, header and body disagree about the tenant: the event is refused, never guessed."""
+
+
+class PublishError(RuntimeError):
+    """Kafka did not acknowledge an event (broker down, timeout, not enough replicas)."""
+
+
+def encode(event: Envelope) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Key, value and headers of an event as they go on the wire."""
+    tenant = event.tenant_id.encode()
+    headers = [
+        (H_TENANT, tenant),
+        (H_TYPE, event.type.encode()),
+        (H_VERSION, str(event.schema_version).encode()),
+    ]
+    return tenant, event.model_dump_json().encode(), inject_headers(headers)
+
+
+def decode(topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> Any:
+    """Parse a record of a declared topic into its model and check the tenant three ways."""
+    if value is None:
+        raise ValueError("empty record value (tombstone) on an event topic")
+    event = spec_for(topic).model.model_validate_json(value)
+    if isinstance(event, Envelope):
+        check_tenant(event.tenant_id, key, headers)
+    return event
+
+
+def check_tenant(body_tenant: str, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> None:
+    key_tenant = key.decode("utf-8", "replace") if key is not None else None
+    header_tenant = next((v.decode("utf-8", "replace") for k, v in headers if k == H_TENANT), None)
+    if key_tenant != body_tenant or header_tenant != body_tenant:
+        raise TenantMismatch(
+            f"tenant mismatch: key={key_tenant!r} header={header_tenant!r} body={body_tenant!r}"
+        )
+
+
+class EventProducer:
+    """Publishes events keyed by tenant; every publish waits for the broker's acknowledgement."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str,
+        linger_ms: int = 5,
+        request_timeout_ms: int = 15000,
+        compression_type: str | None = None,
+    ) -> None:
+        self._config: dict[str, Any] = dict(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=request_timeout_ms,
+            compression_type=compression_type,
+        )
+        self._producer: AIOKafkaProducer
+        self.started = False
+
+    async def start(self) -> None:
+        # aiokafka binds its clients to the running loop: create them here, not in __init__.
+        self._producer = AIOKafkaProducer(**self._config)
+        await self._producer.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        if self.started:
+            self.started = False
+            await self._producer.stop()
+
+    async def publish(self, event: Envelope) -> RecordMetadata:
+        return (await self.publish_many([event]))[0]
+
+    async def publish_many(self, events: Iterable[Envelope]) -> list[RecordMetadata]:
+        """Send all events, then wait until Kafka has every one of them (acks=all).
+
+        Raises `PublishError` if any was not acknowledged.
+        """
+        futures = []
+        topics = []
+        for event in events:
+            key, value, headers = encode(event)
+            futures.append(await self._producer.send(event.topic, value, key=key, headers=headers))
+            topics.append(event.topic)
+        return await self._await_acks(futures, topics)
+
+    async def send_raw(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> RecordMetadata:
+        """For dead letters and tests that must write what a model would refuse."""
+        fut = await self._producer.send(topic, value, key=key, headers=list(headers))
+        return (await self._await_acks([fut], [topic]))[0]
+
+    async def _await_acks(self, futures: list[asyncio.Future[RecordMetadata]], topics: list[str]) -> list[RecordMetadata]:
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise PublishError(f"{len(failures)} of {len(results)} events not acknowledged: {failures[0]!r}")
+        for topic in set(topics):
+            EVENTS_PUBLISHED.labels(topic).inc(topics.count(topic))
+        return results  # type: ignore[return-value]
+
+
+Handler = Callable[[Any, ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    deadlettered: int = 0
+    last_error: str | None = None
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: EventConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.owner._commit_pending()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)})
+
+
+class EventConsumer:
+    """At-least-once consumer loop over declared topics, with dead-lettering of poison events.
+
+    The handler gets the decoded model and the raw record. A record that cannot be decoded,
+    whose tenant disagrees between key, header and body, or whose handler keeps failing
+    (after `max_attempts`), is published to `deadletter.v1`; only then is its offset committed.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        topics: Sequence[str],
+        group_id: str,
+        bootstrap_servers: str,
+        handler: Handler,
+        producer: EventProducer,
+        max_attempts: int = 3,
+        retry_backoff_s: float = 0.2,
+        max_records: int = 500,
+        auto_offset_reset: str = "earliest",
+    ) -> None:
+        self.service = service
+        self.topics = list(topics)
+        for t in self.topics:
+            spec_for(t)  # refuse undeclared topics at construction, not at first message
+        self.handler = handler
+        self.producer = producer
+        self.max_attempts = max_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self.max_records = max_records
+        self.stats = ConsumerStats()
+        self._config: dict[str, Any] = dict(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            client_id=f"{service}-consumer",
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            isolation_level="read_committed",
+        )
+        self._consumer: AIOKafkaConsumer
+        self._pending: dict[TopicPartition, int] = {}
+        self._stopping = asyncio.Event()
+        self._started = False
+        self._hist = HANDLER_SECONDS.labels(service, "consume")
+
+    @property
+    def assigned(self) -> bool:
+        return self._started and bool(self._consumer.assignment())
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(**self._config)
+        await self._consumer.start()
+        self._consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
+        self._started = True
+
+    def request_stop(self) -> None:
+        """Finish the event in hand, commit, and leave the loop."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                batch = await self._consumer.getmany(timeout_ms=250, max_records=self.max_records)
+                for tp, records in batch.items():
+                    for record in records:
+                        if self._stopping.is_set():
+                            break
+                        await self._process(record)
+                        self._pending[tp] = record.offset + 1
+                await self._commit_pending()
+        finally:
+            await self._commit_pending()
+
+    async def stop(self) -> None:
+        self.request_stop()
+        if self._started:
+            self._started = False
+            await self._consumer.stop()
+
+    async def _commit_pending(self) -> None:
+        if not self._pending:
+            return
+        offsets, self._pending = self._pending, {}
+        await self._consumer.commit(offsets)
+
+    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        headers = list(record.headers or ())
+        with span_from_headers(
+            f"{record.topic} process",
+            headers,
+            **{"messaging.system": "kafka", "messaging.destination": record.topic, "msp.service": self.service},
+        ):
+            start = time.perf_counter()
+            try:
+                event = decode(record.topic, record.key, record.value, headers)
+            except (ValidationError, TenantMismatch, ValueError) as exc:
+                await self._deadletter(record, exc, reason="invalid")
+                return
+            for attempt in range(1, self.max_attempts + 1):
+                try:
+                    await self.handler(event, record)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the handler's failure is data for the dead letter
+                    if attempt == self.max_attempts:
+                        log.exception("handler failed; dead-lettering", extra={"topic": record.topic, "offset": record.offset})
+                        await self._deadletter(record, exc, reason="handler")
+                        return
+                    await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+            self.stats.handled += 1
+            EVENTS_CONSUMED.labels(self.service, record.topic, "ok").inc()
+            self._hist.observe(time.perf_counter() - start)
+
+    async def _deadletter(self, record: ConsumerRecord[bytes, bytes], exc: BaseException, *, reason: str) -> None:
+        headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
+        letter = DeadLetter(
+            service=self.service,
+            error=str(exc)[:20000] or type(exc).__name__,
+            error_type=type(exc).__name__,
+            original_topic=record.topic,
+            original_partition=record.partition,
+            original_offset=record.offset,
+            original_key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+            original_headers=headers,
+            original_value=(record.value or b"").decode("utf-8", "replace"),
+            tenant_id=headers.get(H_TENANT),
+        )
+        # If this publish fails the exception propagates: the offset is not committed and the
+        # record comes back after a restart, so nothing is lost.
+        await self.producer.send_raw(
+            DeadLetter.topic, letter.model_dump_json().encode(), key=record.key, headers=inject_headers()
+        )
+        self.stats.deadlettered += 1
+        self.stats.last_error = letter.error[:500]
+        DEADLETTERED.labels(self.service, record.topic, reason).inc()
+        EVENTS_CONSUMED.labels(self.service, record.topic, "deadlettered").inc()
+        log.warning(
+            "event dead-lettered",
+            extra={"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                   "reason": reason, "error": letter.error[:500]},
+        )

@@ -1,0 +1,71 @@
+"""Database access: SQLAlchemy 2 engines and per-service Alembic migrations.
+
+Each service owns its tables and its migration history (`services/<name>/migrations`, version
+table `alembic_version_<name>`), so services can share one PostgreSQL database without sharing
+schema. SQLite is the embedded default for local runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the HTTP side read while the consumer writes; foreign keys are off by
+            # default in SQLite.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **kwargs)
+
+
+def ping(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+def migrate(url: str, migrations_dir: Path, service: str) -> None:
+    """Bring the service's tables to the newest revision (idempotent)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["version_table"] = f"alembic_version_{service}"
+    command.upgrade(cfg, "head")
+
+
+def run_alembic_env() -> None:
+    """The body of every service's `migrations/env.py` (online mode only)."""
+    from alembic import context
+
+    cfg = context.config
+    engine = make_engine(cfg.get_main_option("sqlalchemy.url") or "")
+    with engine.connect() as conn:
+        context.configure(
+            connection=conn,
+            version_table=cfg.attributes["version_table"],
+            render_as_batch=conn.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        conn.commit()
+    engine.dispose()

@@ -1,0 +1,75 @@
+"""The inbox: which events a service has taken in, keyed by event id (idempotent by design).
+
+A redelivered event finds its row already there and changes nothing. Services use it to count
+what they consumed per tenant and to make their effects happen once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from libs.common.events import Envelope, utcnow
+
+
+def inbox_table(metadata: MetaData, service: str) -> Table:
+    return Table(
+        f"{service}_inbox",
+        metadata,
+        Column("event_id", String(36), primary_key=True),
+        Column("tenant_id", String(63), nullable=False, index=True),
+        Column("topic", String(100), nullable=False),
+        Column("event_type", String(100), nullable=False),
+        Column("received_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+def insert_ignore(engine: Engine, table: Table):  # type: ignore[no-untyped-def]
+    """An INSERT that does nothing when the primary key or a unique key already exists."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if engine.dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    return insert(table).prefix_with("IGNORE")
+
+
+def record(engine: Engine, table: Table, event: Envelope, *, received_at: datetime | None = None) -> bool:
+    """Remember an event; returns False when it was already there (a redelivery)."""
+    stmt = insert_ignore(engine, table).values(
+        event_id=str(event.event_id),
+        tenant_id=event.tenant_id,
+        topic=event.topic,
+        event_type=event.type,
+        received_at=received_at or utcnow(),
+    )
+    with engine.begin() as conn:
+        return conn.execute(stmt).rowcount == 1
+
+
+def counts(engine: Engine, table: Table, tenant_id: str) -> dict[str, int]:
+    """Events taken in for one tenant, by topic."""
+    stmt = (
+        select(table.c.topic, func.count())
+        .where(table.c.tenant_id == tenant_id)
+        .group_by(table.c.topic)
+    )
+    with engine.connect() as conn:
+        return {topic: n for topic, n in conn.execute(stmt)}
+
+
+def create_inbox(op, service: str) -> None:  # type: ignore[no-untyped-def]
+    """Migration step that creates a service's inbox table (call from its Alembic revision)."""
+    import sqlalchemy as sa
+
+    name = f"{service}_inbox"
+    op.create_table(
+        name,
+        sa.Column("event_id", sa.String(36), primary_key=True),
+        sa.Column("tenant_id", sa.String(63), nullable=False),
+        sa.Column("topic", sa.String(100), nullable=False),
+        sa.Column("event_type", sa.String(100), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index(f"ix_{name}_tenant", name, ["tenant_id"])

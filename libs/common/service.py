@@ -1,0 +1,164 @@
+"""The process shell every service runs in: settings, database, producer, consumers, HTTP.
+
+A service builds a `Runtime`, adds its consumers and routes, and calls `serve()`. The runtime
+serves `/healthz`, `/readyz` and `/metrics`, migrates the service's tables at start-up and, on
+SIGTERM, lets the in-flight event finish, commits its offset and closes the clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvicorn
+from opentelemetry.trace import SpanKind
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine
+
+from libs.common.audit import AuditEmitter
+from libs.common.bus import EventConsumer, EventProducer, Handler
+from libs.common.db import make_engine, migrate, ping
+from libs.common.settings import ServiceSettings
+from libs.common.settings import load_settings
+from libs.common.telemetry import configure_logging, configure_tracing, context_from_headers, tracer
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: ServiceSettings, *, migrations_dir: Path | None) -> None:
+        self.settings = settings
+        self.service = settings.service_name
+        self.migrations_dir = migrations_dir
+        self.engine: Engine = make_engine(settings.effective_database_url)
+        self.producer = EventProducer(settings.kafka_bootstrap_servers, client_id=f"msp-{self.service}")
+        self.audit = AuditEmitter(self.producer, self.service)
+        self.consumers: list[EventConsumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: uvicorn.Server | None = None
+
+    def add_consumer(self, topics: Sequence[str], handler: Handler, *, group_id: str | None = None) -> EventConsumer:
+        consumer = EventConsumer(
+            service=self.service,
+            topics=topics,
+            group_id=group_id or self.settings.effective_consumer_group,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            handler=handler,
+            producer=self.producer,
+        )
+        self.consumers.append(consumer)
+        return consumer
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.migrations_dir is not None:
+            await asyncio.to_thread(
+                migrate, self.settings.effective_database_url, self.migrations_dir, self.service
+            )
+        await self.producer.start()
+        for consumer in self.consumers:
+            await consumer.start()
+            task = asyncio.create_task(consumer.run(), name=f"{self.service}-consumer")
+            task.add_done_callback(self._consumer_ended)
+            self._tasks.append(task)
+        log.info("service started", extra={"port": self.settings.http_port})
+
+    async def stop(self) -> None:
+        for consumer in self.consumers:
+            consumer.request_stop()
+        # The loops finish the event in hand and commit before they return.
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+        for consumer in self.consumers:
+            await consumer.stop()
+        await self.producer.stop()
+        self.engine.dispose()
+        log.info("service stopped")
+
+    def _consumer_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # A consumer that died cannot make progress: exit so the supervisor restarts us,
+        # rather than stay up and look healthy.
+        log.error("consumer loop failed; shutting down", exc_info=task.exception())
+        if self._server is not None:
+            self._server.should_exit = True
+
+    @asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    def make_app(self, title: str, description: str = "") -> FastAPI:
+        app = FastAPI(title=title, description=description, lifespan=self.lifespan)
+
+        @app.middleware("http")
+        async def trace_requests(request: Request, call_next: Any) -> Any:
+            # Continue the caller's trace (W3C traceparent) or start one; everything the
+            # request publishes carries it onward in Kafka headers.
+            ctx = context_from_headers(
+                [(k, v.encode("latin-1")) for k, v in request.headers.items()]
+            )
+            with tracer().start_as_current_span(
+                f"{request.method} {request.url.path}", context=ctx, kind=SpanKind.SERVER
+            ):
+                return await call_next(request)
+
+        @app.get("/healthz", tags=["ops"])
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok", "service": self.service}
+
+        @app.get("/readyz", tags=["ops"])
+        async def readyz() -> JSONResponse:
+            checks = {
+                "producer": self.producer.started,
+                "consumers_assigned": all(c.assigned for c in self.consumers),
+                "database": await asyncio.to_thread(ping, self.engine),
+            }
+            ok = all(checks.values())
+            return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+        @app.get("/metrics", tags=["ops"])
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+        return app
+
+    def serve(self, app: FastAPI) -> None:
+        config = uvicorn.Config(
+            app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=int(self.settings.shutdown_grace_s),
+        )
+        self._server = uvicorn.Server(config)
+        self._server.run()
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def run_service(settings_cls: type[S], build: Callable[[S], tuple[Runtime, FastAPI]]) -> None:
+    """The whole `main()` of a service process: settings, logging, tracing, wiring, serve."""
+    settings = load_settings(settings_cls)
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name)
+    rt, app = build(settings)
+    rt.serve(app)

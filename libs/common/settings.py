@@ -1,0 +1,94 @@
+"""Settings: one pydantic-settings base that every service extends.
+
+Values come from the environment (prefix `MSP_`, plus the conventional `KAFKA_BOOTSTRAP_SERVERS`)
+and refuse to start with a clear message when missing or unsafe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_VAR_DIR = REPO_ROOT / "var"
+
+
+class SettingsError(SystemExit):
+    """Raised at start-up when settings are missing or unsafe.
+
+    A `SystemExit` carrying the message: uncaught, the process prints it and exits with 1.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class PlatformSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MSP_", extra="ignore", frozen=True)
+
+    environment: Literal["dev", "test", "prod"] = "dev"
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "MSP_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    var_dir: Path = DEFAULT_VAR_DIR
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _bootstrap_is_set(self) -> PlatformSettings:
+        if not self.kafka_bootstrap_servers.strip():
+            raise ValueError("KAFKA_BOOTSTRAP_SERVERS is empty: name at least one broker host:port")
+        return self
+
+
+class ServiceSettings(PlatformSettings):
+    """What every service process needs: its HTTP address, its database and its consumer group."""
+
+    service_name: str = "service"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    database_url: str = ""  # empty means the embedded SQLite file under var_dir
+    consumer_group: str = ""  # empty means "msp-<service_name>"
+    shutdown_grace_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.var_dir / 'db' / (self.service_name + '.db')}"
+
+    @property
+    def effective_consumer_group(self) -> str:
+        return self.consumer_group or f"msp-{self.service_name}"
+
+    @model_validator(mode="after")
+    def _safe_for_environment(self) -> ServiceSettings:
+        if self.environment == "prod":
+            if not self.database_url or self.database_url.startswith("sqlite"):
+                raise ValueError(
+                    "MSP_DATABASE_URL must name a PostgreSQL database in prod "
+                    "(SQLite is the embedded default for local runs only)"
+                )
+            if self.http_host not in ("127.0.0.1", "::1", "localhost") and self.log_level == "DEBUG":
+                raise ValueError("MSP_LOG_LEVEL=DEBUG on a public interface would log payloads")
+        return self
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Build settings, turning validation errors into one readable start-up message."""
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"invalid settings for {cls.__name__}:"]
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(settings)"
+            env = f"MSP_{loc.upper()}" if err["loc"] else ""
+            lines.append(f"  - {loc}{f' ({env})' if env else ''}: {err['msg']}")
+        raise SettingsError("\n".join(lines)) from None

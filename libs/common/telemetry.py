@@ -1,0 +1,154 @@
+"""Telemetry shared by every service: JSON logs, Prometheus metrics, W3C trace context on Kafka."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import Counter, Histogram
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+KafkaHeaders = Sequence[tuple[str, bytes]]
+
+# --- logs -----------------------------------------------------------------------------------
+
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the active trace id, so logs join up with traces."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            doc["trace_id"] = format(span.trace_id, "032x")
+            doc["span_id"] = format(span.span_id, "016x")
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                doc[key] = value
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiokafka is chatty at INFO about every rebalance step.
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+
+
+# --- tracing --------------------------------------------------------------------------------
+
+_configured = False
+
+
+def configure_tracing(service: str) -> None:
+    """Install an SDK tracer provider so spans get real W3C ids.
+
+    Exporting spans is left to the deployment (OTEL_* variables with an exporter package); the
+    ids still travel in Kafka headers and logs without one.
+    """
+    global _configured
+    if _configured:
+        return
+    from opentelemetry.sdk.resources import Resource
+
+    trace.set_tracer_provider(TracerProvider(resource=Resource.create({"service.name": service})))
+    _configured = True
+
+
+def tracer(name: str = "msp") -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def inject_headers(headers: list[tuple[str, bytes]] | None = None) -> list[tuple[str, bytes]]:
+    """Append the current W3C trace context (`traceparent`, `tracestate`) to Kafka headers."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    out = list(headers or [])
+    out.extend((k, v.encode()) for k, v in carrier.items())
+    return out
+
+
+def context_from_headers(headers: KafkaHeaders | None) -> otel_context.Context:
+    carrier = {k: v.decode("latin-1") for k, v in (headers or ()) if k in ("traceparent", "tracestate")}
+    return _PROPAGATOR.extract(carrier)
+
+
+def current_trace_id() -> str | None:
+    span = trace.get_current_span().get_span_context()
+    return format(span.trace_id, "032x") if span.is_valid else None
+
+
+@contextmanager
+def span_from_headers(name: str, headers: KafkaHeaders | None, **attrs: Any) -> Iterator[trace.Span]:
+    """A consumer span that continues the producer's trace."""
+    ctx = context_from_headers(headers)
+    with tracer().start_as_current_span(
+        name, context=ctx, kind=trace.SpanKind.CONSUMER, attributes=attrs
+    ) as span:
+        yield span
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+HANDLER_SECONDS = Histogram(
+    "msp_handler_seconds",
+    "Time spent handling one event or request",
+    ["service", "handler"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EVENTS_CONSUMED = Counter(
+    "msp_events_consumed_total", "Events handled by a consumer", ["service", "topic", "outcome"]
+)
+EVENTS_PUBLISHED = Counter("msp_events_published_total", "Events acknowledged by Kafka", ["topic"])
+DEADLETTERED = Counter(
+    "msp_deadlettered_total", "Events sent to the dead-letter topic", ["service", "topic", "reason"]
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def timed(service: str, handler: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Time an async handler into `msp_handler_seconds`."""
+    hist = HANDLER_SECONDS.labels(service, handler)
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            start = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                hist.observe(time.perf_counter() - start)
+
+        return wrapper
+
+    return decorate

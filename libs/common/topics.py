@@ -1,0 +1,107 @@
+"""The topic registry: every topic declared once, with its model and its broker settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from libs.common.events import (
+    AlertReceived,
+    AuditEvent,
+    AutomationResult,
+    AutomationRun,
+    DeadLetter,
+    Envelope,
+    EscalationPacket,
+    SignalClustered,
+    TicketEvent,
+    TicketTriaged,
+)
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+DEFAULT_PARTITIONS = 12
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    model: type[Envelope] | type[DeadLetter]
+    partitions: int = DEFAULT_PARTITIONS
+    retention_ms: int = 7 * DAY_MS
+    cleanup_policy: str = "delete"
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        return {
+            "retention.ms": str(self.retention_ms),
+            "cleanup.policy": self.cleanup_policy,
+            **self.extra_config,
+        }
+
+
+# The audit trail and dead letters are kept longer: they are what people look at after the fact.
+TOPICS: dict[str, TopicSpec] = {
+    spec.name: spec
+    for spec in (
+        TopicSpec(AlertReceived.topic, AlertReceived, retention_ms=3 * DAY_MS),
+        TopicSpec(TicketEvent.topic, TicketEvent, retention_ms=30 * DAY_MS),
+        TopicSpec(SignalClustered.topic, SignalClustered, retention_ms=7 * DAY_MS),
+        TopicSpec(TicketTriaged.topic, TicketTriaged, retention_ms=30 * DAY_MS),
+        TopicSpec(EscalationPacket.topic, EscalationPacket, retention_ms=30 * DAY_MS),
+        TopicSpec(AutomationRun.topic, AutomationRun, retention_ms=30 * DAY_MS),
+        TopicSpec(AutomationResult.topic, AutomationResult, retention_ms=30 * DAY_MS),
+        TopicSpec(AuditEvent.topic, AuditEvent, retention_ms=90 * DAY_MS),
+        TopicSpec(DeadLetter.topic, DeadLetter, retention_ms=30 * DAY_MS),
+    )
+}
+
+
+def spec_for(topic: str) -> TopicSpec:
+    try:
+        return TOPICS[topic]
+    except KeyError:
+        raise KeyError(f"unknown topic {topic!r}; declared topics: {sorted(TOPICS)}") from None
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    specs: list[TopicSpec] | None = None,
+    *,
+    replication_factor: int = 1,
+) -> list[str]:
+    """Create the declared topics that do not exist yet; returns the names it created.
+
+    Safe to call any number of times, from any number of processes at once.
+    """
+    specs = list(TOPICS.values()) if specs is None else specs
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="msp-topics")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        new = [
+            NewTopic(
+                name=s.name,
+                num_partitions=s.partitions,
+                replication_factor=replication_factor,
+                topic_configs=s.config(),
+            )
+            for s in missing
+        ]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            # Another process created some of them between our list and our create.
+            pass
+        created = [s.name for s in missing]
+        log.info("topics created", extra={"topics": created})
+        return created
+    finally:
+        await admin.close()

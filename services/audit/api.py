@@ -1,0 +1,43 @@
+"""The audit query and verify API (read-only; the tenant is a required argument)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy import Engine
+
+from services.audit import store
+
+TenantQuery = Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+def make_router(engine: Engine) -> APIRouter:
+    router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+    @router.get("/events")
+    async def events(
+        tenant_id: TenantQuery,
+        action: str | None = None,
+        subject_id: str | None = None,
+        trace_id: str | None = None,
+        since: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(
+            store.query, engine, tenant_id, action=action, subject_id=subject_id,
+            trace_id=trace_id, since=since, limit=limit,
+        )
+
+    @router.get("/verify")
+    async def verify(tenant_id: TenantQuery) -> dict[str, Any]:
+        result = await asyncio.to_thread(store.verify_tenant, engine, tenant_id)
+        return {"tenant_id": tenant_id, **result.__dict__}
+
+    @router.get("/counts")
+    async def counts(tenant_id: TenantQuery) -> dict[str, Any]:
+        return {"tenant_id": tenant_id, "events": await asyncio.to_thread(store.count, engine, tenant_id)}
+
+    return router

@@ -1,0 +1,21 @@
+"""The triage inbox: events taken in, keyed by event id.
+
+Revision ID: triage_0001
+"""
+
+from alembic import op
+
+from libs.common.inbox import create_inbox
+
+revision = "triage_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_inbox(op, "triage")
+
+
+def downgrade() -> None:
+    op.drop_table("triage_inbox")
