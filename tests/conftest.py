@@ -1,0 +1,73 @@
+"""Shared fixtures: the real broker and a fresh PostgreSQL database.
+
+`msp test` (and CI) start both and pass them in through KAFKA_BOOTSTRAP_SERVERS and
+MSP_TEST_DATABASE_URL; run bare, pytest starts them itself with the project's own tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from libs.common.topics import TOPICS, TopicSpec, ensure_topics
+
+
+def unique(prefix: str) -> str:
+    """Tests isolate by unique names (tenants, groups, topics), not by teardown."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not servers:
+        from libs.cli import broker
+        from libs.common.settings import REPO_ROOT
+
+        servers = broker.start(broker.BrokerConfig(port=19092, var_dir=REPO_ROOT / "var" / "test"))
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = servers
+    asyncio.run(ensure_topics(servers))
+    return servers
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    admin_url = os.environ.get("MSP_TEST_DATABASE_URL")
+    if not admin_url:
+        from libs.cli import postgres
+
+        admin_url = postgres.start()
+    name = f"msp_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def scratch_topic(bootstrap: str):  # type: ignore[no-untyped-def]
+    """Declare a throw-away topic for one model, so a test reads only its own records."""
+    created: list[str] = []
+
+    async def make(model: type, partitions: int = 12) -> str:
+        name = unique(f"test.{model.__name__.lower()}")
+        spec = TopicSpec(name, model, partitions=partitions)
+        TOPICS[name] = spec
+        await ensure_topics(bootstrap, [spec])
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        TOPICS.pop(name, None)

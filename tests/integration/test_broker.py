@@ -1,0 +1,37 @@
+"""The integration tests run against a real Apache Kafka broker, and this proves it."""
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from libs.cli.broker import cluster_id
+from libs.common.topics import TOPICS, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_real_kraft_broker_answers_with_its_cluster_id(bootstrap: str) -> None:
+    cid = await cluster_id(bootstrap)
+    # KRaft cluster ids are 22-character URL-safe base64 UUIDs, made by `kafka-storage format`.
+    assert len(cid) == 22
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        desc = await admin.describe_cluster()
+        assert desc["cluster_id"] == cid
+        assert desc["brokers"][0]["host"].startswith("127.")
+    finally:
+        await admin.close()
+
+
+async def test_ensure_topics_is_idempotent_and_declares_twelve_partitions(bootstrap: str) -> None:
+    await ensure_topics(bootstrap)
+    assert await ensure_topics(bootstrap) == []
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(TOPICS))
+        partitions = {t["topic"]: len(t["partitions"]) for t in described}
+        assert partitions == {name: spec.partitions for name, spec in TOPICS.items()}
+        assert set(partitions.values()) == {12}
+    finally:
+        await admin.close()

@@ -1,0 +1,177 @@
+"""The bus against the real broker: keying, dead-lettering, commit-after-effect."""
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from libs.common.bus import EventConsumer, EventProducer, encode
+from libs.common.events import AlertReceived, DeadLetter
+from tests.conftest import unique
+from tests.samples import alert
+
+pytestmark = pytest.mark.integration
+
+
+async def started_producer(bootstrap: str) -> EventProducer:
+    p = EventProducer(bootstrap, client_id=unique("test-producer"))
+    await p.start()
+    return p
+
+
+async def test_all_events_of_one_tenant_land_on_one_partition(bootstrap: str) -> None:
+    producer = await started_producer(bootstrap)
+    try:
+        tenant = unique("acme")
+        metas = await producer.publish_many(alert(tenant, title=f"alert {i}") for i in range(60))
+        assert len({m.partition for m in metas}) == 1
+        offsets = [m.offset for m in metas]
+        assert offsets == sorted(offsets)  # and in the order they were published
+        others = await producer.publish_many(alert(unique("t")) for _ in range(40))
+        assert len({m.partition for m in others}) > 1  # while tenants spread over partitions
+    finally:
+        await producer.stop()
+
+
+async def _read_deadletters(bootstrap: str, original_topic: str, want: int, start: dict[TopicPartition, int]) -> list[DeadLetter]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: list[DeadLetter] = []
+    try:
+        consumer.assign(list(start))
+        for tp, off in start.items():
+            consumer.seek(tp, off)
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(found) < want and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    letter = DeadLetter.model_validate_json(r.value)
+                    if letter.original_topic == original_topic:
+                        found.append(letter)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        return await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+
+
+async def test_poison_events_go_to_the_deadletter_topic_and_the_consumer_moves_on(bootstrap: str, scratch_topic) -> None:  # type: ignore[no-untyped-def]
+    topic = await scratch_topic(AlertReceived)
+    tenant = unique("acme")
+    dlq_start = await _end_offsets(bootstrap, DeadLetter.topic)
+    producer = await started_producer(bootstrap)
+
+    def raw(event: AlertReceived) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        return encode(event)
+
+    good1, good2, boom = alert(tenant, title="first"), alert(tenant, title="second"), alert(tenant, title="boom")
+    mismatched_key, mismatched_value, mismatched_headers = raw(alert("other-tenant"))
+    try:
+        for key, value, headers in [
+            raw(good1),
+            (tenant.encode(), b"{not json", [("tenant_id", tenant.encode())]),
+            (tenant.encode(), mismatched_value, [("tenant_id", tenant.encode())]),  # body says another tenant
+            raw(boom),
+            raw(good2),
+        ]:
+            await producer.send_raw(topic, value, key=key, headers=headers)
+
+        handled: list[str] = []
+
+        async def handler(event: AlertReceived, _record: Any) -> None:
+            if event.payload.title == "boom":
+                raise RuntimeError("connector exploded")
+            handled.append(event.payload.title)
+
+        consumer = EventConsumer(
+            service="test-svc", topics=[topic], group_id=unique("g"), bootstrap_servers=bootstrap,
+            handler=handler, producer=producer, retry_backoff_s=0.01,
+        )
+        await consumer.start()
+        task = asyncio.create_task(consumer.run())
+        for _ in range(200):
+            if consumer.stats.handled + consumer.stats.deadlettered >= 5:
+                break
+            await asyncio.sleep(0.1)
+        consumer.request_stop()
+        await task
+        await consumer.stop()
+
+        assert handled == ["first", "second"]
+        letters = await _read_deadletters(bootstrap, topic, 3, dlq_start)
+        assert len(letters) == 3
+        by_type = {letter.error_type for letter in letters}
+        assert {"ValidationError", "TenantMismatch", "RuntimeError"} <= by_type
+        for letter in letters:
+            assert letter.service == "test-svc"
+            assert letter.original_key == tenant
+            assert letter.original_offset in (1, 2, 3)
+        boom_letter = next(x for x in letters if x.error_type == "RuntimeError")
+        assert "connector exploded" in boom_letter.error
+        assert json.loads(boom_letter.original_value)["payload"]["title"] == "boom"
+    finally:
+        await producer.stop()
+
+
+async def test_offsets_are_committed_after_the_effect_so_a_restart_resumes_without_loss(bootstrap: str, scratch_topic) -> None:  # type: ignore[no-untyped-def]
+    topic = await scratch_topic(AlertReceived, partitions=1)
+    tenant, group = unique("acme"), unique("g")
+    producer = await started_producer(bootstrap)
+    effects: list[str] = []
+    crash_on = {"m-3"}
+
+    async def handler(event: AlertReceived, _record: Any) -> None:
+        if event.payload.title in crash_on:
+            # A process dying mid-event: no effect, and the loop is cancelled before any commit.
+            raise asyncio.CancelledError
+        effects.append(event.payload.title)
+
+    try:
+        for i in range(6):
+            key, value, headers = encode(alert(tenant, title=f"m-{i}", event_id=uuid.uuid4()))
+            await producer.send_raw(topic, value, key=key, headers=headers)
+
+        async def run_once() -> None:
+            consumer = EventConsumer(service="test-svc", topics=[topic], group_id=group,
+                                     bootstrap_servers=bootstrap, handler=handler, producer=producer, max_records=1)
+            await consumer.start()
+            task = asyncio.create_task(consumer.run())
+            for _ in range(100):
+                if task.done() or len(effects) >= 6:
+                    break
+                await asyncio.sleep(0.1)
+            consumer.request_stop()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            await consumer.stop()
+
+        await run_once()
+        assert effects == ["m-0", "m-1", "m-2"]  # stopped at the crash
+        crash_on.clear()
+        await run_once()
+        # The crashed event comes back; nothing before it is redone, nothing after it is lost.
+        assert effects == ["m-0", "m-1", "m-2", "m-3", "m-4", "m-5"]
+    finally:
+        await producer.stop()

@@ -1,0 +1,68 @@
+"""One valid event of every kind, for tests that need realistic instances."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from libs.common import events as ev
+
+T0 = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
+
+
+def src(kind: str = "alert", id_: str = "a-1") -> ev.Source:
+    return ev.Source(kind=kind, id=id_, url=f"https://psa.example/{id_}", excerpt="disk 97% full")  # type: ignore[arg-type]
+
+
+def claim(text: str = "FS01 ran out of disk space") -> ev.Claim:
+    return ev.Claim(text=text, confidence=0.8, sources=[src()])
+
+
+def base(tenant: str, **kw: object) -> dict[str, object]:
+    return {
+        "event_id": kw.pop("event_id", uuid.uuid4()),
+        "tenant_id": tenant,
+        "occurred_at": T0,
+        "source": ev.EventSource(system="test", reference="r-1"),
+        **kw,
+    }
+
+
+def alert(tenant: str = "acme", title: str = "Disk D: above 90% on FS01", **kw: object) -> ev.AlertReceived:
+    return ev.AlertReceived(
+        **base(tenant, **kw),
+        payload=ev.AlertPayload(fingerprint="fs01-disk", status="firing", severity="warning", title=title,
+                                device="FS01", site="hq", labels={"job": "node"}, starts_at=T0),
+    )
+
+
+def every_event(tenant: str = "acme") -> list[ev.Envelope]:
+    ticket = ev.TicketSnapshot(ticket_id="1001", title="Cannot save to S:", devices=["FS01"])
+    sig_id, run_id = uuid.uuid4(), uuid.uuid4()
+    decision = ev.Decision(label="Storage", confidence=0.9, method="knn", rationale=claim())
+    return [
+        alert(tenant),
+        ev.TicketEvent(**base(tenant), payload=ev.TicketEventPayload(
+            kind="escalated", ticket=ticket, escalation=ev.Escalation(from_tier="L1", to_tier="L2"),
+            note=ev.TicketNote(note_id="n1", text="cleared temp", internal=True))),
+        ev.SignalClustered(**base(tenant), payload=ev.SignalPayload(
+            signal_id=sig_id, state="opened", title="FS01 disk full", member_alert_ids=[uuid.uuid4()],
+            devices=["FS01"], severity="critical", first_seen=T0, last_seen=T0 + timedelta(minutes=5),
+            count=3, confidence=0.7,
+            reasons=[ev.GroupingReason(feature="device", detail="same device FS01", weight=0.6)])),
+        ev.TicketTriaged(**base(tenant), payload=ev.TicketTriagedPayload(
+            ticket_id="1001", category=decision, intent=decision, priority=decision,
+            similar_cases=[ev.SimilarCase(ticket_id="0950", score=0.8)], open_signal_ids=[sig_id])),
+        ev.EscalationPacket(**base(tenant), payload=ev.EscalationPacketPayload(
+            packet_id=uuid.uuid4(), ticket_id="1001", version=1, summary=[claim()],
+            still_unknown=[ev.Unknown(text="Did the backup run?", missing_evidence="backup job log")])),
+        ev.AutomationRun(**base(tenant), payload=ev.AutomationRunPayload(
+            run_id=run_id, steps=[ev.ActionStep(action="entra.reset_password", params={"user": "m@x"})],
+            requested_by="user:alice", mode="manual")),
+        ev.AutomationResult(**base(tenant), payload=ev.AutomationResultPayload(
+            run_id=run_id, outcome="failed",
+            steps=[ev.StepResult(index=0, action="entra.reset_password", outcome="failed",
+                                 error_class="PermissionDenied")])),
+        ev.AuditEvent(**base(tenant), payload=ev.AuditPayload(
+            actor="service:ingest", action="ingest.alert.accepted", subject_kind="alert", subject_id="x")),
+    ]
