@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +30,17 @@ from libs.common.settings import load_settings
 from libs.common.telemetry import configure_logging, configure_tracing, context_from_headers, tracer
 
 log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a captured SIGTERM after its graceful shutdown, so the process dies
+    "killed by signal". SIGTERM is how supervisors ask a service to stop: once the shutdown is
+    done, exit 0."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM and sig in self._captured_signals:
+            self._captured_signals.remove(sig)
 
 
 class Runtime:
@@ -148,7 +160,7 @@ class Runtime:
             lifespan="on",
             timeout_graceful_shutdown=int(self.settings.shutdown_grace_s),
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
         self._server.run()
 
 

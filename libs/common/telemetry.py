@@ -23,7 +23,7 @@ KafkaHeaders = Sequence[tuple[str, bytes]]
 
 # --- logs -----------------------------------------------------------------------------------
 
-_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
