@@ -46,15 +46,22 @@ class PublishError(RuntimeError):
     """Kafka did not acknowledge an event (broker down, timeout, not enough replicas)."""
 
 
-def encode(event: Envelope) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """Key, value and headers of an event as they go on the wire."""
+def encode(
+    event: Envelope, trace_headers: list[tuple[str, bytes]] | None = None
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Key, value and headers of an event as they go on the wire.
+
+    `trace_headers` lets a caller that encodes many events in one context compute the W3C
+    trace headers once; by default they are taken from the current context.
+    """
     tenant = event.tenant_id.encode()
     headers = [
         (H_TENANT, tenant),
         (H_TYPE, event.type.encode()),
         (H_VERSION, str(event.schema_version).encode()),
+        *(inject_headers() if trace_headers is None else trace_headers),
     ]
-    return tenant, event.model_dump_json().encode(), inject_headers(headers)
+    return tenant, event.model_dump_json().encode(), headers
 
 
 def decode(topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> Any:
@@ -74,6 +81,12 @@ def check_tenant(body_tenant: str, key: bytes | None, headers: Sequence[tuple[st
         raise TenantMismatch(
             f"tenant mismatch: key={key_tenant!r} header={header_tenant!r} body={body_tenant!r}"
         )
+
+
+def _checked_topic(topic: str, event: Envelope) -> str:
+    if spec_for(topic).model is not type(event):
+        raise TypeError(f"topic {topic} carries {spec_for(topic).model.__name__}, not {type(event).__name__}")
+    return topic
 
 
 class EventProducer:
@@ -112,20 +125,23 @@ class EventProducer:
             self.started = False
             await self._producer.stop()
 
-    async def publish(self, event: Envelope) -> RecordMetadata:
-        return (await self.publish_many([event]))[0]
+    async def publish(self, event: Envelope, *, topic: str | None = None) -> RecordMetadata:
+        return (await self.publish_many([event], topic=topic))[0]
 
-    async def publish_many(self, events: Iterable[Envelope]) -> list[RecordMetadata]:
+    async def publish_many(self, events: Iterable[Envelope], *, topic: str | None = None) -> list[RecordMetadata]:
         """Send all events, then wait until Kafka has every one of them (acks=all).
 
+        `topic` overrides each event's own topic; it must be declared for the same model.
         Raises `PublishError` if any was not acknowledged.
         """
         futures = []
         topics = []
+        trace_headers = inject_headers()  # one context for the whole call
         for event in events:
-            key, value, headers = encode(event)
-            futures.append(await self._producer.send(event.topic, value, key=key, headers=headers))
-            topics.append(event.topic)
+            dest = event.topic if topic is None else _checked_topic(topic, event)
+            key, value, headers = encode(event, trace_headers)
+            futures.append(await self._producer.send(dest, value, key=key, headers=headers))
+            topics.append(dest)
         return await self._await_acks(futures, topics)
 
     async def send_raw(
@@ -211,6 +227,7 @@ class EventConsumer:
         self._stopping = asyncio.Event()
         self._started = False
         self._hist = HANDLER_SECONDS.labels(service, "consume")
+        self._ok_counters: dict[str, Any] = {}
 
     @property
     def assigned(self) -> bool:
@@ -278,7 +295,10 @@ class EventConsumer:
                         return
                     await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
             self.stats.handled += 1
-            EVENTS_CONSUMED.labels(self.service, record.topic, "ok").inc()
+            counter = self._ok_counters.get(record.topic)
+            if counter is None:  # label lookups cost more than the increment: do them once
+                counter = self._ok_counters[record.topic] = EVENTS_CONSUMED.labels(self.service, record.topic, "ok")
+            counter.inc()
             self._hist.observe(time.perf_counter() - start)
 
     async def _deadletter(self, record: ConsumerRecord[bytes, bytes], exc: BaseException, *, reason: str) -> None:
