@@ -176,7 +176,13 @@ def start(cfg: BrokerConfig) -> str:
         _log(f"already running at {cfg.bootstrap}")
         return cfg.bootstrap
     if port_open("127.0.0.1", cfg.port):
-        raise BrokerError(f"port {cfg.port} is taken by another process; choose --port")
+        # Another checkout's broker (or one started by hand) already serves this port.
+        try:
+            cid = asyncio.run(cluster_id(cfg.bootstrap))
+        except Exception:
+            raise BrokerError(f"port {cfg.port} is taken by something that is not a Kafka broker; choose --port") from None
+        _log(f"a Kafka broker (cluster {cid}) already answers at {cfg.bootstrap}; using it")
+        return cfg.bootstrap
     libs = fetch_jars()
     cp = _classpath(libs)
     java = shutil.which("java")
