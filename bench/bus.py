@@ -39,19 +39,35 @@ EVENT_BYTES = 1024
 def make_events(n: int, tenants: int) -> list[AlertReceived]:
     now = utcnow()
     proto = AlertReceived(
-        event_id=uuid.uuid4(), tenant_id="t0000", occurred_at=now,
+        event_id=uuid.uuid4(),
+        tenant_id="t0000",
+        occurred_at=now,
         source=EventSource(system="bench", reference="r"),
-        payload=AlertPayload(fingerprint="fp", status="firing", title="Disk D: above 90% on FS01",
-                             device="FS01", site="hq", description=""),
+        payload=AlertPayload(
+            fingerprint="fp",
+            status="firing",
+            title="Disk D: above 90% on FS01",
+            device="FS01",
+            site="hq",
+            description="",
+        ),
     )
     pad = EVENT_BYTES - len(proto.model_dump_json())
-    description = ("disk usage climbing on the data volume; " * 40)[:max(pad, 0)]
+    description = ("disk usage climbing on the data volume; " * 40)[: max(pad, 0)]
     return [
         AlertReceived(
-            event_id=uuid.uuid4(), tenant_id=f"t{i % tenants:04d}", occurred_at=now,
+            event_id=uuid.uuid4(),
+            tenant_id=f"t{i % tenants:04d}",
+            occurred_at=now,
             source=EventSource(system="bench", reference=f"r{i}"),
-            payload=AlertPayload(fingerprint=f"fp-{i}", status="firing", title="Disk D: above 90% on FS01",
-                                 device=f"DEV-{i % 50}", site="hq", description=description),
+            payload=AlertPayload(
+                fingerprint=f"fp-{i}",
+                status="firing",
+                title="Disk D: above 90% on FS01",
+                device=f"DEV-{i % 50}",
+                site="hq",
+                description=description,
+            ),
         )
         for i in range(n)
     ]
@@ -71,7 +87,7 @@ async def project_produce(bootstrap: str, topic: str, events: list[AlertReceived
         # The project publishes to each event's declared topic; point the bench topic at it.
         start = time.perf_counter()
         for i in range(0, len(events), CHUNK):
-            await producer.publish_many(events[i:i + CHUNK], topic=topic)
+            await producer.publish_many(events[i : i + CHUNK], topic=topic)
         return len(events) / (time.perf_counter() - start)
     finally:
         await producer.stop()
@@ -79,13 +95,19 @@ async def project_produce(bootstrap: str, topic: str, events: list[AlertReceived
 
 async def raw_produce(bootstrap: str, topic: str, events: list[AlertReceived]) -> float:
     records = [(e.tenant_id.encode(), e.model_dump_json().encode()) for e in events]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=5, max_batch_size=256 * 1024, client_id="bench-raw")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        client_id="bench-raw",
+    )
     await producer.start()
     try:
         start = time.perf_counter()
         for i in range(0, len(records), CHUNK):
-            futs = [await producer.send(topic, v, key=k) for k, v in records[i:i + CHUNK]]
+            futs = [await producer.send(topic, v, key=k) for k, v in records[i : i + CHUNK]]
             await asyncio.gather(*futs)
         return len(records) / (time.perf_counter() - start)
     finally:
@@ -107,8 +129,14 @@ async def project_consume(bootstrap: str, topic: str, n: int) -> float:
 
     producer = EventProducer(bootstrap, client_id="bench-dlq")
     await producer.start()
-    consumer = EventConsumer(service="bench", topics=[topic], group_id=f"bench-{uuid.uuid4().hex[:8]}",
-                             bootstrap_servers=bootstrap, handler=handler, producer=producer)
+    consumer = EventConsumer(
+        service="bench",
+        topics=[topic],
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        bootstrap_servers=bootstrap,
+        handler=handler,
+        producer=producer,
+    )
     await consumer.start()
     task = asyncio.create_task(consumer.run())
     try:
@@ -123,8 +151,13 @@ async def project_consume(bootstrap: str, topic: str, n: int) -> float:
 
 
 async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex[:8]}",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         seen, first = 0, None
@@ -167,7 +200,11 @@ async def run_case(bootstrap: str, tenants: int, n: int) -> dict[str, Any]:
         "raw_consume_eps": round(raw_consume_eps),
         "produce_ratio": round(project_eps / raw_eps, 3),
         "consume_ratio": round(project_consume_eps / raw_consume_eps, 3),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
     }
 
 

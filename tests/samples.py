@@ -31,8 +31,16 @@ def base(tenant: str, **kw: object) -> dict[str, object]:
 def alert(tenant: str = "acme", title: str = "Disk D: above 90% on FS01", **kw: object) -> ev.AlertReceived:
     return ev.AlertReceived(
         **base(tenant, **kw),
-        payload=ev.AlertPayload(fingerprint="fs01-disk", status="firing", severity="warning", title=title,
-                                device="FS01", site="hq", labels={"job": "node"}, starts_at=T0),
+        payload=ev.AlertPayload(
+            fingerprint="fs01-disk",
+            status="firing",
+            severity="warning",
+            title=title,
+            device="FS01",
+            site="hq",
+            labels={"job": "node"},
+            starts_at=T0,
+        ),
     )
 
 
@@ -42,27 +50,80 @@ def every_event(tenant: str = "acme") -> list[ev.Envelope]:
     decision = ev.Decision(label="Storage", confidence=0.9, method="knn", rationale=claim())
     return [
         alert(tenant),
-        ev.TicketEvent(**base(tenant), payload=ev.TicketEventPayload(
-            kind="escalated", ticket=ticket, escalation=ev.Escalation(from_tier="L1", to_tier="L2"),
-            note=ev.TicketNote(note_id="n1", text="cleared temp", internal=True))),
-        ev.SignalClustered(**base(tenant), payload=ev.SignalPayload(
-            signal_id=sig_id, state="opened", title="FS01 disk full", member_alert_ids=[uuid.uuid4()],
-            devices=["FS01"], severity="critical", first_seen=T0, last_seen=T0 + timedelta(minutes=5),
-            count=3, confidence=0.7,
-            reasons=[ev.GroupingReason(feature="device", detail="same device FS01", weight=0.6)])),
-        ev.TicketTriaged(**base(tenant), payload=ev.TicketTriagedPayload(
-            ticket_id="1001", category=decision, intent=decision, priority=decision,
-            similar_cases=[ev.SimilarCase(ticket_id="0950", score=0.8)], open_signal_ids=[sig_id])),
-        ev.EscalationPacket(**base(tenant), payload=ev.EscalationPacketPayload(
-            packet_id=uuid.uuid4(), ticket_id="1001", version=1, summary=[claim()],
-            still_unknown=[ev.Unknown(text="Did the backup run?", missing_evidence="backup job log")])),
-        ev.AutomationRun(**base(tenant), payload=ev.AutomationRunPayload(
-            run_id=run_id, steps=[ev.ActionStep(action="entra.reset_password", params={"user": "m@x"})],
-            requested_by="user:alice", mode="manual")),
-        ev.AutomationResult(**base(tenant), payload=ev.AutomationResultPayload(
-            run_id=run_id, outcome="failed",
-            steps=[ev.StepResult(index=0, action="entra.reset_password", outcome="failed",
-                                 error_class="PermissionDenied")])),
-        ev.AuditEvent(**base(tenant), payload=ev.AuditPayload(
-            actor="service:ingest", action="ingest.alert.accepted", subject_kind="alert", subject_id="x")),
+        ev.TicketEvent(
+            **base(tenant),
+            payload=ev.TicketEventPayload(
+                kind="escalated",
+                ticket=ticket,
+                escalation=ev.Escalation(from_tier="L1", to_tier="L2"),
+                note=ev.TicketNote(note_id="n1", text="cleared temp", internal=True),
+            ),
+        ),
+        ev.SignalClustered(
+            **base(tenant),
+            payload=ev.SignalPayload(
+                signal_id=sig_id,
+                state="opened",
+                title="FS01 disk full",
+                member_alert_ids=[uuid.uuid4()],
+                devices=["FS01"],
+                severity="critical",
+                first_seen=T0,
+                last_seen=T0 + timedelta(minutes=5),
+                count=3,
+                confidence=0.7,
+                reasons=[ev.GroupingReason(feature="device", detail="same device FS01", weight=0.6)],
+            ),
+        ),
+        ev.TicketTriaged(
+            **base(tenant),
+            payload=ev.TicketTriagedPayload(
+                ticket_id="1001",
+                category=decision,
+                intent=decision,
+                priority=decision,
+                similar_cases=[ev.SimilarCase(ticket_id="0950", score=0.8)],
+                open_signal_ids=[sig_id],
+            ),
+        ),
+        ev.EscalationPacket(
+            **base(tenant),
+            payload=ev.EscalationPacketPayload(
+                packet_id=uuid.uuid4(),
+                ticket_id="1001",
+                version=1,
+                summary=[claim()],
+                still_unknown=[ev.Unknown(text="Did the backup run?", missing_evidence="backup job log")],
+            ),
+        ),
+        ev.AutomationRun(
+            **base(tenant),
+            payload=ev.AutomationRunPayload(
+                run_id=run_id,
+                steps=[ev.ActionStep(action="entra.reset_password", params={"user": "m@x"})],
+                requested_by="user:alice",
+                mode="manual",
+            ),
+        ),
+        ev.AutomationResult(
+            **base(tenant),
+            payload=ev.AutomationResultPayload(
+                run_id=run_id,
+                outcome="failed",
+                steps=[
+                    ev.StepResult(
+                        index=0,
+                        action="entra.reset_password",
+                        outcome="failed",
+                        error_class="PermissionDenied",
+                    )
+                ],
+            ),
+        ),
+        ev.AuditEvent(
+            **base(tenant),
+            payload=ev.AuditPayload(
+                actor="service:ingest", action="ingest.alert.accepted", subject_kind="alert", subject_id="x"
+            ),
+        ),
     ]

@@ -86,9 +86,18 @@ def fetch_jars() -> Path:
     _log(f"fetching Apache Kafka {kafka_version()} and its dependencies from Maven Central ...")
     libs.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-         f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
-        capture_output=True, text=True,
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise BrokerError(f"mvn could not resolve Kafka:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
@@ -102,27 +111,29 @@ def _classpath(libs: Path) -> str:
 
 def _server_properties(cfg: BrokerConfig) -> str:
     cport = cfg.controller_port or cfg.port + 1
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{cport}",
-        f"listeners=PLAINTEXT://127.0.0.1:{cfg.port},CONTROLLER://127.0.0.1:{cport}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.port}",
-        "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name=PLAINTEXT",
-        f"log.dirs={cfg.home / 'data'}",
-        "num.partitions=12",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=12",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "auto.create.topics.enable=false",
-        "",
-    ])
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{cport}",
+            f"listeners=PLAINTEXT://127.0.0.1:{cfg.port},CONTROLLER://127.0.0.1:{cport}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={cfg.home / 'data'}",
+            "num.partitions=12",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=12",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "",
+        ]
+    )
 
 
 def _pid(cfg: BrokerConfig) -> int | None:
@@ -180,7 +191,9 @@ def start(cfg: BrokerConfig) -> str:
         try:
             cid = asyncio.run(cluster_id(cfg.bootstrap))
         except Exception:
-            raise BrokerError(f"port {cfg.port} is taken by something that is not a Kafka broker; choose --port") from None
+            raise BrokerError(
+                f"port {cfg.port} is taken by something that is not a Kafka broker; choose --port"
+            ) from None
         _log(f"a Kafka broker (cluster {cid}) already answers at {cfg.bootstrap}; using it")
         return cfg.bootstrap
     libs = fetch_jars()
@@ -193,23 +206,41 @@ def start(cfg: BrokerConfig) -> str:
     props.write_text(_server_properties(cfg))
     (cfg.home / "log4j2.yaml").write_text(LOG4J2)
     if not (cfg.home / "data" / "meta.properties").exists():
-        cluster = subprocess.run(
-            [java, "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip().splitlines()[-1]
+        cluster = (
+            subprocess.run(
+                [java, "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         fmt = subprocess.run(
             [java, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if fmt.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
         _log(f"formatted KRaft storage in {cfg.home / 'data'} (cluster {cluster})")
     log = open(cfg.log_file, "ab")
     proc = subprocess.Popen(
-        [java, f"-Xmx{cfg.heap}", f"-Xms{cfg.heap}", "-XX:+UseG1GC",
-         f"-Dlog4j2.configurationFile={cfg.home / 'log4j2.yaml'}",
-         "-cp", cp, "kafka.Kafka", str(props)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            java,
+            f"-Xmx{cfg.heap}",
+            f"-Xms{cfg.heap}",
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={cfg.home / 'log4j2.yaml'}",
+            "-cp",
+            cp,
+            "kafka.Kafka",
+            str(props),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     cfg.pid_file.write_text(str(proc.pid))
     try:

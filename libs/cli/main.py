@@ -64,8 +64,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     ready = platform.wait_ready(var, procs)
     print(f"\n{'service':<11} {'ready':<6} url                      log")
     for name, ok in ready.items():
-        print(f"{name:<11} {str(ok).lower():<6} http://127.0.0.1:{platform.port_of(name):<6}  "
-              f"{var / 'logs' / (name + '.log')}")
+        print(
+            f"{name:<11} {str(ok).lower():<6} http://127.0.0.1:{platform.port_of(name):<6}  "
+            f"{var / 'logs' / (name + '.log')}"
+        )
     if not all(ready.values()):
         print("\nsome services are not ready; see their logs", file=sys.stderr)
         return 1
@@ -95,7 +97,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     doc = {
         "broker": broker.status(broker.BrokerConfig(port=state.get("broker_port", args.port), var_dir=var))
-        if state.get("own_broker", True) else {"bootstrap": state.get("bootstrap")},
+        if state.get("own_broker", True)
+        else {"bootstrap": state.get("bootstrap")},
         "services": platform.service_status(var, args.tenant),
     }
     platform.print_json(doc)
@@ -159,8 +162,12 @@ def cmd_test(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="msp", description=__doc__)
     p.add_argument("--var-dir", help="state folder (default: ./var, or MSP_VAR_DIR)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("MSP_BROKER_PORT", "9092")),
-                   help="port of the project's own broker (default 9092, or MSP_BROKER_PORT)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("MSP_BROKER_PORT", "9092")),
+        help="port of the project's own broker (default 9092, or MSP_BROKER_PORT)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("broker", help="the project's own single-node Kafka broker")

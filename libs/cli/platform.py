@@ -68,12 +68,20 @@ def start_services(
         if _alive(var, name):
             _say(f"  {name:<11} already running")
             continue
-        env = {**os.environ, **(extra_env or {}), "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-               "MSP_VAR_DIR": str(var)}
+        env = {
+            **os.environ,
+            **(extra_env or {}),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "MSP_VAR_DIR": str(var),
+        }
         log = open(var / "logs" / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-m", f"services.{name}"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         _pid_file(var, name).write_text(str(proc.pid))
         procs[name] = proc
@@ -92,9 +100,7 @@ def wait_ready(
             for name in sorted(pending):
                 proc = procs.get(name)
                 if (proc is not None and proc.poll() is not None) or _alive(var, name) is None:
-                    raise RuntimeError(
-                        f"{name} exited during start-up; see {var / 'logs' / (name + '.log')}"
-                    )
+                    raise RuntimeError(f"{name} exited during start-up; see {var / 'logs' / (name + '.log')}")
                 try:
                     if client.get(f"http://127.0.0.1:{port_of(name)}/readyz").status_code == 200:
                         ready[name] = True
@@ -134,10 +140,12 @@ def service_status(var: Path, tenant: str | None) -> dict[str, Any]:
                 if tenant:
                     if name == "audit":
                         row["audit_events"] = client.get(
-                            f"{row['url']}/v1/audit/counts", params={"tenant_id": tenant}).json()["events"]
+                            f"{row['url']}/v1/audit/counts", params={"tenant_id": tenant}
+                        ).json()["events"]
                     elif name != "ingest":
                         row["consumed"] = client.get(
-                            f"{row['url']}/v1/counts", params={"tenant_id": tenant}).json()["by_topic"]
+                            f"{row['url']}/v1/counts", params={"tenant_id": tenant}
+                        ).json()["by_topic"]
             except httpx.HTTPError:
                 row["ready"] = False
             out[name] = row
@@ -172,37 +180,109 @@ def demo_events(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any
     and the tickets users raise about it."""
     t = lambda minutes: (now - timedelta(minutes=minutes)).isoformat()  # noqa: E731
     alerts = [
-        {"fingerprint": "fs01-disk-d", "severity": "warning", "title": "Disk D: above 90% on FS01",
-         "device": "FS01", "site": "hq", "starts_at": t(40)},
-        {"fingerprint": "fs01-disk-d", "severity": "critical", "title": "Disk D: above 97% on FS01",
-         "device": "FS01", "site": "hq", "starts_at": t(20)},
-        {"fingerprint": "fs01-backup", "severity": "high", "title": "Backup job 'Nightly FS01' failed: target full",
-         "device": "FS01", "site": "hq", "starts_at": t(35)},
-        {"fingerprint": "fs01-share-latency", "severity": "warning", "title": "SMB share latency over 800 ms on FS01",
-         "device": "FS01", "site": "hq", "starts_at": t(18)},
-        {"fingerprint": "vpn-gw1-tunnel", "severity": "high", "title": "IPsec tunnel to branch down on VPN-GW1",
-         "device": "VPN-GW1", "site": "branch", "starts_at": t(12)},
-        {"fingerprint": "vpn-gw1-tunnel", "status": "resolved", "severity": "high",
-         "title": "IPsec tunnel to branch down on VPN-GW1", "device": "VPN-GW1", "site": "branch",
-         "starts_at": t(12), "ends_at": t(9)},
-        {"fingerprint": "vpn-gw1-tunnel", "severity": "high", "title": "IPsec tunnel to branch down on VPN-GW1",
-         "device": "VPN-GW1", "site": "branch", "starts_at": t(6)},
-        {"fingerprint": "ws-114-av", "severity": "low", "title": "Antivirus definitions out of date on WS-114",
-         "device": "WS-114", "site": "hq", "starts_at": t(50)},
+        {
+            "fingerprint": "fs01-disk-d",
+            "severity": "warning",
+            "title": "Disk D: above 90% on FS01",
+            "device": "FS01",
+            "site": "hq",
+            "starts_at": t(40),
+        },
+        {
+            "fingerprint": "fs01-disk-d",
+            "severity": "critical",
+            "title": "Disk D: above 97% on FS01",
+            "device": "FS01",
+            "site": "hq",
+            "starts_at": t(20),
+        },
+        {
+            "fingerprint": "fs01-backup",
+            "severity": "high",
+            "title": "Backup job 'Nightly FS01' failed: target full",
+            "device": "FS01",
+            "site": "hq",
+            "starts_at": t(35),
+        },
+        {
+            "fingerprint": "fs01-share-latency",
+            "severity": "warning",
+            "title": "SMB share latency over 800 ms on FS01",
+            "device": "FS01",
+            "site": "hq",
+            "starts_at": t(18),
+        },
+        {
+            "fingerprint": "vpn-gw1-tunnel",
+            "severity": "high",
+            "title": "IPsec tunnel to branch down on VPN-GW1",
+            "device": "VPN-GW1",
+            "site": "branch",
+            "starts_at": t(12),
+        },
+        {
+            "fingerprint": "vpn-gw1-tunnel",
+            "status": "resolved",
+            "severity": "high",
+            "title": "IPsec tunnel to branch down on VPN-GW1",
+            "device": "VPN-GW1",
+            "site": "branch",
+            "starts_at": t(12),
+            "ends_at": t(9),
+        },
+        {
+            "fingerprint": "vpn-gw1-tunnel",
+            "severity": "high",
+            "title": "IPsec tunnel to branch down on VPN-GW1",
+            "device": "VPN-GW1",
+            "site": "branch",
+            "starts_at": t(6),
+        },
+        {
+            "fingerprint": "ws-114-av",
+            "severity": "low",
+            "title": "Antivirus definitions out of date on WS-114",
+            "device": "WS-114",
+            "site": "hq",
+            "starts_at": t(50),
+        },
     ]
     tickets = [
-        {"event_ref": "demo-1001-created", "kind": "created", "occurred_at": t(15),
-         "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive",
-                    "description": "Since this morning saving to S: says the disk is full.",
-                    "requester": "maria.lopez@client.example", "site": "hq", "devices": ["FS01"],
-                    "priority": "high", "status": "New", "tier": "L1"}},
-        {"event_ref": "demo-1001-note", "kind": "note_added", "occurred_at": t(10),
-         "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive", "tier": "L1"},
-         "note": {"note_id": "n-1", "text": "Cleared temp folders on FS01, freed 2 GB; still 96% full.",
-                  "internal": True, "author": "l1.sam"}},
-        {"event_ref": "demo-1001-escalated", "kind": "escalated", "occurred_at": t(5),
-         "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive", "tier": "L2"},
-         "escalation": {"from_tier": "L1", "to_tier": "L2"}},
+        {
+            "event_ref": "demo-1001-created",
+            "kind": "created",
+            "occurred_at": t(15),
+            "ticket": {
+                "ticket_id": "1001",
+                "title": "Cannot save files to the S: drive",
+                "description": "Since this morning saving to S: says the disk is full.",
+                "requester": "maria.lopez@client.example",
+                "site": "hq",
+                "devices": ["FS01"],
+                "priority": "high",
+                "status": "New",
+                "tier": "L1",
+            },
+        },
+        {
+            "event_ref": "demo-1001-note",
+            "kind": "note_added",
+            "occurred_at": t(10),
+            "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive", "tier": "L1"},
+            "note": {
+                "note_id": "n-1",
+                "text": "Cleared temp folders on FS01, freed 2 GB; still 96% full.",
+                "internal": True,
+                "author": "l1.sam",
+            },
+        },
+        {
+            "event_ref": "demo-1001-escalated",
+            "kind": "escalated",
+            "occurred_at": t(5),
+            "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive", "tier": "L2"},
+            "escalation": {"from_tier": "L1", "to_tier": "L2"},
+        },
     ]
     return alerts, tickets
 
@@ -227,13 +307,19 @@ def run_demo(var: Path) -> dict[str, Any]:
     audited = 0
     with httpx.Client(timeout=2.0) as client:
         while time.monotonic() < deadline:
-            audited = client.get(f"http://127.0.0.1:{port_of('audit')}/v1/audit/counts",
-                                 params={"tenant_id": DEMO_TENANT}).json()["events"]
+            audited = client.get(
+                f"http://127.0.0.1:{port_of('audit')}/v1/audit/counts", params={"tenant_id": DEMO_TENANT}
+            ).json()["events"]
             if audited >= expected:
                 break
             time.sleep(0.5)
-    return {"tenant": DEMO_TENANT, "posted": len(alerts) + len(tickets), "accepted": accepted,
-            "audit_events": audited, "audit_events_expected": expected}
+    return {
+        "tenant": DEMO_TENANT,
+        "posted": len(alerts) + len(tickets),
+        "accepted": accepted,
+        "audit_events": audited,
+        "audit_events_expected": expected,
+    }
 
 
 def print_json(doc: Any) -> None:

@@ -38,7 +38,9 @@ def ensure_installed() -> Path:
     if bindir is not None:
         return bindir
     if os.geteuid() != 0:
-        raise PostgresError("PostgreSQL is not installed and installing it needs root: apt-get install postgresql")
+        raise PostgresError(
+            "PostgreSQL is not installed and installing it needs root: apt-get install postgresql"
+        )
     _log("installing PostgreSQL from Debian packages ...")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "postgresql"]):
@@ -81,21 +83,53 @@ def start(port: int = 55432) -> str:
         if os.geteuid() == 0:
             shutil.chown(data, "postgres", "postgres")
         proc = subprocess.run(
-            _as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                          "--auth=trust", "-E", "UTF8", "--no-sync"]),
-            capture_output=True, text=True,
+            _as_postgres(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise PostgresError(f"initdb failed:\n{proc.stdout}{proc.stderr}")
-    opts = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={data} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+    opts = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={data} "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
     proc = subprocess.run(
-        _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"),
-                      "-o", opts, "-w", "-t", "60", "start"]),
-        capture_output=True, text=True,
+        _as_postgres(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(data / "server.log"),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
-        log = (data / "server.log").read_text(errors="replace")[-2000:] if (data / "server.log").exists() else ""
+        log = (
+            (data / "server.log").read_text(errors="replace")[-2000:]
+            if (data / "server.log").exists()
+            else ""
+        )
         raise PostgresError(f"pg_ctl start failed:\n{proc.stdout}{proc.stderr}\n{log}")
     for _ in range(60):
         if is_ready(bindir, port):

@@ -128,7 +128,9 @@ class EventProducer:
     async def publish(self, event: Envelope, *, topic: str | None = None) -> RecordMetadata:
         return (await self.publish_many([event], topic=topic))[0]
 
-    async def publish_many(self, events: Iterable[Envelope], *, topic: str | None = None) -> list[RecordMetadata]:
+    async def publish_many(
+        self, events: Iterable[Envelope], *, topic: str | None = None
+    ) -> list[RecordMetadata]:
         """Send all events, then wait until Kafka has every one of them (acks=all).
 
         `topic` overrides each event's own topic; it must be declared for the same model.
@@ -151,7 +153,9 @@ class EventProducer:
         fut = await self._producer.send(topic, value, key=key, headers=list(headers))
         return (await self._await_acks([fut], [topic]))[0]
 
-    async def _await_acks(self, futures: list[asyncio.Future[RecordMetadata]], topics: list[str]) -> list[RecordMetadata]:
+    async def _await_acks(
+        self, futures: list[asyncio.Future[RecordMetadata]], topics: list[str]
+    ) -> list[RecordMetadata]:
         results = await asyncio.gather(*futures, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -179,7 +183,10 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.owner._commit_pending()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)})
+        log.info(
+            "partitions assigned",
+            extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)},
+        )
 
 
 class EventConsumer:
@@ -274,7 +281,11 @@ class EventConsumer:
         with span_from_headers(
             f"{record.topic} process",
             headers,
-            **{"messaging.system": "kafka", "messaging.destination": record.topic, "msp.service": self.service},
+            **{
+                "messaging.system": "kafka",
+                "messaging.destination": record.topic,
+                "msp.service": self.service,
+            },
         ):
             start = time.perf_counter()
             try:
@@ -290,18 +301,25 @@ class EventConsumer:
                     raise
                 except Exception as exc:  # the handler's failure is data for the dead letter
                     if attempt == self.max_attempts:
-                        log.exception("handler failed; dead-lettering", extra={"topic": record.topic, "offset": record.offset})
+                        log.exception(
+                            "handler failed; dead-lettering",
+                            extra={"topic": record.topic, "offset": record.offset},
+                        )
                         await self._deadletter(record, exc, reason="handler")
                         return
                     await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
             self.stats.handled += 1
             counter = self._ok_counters.get(record.topic)
             if counter is None:  # label lookups cost more than the increment: do them once
-                counter = self._ok_counters[record.topic] = EVENTS_CONSUMED.labels(self.service, record.topic, "ok")
+                counter = self._ok_counters[record.topic] = EVENTS_CONSUMED.labels(
+                    self.service, record.topic, "ok"
+                )
             counter.inc()
             self._hist.observe(time.perf_counter() - start)
 
-    async def _deadletter(self, record: ConsumerRecord[bytes, bytes], exc: BaseException, *, reason: str) -> None:
+    async def _deadletter(
+        self, record: ConsumerRecord[bytes, bytes], exc: BaseException, *, reason: str
+    ) -> None:
         headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
         letter = DeadLetter(
             service=self.service,
@@ -326,6 +344,11 @@ class EventConsumer:
         EVENTS_CONSUMED.labels(self.service, record.topic, "deadlettered").inc()
         log.warning(
             "event dead-lettered",
-            extra={"topic": record.topic, "partition": record.partition, "offset": record.offset,
-                   "reason": reason, "error": letter.error[:500]},
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "reason": reason,
+                "error": letter.error[:500],
+            },
         )

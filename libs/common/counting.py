@@ -32,8 +32,11 @@ def build_counting_service(
         # Audited on every delivery: the audit id is derived from the event id, so a
         # redelivery (say after a crash between the two writes) is recorded once.
         await rt.audit.emit(
-            tenant_id=event.tenant_id, action=f"{service}.event.received",
-            subject_kind=event.type, subject_id=str(event.event_id), cause_id=str(event.event_id),
+            tenant_id=event.tenant_id,
+            action=f"{service}.event.received",
+            subject_kind=event.type,
+            subject_id=str(event.event_id),
+            cause_id=str(event.event_id),
             details={"topic": event.topic},
         )
 
@@ -41,8 +44,13 @@ def build_counting_service(
     app = rt.make_app(title, description)
 
     @app.get("/v1/counts", tags=[service])
-    async def counts(tenant_id: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]) -> dict[str, Any]:
+    async def counts(
+        tenant_id: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")],
+    ) -> dict[str, Any]:
         """Events this service has taken in for one tenant, by topic."""
-        return {"tenant_id": tenant_id, "by_topic": await asyncio.to_thread(inbox.counts, rt.engine, table, tenant_id)}
+        return {
+            "tenant_id": tenant_id,
+            "by_topic": await asyncio.to_thread(inbox.counts, rt.engine, table, tenant_id),
+        }
 
     return rt, app

@@ -188,7 +188,13 @@ class GroupingReason(Frozen):
     """Why alerts joined one signal: the feature that linked them and how strongly."""
 
     feature: Literal[
-        "fingerprint", "group_key", "device", "site", "topology", "time", "template",
+        "fingerprint",
+        "group_key",
+        "device",
+        "site",
+        "topology",
+        "time",
+        "template",
         "learned_correlation",
     ]
     detail: ShortText

@@ -50,11 +50,7 @@ def record(engine: Engine, table: Table, event: Envelope, *, received_at: dateti
 
 def counts(engine: Engine, table: Table, tenant_id: str) -> dict[str, int]:
     """Events taken in for one tenant, by topic."""
-    stmt = (
-        select(table.c.topic, func.count())
-        .where(table.c.tenant_id == tenant_id)
-        .group_by(table.c.topic)
-    )
+    stmt = select(table.c.topic, func.count()).where(table.c.tenant_id == tenant_id).group_by(table.c.topic)
     with engine.connect() as conn:
         return {topic: n for topic, n in conn.execute(stmt)}
 

@@ -16,17 +16,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import uvicorn
-from opentelemetry.trace import SpanKind
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 
 from libs.common.audit import AuditEmitter
 from libs.common.bus import EventConsumer, EventProducer, Handler
 from libs.common.db import make_engine, migrate, ping
-from libs.common.settings import ServiceSettings
-from libs.common.settings import load_settings
+from libs.common.settings import ServiceSettings, load_settings
 from libs.common.telemetry import configure_logging, configure_tracing, context_from_headers, tracer
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,9 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._server: uvicorn.Server | None = None
 
-    def add_consumer(self, topics: Sequence[str], handler: Handler, *, group_id: str | None = None) -> EventConsumer:
+    def add_consumer(
+        self, topics: Sequence[str], handler: Handler, *, group_id: str | None = None
+    ) -> EventConsumer:
         consumer = EventConsumer(
             service=self.service,
             topics=topics,
@@ -122,9 +123,7 @@ class Runtime:
         async def trace_requests(request: Request, call_next: Any) -> Any:
             # Continue the caller's trace (W3C traceparent) or start one; everything the
             # request publishes carries it onward in Kafka headers.
-            ctx = context_from_headers(
-                [(k, v.encode("latin-1")) for k, v in request.headers.items()]
-            )
+            ctx = context_from_headers([(k, v.encode("latin-1")) for k, v in request.headers.items()])
             with tracer().start_as_current_span(
                 f"{request.method} {request.url.path}", context=ctx, kind=SpanKind.SERVER
             ):

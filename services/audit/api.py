@@ -27,8 +27,14 @@ def make_router(engine: Engine) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         return await asyncio.to_thread(
-            store.query, engine, tenant_id, action=action, subject_id=subject_id,
-            trace_id=trace_id, since=since, limit=limit,
+            store.query,
+            engine,
+            tenant_id,
+            action=action,
+            subject_id=subject_id,
+            trace_id=trace_id,
+            since=since,
+            limit=limit,
         )
 
     @router.get("/verify")

@@ -19,10 +19,14 @@ def append(engine: Engine, event: AuditEvent) -> bool:
     body = event.model_dump_json()
     try:
         with engine.begin() as conn:
-            if conn.execute(select(audit_events.c.seq).where(audit_events.c.event_id == str(event.event_id))).first():
+            if conn.execute(
+                select(audit_events.c.seq).where(audit_events.c.event_id == str(event.event_id))
+            ).first():
                 return False
             conn.execute(
-                insert_ignore(engine, chain_heads).values(tenant_id=event.tenant_id, tenant_seq=0, hash=GENESIS)
+                insert_ignore(engine, chain_heads).values(
+                    tenant_id=event.tenant_id, tenant_seq=0, hash=GENESIS
+                )
             )
             head = conn.execute(
                 select(chain_heads.c.tenant_seq, chain_heads.c.hash)
@@ -34,14 +38,25 @@ def append(engine: Engine, event: AuditEvent) -> bool:
             p = event.payload
             conn.execute(
                 audit_events.insert().values(
-                    event_id=str(event.event_id), tenant_id=event.tenant_id, tenant_seq=seq,
-                    occurred_at=event.occurred_at, recorded_at=utcnow(), actor=p.actor,
-                    action=p.action, subject_kind=p.subject_kind, subject_id=p.subject_id,
-                    outcome=p.outcome, trace_id=p.trace_id, body=body, prev_hash=head.hash, hash=digest,
+                    event_id=str(event.event_id),
+                    tenant_id=event.tenant_id,
+                    tenant_seq=seq,
+                    occurred_at=event.occurred_at,
+                    recorded_at=utcnow(),
+                    actor=p.actor,
+                    action=p.action,
+                    subject_kind=p.subject_kind,
+                    subject_id=p.subject_id,
+                    outcome=p.outcome,
+                    trace_id=p.trace_id,
+                    body=body,
+                    prev_hash=head.hash,
+                    hash=digest,
                 )
             )
             conn.execute(
-                update(chain_heads).where(chain_heads.c.tenant_id == event.tenant_id)
+                update(chain_heads)
+                .where(chain_heads.c.tenant_id == event.tenant_id)
                 .values(tenant_seq=seq, hash=digest)
             )
         return True
@@ -61,8 +76,19 @@ def query(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     c = audit_events.c
-    stmt = select(c.tenant_seq, c.event_id, c.occurred_at, c.recorded_at, c.actor, c.action,
-                  c.subject_kind, c.subject_id, c.outcome, c.trace_id, c.hash).where(c.tenant_id == tenant_id)
+    stmt = select(
+        c.tenant_seq,
+        c.event_id,
+        c.occurred_at,
+        c.recorded_at,
+        c.actor,
+        c.action,
+        c.subject_kind,
+        c.subject_id,
+        c.outcome,
+        c.trace_id,
+        c.hash,
+    ).where(c.tenant_id == tenant_id)
     if action:
         stmt = stmt.where(c.action == action)
     if subject_id:
@@ -88,7 +114,9 @@ def verify_tenant(engine: Engine, tenant_id: str) -> Verification:
             select(chain_heads.c.tenant_seq, chain_heads.c.hash).where(chain_heads.c.tenant_id == tenant_id)
         ).first()
         rows = conn.execute(
-            select(c.tenant_seq, c.body, c.prev_hash, c.hash).where(c.tenant_id == tenant_id).order_by(c.tenant_seq)
+            select(c.tenant_seq, c.body, c.prev_hash, c.hash)
+            .where(c.tenant_id == tenant_id)
+            .order_by(c.tenant_seq)
         )
         return verify(
             (ChainEntry(r.tenant_seq, r.body, r.prev_hash, r.hash) for r in rows),

@@ -6,7 +6,6 @@ A post is answered 202 with the event ids only after Kafka acknowledged every ev
 # No `from __future__ import annotations` here: FastAPI must see the dependency aliases that
 # are defined inside make_router as real objects, not as strings.
 
-
 import asyncio
 import logging
 from typing import Annotated
@@ -54,9 +53,14 @@ def make_router(producer: EventProducer, verifier: KeyVerifier) -> APIRouter:
     async def publish(events: list[Envelope], action: str, caller: Principal) -> JSONResponse:
         audits = [
             audit_event(
-                service="ingest", tenant_id=e.tenant_id, action=action,
-                subject_kind=e.type, subject_id=str(e.event_id), cause_id=str(e.event_id),
-                actor=f"key:{caller.key_id}", details={"source": e.source.system},
+                service="ingest",
+                tenant_id=e.tenant_id,
+                action=action,
+                subject_kind=e.type,
+                subject_id=str(e.event_id),
+                cause_id=str(e.event_id),
+                actor=f"key:{caller.key_id}",
+                details={"source": e.source.system},
             )
             for e in events
         ]
@@ -77,7 +81,9 @@ def make_router(producer: EventProducer, verifier: KeyVerifier) -> APIRouter:
     @router.post("/alerts", status_code=202, response_model=Accepted)
     async def post_alert(body: CanonicalAlert, caller: Caller) -> JSONResponse:
         """Accept one alert in the platform's canonical form."""
-        return await publish([alert_event(tenant_of(caller, body.tenant_id), body)], "ingest.alert.accepted", caller)
+        return await publish(
+            [alert_event(tenant_of(caller, body.tenant_id), body)], "ingest.alert.accepted", caller
+        )
 
     @router.post("/tickets/events", status_code=202, response_model=Accepted)
     async def post_ticket_event(body: CanonicalTicketEvent, caller: Caller) -> JSONResponse:

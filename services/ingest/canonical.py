@@ -60,7 +60,8 @@ class CanonicalTicketEvent(_In):
     tenant_id: TenantId | None = Field(default=None, description="Optional; must match the key's tenant.")
     source_system: SystemName = "canonical"
     event_ref: str | None = Field(
-        default=None, max_length=500,
+        default=None,
+        max_length=500,
         description="The source's own id of this event, if it has one; used for idempotency.",
     )
     kind: TicketEventKind
@@ -78,8 +79,13 @@ def _iso(value: datetime | None) -> str:
 def alert_event(tenant_id: str, alert: CanonicalAlert) -> AlertReceived:
     # One firing and one resolution of the same alert are two events; a re-post is the same one.
     event_id = derive_event_id(
-        tenant_id, "alert", alert.source_system, alert.fingerprint, alert.status,
-        _iso(alert.starts_at), _iso(alert.ends_at),
+        tenant_id,
+        "alert",
+        alert.source_system,
+        alert.fingerprint,
+        alert.status,
+        _iso(alert.starts_at),
+        _iso(alert.ends_at),
     )
     occurred = (alert.ends_at if alert.status == "resolved" else alert.starts_at) or utcnow()
     return AlertReceived(
@@ -88,10 +94,18 @@ def alert_event(tenant_id: str, alert: CanonicalAlert) -> AlertReceived:
         occurred_at=occurred,
         source=EventSource(system=alert.source_system, reference=alert.fingerprint, link=alert.url),
         payload=AlertPayload(
-            fingerprint=alert.fingerprint, status=alert.status,  # type: ignore[arg-type]
-            severity=alert.severity, title=alert.title, description=alert.description,
-            device=alert.device, site=alert.site, group_key=alert.group_key, labels=alert.labels,
-            starts_at=alert.starts_at, ends_at=alert.ends_at, url=alert.url,
+            fingerprint=alert.fingerprint,
+            status=alert.status,  # type: ignore[arg-type]
+            severity=alert.severity,
+            title=alert.title,
+            description=alert.description,
+            device=alert.device,
+            site=alert.site,
+            group_key=alert.group_key,
+            labels=alert.labels,
+            starts_at=alert.starts_at,
+            ends_at=alert.ends_at,
+            url=alert.url,
         ),
     )
 
@@ -99,16 +113,19 @@ def alert_event(tenant_id: str, alert: CanonicalAlert) -> AlertReceived:
 def ticket_event(tenant_id: str, ev: CanonicalTicketEvent) -> TicketEvent:
     # Without the source's own event id, the content is the identity: a retried post is
     # byte-for-byte the same event, a real update differs somewhere.
-    identity = ev.event_ref or hashlib.sha256(
-        ev.model_dump_json(exclude={"tenant_id"}).encode()
-    ).hexdigest()
+    identity = ev.event_ref or hashlib.sha256(ev.model_dump_json(exclude={"tenant_id"}).encode()).hexdigest()
     return TicketEvent(
         event_id=derive_event_id(tenant_id, "ticket", ev.source_system, identity),
         tenant_id=tenant_id,
         occurred_at=ev.occurred_at or utcnow(),
-        source=EventSource(system=ev.source_system, reference=ev.event_ref or ev.ticket.ticket_id, link=ev.ticket.url),
+        source=EventSource(
+            system=ev.source_system, reference=ev.event_ref or ev.ticket.ticket_id, link=ev.ticket.url
+        ),
         payload=TicketEventPayload(
-            kind=ev.kind, ticket=ev.ticket, note=ev.note, escalation=ev.escalation,
+            kind=ev.kind,
+            ticket=ev.ticket,
+            note=ev.note,
+            escalation=ev.escalation,
             previous_status=ev.previous_status,
         ),
     )

@@ -50,14 +50,19 @@ def add_tenant(engine: Engine, tenant_id: str, name: str) -> None:
         ) from None
     try:
         with engine.begin() as conn:
-            conn.execute(insert(tenants).values(tenant_id=tenant_id, name=name, active=True, created_at=utcnow()))
+            conn.execute(
+                insert(tenants).values(tenant_id=tenant_id, name=name, active=True, created_at=utcnow())
+            )
     except IntegrityError:
         raise RegistryError(f"tenant {tenant_id!r} already exists") from None
 
 
 def tenant_exists(engine: Engine, tenant_id: str) -> bool:
     with engine.connect() as conn:
-        return conn.execute(select(tenants.c.tenant_id).where(tenants.c.tenant_id == tenant_id)).first() is not None
+        return (
+            conn.execute(select(tenants.c.tenant_id).where(tenants.c.tenant_id == tenant_id)).first()
+            is not None
+        )
 
 
 def issue_key(engine: Engine, tenant_id: str, *, role: Role = "integration", label: str = "") -> str:
@@ -69,8 +74,13 @@ def issue_key(engine: Engine, tenant_id: str, *, role: Role = "integration", lab
     with engine.begin() as conn:
         conn.execute(
             insert(api_keys).values(
-                key_id=key_id, tenant_id=tenant_id, secret_hash=_hash(secret), role=role,
-                label=label, created_at=utcnow(), revoked_at=None,
+                key_id=key_id,
+                tenant_id=tenant_id,
+                secret_hash=_hash(secret),
+                role=role,
+                label=label,
+                created_at=utcnow(),
+                revoked_at=None,
             )
         )
     return f"msp_{key_id}_{secret}"
@@ -80,7 +90,11 @@ def revoke_key(engine: Engine, tenant_id: str, key_id: str) -> bool:
     with engine.begin() as conn:
         res = conn.execute(
             update(api_keys)
-            .where(api_keys.c.key_id == key_id, api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None))
+            .where(
+                api_keys.c.key_id == key_id,
+                api_keys.c.tenant_id == tenant_id,
+                api_keys.c.revoked_at.is_(None),
+            )
             .values(revoked_at=utcnow())
         )
         return res.rowcount == 1

@@ -55,12 +55,21 @@ def platform(bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFacto
     procs, urls, logs = {}, {}, {}
     for name in SERVICES:
         port = free_port()
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MSP_DATABASE_URL": pg_url,
-               "MSP_HTTP_PORT": str(port), "MSP_CONSUMER_GROUP": f"{run}-{name}", "MSP_VAR_DIR": str(var)}
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "MSP_DATABASE_URL": pg_url,
+            "MSP_HTTP_PORT": str(port),
+            "MSP_CONSUMER_GROUP": f"{run}-{name}",
+            "MSP_VAR_DIR": str(var),
+        }
         logs[name] = var / f"{name}.log"
         procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], env=env, cwd=REPO_ROOT,
-            stdout=logs[name].open("wb"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", f"services.{name}"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=logs[name].open("wb"),
+            stderr=subprocess.STDOUT,
         )
         urls[name] = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -91,21 +100,32 @@ def wait_for(fn, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
     return fn()
 
 
-ALERT = {"fingerprint": "fs01-disk-d", "title": "Disk D: above 97% on FS01", "severity": "critical",
-         "device": "FS01", "site": "hq", "starts_at": "2026-11-25T09:00:00Z", "source_system": "e2e-rmm"}
+ALERT = {
+    "fingerprint": "fs01-disk-d",
+    "title": "Disk D: above 97% on FS01",
+    "severity": "critical",
+    "device": "FS01",
+    "site": "hq",
+    "starts_at": "2026-11-25T09:00:00Z",
+    "source_system": "e2e-rmm",
+}
 
 
 def test_an_alert_posted_to_ingest_reaches_the_audit_trail_with_its_trace_id(platform: Platform) -> None:
     tenant, key = platform.new_tenant()
     trace_id = secrets.token_hex(16)
-    r = httpx.post(f"{platform.urls['ingest']}/v1/alerts", json=ALERT,
-                   headers={"X-API-Key": key, "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+    r = httpx.post(
+        f"{platform.urls['ingest']}/v1/alerts",
+        json=ALERT,
+        headers={"X-API-Key": key, "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+    )
     assert r.status_code == 202, r.text
     (event_id,) = r.json()["event_ids"]
 
     def audited() -> set[str]:
-        rows = httpx.get(f"{platform.urls['audit']}/v1/audit/events",
-                         params={"tenant_id": tenant, "trace_id": trace_id}).json()
+        rows = httpx.get(
+            f"{platform.urls['audit']}/v1/audit/events", params={"tenant_id": tenant, "trace_id": trace_id}
+        ).json()
         return {row["action"] for row in rows}
 
     # ingest audits the acceptance; triage audits the event it consumed from Kafka, same trace.
@@ -123,44 +143,83 @@ def test_a_retried_post_gets_the_same_event_id_and_is_taken_in_once(platform: Pl
     retry = httpx.post(f"{platform.urls['ingest']}/v1/alerts", json=ALERT, headers={"X-API-Key": key})
     assert first.status_code == retry.status_code == 202
     assert first.json() == retry.json()
-    ticket = {"kind": "created", "event_ref": "t-1", "ticket": {"ticket_id": "1001", "title": "S: drive full"}}
-    assert httpx.post(f"{platform.urls['ingest']}/v1/tickets/events", json=ticket,
-                      headers={"X-API-Key": key}).status_code == 202
+    ticket = {
+        "kind": "created",
+        "event_ref": "t-1",
+        "ticket": {"ticket_id": "1001", "title": "S: drive full"},
+    }
+    assert (
+        httpx.post(
+            f"{platform.urls['ingest']}/v1/tickets/events", json=ticket, headers={"X-API-Key": key}
+        ).status_code
+        == 202
+    )
 
     def counts() -> dict[str, int]:
-        return httpx.get(f"{platform.urls['triage']}/v1/counts", params={"tenant_id": tenant}).json()["by_topic"]
+        return httpx.get(f"{platform.urls['triage']}/v1/counts", params={"tenant_id": tenant}).json()[
+            "by_topic"
+        ]
 
     assert wait_for(lambda: counts() == {"alerts.raw.v1": 1, "tickets.events.v1": 1})
-    assert wait_for(lambda: httpx.get(f"{platform.urls['audit']}/v1/audit/counts",
-                                      params={"tenant_id": tenant}).json()["events"] == 4)
+    assert wait_for(
+        lambda: (
+            httpx.get(f"{platform.urls['audit']}/v1/audit/counts", params={"tenant_id": tenant}).json()[
+                "events"
+            ]
+            == 4
+        )
+    )
     time.sleep(1.0)  # the duplicate had every chance to arrive
     assert counts() == {"alerts.raw.v1": 1, "tickets.events.v1": 1}
-    assert httpx.get(f"{platform.urls['audit']}/v1/audit/counts", params={"tenant_id": tenant}).json()["events"] == 4
+    assert (
+        httpx.get(f"{platform.urls['audit']}/v1/audit/counts", params={"tenant_id": tenant}).json()["events"]
+        == 4
+    )
 
 
 def test_a_key_can_never_publish_as_another_tenant(platform: Platform) -> None:
     tenant_a, key_a = platform.new_tenant()
     tenant_b, _ = platform.new_tenant()
     ingest = platform.urls["ingest"]
-    assert httpx.post(f"{ingest}/v1/alerts", json={**ALERT, "tenant_id": tenant_b},
-                      headers={"X-API-Key": key_a}).status_code == 403
+    assert (
+        httpx.post(
+            f"{ingest}/v1/alerts", json={**ALERT, "tenant_id": tenant_b}, headers={"X-API-Key": key_a}
+        ).status_code
+        == 403
+    )
     assert httpx.post(f"{ingest}/v1/alerts", json=ALERT).status_code == 401
     forged = key_a[:-4] + ("AAAA" if not key_a.endswith("AAAA") else "BBBB")
     assert httpx.post(f"{ingest}/v1/alerts", json=ALERT, headers={"X-API-Key": forged}).status_code == 401
-    bad = httpx.post(f"{ingest}/v1/alerts", json={**ALERT, "severity": "apocalyptic"}, headers={"X-API-Key": key_a})
+    bad = httpx.post(
+        f"{ingest}/v1/alerts", json={**ALERT, "severity": "apocalyptic"}, headers={"X-API-Key": key_a}
+    )
     assert bad.status_code == 422 and "severity" in bad.text
     # A valid post of A still lands as A, and nothing ever lands as B.
     assert httpx.post(f"{ingest}/v1/alerts", json=ALERT, headers={"X-API-Key": key_a}).status_code == 202
-    assert wait_for(lambda: httpx.get(f"{platform.urls['triage']}/v1/counts",
-                                      params={"tenant_id": tenant_a}).json()["by_topic"] == {"alerts.raw.v1": 1})
-    assert httpx.get(f"{platform.urls['triage']}/v1/counts", params={"tenant_id": tenant_b}).json()["by_topic"] == {}
-    assert httpx.get(f"{platform.urls['audit']}/v1/audit/counts", params={"tenant_id": tenant_b}).json()["events"] == 0
+    assert wait_for(
+        lambda: (
+            httpx.get(f"{platform.urls['triage']}/v1/counts", params={"tenant_id": tenant_a}).json()[
+                "by_topic"
+            ]
+            == {"alerts.raw.v1": 1}
+        )
+    )
+    assert (
+        httpx.get(f"{platform.urls['triage']}/v1/counts", params={"tenant_id": tenant_b}).json()["by_topic"]
+        == {}
+    )
+    assert (
+        httpx.get(f"{platform.urls['audit']}/v1/audit/counts", params={"tenant_id": tenant_b}).json()[
+            "events"
+        ]
+        == 0
+    )
 
 
 def test_services_expose_metrics_and_stop_cleanly_on_sigterm(platform: Platform) -> None:
     metrics = httpx.get(f"{platform.urls['triage']}/metrics").text
     assert 'msp_events_consumed_total{outcome="ok",service="triage",topic="alerts.raw.v1"}' in metrics
-    for name, proc in platform.procs.items():
+    for proc in platform.procs.values():
         proc.send_signal(signal.SIGTERM)
     for name, proc in platform.procs.items():
         assert proc.wait(timeout=30) == 0, platform.logs[name].read_text()[-3000:]

@@ -37,7 +37,9 @@ async def test_all_events_of_one_tenant_land_on_one_partition(bootstrap: str) ->
         await producer.stop()
 
 
-async def _read_deadletters(bootstrap: str, original_topic: str, want: int, start: dict[TopicPartition, int]) -> list[DeadLetter]:
+async def _read_deadletters(
+    bootstrap: str, original_topic: str, want: int, start: dict[TopicPartition, int]
+) -> list[DeadLetter]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     found: list[DeadLetter] = []
@@ -75,7 +77,9 @@ async def _end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
-async def test_poison_events_go_to_the_deadletter_topic_and_the_consumer_moves_on(bootstrap: str, scratch_topic) -> None:  # type: ignore[no-untyped-def]
+async def test_poison_events_go_to_the_deadletter_topic_and_the_consumer_moves_on(
+    bootstrap: str, scratch_topic
+) -> None:  # type: ignore[no-untyped-def]
     topic = await scratch_topic(AlertReceived)
     tenant = unique("acme")
     dlq_start = await _end_offsets(bootstrap, DeadLetter.topic)
@@ -84,7 +88,11 @@ async def test_poison_events_go_to_the_deadletter_topic_and_the_consumer_moves_o
     def raw(event: AlertReceived) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         return encode(event)
 
-    good1, good2, boom = alert(tenant, title="first"), alert(tenant, title="second"), alert(tenant, title="boom")
+    good1, good2, boom = (
+        alert(tenant, title="first"),
+        alert(tenant, title="second"),
+        alert(tenant, title="boom"),
+    )
     mismatched_key, mismatched_value, mismatched_headers = raw(alert("other-tenant"))
     try:
         for key, value, headers in [
@@ -104,8 +112,13 @@ async def test_poison_events_go_to_the_deadletter_topic_and_the_consumer_moves_o
             handled.append(event.payload.title)
 
         consumer = EventConsumer(
-            service="test-svc", topics=[topic], group_id=unique("g"), bootstrap_servers=bootstrap,
-            handler=handler, producer=producer, retry_backoff_s=0.01,
+            service="test-svc",
+            topics=[topic],
+            group_id=unique("g"),
+            bootstrap_servers=bootstrap,
+            handler=handler,
+            producer=producer,
+            retry_backoff_s=0.01,
         )
         await consumer.start()
         task = asyncio.create_task(consumer.run())
@@ -133,7 +146,9 @@ async def test_poison_events_go_to_the_deadletter_topic_and_the_consumer_moves_o
         await producer.stop()
 
 
-async def test_offsets_are_committed_after_the_effect_so_a_restart_resumes_without_loss(bootstrap: str, scratch_topic) -> None:  # type: ignore[no-untyped-def]
+async def test_offsets_are_committed_after_the_effect_so_a_restart_resumes_without_loss(
+    bootstrap: str, scratch_topic
+) -> None:  # type: ignore[no-untyped-def]
     topic = await scratch_topic(AlertReceived, partitions=1)
     tenant, group = unique("acme"), unique("g")
     producer = await started_producer(bootstrap)
@@ -152,8 +167,15 @@ async def test_offsets_are_committed_after_the_effect_so_a_restart_resumes_witho
             await producer.send_raw(topic, value, key=key, headers=headers)
 
         async def run_once() -> None:
-            consumer = EventConsumer(service="test-svc", topics=[topic], group_id=group,
-                                     bootstrap_servers=bootstrap, handler=handler, producer=producer, max_records=1)
+            consumer = EventConsumer(
+                service="test-svc",
+                topics=[topic],
+                group_id=group,
+                bootstrap_servers=bootstrap,
+                handler=handler,
+                producer=producer,
+                max_records=1,
+            )
             await consumer.start()
             task = asyncio.create_task(consumer.run())
             for _ in range(100):

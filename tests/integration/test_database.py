@@ -31,7 +31,9 @@ def audit(tenant: str) -> AuditEvent:
     return next(e for e in every_event(tenant) if isinstance(e, AuditEvent))
 
 
-def test_every_service_migrates_postgres_and_a_second_run_changes_nothing(pg_url: str, engine: Engine) -> None:
+def test_every_service_migrates_postgres_and_a_second_run_changes_nothing(
+    pg_url: str, engine: Engine
+) -> None:
     for name in SERVICES:
         migrate(pg_url, REPO_ROOT / "services" / name / "migrations", name)
     with engine.connect() as conn:
@@ -45,8 +47,10 @@ def test_every_service_migrates_postgres_and_a_second_run_changes_nothing(pg_url
 def test_the_audit_table_refuses_updates_and_deletes(engine: Engine) -> None:
     tenant = unique("acme")
     assert store.append(engine, audit(tenant))
-    for stmt in ("UPDATE audit_events SET actor = 'x' WHERE tenant_id = :t",
-                 "DELETE FROM audit_events WHERE tenant_id = :t"):
+    for stmt in (
+        "UPDATE audit_events SET actor = 'x' WHERE tenant_id = :t",
+        "DELETE FROM audit_events WHERE tenant_id = :t",
+    ):
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
             conn.execute(text(stmt), {"t": tenant})
     assert store.verify_tenant(engine, tenant).ok
@@ -58,8 +62,13 @@ async def test_a_redelivered_audit_event_does_not_create_a_second_row(bootstrap:
     producer = EventProducer(bootstrap, client_id=unique("p"))
     await producer.start()
     consumer = EventConsumer(
-        service="audit", topics=[AuditEvent.topic], group_id=unique("audit"), bootstrap_servers=bootstrap,
-        handler=make_handler(engine), producer=producer, auto_offset_reset="latest",
+        service="audit",
+        topics=[AuditEvent.topic],
+        group_id=unique("audit"),
+        bootstrap_servers=bootstrap,
+        handler=make_handler(engine),
+        producer=producer,
+        auto_offset_reset="latest",
     )
     await consumer.start()
     task = asyncio.create_task(consumer.run())
@@ -106,8 +115,12 @@ def test_chains_are_per_tenant_and_tampering_is_detected(engine: Engine) -> None
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_change"))
         conn.execute(
-            text("UPDATE audit_events SET body = replace(body, 'service:ingest', 'service:evil') "
-                 "WHERE tenant_id = :t AND tenant_seq = 2"), {"t": tenant})
+            text(
+                "UPDATE audit_events SET body = replace(body, 'service:ingest', 'service:evil') "
+                "WHERE tenant_id = :t AND tenant_seq = 2"
+            ),
+            {"t": tenant},
+        )
         conn.execute(text("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_change"))
     result = store.verify_tenant(engine, tenant)
     assert not result.ok and result.first_bad_seq == 2

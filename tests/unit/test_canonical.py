@@ -3,8 +3,13 @@ from pydantic import ValidationError
 
 from services.ingest.canonical import CanonicalAlert, CanonicalTicketEvent, alert_event, ticket_event
 
-ALERT = {"fingerprint": "fs01-disk", "title": "Disk full on FS01", "device": "FS01",
-         "starts_at": "2026-11-25T09:00:00Z", "source_system": "datto"}
+ALERT = {
+    "fingerprint": "fs01-disk",
+    "title": "Disk full on FS01",
+    "device": "FS01",
+    "starts_at": "2026-11-25T09:00:00Z",
+    "source_system": "datto",
+}
 TICKET = {"kind": "created", "ticket": {"ticket_id": "1001", "title": "Cannot save files"}}
 
 
@@ -17,8 +22,10 @@ def test_a_retried_alert_post_gets_the_same_event_id() -> None:
 
 def test_firing_and_resolution_are_different_events() -> None:
     firing = alert_event("acme", CanonicalAlert.model_validate(ALERT))
-    resolved = alert_event("acme", CanonicalAlert.model_validate(
-        {**ALERT, "status": "resolved", "ends_at": "2026-11-25T09:20:00Z"}))
+    resolved = alert_event(
+        "acme",
+        CanonicalAlert.model_validate({**ALERT, "status": "resolved", "ends_at": "2026-11-25T09:20:00Z"}),
+    )
     assert firing.event_id != resolved.event_id
     assert resolved.occurred_at.minute == 20
 
@@ -31,8 +38,12 @@ def test_the_same_alert_for_two_tenants_is_two_events() -> None:
 def test_ticket_events_without_a_source_id_are_identified_by_content() -> None:
     first = ticket_event("acme", CanonicalTicketEvent.model_validate(TICKET))
     retry = ticket_event("acme", CanonicalTicketEvent.model_validate(TICKET))
-    changed = ticket_event("acme", CanonicalTicketEvent.model_validate(
-        {**TICKET, "kind": "updated", "ticket": {**TICKET["ticket"], "priority": "high"}}))
+    changed = ticket_event(
+        "acme",
+        CanonicalTicketEvent.model_validate(
+            {**TICKET, "kind": "updated", "ticket": {**TICKET["ticket"], "priority": "high"}}
+        ),
+    )
     assert first.event_id == retry.event_id != changed.event_id
 
 

@@ -3,7 +3,9 @@ import pytest
 from libs.common.settings import ServiceSettings, SettingsError, load_settings
 
 
-def test_kafka_bootstrap_servers_is_read_from_the_conventional_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kafka_bootstrap_servers_is_read_from_the_conventional_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29092")
     assert load_settings(ServiceSettings).kafka_bootstrap_servers == "127.0.0.1:29092"
 

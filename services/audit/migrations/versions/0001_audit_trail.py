@@ -15,7 +15,9 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "audit_events",
-        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column(
+            "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
         sa.Column("event_id", sa.String(36), nullable=False, unique=True),
         sa.Column("tenant_id", sa.String(63), nullable=False),
         sa.Column("tenant_seq", sa.BigInteger, nullable=False),
