@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -71,3 +72,19 @@ def scratch_topic(bootstrap: str):  # type: ignore[no-untyped-def]
     yield make
     for name in created:
         TOPICS.pop(name, None)
+
+
+async def consume_until(consumer: Any, done: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Run a started-here EventConsumer until `done()` holds (or its loop ends), then stop it."""
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    for _ in range(int(timeout_s / 0.05)):  # polling: the condition is the test's, not an event
+        if task.done() or done():
+            break
+        await asyncio.sleep(0.05)
+    consumer.request_stop()
+    try:
+        await task
+    except asyncio.CancelledError:  # the loop was cancelled by a simulated crash
+        pass
+    await consumer.stop()

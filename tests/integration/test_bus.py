@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from libs.common.bus import EventConsumer, EventProducer, encode
 from libs.common.events import AlertReceived, DeadLetter
-from tests.conftest import unique
+from tests.conftest import consume_until, unique
 from tests.samples import alert
 
 pytestmark = pytest.mark.integration
@@ -120,15 +120,7 @@ async def test_poison_events_go_to_the_deadletter_topic_and_the_consumer_moves_o
             producer=producer,
             retry_backoff_s=0.01,
         )
-        await consumer.start()
-        task = asyncio.create_task(consumer.run())
-        for _ in range(200):
-            if consumer.stats.handled + consumer.stats.deadlettered >= 5:
-                break
-            await asyncio.sleep(0.1)
-        consumer.request_stop()
-        await task
-        await consumer.stop()
+        await consume_until(consumer, lambda: consumer.stats.handled + consumer.stats.deadlettered >= 5)
 
         assert handled == ["first", "second"]
         letters = await _read_deadletters(bootstrap, topic, 3, dlq_start)
@@ -176,18 +168,7 @@ async def test_offsets_are_committed_after_the_effect_so_a_restart_resumes_witho
                 producer=producer,
                 max_records=1,
             )
-            await consumer.start()
-            task = asyncio.create_task(consumer.run())
-            for _ in range(100):
-                if task.done() or len(effects) >= 6:
-                    break
-                await asyncio.sleep(0.1)
-            consumer.request_stop()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            await consumer.stop()
+            await consume_until(consumer, lambda: len(effects) >= 6)
 
         await run_once()
         assert effects == ["m-0", "m-1", "m-2"]  # stopped at the crash
