@@ -119,8 +119,17 @@ def cmd_tenant(args: argparse.Namespace) -> int:
     from services.ingest import tenants
 
     engine = _ingest_engine(args)
-    tenants.add_tenant(engine, args.tenant_id, args.name or args.tenant_id)
-    print(f"tenant {args.tenant_id} added")
+    if args.action == "add":
+        tenants.add_tenant(engine, args.tenant_id, args.name or args.tenant_id)
+        print(f"tenant {args.tenant_id} added")
+    elif args.action == "map":
+        if not (args.source and args.external_id):
+            raise SystemExit("tenant map needs --source and --external-id")
+        tenants.map_source(engine, args.tenant_id, args.source, args.external_id)
+        print(f"{args.source} {args.external_id} -> {args.tenant_id}")
+    else:
+        platform.print_json({"tenants": tenants.list_tenants(engine)} if args.tenant_id == "all"
+                            else {"mappings": tenants.list_mappings(engine, args.tenant_id)})
     return 0
 
 
@@ -129,9 +138,15 @@ def cmd_key(args: argparse.Namespace) -> int:
 
     engine = _ingest_engine(args)
     if args.action == "issue":
+        from services.ingest.settings import IngestSettings
+
         key = tenants.issue_key(engine, args.tenant, role=args.role, label=args.label)
+        overrides = {"var_dir": Path(args.var_dir)} if args.var_dir else {}
+        pepper = load_settings(IngestSettings, **overrides).effective_signing_pepper()
         print(key)
-        print("store it now: it is kept only hashed and cannot be shown again", file=sys.stderr)
+        print(f"signing secret (for sources that sign, e.g. Autotask): "
+              f"{tenants.signing_secret(pepper, tenants.key_id_of(key) or '')}", file=sys.stderr)
+        print("store them now: the key is kept only hashed and neither is shown again", file=sys.stderr)
     elif args.action == "list":
         platform.print_json(tenants.list_keys(engine, args.tenant))
     else:
@@ -188,10 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tenant", default=platform.DEMO_TENANT, help="tenant whose counts to show")
     s.set_defaults(fn=cmd_status)
 
-    tn = sub.add_parser("tenant", help="the tenant registry")
-    tn.add_argument("action", choices=["add"])
-    tn.add_argument("tenant_id")
+    tn = sub.add_parser("tenant", help="the tenant registry and its source mappings")
+    tn.add_argument("action", choices=["add", "map", "show"])
+    tn.add_argument("tenant_id", help="the tenant ('all' with show lists every tenant)")
     tn.add_argument("--name")
+    tn.add_argument("--source", help="with map: the source system (connectwise, datto-rmm, ...)")
+    tn.add_argument("--external-id", help="with map: the PSA company or RMM site id in that source")
     tn.set_defaults(fn=cmd_tenant)
 
     k = sub.add_parser("key", help="sender keys of a tenant")

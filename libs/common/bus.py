@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -352,3 +353,145 @@ class EventConsumer:
                 "error": letter.error[:500],
             },
         )
+
+
+Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
+
+
+class AtomicPublisher:
+    """Publishes each caller's events all-or-nothing, in Kafka transactions with group commit.
+
+    Concurrent callers are gathered into one transaction (every `linger_s`), so throughput does
+    not pay one commit per request, while each caller still learns whether *its* events were
+    committed. If the transaction fails or times out it is aborted (or the producer replaced,
+    which fences and aborts it): read_committed consumers never see any of it, and every
+    caller in it gets `PublishError`.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str,
+        linger_s: float = 0.002,
+        timeout_s: float = 10.0,
+        max_batch_records: int = 50000,
+    ) -> None:
+        self._config: dict[str, Any] = dict(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            transactional_id=f"{client_id}-{uuid.uuid4().hex}",
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            request_timeout_ms=int(timeout_s * 1000),
+        )
+        self.linger_s = linger_s
+        self.timeout_s = timeout_s
+        self.max_batch_records = max_batch_records
+        self._producer: AIOKafkaProducer | None = None
+        self._pending: list[tuple[list[Record], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None and not self._closing
+
+    async def start(self) -> None:
+        await self._connect()
+        self._task = asyncio.create_task(self._run(), name="atomic-publisher")
+
+    async def stop(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task  # drains what callers already handed over
+        await self._disconnect()
+
+    async def publish(self, events: Sequence[Envelope]) -> None:
+        """Return once Kafka committed every one of `events`; raise `PublishError` otherwise."""
+        if self._closing:
+            raise PublishError("the publisher is shutting down")
+        trace_headers = inject_headers()
+        records = []
+        for event in events:
+            key, value, headers = encode(event, trace_headers)
+            records.append((event.topic, key, value, headers))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((records, fut))
+        self._wake.set()
+        await fut
+        for topic in {r[0] for r in records}:
+            EVENTS_PUBLISHED.labels(topic).inc(sum(1 for r in records if r[0] == topic))
+
+    async def _connect(self) -> None:
+        producer = AIOKafkaProducer(**self._config)
+        try:
+            await asyncio.wait_for(producer.start(), self.timeout_s)
+        except BaseException:
+            await _quietly_stop(producer)
+            raise
+        self._producer = producer
+
+    async def _disconnect(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _quietly_stop(producer)
+
+    def _take_batch(self) -> list[tuple[list[Record], asyncio.Future[None]]]:
+        batch, n = [], 0
+        while self._pending and (not batch or n + len(self._pending[0][0]) <= self.max_batch_records):
+            item = self._pending.pop(0)
+            batch.append(item)
+            n += len(item[0])
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await asyncio.sleep(self.linger_s)  # let concurrent callers join this transaction
+            batch = self._take_batch()
+            try:
+                if self._producer is None:
+                    await self._connect()
+                await asyncio.wait_for(self._commit(batch), self.timeout_s)
+            except Exception as exc:
+                log.error(
+                    "transaction failed; callers get 503", extra={"error": repr(exc), "callers": len(batch)}
+                )
+                # A fresh producer with the same transactional id fences the old one, so
+                # whatever it had sent is aborted for good.
+                await self._disconnect()
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(PublishError(f"transaction not committed: {exc!r}"))
+            else:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def _commit(self, batch: list[tuple[list[Record], asyncio.Future[None]]]) -> None:
+        producer = self._producer
+        assert producer is not None
+        async with producer.transaction():
+            futures = [
+                await producer.send(topic, value, key=key, headers=headers)
+                for records, _ in batch
+                for topic, key, value, headers in records
+            ]
+            await asyncio.gather(*futures)
+
+
+async def _quietly_stop(producer: AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), 5)
+    except Exception as exc:  # the broker may be gone; the process must still move on
+        log.warning("producer did not stop cleanly", extra={"error": repr(exc)})

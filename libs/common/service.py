@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +29,52 @@ from libs.common.settings import ServiceSettings, load_settings
 from libs.common.telemetry import configure_logging, configure_tracing, context_from_headers, tracer
 
 log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over `max_bytes` with 413 before anyone parses it,
+    whether the sender declared its length or streams it in chunks. The body is read here (the
+    framework would buffer it anyway) and replayed to the application."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await self._refuse(send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = b'{"detail":"request body larger than %d bytes"}' % self.max_bytes
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class _Server(uvicorn.Server):
@@ -53,6 +99,20 @@ class Runtime:
         self.consumers: list[EventConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._server: uvicorn.Server | None = None
+        self._components: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = []
+        self.readiness: dict[str, Callable[[], bool]] = {}
+
+    def add_component(
+        self,
+        name: str,
+        start: Callable[[], Awaitable[None]],
+        stop: Callable[[], Awaitable[None]],
+        ready: Callable[[], bool],
+    ) -> None:
+        """Something else the service runs (a publisher, a scheduler): started after the
+        producer, stopped before it, and part of /readyz."""
+        self._components.append((name, start, stop))
+        self.readiness[name] = ready
 
     def add_consumer(
         self, topics: Sequence[str], handler: Handler, *, group_id: str | None = None
@@ -76,6 +136,8 @@ class Runtime:
                 migrate, self.settings.effective_database_url, self.migrations_dir, self.service
             )
         await self.producer.start()
+        for _, start, _ in self._components:
+            await start()
         for consumer in self.consumers:
             await consumer.start()
             task = asyncio.create_task(consumer.run(), name=f"{self.service}-consumer")
@@ -93,6 +155,8 @@ class Runtime:
                 task.cancel()
         for consumer in self.consumers:
             await consumer.stop()
+        for _, _, stop in reversed(self._components):
+            await stop()
         await self.producer.stop()
         self.engine.dispose()
         log.info("service stopped")
@@ -139,6 +203,7 @@ class Runtime:
                 "producer": self.producer.started,
                 "consumers_assigned": all(c.assigned for c in self.consumers),
                 "database": await asyncio.to_thread(ping, self.engine),
+                **{name: check() for name, check in self.readiness.items()},
             }
             ok = all(checks.values())
             return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)

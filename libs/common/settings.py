@@ -6,6 +6,7 @@ and refuse to start with a clear message when missing or unsafe.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -92,3 +93,22 @@ def load_settings(cls: type[S], **overrides: object) -> S:
             env = f"MSP_{loc.upper()}" if err["loc"] else ""
             lines.append(f"  - {loc}{f' ({env})' if env else ''}: {err['msg']}")
         raise SettingsError("\n".join(lines)) from None
+
+
+def dev_secret(var_dir: Path, name: str) -> str:
+    """A random secret kept in `var/secrets/NAME` (mode 0600), for local runs only: production
+    settings refuse to start without the real value."""
+    path = var_dir / "secrets" / name
+    if path.exists():
+        return path.read_text().strip()
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value

@@ -1,95 +1,250 @@
-"""Ingest's HTTP API: senders post alerts and ticket events with their tenant key.
+"""Ingest's HTTP API: senders post alerts and ticket events, in the platform's canonical JSON or
+in their own tool's webhook format, authenticated per tenant.
 
-A post is answered 202 with the event ids only after Kafka acknowledged every event of it
-(acks=all); if Kafka cannot take them the answer is 503 with Retry-After.
+Answers: 202 with the event ids once Kafka committed every event of the request; 400 malformed
+JSON; 401 bad or missing credentials; 403 a key used for another tenant; 413 a body or batch
+over the limit; 422 schema violations, naming each field; 429 the tenant's rate limit, with
+Retry-After; 503 Kafka could not take the request (nothing of it was published), with
+Retry-After.
 """
-# No `from __future__ import annotations` here: FastAPI must see the dependency aliases that
-# are defined inside make_router as real objects, not as strings.
+# No `from __future__ import annotations`: FastAPI must see the dependency aliases defined in
+# make_router as objects, not strings.
 
 import asyncio
-import logging
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, status
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
-from libs.common.audit import audit_event
-from libs.common.bus import EventProducer, PublishError
 from libs.common.events import Envelope
-from services.ingest.canonical import CanonicalAlert, CanonicalTicketEvent, alert_event, ticket_event
-from services.ingest.tenants import KeyVerifier, Principal
+from services.ingest.adapters import alertmanager, autotask, connectwise, datto, halopsa, ninjaone, pagerduty
+from services.ingest.adapters.canonical import CanonicalAlert, CanonicalTicketEvent, alert_event, ticket_event
+from services.ingest.adapters.common import TicketObservation
+from services.ingest.pipeline import RETRY_AFTER_UNAVAILABLE_S, IngestPipeline, Unavailable
+from services.ingest.tenants import KeyVerifier, Principal, key_id_of, signing_secret, verify_hmac_sha1
 
-log = logging.getLogger(__name__)
 
-RETRY_AFTER_S = "5"
-
-
-class Accepted(BaseModel):
+class AcceptedBody(BaseModel):
     event_ids: list[str]
 
 
-def make_router(producer: EventProducer, verifier: KeyVerifier) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["ingest"])
+class AlertBatch(BaseModel):
+    alerts: list[CanonicalAlert] = Field(min_length=1)
 
-    async def principal(x_api_key: Annotated[str | None, Header()] = None) -> Principal:
-        found = await asyncio.to_thread(verifier.verify, x_api_key)
+
+class TicketEventBatch(BaseModel):
+    events: list[CanonicalTicketEvent] = Field(min_length=1)
+
+
+def _presented_key(request: Request, x_api_key: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.query_params.get("api_key")
+
+
+def unauthorized() -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, "missing or invalid API key", headers={"WWW-Authenticate": "ApiKey"}
+    )
+
+
+def validation_errors(
+    exc: ValidationError, prefix: tuple[str | int, ...] = ("body",)
+) -> RequestValidationError:
+    """A source payload that fails its model: the same 422 shape FastAPI gives, field by field."""
+    return RequestValidationError(
+        [{**e, "loc": (*prefix, *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+    )
+
+
+def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["ingest"])
+    responses: dict[int | str, dict[str, Any]] = {
+        400: {"description": "Malformed JSON"},
+        401: {"description": "Missing or invalid API key"},
+        403: {"description": "The key may not publish for that tenant"},
+        413: {"description": "Body or batch over the limit"},
+        429: {"description": "Rate limit of the tenant exceeded (see Retry-After)"},
+        503: {"description": "Kafka could not take the events; nothing was published (see Retry-After)"},
+    }
+
+    async def caller(
+        request: Request,
+        x_api_key: Annotated[str | None, Header(description="The tenant's sender key")] = None,
+        api_key: Annotated[
+            str | None, Query(description="Alternative to the header, for tools without headers")
+        ] = None,
+    ) -> Principal:
+        found = await verifier.averify(_presented_key(request, x_api_key))
         if found is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing or invalid X-API-Key",
-                headers={"WWW-Authenticate": "ApiKey"},
-            )
+            raise unauthorized()
         return found
 
-    Caller = Annotated[Principal, Depends(principal)]
+    Caller = Annotated[Principal, Depends(caller)]
 
-    def tenant_of(caller: Principal, claimed: str | None) -> str:
+    def tenant_of(who: Principal, claimed: str | None) -> None:
         # The key decides the tenant; a body naming another tenant is refused, never followed.
-        if claimed is not None and claimed != caller.tenant_id:
+        if claimed is not None and claimed != who.tenant_id:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "this key may not publish for that tenant")
-        return caller.tenant_id
 
-    async def publish(events: list[Envelope], action: str, caller: Principal) -> JSONResponse:
-        audits = [
-            audit_event(
-                service="ingest",
-                tenant_id=e.tenant_id,
-                action=action,
-                subject_kind=e.type,
-                subject_id=str(e.event_id),
-                cause_id=str(e.event_id),
-                actor=f"key:{caller.key_id}",
-                details={"source": e.source.system},
-            )
-            for e in events
-        ]
+    async def accept(
+        who: Principal, source: str, items: list[Envelope | TicketObservation], refs: set[str] | None = None
+    ) -> JSONResponse:
         try:
-            await producer.publish_many([*events, *audits])
-        except PublishError as exc:
-            log.error("kafka did not take the request", extra={"error": str(exc)})
+            result = await pipeline.accept(who, source, items, refs=refs)
+        except Unavailable:
             return JSONResponse(
-                {"detail": "the event bus is unavailable; retry later"},
+                {"detail": "the event bus could not take the request; nothing was published, retry later"},
                 status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-                headers={"Retry-After": RETRY_AFTER_S},
+                headers={"Retry-After": RETRY_AFTER_UNAVAILABLE_S},
             )
-        return JSONResponse(
-            Accepted(event_ids=[str(e.event_id) for e in events]).model_dump(),
-            status_code=status.HTTP_202_ACCEPTED,
+        return JSONResponse({"event_ids": result.event_ids}, status_code=status.HTTP_202_ACCEPTED)
+
+    common = {"status_code": 202, "response_model": AcceptedBody, "responses": responses}
+
+    # --- canonical ------------------------------------------------------------------------
+
+    @router.post("/alerts", **common)
+    async def post_alert(body: CanonicalAlert, who: Caller) -> JSONResponse:
+        """One alert in the platform's canonical form."""
+        tenant_of(who, body.tenant_id)
+        return await accept(who, "canonical", [alert_event(who.tenant_id, body)])
+
+    @router.post("/alerts/batch", **common)
+    async def post_alerts(body: AlertBatch, who: Caller) -> JSONResponse:
+        """Many alerts at once: all are published, or none."""
+        for a in body.alerts:
+            tenant_of(who, a.tenant_id)
+        return await accept(who, "canonical", [alert_event(who.tenant_id, a) for a in body.alerts])
+
+    @router.post("/tickets/events", **common)
+    async def post_ticket_event(body: CanonicalTicketEvent, who: Caller) -> JSONResponse:
+        """One ticket event in the platform's canonical form."""
+        tenant_of(who, body.tenant_id)
+        return await accept(who, "canonical", [ticket_event(who.tenant_id, body)])
+
+    @router.post("/tickets/events/batch", **common)
+    async def post_ticket_events(body: TicketEventBatch, who: Caller) -> JSONResponse:
+        """Many ticket events at once: all are published, or none."""
+        for e in body.events:
+            tenant_of(who, e.tenant_id)
+        return await accept(who, "canonical", [ticket_event(who.tenant_id, e) for e in body.events])
+
+    # --- monitoring tools -----------------------------------------------------------------
+
+    @router.post("/sources/alertmanager", **common)
+    async def from_alertmanager(body: alertmanager.AlertmanagerWebhook, who: Caller) -> JSONResponse:
+        """Prometheus Alertmanager webhook receiver (payload version 4)."""
+        return await accept(
+            who,
+            alertmanager.SYSTEM,
+            alertmanager.to_events(body, who.tenant_id),
+            alertmanager.tenant_refs(body),
         )
 
-    @router.post("/alerts", status_code=202, response_model=Accepted)
-    async def post_alert(body: CanonicalAlert, caller: Caller) -> JSONResponse:
-        """Accept one alert in the platform's canonical form."""
-        return await publish(
-            [alert_event(tenant_of(caller, body.tenant_id), body)], "ingest.alert.accepted", caller
+    @router.post("/sources/pagerduty", **common)
+    async def from_pagerduty(
+        request: Request,
+        body: pagerduty.PagerDutyEvent,
+        x_api_key: Annotated[str | None, Header()] = None,
+        api_key: Annotated[str | None, Query()] = None,
+    ) -> JSONResponse:
+        """PagerDuty Events API v2 event; the `routing_key` may carry the sender key."""
+        who = await verifier.averify(_presented_key(request, x_api_key) or body.routing_key)
+        if who is None:
+            raise unauthorized()
+        return await accept(who, pagerduty.SYSTEM, pagerduty.to_events(body, who.tenant_id))
+
+    @router.post("/sources/datto", **common)
+    async def from_datto(body: datto.DattoAlert, who: Caller) -> JSONResponse:
+        """Datto RMM alert webhook."""
+        return await accept(who, datto.SYSTEM, datto.to_events(body, who.tenant_id), datto.tenant_refs(body))
+
+    @router.post("/sources/ninjaone", **common)
+    async def from_ninjaone(body: ninjaone.NinjaActivity, who: Caller) -> JSONResponse:
+        """NinjaOne activity webhook."""
+        return await accept(
+            who, ninjaone.SYSTEM, ninjaone.to_events(body, who.tenant_id), ninjaone.tenant_refs(body)
         )
 
-    @router.post("/tickets/events", status_code=202, response_model=Accepted)
-    async def post_ticket_event(body: CanonicalTicketEvent, caller: Caller) -> JSONResponse:
-        """Accept one ticket event in the platform's canonical form."""
-        return await publish(
-            [ticket_event(tenant_of(caller, body.tenant_id), body)], "ingest.ticket_event.accepted", caller
-        )
+    # --- PSAs -----------------------------------------------------------------------------
+
+    @router.post("/sources/connectwise", **common)
+    async def from_connectwise(body: connectwise.ConnectWiseCallback, who: Caller) -> JSONResponse:
+        """ConnectWise PSA callback (tickets and ticket notes)."""
+        try:
+            observations = connectwise.to_observations(body)
+        except ValidationError as exc:
+            raise validation_errors(exc, ("body", "Entity")) from None
+        except ValueError as exc:
+            raise RequestValidationError(
+                [{"loc": ("body", "Entity"), "msg": str(exc), "type": "value_error"}]
+            ) from None
+        return await accept(who, connectwise.SYSTEM, list(observations))
+
+    @router.post("/sources/autotask", **common)
+    async def from_autotask(
+        request: Request,
+        body: autotask.AutotaskWebhook,
+        key_id: Annotated[
+            str | None, Query(description="The key whose signing secret signs the posts")
+        ] = None,
+        x_hook_signature: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+        api_key: Annotated[str | None, Query()] = None,
+    ) -> JSONResponse:
+        """Autotask ticket and ticket-note webhook, signed with HMAC-SHA1 (`X-Hook-Signature`).
+
+        The key is named by `key_id` (or a full key); the signature must match the key's
+        signing secret whenever a signature is sent, and is required when no full key is."""
+        presented = _presented_key(request, x_api_key)
+        kid = key_id or (key_id_of(presented) if presented else None)
+        who = await verifier.averify(presented) if presented else None
+        if who is None and kid and x_hook_signature:
+            who = await asyncio.to_thread(verifier.by_key_id, kid)
+        if who is None:
+            raise unauthorized()
+        if x_hook_signature or not presented:
+            raw = await request.body()
+            if not verify_hmac_sha1(signing_secret(pepper, who.key_id), raw, x_hook_signature):
+                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "X-Hook-Signature does not match the body")
+        return await accept(who, autotask.SYSTEM, list(autotask.to_observations(body)))
+
+    @router.post("/sources/halopsa", **common)
+    async def from_halopsa(
+        who: Caller,
+        body: Annotated[
+            dict[str, Any] | list[dict[str, Any]],
+            Body(
+                description="A ticket or action object, a list of them, or {tickets: [...], actions: [...]}"
+            ),
+        ],
+    ) -> JSONResponse:
+        """HaloPSA webhook (tickets and actions, batched)."""
+        try:
+            doc = halopsa.HaloWebhook.model_validate(halopsa.normalise(body))
+        except ValidationError as exc:
+            raise validation_errors(exc) from None
+        return await accept(who, halopsa.SYSTEM, list(halopsa.to_observations(doc)))
 
     return router
+
+
+async def malformed_json_is_400(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI answers 422 for everything; a body that is not JSON at all is a 400."""
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return JSONResponse({"detail": "malformed JSON body"}, status_code=status.HTTP_400_BAD_REQUEST)
+    return JSONResponse(
+        {
+            "detail": [
+                {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
+            ]
+        },
+        status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+    )

@@ -5,15 +5,33 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
-from libs.common.service import Runtime
-from services.ingest.api import make_router
+from libs.common.bus import AtomicPublisher
+from libs.common.service import BodyLimit, Runtime
+from services.ingest import admin, api
+from services.ingest.pipeline import IngestPipeline
+from services.ingest.ratelimit import RateLimiter
 from services.ingest.settings import IngestSettings
 from services.ingest.tenants import KeyVerifier
 
 
 def build(settings: IngestSettings) -> tuple[Runtime, FastAPI]:
     rt = Runtime(settings, migrations_dir=Path(__file__).parent / "migrations")
+    publisher = AtomicPublisher(
+        settings.kafka_bootstrap_servers, client_id="msp-ingest", timeout_s=settings.publish_timeout_s
+    )
+    rt.add_component("publisher", publisher.start, publisher.stop, lambda: publisher.started)
+    pipeline = IngestPipeline(
+        rt.engine,
+        publisher,
+        RateLimiter(settings.rate_limit_eps, settings.rate_limit_burst),
+        max_events=settings.max_events_per_request,
+    )
+    pepper = settings.effective_signing_pepper()
     app = rt.make_app("msp ingest", "Takes RMM alerts and PSA ticket events in, per tenant, onto Kafka.")
-    app.include_router(make_router(rt.producer, KeyVerifier(rt.engine, settings.key_cache_s)))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, api.malformed_json_is_400)  # type: ignore[arg-type]
+    app.include_router(api.make_router(pipeline, KeyVerifier(rt.engine, settings.key_cache_s), pepper))
+    app.include_router(admin.make_router(rt.engine, settings.effective_admin_token(), pepper))
     return rt, app

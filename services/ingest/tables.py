@@ -1,6 +1,6 @@
 """The ingest service's tables: tenants and the keys their senders post with."""
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, MetaData, String, Table
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -23,4 +23,26 @@ api_keys = Table(
     Column("label", String(200), nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+)
+
+# A PSA company, RMM site or organisation, mapped to the tenant it belongs to. Unique per
+# source and external id: one client company can belong to one tenant only.
+source_mappings = Table(
+    "ingest_source_mappings",
+    metadata,
+    Column("source_system", String(100), primary_key=True),
+    Column("external_id", String(200), primary_key=True),
+    Column("tenant_id", String(63), ForeignKey("ingest_tenants.tenant_id"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# The last known state of each PSA ticket, to tell an escalation or a reopen from an update.
+ticket_state = Table(
+    "ingest_ticket_state",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("source_system", String(100), primary_key=True),
+    Column("ticket_id", String(200), primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )

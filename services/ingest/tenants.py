@@ -6,19 +6,23 @@ enough to store (no password stretching needed), and it is compared in constant 
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from libs.common.events import TenantId, utcnow
-from services.ingest.tables import api_keys, tenants
+from services.ingest.tables import api_keys, source_mappings, tenants, ticket_state
 
 _TENANT_ID: TypeAdapter[str] = TypeAdapter(TenantId)
 
@@ -118,6 +122,15 @@ class KeyVerifier:
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
+    async def averify(self, presented: str | None) -> Principal | None:
+        """`verify` for the event loop: a cached key costs no thread hop, a miss reads the database
+        in a worker thread."""
+        if presented:
+            cached = self._cache.get(presented)
+            if cached and time.monotonic() - cached[0] < self.ttl_s:
+                return cached[1]
+        return await asyncio.to_thread(self.verify, presented)
+
     def verify(self, presented: str | None) -> Principal | None:
         if not presented or not presented.startswith("msp_") or presented.count("_") < 2:
             return None
@@ -131,8 +144,7 @@ class KeyVerifier:
         self._cache[presented] = (now, principal)
         return principal
 
-    def _lookup(self, presented: str) -> Principal | None:
-        _, key_id, secret = presented.split("_", 2)
+    def _row(self, key_id: str) -> Any:
         c = api_keys.c
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -142,6 +154,152 @@ class KeyVerifier:
             ).first()
         if row is None or row.revoked_at is not None or not row.active:
             return None
-        if not hmac.compare_digest(row.secret_hash, _hash(secret)):
+        return row
+
+    def _lookup(self, presented: str) -> Principal | None:
+        _, key_id, secret = presented.split("_", 2)
+        row = self._row(key_id)
+        if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
             return None
         return Principal(tenant_id=row.tenant_id, key_id=key_id, role=row.role)
+
+    def by_key_id(self, key_id: str) -> Principal | None:
+        """The active key with this id, for posts authenticated by a signature instead."""
+        now = time.monotonic()
+        cache_key = f"id:{key_id}"
+        cached = self._cache.get(cache_key)
+        if cached and now - cached[0] < self.ttl_s:
+            return cached[1]
+        row = self._row(key_id)
+        principal = Principal(tenant_id=row.tenant_id, key_id=key_id, role=row.role) if row else None
+        self._cache[cache_key] = (now, principal)
+        return principal
+
+
+# --- signing secrets --------------------------------------------------------------------------
+
+
+def signing_secret(pepper: str, key_id: str) -> str:
+    """The HMAC secret of a key, for sources that sign their posts (Autotask).
+
+    Derived from the key id and the server's pepper rather than stored, so the database holds
+    nothing that could forge a signature. It is shown once, when the key is issued.
+    """
+    digest = hmac.new(pepper.encode(), f"signing:{key_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def verify_hmac_sha1(secret: str, body: bytes, presented: str | None) -> bool:
+    """Check an `X-Hook-Signature`: HMAC-SHA1 of the raw body, base64 (optionally `sha1=`-prefixed)
+    or hex."""
+    if not presented:
+        return False
+    value = presented.strip()
+    if value.lower().startswith("sha1="):
+        value = value[5:]
+    mac = hmac.new(secret.encode(), body, hashlib.sha1).digest()
+    return hmac.compare_digest(value, base64.b64encode(mac).decode()) or hmac.compare_digest(
+        value.lower(), mac.hex()
+    )
+
+
+def key_id_of(presented: str) -> str | None:
+    parts = presented.split("_", 2)
+    return parts[1] if len(parts) == 3 and parts[0] == "msp" else None
+
+
+# --- source mappings ---------------------------------------------------------------------------
+
+
+def map_source(engine: Engine, tenant_id: str, source_system: str, external_id: str) -> None:
+    """Declare that a PSA company, RMM site or organisation belongs to the tenant."""
+    if not tenant_exists(engine, tenant_id):
+        raise RegistryError(f"no tenant {tenant_id!r}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(source_mappings).values(
+                    source_system=source_system,
+                    external_id=external_id,
+                    tenant_id=tenant_id,
+                    created_at=utcnow(),
+                )
+            )
+    except IntegrityError:
+        owner = owner_of(engine, source_system, {external_id}).get(external_id)
+        raise RegistryError(
+            f"{source_system} {external_id!r} is already mapped to tenant {owner!r}"
+        ) from None
+
+
+def owner_of(engine: Engine, source_system: str, external_ids: set[str]) -> dict[str, str]:
+    """Which tenant each external id is mapped to (unmapped ids are absent)."""
+    if not external_ids:
+        return {}
+    c = source_mappings.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(c.external_id, c.tenant_id).where(
+                c.source_system == source_system, c.external_id.in_(sorted(external_ids))
+            )
+        )
+        return {r.external_id: r.tenant_id for r in rows}
+
+
+def list_mappings(engine: Engine, tenant_id: str) -> list[dict[str, object]]:
+    c = source_mappings.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(c.source_system, c.external_id, c.created_at).where(c.tenant_id == tenant_id)
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+def list_tenants(engine: Engine) -> list[dict[str, object]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(tenants).order_by(tenants.c.tenant_id))]
+
+
+# --- ticket state ------------------------------------------------------------------------------
+
+
+def load_ticket_states(
+    engine: Engine, tenant_id: str, source_system: str, ticket_ids: set[str]
+) -> dict[str, dict[str, Any]]:
+    c = ticket_state.c
+    if not ticket_ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(c.ticket_id, c.state).where(
+                c.tenant_id == tenant_id,
+                c.source_system == source_system,
+                c.ticket_id.in_(sorted(ticket_ids)),
+            )
+        )
+        return {r.ticket_id: json.loads(r.state) for r in rows}
+
+
+def save_ticket_states(
+    engine: Engine, tenant_id: str, source_system: str, states: dict[str, dict[str, Any]]
+) -> None:
+    if not states:
+        return
+    rows = [
+        {
+            "tenant_id": tenant_id,
+            "source_system": source_system,
+            "ticket_id": tid,
+            "state": json.dumps(state, default=str),
+            "updated_at": utcnow(),
+        }
+        for tid, state in states.items()
+    ]
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(ticket_state)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["tenant_id", "source_system", "ticket_id"],
+        set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt, rows)

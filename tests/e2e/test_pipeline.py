@@ -129,9 +129,11 @@ def test_an_alert_posted_to_ingest_reaches_the_audit_trail_with_its_trace_id(pla
         return {row["action"] for row in rows}
 
     # ingest audits the acceptance; triage audits the event it consumed from Kafka, same trace.
-    assert wait_for(lambda: {"ingest.alert.accepted", "triage.event.received"} <= audited())
+    assert wait_for(lambda: {"ingest.canonical.accepted", "triage.event.received"} <= audited())
     rows = httpx.get(f"{platform.urls['audit']}/v1/audit/events", params={"tenant_id": tenant}).json()
-    assert {row["subject_id"] for row in rows} == {event_id}
+    assert {(row["actor"].split(":")[0], row["subject_kind"]) for row in rows} == {
+        ("key", "request"), ("service", "alert.received.v1")}
+    assert next(row for row in rows if row["actor"] == "service:triage")["subject_id"] == event_id
     assert all(row["trace_id"] == trace_id for row in rows)
     verify = httpx.get(f"{platform.urls['audit']}/v1/audit/verify", params={"tenant_id": tenant}).json()
     assert verify["ok"] and verify["entries"] == 2

@@ -4,6 +4,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -41,7 +42,12 @@ def test_every_service_migrates_postgres_and_a_second_run_changes_nothing(
             name: conn.execute(text(f"SELECT version_num FROM alembic_version_{name}")).scalar_one()
             for name in SERVICES
         }
-    assert versions == {name: f"{name}_0001" for name in SERVICES}
+    heads = {
+        name: ScriptDirectory(str(REPO_ROOT / "services" / name / "migrations")).get_current_head()
+        for name in SERVICES
+    }
+    assert versions == heads
+    assert heads["audit"] == "audit_0001" and heads["ingest"] == "ingest_0002"
 
 
 def test_the_audit_table_refuses_updates_and_deletes(engine: Engine) -> None:

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from services.ingest.canonical import CanonicalAlert, CanonicalTicketEvent, alert_event, ticket_event
+from services.ingest.adapters.canonical import CanonicalAlert, CanonicalTicketEvent, alert_event, ticket_event
 
 ALERT = {
     "fingerprint": "fs01-disk",
