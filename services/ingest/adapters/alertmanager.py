@@ -42,9 +42,19 @@ def _end(value: datetime | None) -> datetime | None:
     return None if value is None or value.year == _ZERO_TIME_YEAR else value
 
 
-# Labels that name the machine or place an alert is about, most specific first.
-DEVICE_LABELS = ("device", "host", "hostname", "node", "instance", "pod")
+# Labels that name the machine or place an alert is about, in order of preference. Exporters
+# use `device` for a disk or interface, so it is the last resort for the machine.
+DEVICE_LABELS = ("host", "hostname", "nodename", "node", "instance", "pod", "device")
 SITE_LABELS = ("site", "datacenter", "cluster", "namespace")
+
+
+def _machine(labels: dict[str, str]) -> str | None:
+    name = next((labels[k] for k in DEVICE_LABELS if labels.get(k)), None)
+    if name and labels.get("instance") == name:
+        host, _, port = name.rpartition(":")
+        if host and port.isdigit():  # "fs01:9100" is the exporter's address on the machine fs01
+            return host.strip("[]")
+    return name
 
 
 def to_events(doc: AlertmanagerWebhook, tenant_id: str) -> list[AlertReceived]:
@@ -75,7 +85,7 @@ def to_events(doc: AlertmanagerWebhook, tenant_id: str) -> list[AlertReceived]:
                     description=(a.annotations.get("description") or a.annotations.get("message") or "")[
                         :20000
                     ],
-                    device=next((a.labels[k] for k in DEVICE_LABELS if a.labels.get(k)), None),
+                    device=_machine(a.labels),
                     site=next((a.labels[k] for k in SITE_LABELS if a.labels.get(k)), None),
                     group_key=doc.groupKey,
                     labels={**a.labels, **{f"annotation.{k}": v for k, v in a.annotations.items()}},

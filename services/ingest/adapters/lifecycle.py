@@ -60,8 +60,8 @@ def classify(
         }
         if was != "open" and now == "open":
             kind = "reopened"
-        elif was == "open" and now != "open":
-            kind = now
+        elif now != "open" and now != was:
+            kind = now  # resolved, or closed (after a resolution too)
         elif moved:
             kind = "escalated"
             escalation = Escalation(
