@@ -246,5 +246,5 @@ async def malformed_json_is_400(request: Request, exc: RequestValidationError) -
                 {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
             ]
         },
-        status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
     )

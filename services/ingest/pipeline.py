@@ -84,7 +84,7 @@ class IngestPipeline:
             )
         if len(items) > self.max_events:
             raise HTTPException(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                status.HTTP_413_CONTENT_TOO_LARGE,
                 f"{len(items)} events in one request; the limit is {self.max_events}",
             )
         refs = set(refs or ()) | {
