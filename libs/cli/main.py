@@ -128,8 +128,11 @@ def cmd_tenant(args: argparse.Namespace) -> int:
         tenants.map_source(engine, args.tenant_id, args.source, args.external_id)
         print(f"{args.source} {args.external_id} -> {args.tenant_id}")
     else:
-        platform.print_json({"tenants": tenants.list_tenants(engine)} if args.tenant_id == "all"
-                            else {"mappings": tenants.list_mappings(engine, args.tenant_id)})
+        platform.print_json(
+            {"tenants": tenants.list_tenants(engine)}
+            if args.tenant_id == "all"
+            else {"mappings": tenants.list_mappings(engine, args.tenant_id)}
+        )
     return 0
 
 
@@ -144,8 +147,11 @@ def cmd_key(args: argparse.Namespace) -> int:
         overrides = {"var_dir": Path(args.var_dir)} if args.var_dir else {}
         pepper = load_settings(IngestSettings, **overrides).effective_signing_pepper()
         print(key)
-        print(f"signing secret (for sources that sign, e.g. Autotask): "
-              f"{tenants.signing_secret(pepper, tenants.key_id_of(key) or '')}", file=sys.stderr)
+        print(
+            f"signing secret (for sources that sign, e.g. Autotask): "
+            f"{tenants.signing_secret(pepper, tenants.key_id_of(key) or '')}",
+            file=sys.stderr,
+        )
         print("store them now: the key is kept only hashed and neither is shown again", file=sys.stderr)
     elif args.action == "list":
         platform.print_json(tenants.list_keys(engine, args.tenant))

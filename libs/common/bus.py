@@ -430,7 +430,7 @@ class AtomicPublisher:
     async def _connect(self) -> None:
         producer = AIOKafkaProducer(**self._config)
         try:
-            await asyncio.wait_for(producer.start(), self.timeout_s)
+            await _bounded(producer.start(), self.timeout_s)
         except BaseException:
             await _quietly_stop(producer)
             raise
@@ -462,7 +462,7 @@ class AtomicPublisher:
             try:
                 if self._producer is None:
                     await self._connect()
-                await asyncio.wait_for(self._commit(batch), self.timeout_s)
+                await _bounded(self._commit(batch), self.timeout_s)
             except Exception as exc:
                 log.error(
                     "transaction failed; callers get 503", extra={"error": repr(exc), "callers": len(batch)}
@@ -490,8 +490,20 @@ class AtomicPublisher:
             await asyncio.gather(*futures)
 
 
+async def _bounded(coro: Awaitable[Any], timeout_s: float) -> Any:
+    """Like `asyncio.wait_for`, but on timeout it does not wait for the cancelled work to unwind:
+    aiokafka aborting a transaction against a dead broker can take forever to give up."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieve, never raise
+        raise TimeoutError(f"no answer from Kafka within {timeout_s:.0f}s")
+    return task.result()
+
+
 async def _quietly_stop(producer: AIOKafkaProducer) -> None:
     try:
-        await asyncio.wait_for(producer.stop(), 5)
+        await _bounded(producer.stop(), 5)
     except Exception as exc:  # the broker may be gone; the process must still move on
         log.warning("producer did not stop cleanly", extra={"error": repr(exc)})

@@ -132,7 +132,9 @@ def test_an_alert_posted_to_ingest_reaches_the_audit_trail_with_its_trace_id(pla
     assert wait_for(lambda: {"ingest.canonical.accepted", "triage.event.received"} <= audited())
     rows = httpx.get(f"{platform.urls['audit']}/v1/audit/events", params={"tenant_id": tenant}).json()
     assert {(row["actor"].split(":")[0], row["subject_kind"]) for row in rows} == {
-        ("key", "request"), ("service", "alert.received.v1")}
+        ("key", "request"),
+        ("service", "alert.received.v1"),
+    }
     assert next(row for row in rows if row["actor"] == "service:triage")["subject_id"] == event_id
     assert all(row["trace_id"] == trace_id for row in rows)
     verify = httpx.get(f"{platform.urls['audit']}/v1/audit/verify", params={"tenant_id": tenant}).json()

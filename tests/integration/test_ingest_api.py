@@ -39,8 +39,9 @@ class Reader:
         self.start = asyncio.run(self._ends())
 
     async def _consumer(self) -> AIOKafkaConsumer:
-        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed",
-                             enable_auto_commit=False)
+        c = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, isolation_level="read_committed", enable_auto_commit=False
+        )
         await c.start()
         return c
 
@@ -78,8 +79,13 @@ class Reader:
 @pytest.fixture(scope="module")
 def settings(bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> IngestSettings:
     return IngestSettings(
-        kafka_bootstrap_servers=bootstrap, database_url=pg_url, admin_token=ADMIN, signing_pepper=PEPPER,
-        max_body_bytes=256 * 1024, max_events_per_request=500, var_dir=tmp_path_factory.mktemp("var"),
+        kafka_bootstrap_servers=bootstrap,
+        database_url=pg_url,
+        admin_token=ADMIN,
+        signing_pepper=PEPPER,
+        max_body_bytes=256 * 1024,
+        max_events_per_request=500,
+        var_dir=tmp_path_factory.mktemp("var"),
         key_cache_s=0.5,
     )
 
@@ -108,8 +114,12 @@ def post(client: TestClient, path: str, key: str, body: Any) -> Any:
     return client.post(path, json=body, headers={"X-API-Key": key})
 
 
-CANONICAL = {"fingerprint": "fs01-disk", "title": "Disk D: full on FS01", "device": "FS01",
-             "starts_at": "2026-11-25T09:00:00Z"}
+CANONICAL = {
+    "fingerprint": "fs01-disk",
+    "title": "Disk D: full on FS01",
+    "device": "FS01",
+    "starts_at": "2026-11-25T09:00:00Z",
+}
 
 
 @pytest.mark.parametrize(
@@ -150,8 +160,11 @@ def test_a_retried_webhook_gets_the_same_event_ids(client: TestClient) -> None:
 def test_request_errors_have_the_right_codes(client: TestClient) -> None:
     tenant_a, a = new_tenant(client)
     tenant_b, _ = new_tenant(client)
-    r = client.post("/v1/alerts", content=b'{"fingerprint": ', headers={"X-API-Key": a["key"],
-                                                                        "content-type": "application/json"})
+    r = client.post(
+        "/v1/alerts",
+        content=b'{"fingerprint": ',
+        headers={"X-API-Key": a["key"], "content-type": "application/json"},
+    )
     assert r.status_code == 400 and "malformed JSON" in r.text
     r = post(client, "/v1/alerts", a["key"], {"title": "", "severity": "apocalyptic"})
     assert r.status_code == 422
@@ -184,9 +197,17 @@ def test_a_revoked_key_stops_working(client: TestClient, settings: IngestSetting
 def test_a_psa_company_mapped_to_another_tenant_is_refused(client: TestClient, bootstrap: str) -> None:
     owner, _ = new_tenant(client)
     attacker, a = new_tenant(client)
-    admin(client, "POST", f"/tenants/{owner}/mappings", json={"source_system": "connectwise", "external_id": "250"})
-    dup = client.post(f"/v1/admin/tenants/{attacker}/mappings", json={"source_system": "connectwise",
-                      "external_id": "250"}, headers={"Authorization": f"Bearer {ADMIN}"})
+    admin(
+        client,
+        "POST",
+        f"/tenants/{owner}/mappings",
+        json={"source_system": "connectwise", "external_id": "250"},
+    )
+    dup = client.post(
+        f"/v1/admin/tenants/{attacker}/mappings",
+        json={"source_system": "connectwise", "external_id": "250"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
     assert dup.status_code == 409  # one company, one tenant
     reader = Reader(bootstrap, [TicketEvent.topic])
     r = post(client, "/v1/sources/connectwise", a["key"], fixture("connectwise_ticket_added.json"))
@@ -202,10 +223,16 @@ def test_autotask_posts_are_checked_against_the_keys_signing_secret(client: Test
     headers = {"content-type": "application/json"}
     r = client.post(url, content=body, headers={**headers, "X-Hook-Signature": good})
     assert r.status_code == 202, r.text
-    assert client.post(url, content=body + b" ", headers={**headers, "X-Hook-Signature": good}).status_code == 401
+    assert (
+        client.post(url, content=body + b" ", headers={**headers, "X-Hook-Signature": good}).status_code
+        == 401
+    )
     assert client.post(url, content=body, headers=headers).status_code == 401  # no signature, no key
     other_secret = base64.b64encode(hmac.new(b"guess", body, hashlib.sha1).digest()).decode()
-    assert client.post(url, content=body, headers={**headers, "X-Hook-Signature": other_secret}).status_code == 401
+    assert (
+        client.post(url, content=body, headers={**headers, "X-Hook-Signature": other_secret}).status_code
+        == 401
+    )
 
 
 def test_pagerduty_routing_key_can_carry_the_sender_key(client: TestClient) -> None:
@@ -241,7 +268,10 @@ def test_rate_limit_per_tenant_answers_429_with_retry_after(settings: IngestSett
     with TestClient(app) as c:
         _, a = new_tenant(c)
         _, b = new_tenant(c)
-        codes = [post(c, "/v1/alerts", a["key"], {**CANONICAL, "fingerprint": f"f{i}"}).status_code for i in range(4)]
+        codes = [
+            post(c, "/v1/alerts", a["key"], {**CANONICAL, "fingerprint": f"f{i}"}).status_code
+            for i in range(4)
+        ]
         assert codes == [202, 202, 202, 429]
         r = post(c, "/v1/alerts", a["key"], CANONICAL)
         assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
@@ -252,14 +282,23 @@ def test_admin_api_needs_the_admin_token(client: TestClient) -> None:
     assert client.get("/v1/admin/tenants").status_code == 401
     assert client.get("/v1/admin/tenants", headers={"Authorization": "Bearer wrong"}).status_code == 401
     tenant, issued = new_tenant(client)
-    bad = client.post("/v1/admin/tenants", json={"tenant_id": "Not Valid", "name": "x"},
-                      headers={"Authorization": f"Bearer {ADMIN}"})
+    bad = client.post(
+        "/v1/admin/tenants",
+        json={"tenant_id": "Not Valid", "name": "x"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
     assert bad.status_code == 422
-    again = client.post("/v1/admin/tenants", json={"tenant_id": tenant, "name": "x"},
-                        headers={"Authorization": f"Bearer {ADMIN}"})
+    again = client.post(
+        "/v1/admin/tenants",
+        json={"tenant_id": tenant, "name": "x"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
     assert again.status_code == 409
     keys = admin(client, "GET", f"/tenants/{tenant}/keys")
     assert [k["key_id"] for k in keys] == [issued["key_id"]]
     assert "secret_hash" not in keys[0]
     # A tenant key is no admin token.
-    assert client.get("/v1/admin/tenants", headers={"Authorization": f"Bearer {issued['key']}"}).status_code == 401
+    assert (
+        client.get("/v1/admin/tenants", headers={"Authorization": f"Bearer {issued['key']}"}).status_code
+        == 401
+    )

@@ -37,7 +37,9 @@ def test_alertmanager_resolution_is_a_different_event_from_the_firing() -> None:
     raw["status"] = raw["alerts"][0]["status"] = "resolved"
     raw["alerts"][0]["endsAt"] = "2026-11-25T09:10:00Z"
     resolved = alertmanager.to_events(alertmanager.AlertmanagerWebhook.model_validate(raw), "acme")[0]
-    assert resolved.payload.status == "resolved" and resolved.payload.fingerprint == firing.payload.fingerprint
+    assert (
+        resolved.payload.status == "resolved" and resolved.payload.fingerprint == firing.payload.fingerprint
+    )
     assert resolved.event_id != firing.event_id
     assert resolved.occurred_at.isoformat().startswith("2026-11-25T09:10")
 
@@ -78,7 +80,10 @@ def test_ninjaone_series_uid_is_the_fingerprint_and_reset_resolves() -> None:
     assert fired.payload.fingerprint == raw["seriesUid"] and fired.payload.status == "firing"
     assert fired.payload.severity == "high" and fired.payload.device == "FS01"
     (reset,) = ninjaone.to_events(
-        ninjaone.NinjaActivity.model_validate({**raw, "id": 982400, "statusCode": "RESET", "status": "Reset"}), "acme"
+        ninjaone.NinjaActivity.model_validate(
+            {**raw, "id": 982400, "statusCode": "RESET", "status": "Reset"}
+        ),
+        "acme",
     )
     assert reset.payload.status == "resolved" and reset.payload.fingerprint == fired.payload.fingerprint
     assert ninjaone.tenant_refs(ninjaone.NinjaActivity.model_validate(raw)) == {"7"}
@@ -91,7 +96,11 @@ def test_connectwise_entity_string_is_parsed_into_a_created_ticket() -> None:
     event, state = classify("acme", obs, None)
     t = event.payload.ticket
     assert (t.title, t.board, t.status, t.requester) == (
-        "Cannot save files to S: drive", "Service Desk L1", "New", "maria.lopez@client.example")
+        "Cannot save files to S: drive",
+        "Service Desk L1",
+        "New",
+        "maria.lopez@client.example",
+    )
     assert state["board"] == "Service Desk L1"
 
 
@@ -107,7 +116,9 @@ def test_connectwise_board_change_is_an_escalation() -> None:
     assert event.payload.kind == "escalated"
     assert event.payload.escalation is not None
     assert (event.payload.escalation.from_board, event.payload.escalation.to_board) == (
-        "Service Desk L1", "Service Desk L2")
+        "Service Desk L1",
+        "Service Desk L2",
+    )
 
 
 def test_connectwise_bad_entity_json_is_a_field_error() -> None:
@@ -119,8 +130,13 @@ def test_connectwise_bad_entity_json_is_a_field_error() -> None:
 def test_autotask_queue_change_on_a_known_ticket_is_an_escalation_and_keeps_known_fields() -> None:
     doc = autotask.AutotaskWebhook.model_validate(load("autotask_ticket_update.json"))
     (obs,) = autotask.to_observations(doc)
-    previous = {"ticket_id": "29684", "title": "Printer offline", "board": "queue 29682832",
-                "assignee": "resource 29682885", "status": "status 1"}
+    previous = {
+        "ticket_id": "29684",
+        "title": "Printer offline",
+        "board": "queue 29682832",
+        "assignee": "resource 29682885",
+        "status": "status 1",
+    }
     event, state = classify("acme", obs, previous)
     assert event.payload.kind == "escalated"
     assert event.payload.escalation.to_board == "queue 29682833"  # type: ignore[union-attr]
