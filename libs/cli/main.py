@@ -166,10 +166,12 @@ def cmd_key(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     """Start what the tests need (PostgreSQL, the broker), then run pytest."""
-    from libs.cli import postgres
+    from libs.cli import debian, postgres
 
     env = dict(os.environ)
     env.setdefault("MSP_TEST_DATABASE_URL", postgres.start(TEST_POSTGRES_PORT))
+    # A real Alertmanager posts to ingest in the integration tests.
+    debian.ensure("prometheus-alertmanager", "prometheus-alertmanager")
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
         env["KAFKA_BOOTSTRAP_SERVERS"] = broker.start(
             broker.BrokerConfig(port=TEST_BROKER_PORT, var_dir=REPO_ROOT / "var" / "test")

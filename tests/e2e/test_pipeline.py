@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,15 +17,10 @@ from libs.common.db import make_engine, migrate
 from libs.common.settings import REPO_ROOT
 from services.ingest import tenants
 from tests.conftest import unique
+from tests.processes import spawn_service, wait_ready
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("ingest", "triage", "audit")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -52,38 +44,21 @@ def platform(bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFacto
     migrate(pg_url, REPO_ROOT / "services" / "ingest" / "migrations", "ingest")
     var = tmp_path_factory.mktemp("var")
     run = unique("e2e")
-    procs, urls, logs = {}, {}, {}
+    started = {}
     for name in SERVICES:
-        port = free_port()
         env = {
-            **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "MSP_DATABASE_URL": pg_url,
-            "MSP_HTTP_PORT": str(port),
             "MSP_CONSUMER_GROUP": f"{run}-{name}",
             "MSP_VAR_DIR": str(var),
         }
-        logs[name] = var / f"{name}.log"
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=logs[name].open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        urls[name] = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    pending = set(SERVICES)
-    while pending and time.monotonic() < deadline:
-        for name in list(pending):
-            assert procs[name].poll() is None, f"{name} exited:\n{logs[name].read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{urls[name]}/readyz", timeout=1).status_code == 200:
-                    pending.discard(name)
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.2)
-    assert not pending, f"not ready: {pending}"
+        log = var / f"{name}.log"
+        proc, url = spawn_service(name, env, log)
+        started[name] = (proc, url, log)
+    wait_ready(started)
+    procs = {n: p for n, (p, _, _) in started.items()}
+    urls = {n: u for n, (_, u, _) in started.items()}
+    logs = {n: lg for n, (_, _, lg) in started.items()}
     yield Platform(urls, procs, logs, pg_url)
     for proc in procs.values():
         if proc.poll() is None:
