@@ -10,13 +10,29 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 # Tenant ids end up in Kafka keys, headers, URLs and table rows: keep them to a safe alphabet.
 TenantId = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", min_length=1, max_length=63)
 ]
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _storable(value: str) -> str:
+    # NUL is refused by PostgreSQL text columns; a lone surrogate is not Unicode that any
+    # wire format can carry.
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no unpaired surrogates)") from None
+    return value
+
+
+# Free text that ends up in database columns as is (names, labels, external ids).
+StorableText = Annotated[str, AfterValidator(_storable)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 LongText = Annotated[str, StringConstraints(max_length=20000)]
 

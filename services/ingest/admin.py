@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, status
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
-from libs.common.events import TenantId
+from libs.common.events import StorableText, TenantId
 from services.ingest import tenants
 from services.ingest.tenants import RegistryError, signing_secret
 
@@ -21,17 +21,17 @@ TenantPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 class NewTenant(BaseModel):
     tenant_id: TenantId
-    name: str = Field(min_length=1, max_length=200)
+    name: StorableText = Field(min_length=1, max_length=200)
 
 
 class NewMapping(BaseModel):
     source_system: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9_.-]+$")
-    external_id: str = Field(min_length=1, max_length=200)
+    external_id: StorableText = Field(min_length=1, max_length=200)
 
 
 class NewKey(BaseModel):
     role: Literal["integration", "engineer", "approver", "admin"] = "integration"
-    label: str = Field(default="", max_length=200)
+    label: StorableText = Field(default="", max_length=200)
 
 
 class IssuedKey(BaseModel):

@@ -11,6 +11,7 @@ Retry-After.
 # make_router as objects, not strings.
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, status
@@ -60,6 +61,17 @@ def validation_errors(
     return RequestValidationError(
         [{**e, "loc": (*prefix, *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
     )
+
+
+def mapped(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a source adapter; a payload that passes the source's model but cannot make a valid
+    event (a blank fingerprint, say) is the sender's error: 422, field by field."""
+    try:
+        return fn(*args)
+    except ValidationError as exc:
+        raise validation_errors(exc) from None
+    except ValueError as exc:
+        raise RequestValidationError([{"loc": ("body",), "msg": str(exc), "type": "value_error"}]) from None
 
 
 def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) -> APIRouter:
@@ -113,27 +125,27 @@ def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) ->
     async def post_alert(body: CanonicalAlert, who: Caller) -> JSONResponse:
         """One alert in the platform's canonical form."""
         tenant_of(who, body.tenant_id)
-        return await accept(who, "canonical", [alert_event(who.tenant_id, body)])
+        return await accept(who, "canonical", [mapped(alert_event, who.tenant_id, body)])
 
     @router.post("/alerts/batch", **common)
     async def post_alerts(body: AlertBatch, who: Caller) -> JSONResponse:
         """Many alerts at once: all are published, or none."""
         for a in body.alerts:
             tenant_of(who, a.tenant_id)
-        return await accept(who, "canonical", [alert_event(who.tenant_id, a) for a in body.alerts])
+        return await accept(who, "canonical", [mapped(alert_event, who.tenant_id, a) for a in body.alerts])
 
     @router.post("/tickets/events", **common)
     async def post_ticket_event(body: CanonicalTicketEvent, who: Caller) -> JSONResponse:
         """One ticket event in the platform's canonical form."""
         tenant_of(who, body.tenant_id)
-        return await accept(who, "canonical", [ticket_event(who.tenant_id, body)])
+        return await accept(who, "canonical", [mapped(ticket_event, who.tenant_id, body)])
 
     @router.post("/tickets/events/batch", **common)
     async def post_ticket_events(body: TicketEventBatch, who: Caller) -> JSONResponse:
         """Many ticket events at once: all are published, or none."""
         for e in body.events:
             tenant_of(who, e.tenant_id)
-        return await accept(who, "canonical", [ticket_event(who.tenant_id, e) for e in body.events])
+        return await accept(who, "canonical", [mapped(ticket_event, who.tenant_id, e) for e in body.events])
 
     # --- monitoring tools -----------------------------------------------------------------
 
@@ -143,7 +155,7 @@ def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) ->
         return await accept(
             who,
             alertmanager.SYSTEM,
-            alertmanager.to_events(body, who.tenant_id),
+            mapped(alertmanager.to_events, body, who.tenant_id),
             alertmanager.tenant_refs(body),
         )
 
@@ -158,18 +170,20 @@ def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) ->
         who = await verifier.averify(_presented_key(request, x_api_key) or body.routing_key)
         if who is None:
             raise unauthorized()
-        return await accept(who, pagerduty.SYSTEM, pagerduty.to_events(body, who.tenant_id))
+        return await accept(who, pagerduty.SYSTEM, mapped(pagerduty.to_events, body, who.tenant_id))
 
     @router.post("/sources/datto", **common)
     async def from_datto(body: datto.DattoAlert, who: Caller) -> JSONResponse:
         """Datto RMM alert webhook."""
-        return await accept(who, datto.SYSTEM, datto.to_events(body, who.tenant_id), datto.tenant_refs(body))
+        return await accept(
+            who, datto.SYSTEM, mapped(datto.to_events, body, who.tenant_id), datto.tenant_refs(body)
+        )
 
     @router.post("/sources/ninjaone", **common)
     async def from_ninjaone(body: ninjaone.NinjaActivity, who: Caller) -> JSONResponse:
         """NinjaOne activity webhook."""
         return await accept(
-            who, ninjaone.SYSTEM, ninjaone.to_events(body, who.tenant_id), ninjaone.tenant_refs(body)
+            who, ninjaone.SYSTEM, mapped(ninjaone.to_events, body, who.tenant_id), ninjaone.tenant_refs(body)
         )
 
     # --- PSAs -----------------------------------------------------------------------------
@@ -213,7 +227,7 @@ def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) ->
             raw = await request.body()
             if not verify_hmac_sha1(signing_secret(pepper, who.key_id), raw, x_hook_signature):
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, "X-Hook-Signature does not match the body")
-        return await accept(who, autotask.SYSTEM, list(autotask.to_observations(body)))
+        return await accept(who, autotask.SYSTEM, mapped(autotask.to_observations, body))
 
     @router.post("/sources/halopsa", **common)
     async def from_halopsa(
@@ -230,7 +244,7 @@ def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) ->
             doc = halopsa.HaloWebhook.model_validate(halopsa.normalise(body))
         except ValidationError as exc:
             raise validation_errors(exc) from None
-        return await accept(who, halopsa.SYSTEM, list(halopsa.to_observations(doc)))
+        return await accept(who, halopsa.SYSTEM, mapped(halopsa.to_observations, doc))
 
     return router
 

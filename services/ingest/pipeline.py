@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import HTTPException, status
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from libs.common.audit import audit_event
@@ -98,7 +99,13 @@ class IngestPipeline:
                 f"rate limit for tenant {caller.tenant_id} exceeded",
                 headers={"Retry-After": retry_after_header(wait)},
             )
-        events, states = await self._events(caller.tenant_id, source_system, items)
+        try:
+            events, states = await self._events(caller.tenant_id, source_system, items)
+        except ValidationError as exc:  # the ticket as the PSA states it cannot make a valid event
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()],
+            ) from None
         if events:
             ids = [str(e.event_id) for e in events]
             request_ref = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
@@ -116,6 +123,10 @@ class IngestPipeline:
                 await self.publisher.publish([*events, audit])
             except PublishError as exc:
                 raise Unavailable(str(exc)) from exc
+            except ValueError as exc:  # text that cannot be encoded (lone surrogates and the like)
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT, f"the payload cannot be encoded as an event: {exc}"
+                ) from None
         if states:
             try:
                 await asyncio.to_thread(
@@ -130,12 +141,22 @@ class IngestPipeline:
         the key decides the tenant, and the payload may not contradict it."""
         if not refs:
             return
-        key = (source_system, frozenset(refs))
-        owners = self._owners.get(key)
-        if owners is None:
-            owners = await asyncio.to_thread(tenants.owner_of, self.engine, source_system, refs)
-            self._owners.put(key, owners)
-        foreign = sorted(ref for ref, owner in owners.items() if owner != caller.tenant_id)  # type: ignore[union-attr]
+        # Only known owners are cached: mappings are never moved between tenants, but a ref
+        # that is unmapped now may be mapped a second later, and must then be enforced at once.
+        owners: dict[str, str] = {}
+        unknown = set()
+        for ref in refs:
+            cached = self._owners.get((source_system, ref))
+            if cached is None:
+                unknown.add(ref)
+            else:
+                owners[ref] = cached  # type: ignore[assignment]
+        if unknown:
+            found = await asyncio.to_thread(tenants.owner_of, self.engine, source_system, unknown)
+            for ref, owner in found.items():
+                self._owners.put((source_system, ref), owner)
+            owners.update(found)
+        foreign = sorted(ref for ref, owner in owners.items() if owner != caller.tenant_id)
         if foreign:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"{source_system} {', '.join(foreign)} belongs to another tenant"

@@ -38,7 +38,7 @@ def _status(value: Any) -> str | None:
 def to_observations(doc: AutotaskWebhook) -> list[TicketObservation]:
     at = as_utc(doc.EventTime) if doc.EventTime else utcnow()
     ref = f"{doc.EntityType}:{doc.Id}:{doc.SequenceNumber}:{at.isoformat()}"
-    f = {k[0].lower() + k[1:]: v for k, v in doc.Fields.items()}  # Autotask casing varies by version
+    f = {k[:1].lower() + k[1:]: v for k, v in doc.Fields.items()}  # Autotask casing varies by version
     entity = doc.EntityType.lower().rstrip("s")
     if entity == "ticket" and doc.Action in ("Create", "Update", "Delete"):
         fields = {

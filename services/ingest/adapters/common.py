@@ -70,8 +70,13 @@ def content_ref(doc: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
+MAX_EPOCH_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+
+
 def from_epoch(value: float) -> datetime:
     # Sources mix seconds and milliseconds; anything past year 33658 in seconds is milliseconds.
+    if not 0 <= value <= MAX_EPOCH_MS:
+        raise ValueError(f"timestamp {value} is outside 1970..9999")
     return datetime.fromtimestamp(value / 1000 if value > 1e12 else value, UTC)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from libs.common.events import AlertPayload, AlertReceived, EventSource, derive_event_id
-from services.ingest.adapters.common import SourceModel, flat_labels, from_epoch, severity
+from services.ingest.adapters.common import MAX_EPOCH_MS, SourceModel, flat_labels, from_epoch, severity
 
 SYSTEM = "ninjaone"
 RESET_WORDS = ("RESET", "RESOLVED", "CLOSED", "CLEARED")
@@ -24,7 +24,7 @@ class NinjaDevice(SourceModel):
 
 class NinjaActivity(SourceModel):
     id: int
-    activityTime: float
+    activityTime: float = Field(ge=0, le=MAX_EPOCH_MS)
     deviceId: int | None = None
     severity: str = "NONE"
     priority: str = "NONE"
