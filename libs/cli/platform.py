@@ -327,6 +327,7 @@ def print_json(doc: Any) -> None:
 
 
 def ensure_topics(bootstrap: str) -> list[str]:
+    from libs.common.settings import PlatformSettings, load_settings
     from libs.common.topics import ensure_topics as _ensure
 
-    return asyncio.run(_ensure(bootstrap))
+    return asyncio.run(_ensure(bootstrap, namespace=load_settings(PlatformSettings).topic_namespace))

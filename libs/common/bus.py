@@ -30,7 +30,7 @@ from libs.common.telemetry import (
     inject_headers,
     span_from_headers,
 )
-from libs.common.topics import spec_for
+from libs.common.topics import logical, physical, spec_for
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,9 @@ class EventProducer:
         linger_ms: int = 5,
         request_timeout_ms: int = 15000,
         compression_type: str | None = None,
+        namespace: str = "",
     ) -> None:
+        self.namespace = namespace
         self._config: dict[str, Any] = dict(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
@@ -141,7 +143,7 @@ class EventProducer:
         topics = []
         trace_headers = inject_headers()  # one context for the whole call
         for event in events:
-            dest = event.topic if topic is None else _checked_topic(topic, event)
+            dest = physical(event.topic if topic is None else _checked_topic(topic, event), self.namespace)
             key, value, headers = encode(event, trace_headers)
             futures.append(await self._producer.send(dest, value, key=key, headers=headers))
             topics.append(dest)
@@ -211,8 +213,10 @@ class EventConsumer:
         retry_backoff_s: float = 0.2,
         max_records: int = 500,
         auto_offset_reset: str = "earliest",
+        namespace: str = "",
     ) -> None:
         self.service = service
+        self.namespace = namespace
         self.topics = list(topics)
         for t in self.topics:
             spec_for(t)  # refuse undeclared topics at construction, not at first message
@@ -244,7 +248,9 @@ class EventConsumer:
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(**self._config)
         await self._consumer.start()
-        self._consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
+        self._consumer.subscribe(
+            [physical(t, self.namespace) for t in self.topics], listener=_CommitOnRevoke(self)
+        )
         self._started = True
 
     def request_stop(self) -> None:
@@ -279,6 +285,7 @@ class EventConsumer:
 
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         headers = list(record.headers or ())
+        topic = logical(record.topic, self.namespace)
         with span_from_headers(
             f"{record.topic} process",
             headers,
@@ -290,7 +297,7 @@ class EventConsumer:
         ):
             start = time.perf_counter()
             try:
-                event = decode(record.topic, record.key, record.value, headers)
+                event = decode(topic, record.key, record.value, headers)
             except (ValidationError, TenantMismatch, ValueError) as exc:
                 await self._deadletter(record, exc, reason="invalid")
                 return
@@ -310,11 +317,9 @@ class EventConsumer:
                         return
                     await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
             self.stats.handled += 1
-            counter = self._ok_counters.get(record.topic)
+            counter = self._ok_counters.get(topic)
             if counter is None:  # label lookups cost more than the increment: do them once
-                counter = self._ok_counters[record.topic] = EVENTS_CONSUMED.labels(
-                    self.service, record.topic, "ok"
-                )
+                counter = self._ok_counters[topic] = EVENTS_CONSUMED.labels(self.service, topic, "ok")
             counter.inc()
             self._hist.observe(time.perf_counter() - start)
 
@@ -337,12 +342,16 @@ class EventConsumer:
         # If this publish fails the exception propagates: the offset is not committed and the
         # record comes back after a restart, so nothing is lost.
         await self.producer.send_raw(
-            DeadLetter.topic, letter.model_dump_json().encode(), key=record.key, headers=inject_headers()
+            physical(DeadLetter.topic, self.namespace),
+            letter.model_dump_json().encode(),
+            key=record.key,
+            headers=inject_headers(),
         )
         self.stats.deadlettered += 1
         self.stats.last_error = letter.error[:500]
-        DEADLETTERED.labels(self.service, record.topic, reason).inc()
-        EVENTS_CONSUMED.labels(self.service, record.topic, "deadlettered").inc()
+        topic = logical(record.topic, self.namespace)
+        DEADLETTERED.labels(self.service, topic, reason).inc()
+        EVENTS_CONSUMED.labels(self.service, topic, "deadlettered").inc()
         log.warning(
             "event dead-lettered",
             extra={
@@ -376,7 +385,9 @@ class AtomicPublisher:
         linger_s: float = 0.002,
         timeout_s: float = 10.0,
         max_batch_records: int = 50000,
+        namespace: str = "",
     ) -> None:
+        self.namespace = namespace
         self._config: dict[str, Any] = dict(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
@@ -419,7 +430,7 @@ class AtomicPublisher:
         records = []
         for event in events:
             key, value, headers = encode(event, trace_headers)
-            records.append((event.topic, key, value, headers))
+            records.append((physical(event.topic, self.namespace), key, value, headers))
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((records, fut))
         self._wake.set()
@@ -442,7 +453,8 @@ class AtomicPublisher:
             await _quietly_stop(producer)
 
     def _take_batch(self) -> list[tuple[list[Record], asyncio.Future[None]]]:
-        batch, n = [], 0
+        batch: list[tuple[list[Record], asyncio.Future[None]]] = []
+        n = 0
         while self._pending and (not batch or n + len(self._pending[0][0]) <= self.max_batch_records):
             item = self._pending.pop(0)
             batch.append(item)

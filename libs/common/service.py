@@ -94,7 +94,11 @@ class Runtime:
         self.service = settings.service_name
         self.migrations_dir = migrations_dir
         self.engine: Engine = make_engine(settings.effective_database_url)
-        self.producer = EventProducer(settings.kafka_bootstrap_servers, client_id=f"msp-{self.service}")
+        self.producer = EventProducer(
+            settings.kafka_bootstrap_servers,
+            client_id=f"msp-{self.service}",
+            namespace=settings.topic_namespace,
+        )
         self.audit = AuditEmitter(self.producer, self.service)
         self.consumers: list[EventConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -124,6 +128,7 @@ class Runtime:
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             handler=handler,
             producer=self.producer,
+            namespace=self.settings.topic_namespace,
         )
         self.consumers.append(consumer)
         return consumer

@@ -38,6 +38,8 @@ class PlatformSettings(BaseSettings):
     )
     var_dir: Path = DEFAULT_VAR_DIR
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Prefix of every topic name on the broker, for environments sharing one cluster.
+    topic_namespace: str = Field(default="", pattern=r"^([a-z0-9][a-z0-9_-]{0,40})?$")
 
     @model_validator(mode="after")
     def _bootstrap_is_set(self) -> PlatformSettings:

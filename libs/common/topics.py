@@ -61,6 +61,17 @@ TOPICS: dict[str, TopicSpec] = {
 }
 
 
+def physical(name: str, namespace: str = "") -> str:
+    """The name on the broker: environments that share a cluster (staging next to production,
+    or a test run next to others) keep apart by a namespace prefix."""
+    return f"{namespace}.{name}" if namespace else name
+
+
+def logical(name: str, namespace: str = "") -> str:
+    prefix = f"{namespace}." if namespace else ""
+    return name[len(prefix) :] if prefix and name.startswith(prefix) else name
+
+
 def spec_for(topic: str) -> TopicSpec:
     try:
         return TOPICS[topic]
@@ -73,6 +84,7 @@ async def ensure_topics(
     specs: list[TopicSpec] | None = None,
     *,
     replication_factor: int = 1,
+    namespace: str = "",
 ) -> list[str]:
     """Create the declared topics that do not exist yet; returns the names it created.
 
@@ -83,12 +95,12 @@ async def ensure_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [s for s in specs if s.name not in existing]
+        missing = [s for s in specs if physical(s.name, namespace) not in existing]
         if not missing:
             return []
         new = [
             NewTopic(
-                name=s.name,
+                name=physical(s.name, namespace),
                 num_partitions=s.partitions,
                 replication_factor=replication_factor,
                 topic_configs=s.config(),
@@ -100,7 +112,7 @@ async def ensure_topics(
         except TopicAlreadyExistsError:
             # Another process created some of them between our list and our create.
             pass
-        created = [s.name for s in missing]
+        created = [physical(s.name, namespace) for s in missing]
         log.info("topics created", extra={"topics": created})
         return created
     finally:

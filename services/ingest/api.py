@@ -117,7 +117,7 @@ def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) ->
             )
         return JSONResponse({"event_ids": result.event_ids}, status_code=status.HTTP_202_ACCEPTED)
 
-    common = {"status_code": 202, "response_model": AcceptedBody, "responses": responses}
+    common: dict[str, Any] = {"status_code": 202, "response_model": AcceptedBody, "responses": responses}
 
     # --- canonical ------------------------------------------------------------------------
 

@@ -19,7 +19,10 @@ from services.ingest.tenants import KeyVerifier
 def build(settings: IngestSettings) -> tuple[Runtime, FastAPI]:
     rt = Runtime(settings, migrations_dir=Path(__file__).parent / "migrations")
     publisher = AtomicPublisher(
-        settings.kafka_bootstrap_servers, client_id="msp-ingest", timeout_s=settings.publish_timeout_s
+        settings.kafka_bootstrap_servers,
+        client_id="msp-ingest",
+        timeout_s=settings.publish_timeout_s,
+        namespace=settings.topic_namespace,
     )
     rt.add_component("publisher", publisher.start, publisher.stop, lambda: publisher.started)
     pipeline = IngestPipeline(

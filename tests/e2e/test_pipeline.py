@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from libs.common.db import make_engine, migrate
 from libs.common.settings import REPO_ROOT
+from libs.common.topics import ensure_topics
 from services.ingest import tenants
 from tests.conftest import unique
 from tests.processes import spawn_service, wait_ready
@@ -44,10 +46,14 @@ def platform(bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFacto
     migrate(pg_url, REPO_ROOT / "services" / "ingest" / "migrations", "ingest")
     var = tmp_path_factory.mktemp("var")
     run = unique("e2e")
+    # The run's own topics: the services see this run's events, not the history of the
+    # shared broker that other tests filled.
+    asyncio.run(ensure_topics(bootstrap, namespace=run))
     started = {}
     for name in SERVICES:
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "MSP_TOPIC_NAMESPACE": run,
             "MSP_DATABASE_URL": pg_url,
             "MSP_CONSUMER_GROUP": f"{run}-{name}",
             "MSP_VAR_DIR": str(var),

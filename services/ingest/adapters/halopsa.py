@@ -79,7 +79,8 @@ def to_observations(doc: HaloWebhook) -> list[TicketObservation]:
             "requester": t.user_email,
             "site": t.site_name,
         }
-        at = as_utc(t.lastactiondate or t.dateoccurred) if (t.lastactiondate or t.dateoccurred) else utcnow()
+        when = t.lastactiondate or t.dateoccurred
+        at = as_utc(when) if when else utcnow()
         out.append(
             TicketObservation(
                 SYSTEM,
