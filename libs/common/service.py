@@ -8,15 +8,17 @@ SIGTERM, lets the in-flight event finish, commits its offset and closes the clie
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,6 +31,27 @@ from libs.common.settings import ServiceSettings, load_settings
 from libs.common.telemetry import configure_logging, configure_tracing, context_from_headers, tracer
 
 log = logging.getLogger(__name__)
+
+
+class TraceRequests:
+    """ASGI middleware: continue the caller's trace (W3C traceparent) or start one, so that
+    everything the request publishes carries it onward in Kafka headers. Plain ASGI rather
+    than `@app.middleware("http")`, which costs a task and a stream per request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = [(k.decode("latin-1"), v) for k, v in scope.get("headers") or () if k in _TRACE_HEADERS]
+        with tracer().start_as_current_span(
+            f"{scope['method']} {scope['path']}", context=context_from_headers(headers), kind=SpanKind.SERVER
+        ):
+            await self.app(scope, receive, send)
+
+
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 class BodyLimit:
@@ -186,17 +209,15 @@ class Runtime:
     # --- HTTP -----------------------------------------------------------------------------
 
     def make_app(self, title: str, description: str = "") -> FastAPI:
-        app = FastAPI(title=title, description=description, lifespan=self.lifespan)
-
-        @app.middleware("http")
-        async def trace_requests(request: Request, call_next: Any) -> Any:
-            # Continue the caller's trace (W3C traceparent) or start one; everything the
-            # request publishes carries it onward in Kafka headers.
-            ctx = context_from_headers([(k, v.encode("latin-1")) for k, v in request.headers.items()])
-            with tracer().start_as_current_span(
-                f"{request.method} {request.url.path}", context=ctx, kind=SpanKind.SERVER
-            ):
-                return await call_next(request)
+        # FastAPI's own OpenTelemetry layer would open a second server span (and metrics) per
+        # request: TraceRequests does the one thing needed, the W3C context, for less.
+        app = FastAPI(
+            title=title,
+            description=description,
+            lifespan=self.lifespan,
+            telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        )
+        app.add_middleware(TraceRequests)
 
         @app.get("/healthz", tags=["ops"])
         async def healthz() -> dict[str, str]:
@@ -230,7 +251,14 @@ class Runtime:
             timeout_graceful_shutdown=int(self.settings.shutdown_grace_s),
         )
         self._server = _Server(config)
-        self._server.run()
+        if not self.settings.http_reuse_port:
+            self._server.run()
+            return
+        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.http_host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.settings.http_host, self.settings.http_port))
+        self._server.run(sockets=[sock])
 
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -242,4 +270,10 @@ def run_service(settings_cls: type[S], build: Callable[[S], tuple[Runtime, FastA
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name)
     rt, app = build(settings)
+    # Everything built so far lives as long as the process: keep the collector from walking
+    # it again and again, and collect less often. Full collections of a large heap are what
+    # otherwise shows up as tens of milliseconds in the p99 of requests.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20000, 20, 20)
     rt.serve(app)

@@ -54,6 +54,8 @@ class ServiceSettings(PlatformSettings):
     service_name: str = "service"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
+    # Several processes of one service may share the port (the kernel spreads connections).
+    http_reuse_port: bool = False
     database_url: str = ""  # empty means the embedded SQLite file under var_dir
     consumer_group: str = ""  # empty means "msp-<service_name>"
     shutdown_grace_s: float = Field(default=10.0, gt=0)

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, APIKeyQuery
 from pydantic import BaseModel, Field, ValidationError
 
 from libs.common.events import Envelope
@@ -25,6 +26,9 @@ from services.ingest.adapters.canonical import CanonicalAlert, CanonicalTicketEv
 from services.ingest.adapters.common import TicketObservation
 from services.ingest.pipeline import RETRY_AFTER_UNAVAILABLE_S, IngestPipeline, Unavailable
 from services.ingest.tenants import KeyVerifier, Principal, key_id_of, signing_secret, verify_hmac_sha1
+
+KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The tenant's sender key")
+KEY_QUERY = APIKeyQuery(name="api_key", auto_error=False, description="For tools that cannot send headers")
 
 
 class AcceptedBody(BaseModel):
