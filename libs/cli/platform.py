@@ -301,7 +301,7 @@ def run_demo(var: Path) -> dict[str, Any]:
             r = client.post(f"{base}/v1/tickets/events", json={"source_system": "demo-psa", **body})
             r.raise_for_status()
             accepted += len(r.json()["event_ids"])
-    # Every accepted event is audited by ingest and again by each service that consumes it.
+    # Ingest audits each request (one event each here); each consuming service audits each event.
     expected = accepted + len(alerts) + 2 * len(tickets)
     deadline = time.monotonic() + 60
     audited = 0
