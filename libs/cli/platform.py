@@ -129,9 +129,13 @@ def stop_services(var: Path, timeout_s: float = 20.0) -> None:
         _pid_file(var, name).unlink(missing_ok=True)
 
 
+def operator_headers(var: Path) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ServiceSettings(var_dir=var).effective_admin_token()}"}
+
+
 def service_status(var: Path, tenant: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with httpx.Client(timeout=2.0) as client:
+    with httpx.Client(timeout=2.0, headers=operator_headers(var)) as client:
         for name in SERVICES:
             port = port_of(name)
             row: dict[str, Any] = {"pid": _alive(var, name), "url": f"http://127.0.0.1:{port}"}
@@ -179,6 +183,7 @@ def demo_events(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any
     """A small, plausible morning at a client: a file server filling up, a VPN gateway flapping,
     and the tickets users raise about it."""
     t = lambda minutes: (now - timedelta(minutes=minutes)).isoformat()  # noqa: E731
+    run = now.strftime("%Y%m%dT%H%M%S")  # each demo run is a new morning, not a retry of the last
     alerts = [
         {
             "fingerprint": "fs01-disk-d",
@@ -249,7 +254,7 @@ def demo_events(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any
     ]
     tickets = [
         {
-            "event_ref": "demo-1001-created",
+            "event_ref": f"demo-{run}-1001-created",
             "kind": "created",
             "occurred_at": t(15),
             "ticket": {
@@ -265,7 +270,7 @@ def demo_events(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any
             },
         },
         {
-            "event_ref": "demo-1001-note",
+            "event_ref": f"demo-{run}-1001-note",
             "kind": "note_added",
             "occurred_at": t(10),
             "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive", "tier": "L1"},
@@ -277,7 +282,7 @@ def demo_events(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any
             },
         },
         {
-            "event_ref": "demo-1001-escalated",
+            "event_ref": f"demo-{run}-1001-escalated",
             "kind": "escalated",
             "occurred_at": t(5),
             "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive", "tier": "L2"},
@@ -291,6 +296,13 @@ def run_demo(var: Path) -> dict[str, Any]:
     key = demo_key(var)
     alerts, tickets = demo_events(datetime.now(UTC))
     base = f"http://127.0.0.1:{port_of('ingest')}"
+    operator = httpx.Client(timeout=2.0, headers=operator_headers(var))
+    counts_url = f"http://127.0.0.1:{port_of('audit')}/v1/audit/counts"
+
+    def audited() -> int:
+        return int(operator.get(counts_url, params={"tenant_id": DEMO_TENANT}).json()["events"])
+
+    before = audited()  # an earlier demo run's trail stays; count what this one adds
     accepted = 0
     with httpx.Client(timeout=10.0, headers={"X-API-Key": key}) as client:
         for body in alerts:
@@ -304,20 +316,20 @@ def run_demo(var: Path) -> dict[str, Any]:
     # Ingest audits each request (one event each here); each consuming service audits each event.
     expected = accepted + len(alerts) + 2 * len(tickets)
     deadline = time.monotonic() + 60
-    audited = 0
-    with httpx.Client(timeout=2.0) as client:
+    added = 0
+    try:
         while time.monotonic() < deadline:
-            audited = client.get(
-                f"http://127.0.0.1:{port_of('audit')}/v1/audit/counts", params={"tenant_id": DEMO_TENANT}
-            ).json()["events"]
-            if audited >= expected:
+            added = audited() - before
+            if added >= expected:
                 break
             time.sleep(0.5)
+    finally:
+        operator.close()
     return {
         "tenant": DEMO_TENANT,
         "posted": len(alerts) + len(tickets),
         "accepted": accepted,
-        "audit_events": audited,
+        "audit_events_added": added,
         "audit_events_expected": expected,
     }
 

@@ -16,7 +16,7 @@ from sqlalchemy import MetaData
 
 from libs.common import inbox
 from libs.common.events import Envelope
-from libs.common.service import Runtime
+from libs.common.service import Runtime, operator_only
 from libs.common.settings import ServiceSettings
 
 
@@ -43,7 +43,7 @@ def build_counting_service(
     rt.add_consumer(list(topics), handle)
     app = rt.make_app(title, description)
 
-    @app.get("/v1/counts", tags=[service])
+    @app.get("/v1/counts", tags=[service], dependencies=[operator_only(settings)])
     async def counts(
         tenant_id: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")],
     ) -> dict[str, Any]:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Response
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -259,6 +260,21 @@ class Runtime:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.settings.http_host, self.settings.http_port))
         self._server.run(sockets=[sock])
+
+
+def operator_only(settings: ServiceSettings) -> Any:
+    """A FastAPI dependency: the platform operators' token (`Authorization: Bearer`), required
+    on admin APIs and on read APIs where the tenant is a parameter rather than a credential."""
+    token = settings.effective_admin_token().encode()
+
+    async def check(authorization: Annotated[str | None, Header()] = None) -> None:
+        presented = (
+            authorization[7:].strip() if authorization and authorization.lower().startswith("bearer ") else ""
+        )
+        if not presented or not hmac.compare_digest(presented.encode(), token):
+            raise HTTPException(401, "operator token required", headers={"WWW-Authenticate": "Bearer"})
+
+    return Depends(check)
 
 
 S = TypeVar("S", bound=ServiceSettings)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +59,8 @@ class ServiceSettings(PlatformSettings):
     database_url: str = ""  # empty means the embedded SQLite file under var_dir
     consumer_group: str = ""  # empty means "msp-<service_name>"
     shutdown_grace_s: float = Field(default=10.0, gt=0)
+    # Platform operators' token: the admin API and every read API that spans tenants.
+    admin_token: SecretStr | None = None
 
     @property
     def effective_database_url(self) -> str:
@@ -70,6 +72,13 @@ class ServiceSettings(PlatformSettings):
     def effective_consumer_group(self) -> str:
         return self.consumer_group or f"msp-{self.service_name}"
 
+    def effective_admin_token(self) -> str:
+        """The configured token; for local runs a random one kept in var/secrets/admin-token,
+        shared by all services started with the same var folder."""
+        if self.admin_token:
+            return self.admin_token.get_secret_value()
+        return dev_secret(self.var_dir, "admin-token")
+
     @model_validator(mode="after")
     def _safe_for_environment(self) -> ServiceSettings:
         if self.environment == "prod":
@@ -78,6 +87,8 @@ class ServiceSettings(PlatformSettings):
                     "MSP_DATABASE_URL must name a PostgreSQL database in prod "
                     "(SQLite is the embedded default for local runs only)"
                 )
+            if self.admin_token is None or len(self.admin_token.get_secret_value()) < 32:
+                raise ValueError("MSP_ADMIN_TOKEN must be set to at least 32 characters in prod")
             if self.http_host not in ("127.0.0.1", "::1", "localhost") and self.log_level == "DEBUG":
                 raise ValueError("MSP_LOG_LEVEL=DEBUG on a public interface would log payloads")
         return self

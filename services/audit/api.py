@@ -1,4 +1,4 @@
-"""The audit query and verify API (read-only; the tenant is a required argument)."""
+"""The audit query and verify API: read-only, for operators; the tenant is a required argument."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from services.audit import store
 TenantQuery = Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
-def make_router(engine: Engine) -> APIRouter:
-    router = APIRouter(prefix="/v1/audit", tags=["audit"])
+def make_router(engine: Engine, operator: Any) -> APIRouter:
+    router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[operator])
 
     @router.get("/events")
     async def events(

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from libs.common.events import AuditEvent
-from libs.common.service import Runtime
+from libs.common.service import Runtime, operator_only
 from services.audit.api import make_router
 from services.audit.settings import AuditSettings
 from services.audit.stream import make_handler
@@ -17,5 +17,5 @@ def build(settings: AuditSettings) -> tuple[Runtime, FastAPI]:
     rt = Runtime(settings, migrations_dir=Path(__file__).parent / "migrations")
     rt.add_consumer([AuditEvent.topic], make_handler(rt.engine))
     app = rt.make_app("msp audit", "Append-only, tamper-evident audit trail of the platform.")
-    app.include_router(make_router(rt.engine))
+    app.include_router(make_router(rt.engine, operator_only(settings)))
     return rt, app

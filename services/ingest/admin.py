@@ -1,14 +1,13 @@
 """The admin API: tenants, their source mappings and their sender keys.
 
-For the MSP's platform operators, authenticated with the admin token (`Authorization: Bearer`).
+For the MSP's platform operators, authenticated with the operator token (`Authorization: Bearer`).
 """
 # No `from __future__ import annotations` (see api.py).
 
 import asyncio
-import hmac
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
@@ -40,17 +39,8 @@ class IssuedKey(BaseModel):
     signing_secret: str = Field(description="HMAC secret for sources that sign their posts; shown once.")
 
 
-def make_router(engine: Engine, admin_token: str, pepper: str) -> APIRouter:
-    async def operator(authorization: Annotated[str | None, Header()] = None) -> None:
-        presented = (
-            (authorization or "")[7:].strip() if (authorization or "").lower().startswith("bearer ") else ""
-        )
-        if not presented or not hmac.compare_digest(presented.encode(), admin_token.encode()):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, "admin token required", headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(operator)])
+def make_router(engine: Engine, operator: Any, pepper: str) -> APIRouter:
+    router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[operator])
 
     async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from libs.common.bus import AtomicPublisher
-from libs.common.service import BodyLimit, Runtime
+from libs.common.service import BodyLimit, Runtime, operator_only
 from services.ingest import admin, api
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.ratelimit import RateLimiter
@@ -36,5 +36,5 @@ def build(settings: IngestSettings) -> tuple[Runtime, FastAPI]:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, api.malformed_json_is_400)  # type: ignore[arg-type]
     app.include_router(api.make_router(pipeline, KeyVerifier(rt.engine, settings.key_cache_s), pepper))
-    app.include_router(admin.make_router(rt.engine, settings.effective_admin_token(), pepper))
+    app.include_router(admin.make_router(rt.engine, operator_only(settings), pepper))
     return rt, app

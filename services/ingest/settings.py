@@ -12,8 +12,6 @@ class IngestSettings(ServiceSettings):
     http_port: int = 8081
     # How long a verified key is trusted before it is looked up again (revocation delay).
     key_cache_s: float = Field(default=5.0, ge=0, le=300)
-    # Platform operators' token for the admin API (tenants, mappings, keys).
-    admin_token: SecretStr | None = None
     # Server secret from which the HMAC signing secrets of keys are derived.
     signing_pepper: SecretStr | None = None
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
@@ -26,18 +24,9 @@ class IngestSettings(ServiceSettings):
     @model_validator(mode="after")
     def _secrets_in_prod(self) -> IngestSettings:
         if self.environment == "prod":
-            for name in ("admin_token", "signing_pepper"):
-                value = getattr(self, name)
-                if value is None or len(value.get_secret_value()) < 32:
-                    raise ValueError(f"MSP_{name.upper()} must be set to at least 32 characters in prod")
+            if self.signing_pepper is None or len(self.signing_pepper.get_secret_value()) < 32:
+                raise ValueError("MSP_SIGNING_PEPPER must be set to at least 32 characters in prod")
         return self
-
-    def effective_admin_token(self) -> str:
-        return (
-            self.admin_token.get_secret_value()
-            if self.admin_token
-            else dev_secret(self.var_dir, "admin-token")
-        )
 
     def effective_signing_pepper(self) -> str:
         if self.signing_pepper:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,8 @@ from tests.processes import spawn_service, wait_ready
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("ingest", "triage", "audit")
+OPERATOR = "o" * 40
+AS_OPERATOR = {"Authorization": f"Bearer {OPERATOR}"}
 
 
 @dataclass
@@ -54,6 +57,7 @@ def platform(bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFacto
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "MSP_TOPIC_NAMESPACE": run,
+            "MSP_ADMIN_TOKEN": OPERATOR,
             "MSP_DATABASE_URL": pg_url,
             "MSP_CONSUMER_GROUP": f"{run}-{name}",
             "MSP_VAR_DIR": str(var),
@@ -69,6 +73,15 @@ def platform(bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFacto
     for proc in procs.values():
         if proc.poll() is None:
             proc.kill()
+
+
+def op_get(platform: Platform, service: str, path: str, tenant: str, **params: str) -> Any:
+    """A read API call as the platform operator, for one tenant."""
+    r = httpx.get(
+        f"{platform.urls[service]}{path}", params={"tenant_id": tenant, **params}, headers=AS_OPERATOR
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 def wait_for(fn, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
@@ -104,21 +117,19 @@ def test_an_alert_posted_to_ingest_reaches_the_audit_trail_with_its_trace_id(pla
     (event_id,) = r.json()["event_ids"]
 
     def audited() -> set[str]:
-        rows = httpx.get(
-            f"{platform.urls['audit']}/v1/audit/events", params={"tenant_id": tenant, "trace_id": trace_id}
-        ).json()
+        rows = op_get(platform, "audit", "/v1/audit/events", tenant, trace_id=trace_id)
         return {row["action"] for row in rows}
 
     # ingest audits the acceptance; triage audits the event it consumed from Kafka, same trace.
     assert wait_for(lambda: {"ingest.canonical.accepted", "triage.event.received"} <= audited())
-    rows = httpx.get(f"{platform.urls['audit']}/v1/audit/events", params={"tenant_id": tenant}).json()
+    rows = op_get(platform, "audit", "/v1/audit/events", tenant)
     assert {(row["actor"].split(":")[0], row["subject_kind"]) for row in rows} == {
         ("key", "request"),
         ("service", "alert.received.v1"),
     }
     assert next(row for row in rows if row["actor"] == "service:triage")["subject_id"] == event_id
     assert all(row["trace_id"] == trace_id for row in rows)
-    verify = httpx.get(f"{platform.urls['audit']}/v1/audit/verify", params={"tenant_id": tenant}).json()
+    verify = op_get(platform, "audit", "/v1/audit/verify", tenant)
     assert verify["ok"] and verify["entries"] == 2
 
 
@@ -141,25 +152,31 @@ def test_a_retried_post_gets_the_same_event_id_and_is_taken_in_once(platform: Pl
     )
 
     def counts() -> dict[str, int]:
-        return httpx.get(f"{platform.urls['triage']}/v1/counts", params={"tenant_id": tenant}).json()[
-            "by_topic"
-        ]
+        return op_get(platform, "triage", "/v1/counts", tenant)["by_topic"]
 
     assert wait_for(lambda: counts() == {"alerts.raw.v1": 1, "tickets.events.v1": 1})
-    assert wait_for(
-        lambda: (
-            httpx.get(f"{platform.urls['audit']}/v1/audit/counts", params={"tenant_id": tenant}).json()[
-                "events"
-            ]
-            == 4
-        )
-    )
+    assert wait_for(lambda: op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 4)
     time.sleep(1.0)  # the duplicate had every chance to arrive
     assert counts() == {"alerts.raw.v1": 1, "tickets.events.v1": 1}
-    assert (
-        httpx.get(f"{platform.urls['audit']}/v1/audit/counts", params={"tenant_id": tenant}).json()["events"]
-        == 4
-    )
+    assert op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 4
+
+
+def test_read_apis_need_the_operator_token(platform: Platform) -> None:
+    tenant, key = platform.new_tenant()
+    for service, path in (
+        ("audit", "/v1/audit/events"),
+        ("audit", "/v1/audit/verify"),
+        ("triage", "/v1/counts"),
+    ):
+        url = f"{platform.urls[service]}{path}"
+        assert httpx.get(url, params={"tenant_id": tenant}).status_code == 401
+        # A tenant's own sender key is not a way into the cross-tenant read APIs either.
+        assert (
+            httpx.get(
+                url, params={"tenant_id": tenant}, headers={"Authorization": f"Bearer {key}"}
+            ).status_code
+            == 401
+        )
 
 
 def test_a_key_can_never_publish_as_another_tenant(platform: Platform) -> None:
@@ -182,23 +199,10 @@ def test_a_key_can_never_publish_as_another_tenant(platform: Platform) -> None:
     # A valid post of A still lands as A, and nothing ever lands as B.
     assert httpx.post(f"{ingest}/v1/alerts", json=ALERT, headers={"X-API-Key": key_a}).status_code == 202
     assert wait_for(
-        lambda: (
-            httpx.get(f"{platform.urls['triage']}/v1/counts", params={"tenant_id": tenant_a}).json()[
-                "by_topic"
-            ]
-            == {"alerts.raw.v1": 1}
-        )
+        lambda: op_get(platform, "triage", "/v1/counts", tenant_a)["by_topic"] == {"alerts.raw.v1": 1}
     )
-    assert (
-        httpx.get(f"{platform.urls['triage']}/v1/counts", params={"tenant_id": tenant_b}).json()["by_topic"]
-        == {}
-    )
-    assert (
-        httpx.get(f"{platform.urls['audit']}/v1/audit/counts", params={"tenant_id": tenant_b}).json()[
-            "events"
-        ]
-        == 0
-    )
+    assert op_get(platform, "triage", "/v1/counts", tenant_b)["by_topic"] == {}
+    assert op_get(platform, "audit", "/v1/audit/counts", tenant_b)["events"] == 0
 
 
 def test_services_expose_metrics_and_stop_cleanly_on_sigterm(platform: Platform) -> None:
