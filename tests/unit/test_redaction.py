@@ -8,9 +8,11 @@ TICKET = """Hi team, Maria Lopez (maria.lopez@client.example, +44 20 7946 0958) 
 L1 reset her account; temp password is Winter2026!Blue and she must change it at next login.
 The app server uses Server=sql01;Database=crm;User Id=crm_app;Password=S3cr3t-Pa55;
 Backup job runs with postgres://backup:Xy9#kLm2@db01.client.local:5432/crm
-Someone pasted an AWS key AKIAIOSFODNN7EXAMPLE and a token: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U
+Someone pasted an AWS key AKIAIOSFODNN7EXAMPLE and a token: Bearer {JWT}
 Her company card 4111 1111 1111 1111 was charged twice; invoice 2026-11-25 #100234.
-"""
+""".replace(
+    "{JWT}", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+)
 SECRETS = [
     "Winter2026!Blue",
     "S3cr3t-Pa55",
