@@ -112,7 +112,10 @@ class Redactor:
             check = _CHECKS.get(matcher)
 
             def replace(
-                m: re.Match[str], kind: str = kind, check: Callable[[str], bool] | None = check
+                m: re.Match[str],
+                kind: str = kind,
+                check: Callable[[str], bool] | None = check,
+                group: int = group,
             ) -> str:
                 value = m.group(group)
                 if value.startswith("[") and value.endswith("]") or (check and not check(value)):
