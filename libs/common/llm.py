@@ -1,0 +1,184 @@
+"""Structured judgements from Claude through the `anthropic` SDK, with the local path behind it.
+
+A judgement is a pydantic output model. Claude is asked for it with tool use: the tool's JSON
+schema is generated from the model and the tool choice is forced, so the answer is the tool's
+input. The answer is validated; an invalid one gets one repair attempt (the validation errors
+are sent back), and then the caller's local implementation decides instead, with an audit event
+saying so. Secrets and personal data are redacted before the prompt leaves the process and
+restored in the answer. Timeouts and retries with backoff on 429/5xx are the SDK's own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anthropic
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ValidationError
+
+from libs.common.redaction import Redacted, Redactor
+
+log = logging.getLogger(__name__)
+
+LLM_CALLS = Counter("msp_llm_calls_total", "Calls to the LLM", ["judgement", "outcome"])
+LLM_SECONDS = Histogram("msp_llm_seconds", "Latency of LLM calls", ["judgement"])
+LLM_TOKENS = Counter("msp_llm_tokens_total", "Tokens used", ["judgement", "direction"])
+LLM_FALLBACKS = Counter(
+    "msp_llm_fallbacks_total", "Judgements the local path made instead", ["judgement", "reason"]
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class JudgementFailed(Exception):
+    """Claude gave no valid answer (API error, timeout, budget, invalid twice)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class ClaudeConfig:
+    api_key: str
+    model: str
+    base_url: str | None = None
+    timeout_s: float = 30.0
+    max_retries: int = 2
+    max_tokens: int = 1024
+    tenant_token_budget: int = 200_000  # input + output tokens per tenant per process lifetime
+
+
+class TokenBudget:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used: dict[str, int] = {}
+
+    def check(self, tenant_id: str) -> None:
+        if self.used.get(tenant_id, 0) >= self.limit:
+            raise JudgementFailed("budget", f"tenant {tenant_id} used its {self.limit} tokens")
+
+    def spend(self, tenant_id: str, tokens: int) -> None:
+        self.used[tenant_id] = self.used.get(tenant_id, 0) + tokens
+
+
+class Claude:
+    def __init__(self, config: ClaudeConfig, redactor: Redactor | None = None) -> None:
+        self.config = config
+        self.redactor = redactor or Redactor()
+        self.budget = TokenBudget(config.tenant_token_budget)
+        self.client = anthropic.AsyncAnthropic(
+            api_key=config.api_key,
+            base_url=config.base_url,
+            timeout=config.timeout_s,
+            max_retries=config.max_retries,
+        )
+
+    async def judge(self, *, judgement: str, tenant_id: str, system: str, prompt: str, output: type[M]) -> M:
+        """Ask for one judgement; returns the validated model or raises `JudgementFailed`."""
+        self.budget.check(tenant_id)
+        redacted = self.redactor.redact(prompt)
+        tool = {
+            "name": judgement,
+            "description": f"Record the {judgement} judgement.",
+            "input_schema": output.model_json_schema(),
+        }
+        # The system text and the tool schema are stable across calls: cache them.
+        system_blocks = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+        messages: list[dict[str, Any]] = [{"role": "user", "content": redacted.text}]
+        started = time.perf_counter()
+        try:
+            for attempt in (1, 2):
+                message = await self._call(judgement, tenant_id, system_blocks, tool, messages)
+                block = next(
+                    (b for b in message.content if b.type == "tool_use" and b.name == judgement), None
+                )
+                if block is None:
+                    error = "the answer held no tool_use block"
+                else:
+                    try:
+                        return output.model_validate(_restore(block.input, redacted))
+                    except ValidationError as exc:
+                        error = exc.json(include_url=False)
+                if attempt == 1:
+                    # One repair: show the model what was wrong with its answer.
+                    messages += [
+                        {"role": "assistant", "content": [b.model_dump() for b in message.content]},
+                        {"role": "user", "content": _repair_content(block, error)},
+                    ]
+            LLM_CALLS.labels(judgement, "invalid").inc()
+            raise JudgementFailed("invalid", error)
+        finally:
+            LLM_SECONDS.labels(judgement).observe(time.perf_counter() - started)
+
+    async def _call(
+        self,
+        judgement: str,
+        tenant_id: str,
+        system: Any,
+        tool: dict[str, Any],
+        messages: list[dict[str, Any]],
+    ) -> Any:
+        try:
+            message = await self.client.messages.create(  # type: ignore[call-overload]
+                model=self.config.model,
+                max_tokens=self.config.max_tokens,
+                system=system,
+                tools=[tool],
+                tool_choice={"type": "tool", "name": judgement},
+                messages=messages,
+            )
+        except anthropic.APITimeoutError as exc:
+            LLM_CALLS.labels(judgement, "timeout").inc()
+            raise JudgementFailed("timeout", str(exc)) from exc
+        except anthropic.APIError as exc:
+            LLM_CALLS.labels(judgement, "error").inc()
+            raise JudgementFailed("api_error", str(exc)) from exc
+        usage = message.usage
+        LLM_TOKENS.labels(judgement, "in").inc(usage.input_tokens)
+        LLM_TOKENS.labels(judgement, "out").inc(usage.output_tokens)
+        self.budget.spend(tenant_id, usage.input_tokens + usage.output_tokens)
+        LLM_CALLS.labels(judgement, "ok").inc()
+        return message
+
+
+def _repair_content(block: Any, error: str) -> list[dict[str, Any]] | str:
+    text = f"That answer was not valid: {error[:4000]}. Call the tool again with a corrected answer."
+    if block is None:
+        return text
+    return [{"type": "tool_result", "tool_use_id": block.id, "is_error": True, "content": text}]
+
+
+def _restore(value: Any, redacted: Redacted) -> Any:
+    """Put redacted values back into every string of the answer."""
+    if not redacted.mapping:
+        return value
+    return json.loads(redacted.restore(json.dumps(value)))
+
+
+async def with_fallback(
+    judgement: str,
+    claude_call: Callable[[], Awaitable[M]] | None,
+    local_call: Callable[[], Awaitable[M]],
+    on_fallback: Callable[[str, str], Awaitable[None]] | None = None,
+) -> tuple[M, str]:
+    """The judgement and the method that made it ("claude" or "local"). Without Claude
+    configured the local path decides; when Claude fails it decides too, and `on_fallback`
+    (an audit event, say) is told why. The event being handled is never lost."""
+    if claude_call is not None:
+        try:
+            return await claude_call(), "claude"
+        except JudgementFailed as exc:
+            LLM_FALLBACKS.labels(judgement, exc.reason).inc()
+            log.warning(
+                "llm judgement failed; local path decides",
+                extra={"judgement": judgement, "reason": exc.reason},
+            )
+            if on_fallback is not None:
+                await on_fallback(exc.reason, str(exc))
+    return await local_call(), "local"
