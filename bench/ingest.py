@@ -32,6 +32,7 @@ import httpx  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from libs.cli import broker, debian  # noqa: E402
+from libs.cli.platform import wait_http_ready  # noqa: E402
 from libs.common.settings import REPO_ROOT  # noqa: E402
 from libs.common.topics import ensure_topics  # noqa: E402
 
@@ -173,13 +174,18 @@ def main() -> None:
                     stderr=(var / f"ingest-{i}.log").open("wb"),
                 )
             )
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
+            worker = procs[-1]
+            log = var / f"ingest-{i}.log"
+            wait_http_ready(
+                {
+                    f"ingest-{i}": (
+                        f"{url}/readyz",
+                        lambda w=worker: w.poll() is None,
+                        lambda lg=log: lg.read_text(),
+                    )
+                },
+                timeout_s=60,
+            )
         auth = {"Authorization": f"Bearer {ADMIN}"}
         httpx.post(
             f"{url}/v1/admin/tenants", json={"tenant_id": "bench", "name": "bench"}, headers=auth

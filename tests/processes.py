@@ -6,11 +6,9 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
+from libs.cli.platform import wait_http_ready
 from libs.common.settings import REPO_ROOT
 
 
@@ -35,16 +33,13 @@ def spawn_service(name: str, env: dict[str, str], log: Path) -> tuple[subprocess
 
 def wait_ready(procs: dict[str, tuple[subprocess.Popen[bytes], str, Path]], timeout_s: float = 90) -> None:
     """Poll each service's /readyz; fail with its log if one exits or never becomes ready."""
-    pending = set(procs)
-    deadline = time.monotonic() + timeout_s
-    while pending and time.monotonic() < deadline:
-        for name in list(pending):
-            proc, url, log = procs[name]
-            assert proc.poll() is None, f"{name} exited:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    pending.discard(name)
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.2)
-    assert not pending, f"not ready: {pending}"
+    targets = {
+        name: (
+            f"{url}/readyz",
+            lambda p=proc: p.poll() is None,  # type: ignore[misc]
+            lambda lg=log: f"its log:\n{lg.read_text()[-3000:]}",  # type: ignore[misc]
+        )
+        for name, (proc, url, log) in procs.items()
+    }
+    not_ready = wait_http_ready(targets, timeout_s)
+    assert not not_ready, f"not ready: {not_ready}"

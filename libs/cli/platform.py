@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -88,27 +89,55 @@ def start_services(
     return procs
 
 
+def wait_http_ready(
+    targets: dict[str, tuple[str, Callable[[], bool], Callable[[], str]]], timeout_s: float = 120.0
+) -> set[str]:
+    """Poll each target's readiness URL until it answers 200; returns the names still not ready.
+
+    `targets` maps a name to (readiness URL, "is its process alive?", what to say if it died,
+    asked only then):
+    a process that exits while starting fails at once instead of after the timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = set(targets)
+    with httpx.Client(timeout=2.0) as client:
+        while pending and time.monotonic() < deadline:
+            for name in sorted(pending):
+                url, alive, hint = targets[name]
+                if not alive():
+                    raise RuntimeError(f"{name} exited during start-up; {hint()}")
+                try:
+                    if client.get(url).status_code == 200:
+                        pending.discard(name)
+                except httpx.HTTPError:
+                    pass
+            if pending:
+                time.sleep(0.2)
+    return pending
+
+
 def wait_ready(
     var: Path, procs: dict[str, subprocess.Popen[bytes]], timeout_s: float = 120.0
 ) -> dict[str, bool]:
     """Poll each service's /readyz; fail fast when one of the processes we started exits."""
-    deadline = time.monotonic() + timeout_s
-    pending = set(SERVICES)
-    ready: dict[str, bool] = {n: False for n in pending}
-    with httpx.Client(timeout=2.0) as client:
-        while pending and time.monotonic() < deadline:
-            for name in sorted(pending):
-                proc = procs.get(name)
-                if (proc is not None and proc.poll() is not None) or _alive(var, name) is None:
-                    raise RuntimeError(f"{name} exited during start-up; see {var / 'logs' / (name + '.log')}")
-                try:
-                    if client.get(f"http://127.0.0.1:{port_of(name)}/readyz").status_code == 200:
-                        ready[name] = True
-                        pending.discard(name)
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.3)
-    return ready
+
+    def alive(name: str) -> Callable[[], bool]:
+        proc = procs.get(name)
+        return lambda: (proc is None or proc.poll() is None) and _alive(var, name) is not None
+
+    def hint(name: str) -> Callable[[], str]:
+        return lambda: f"see {var / 'logs' / (name + '.log')}"
+
+    targets = {
+        name: (
+            f"http://127.0.0.1:{port_of(name)}/readyz",
+            alive(name),
+            hint(name),
+        )
+        for name in SERVICES
+    }
+    not_ready = wait_http_ready(targets, timeout_s)
+    return {name: name not in not_ready for name in SERVICES}
 
 
 def stop_services(var: Path, timeout_s: float = 20.0) -> None:

@@ -90,6 +90,18 @@ def _checked_topic(topic: str, event: Envelope) -> str:
     return topic
 
 
+def _reliable_producer(bootstrap_servers: str, client_id: str, **settings: Any) -> dict[str, Any]:
+    """Producer settings every platform producer shares: acknowledged by all in-sync replicas,
+    idempotent (no duplicates on retry); callers add their own."""
+    return dict(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        **settings,
+    )
+
+
 class EventProducer:
     """Publishes events keyed by tenant; every publish waits for the broker's acknowledgement."""
 
@@ -104,11 +116,9 @@ class EventProducer:
         namespace: str = "",
     ) -> None:
         self.namespace = namespace
-        self._config: dict[str, Any] = dict(
-            bootstrap_servers=bootstrap_servers,
-            client_id=client_id,
-            acks="all",
-            enable_idempotence=True,
+        self._config = _reliable_producer(
+            bootstrap_servers,
+            client_id,
             linger_ms=linger_ms,
             max_batch_size=256 * 1024,
             request_timeout_ms=request_timeout_ms,
@@ -388,11 +398,9 @@ class AtomicPublisher:
         namespace: str = "",
     ) -> None:
         self.namespace = namespace
-        self._config: dict[str, Any] = dict(
-            bootstrap_servers=bootstrap_servers,
-            client_id=client_id,
-            acks="all",
-            enable_idempotence=True,
+        self._config = _reliable_producer(
+            bootstrap_servers,
+            client_id,
             transactional_id=f"{client_id}-{uuid.uuid4().hex}",
             # Callers are already gathered into one transaction; lingering again only adds delay.
             linger_ms=0,

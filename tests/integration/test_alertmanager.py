@@ -19,6 +19,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from libs.cli.platform import wait_http_ready
 from libs.common.db import make_engine, migrate
 from libs.common.events import AlertReceived
 from libs.common.settings import REPO_ROOT
@@ -94,14 +95,17 @@ def alertmanager(ingest_with_key: tuple[str, str, str], tmp_path: Path) -> Itera
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (tmp_path / "alertmanager.log").read_text()
-            time.sleep(0.2)
+        not_ready = wait_http_ready(
+            {
+                "alertmanager": (
+                    f"{url}/-/ready",
+                    lambda: proc.poll() is None,
+                    lambda: (tmp_path / "alertmanager.log").read_text(),
+                )
+            },
+            timeout_s=20,
+        )
+        assert not not_ready, (tmp_path / "alertmanager.log").read_text()
         yield url
     finally:
         proc.terminate()
