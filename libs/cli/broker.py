@@ -186,14 +186,19 @@ def start(cfg: BrokerConfig) -> str:
         wait_ready(cfg.bootstrap)
         _log(f"already running at {cfg.bootstrap}")
         return cfg.bootstrap
-    if port_open("127.0.0.1", cfg.port):
-        # Another checkout's broker (or one started by hand) already serves this port.
+    # Another checkout's broker (or one started by hand) may already serve this port, or one
+    # may still be shutting down on it: wait a little for it to answer or to go away.
+    deadline = time.monotonic() + 15
+    while port_open("127.0.0.1", cfg.port):
         try:
-            cid = asyncio.run(cluster_id(cfg.bootstrap))
+            cid = asyncio.run(cluster_id(cfg.bootstrap, timeout_s=2))
         except Exception:
-            raise BrokerError(
-                f"port {cfg.port} is taken by something that is not a Kafka broker; choose --port"
-            ) from None
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"port {cfg.port} is taken by something that is not a Kafka broker; choose --port"
+                ) from None
+            time.sleep(0.5)
+            continue
         _log(f"a Kafka broker (cluster {cid}) already answers at {cfg.bootstrap}; using it")
         return cfg.bootstrap
     libs = fetch_jars()
