@@ -182,6 +182,26 @@ def cmd_test(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    bootstrap = _external_bootstrap() or broker.start(_broker_cfg(args))
+    if args.what == "alarms":
+        from libs.cli import eval_alarms
+
+        if not args.data or not args.assignments:
+            raise ValueError("eval alarms needs --data DIR and --assignments OUT.csv")
+        report = eval_alarms.evaluate(
+            Path(args.data),
+            Path(args.assignments),
+            bootstrap,
+            rate=args.rate,
+            batch=args.batch,
+            limit=args.limit,
+            keep_logs=Path(args.keep_logs) if args.keep_logs else None,
+        )
+        print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="msp", description=__doc__)
     p.add_argument("--var-dir", help="state folder (default: ./var, or MSP_VAR_DIR)")
@@ -226,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--label", default="")
     k.add_argument("--key-id")
     k.set_defaults(fn=cmd_key)
+
+    ev = sub.add_parser("eval", help="measure the platform on real data (prints JSON)")
+    ev.add_argument("what", choices=["alarms"])
+    ev.add_argument("--data", help="alarms: the folder with Alarm.csv and DAG.npy")
+    ev.add_argument("--assignments", help="alarms: where to write row,signal_id")
+    ev.add_argument("--rate", type=float, default=5000.0, help="alarms: replayed events per second")
+    ev.add_argument("--batch", type=int, default=500, help="alarms: alerts per ingest request")
+    ev.add_argument("--limit", type=int, help="alarms: only the first N alarms")
+    ev.add_argument("--keep-logs", help="copy the services' logs into this folder")
+    ev.set_defaults(fn=cmd_eval)
 
     te = sub.add_parser("test", help="start PostgreSQL and the broker, then run pytest")
     te.add_argument("pytest_args", nargs=argparse.REMAINDER)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from libs.common.settings import ServiceSettings
+from libs.common.settings import REPO_ROOT, ServiceSettings
 from services.audit.settings import AuditSettings
 from services.automation.settings import AutomationSettings
 from services.ingest.settings import IngestSettings
@@ -87,6 +88,42 @@ def start_services(
         _pid_file(var, name).write_text(str(proc.pid))
         procs[name] = proc
     return procs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn_service(name: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `python -m services.<name>` on a free loopback port with `env` on top of ours;
+    returns the process and its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"services.{name}"],
+        env={**os.environ, **env, "MSP_HTTP_PORT": str(port)},
+        cwd=REPO_ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_spawned(procs: dict[str, tuple[subprocess.Popen[bytes], str, Path]], timeout_s: float = 120) -> None:
+    """Wait for each spawned service's /readyz; raise with its log if one exits or never gets ready."""
+    targets = {
+        name: (
+            f"{url}/readyz",
+            lambda p=proc: p.poll() is None,  # type: ignore[misc]
+            lambda lg=log: f"its log:\n{lg.read_text()[-3000:]}",  # type: ignore[misc]
+        )
+        for name, (proc, url, log) in procs.items()
+    }
+    not_ready = wait_http_ready(targets, timeout_s)
+    if not_ready:
+        raise RuntimeError(f"not ready after {timeout_s:.0f} s: {sorted(not_ready)}")
 
 
 def wait_http_ready(

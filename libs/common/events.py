@@ -218,11 +218,19 @@ class GroupingReason(Frozen):
 
 
 class SignalPayload(Frozen):
+    """One revision of a signal. `member_alert_ids` holds its most recent alerts (at most 200;
+    `count` is the total); `added_alert_ids` those that joined with this revision, so a reader
+    that follows every revision knows every member. Readers deduplicate on (signal_id, revision)."""
+
     signal_id: uuid.UUID
     state: Literal["opened", "updated", "merged", "resolved"]
     title: ShortText
     member_alert_ids: list[uuid.UUID] = Field(min_length=1)
+    added_alert_ids: list[uuid.UUID] = Field(default_factory=list)
+    revision: int = Field(default=1, ge=1)
     devices: list[str] = Field(default_factory=list)
+    sites: list[str] = Field(default_factory=list)
+    open_alerts: int = Field(default=0, ge=0)
     severity: Severity
     first_seen: AwareDatetime
     last_seen: AwareDatetime

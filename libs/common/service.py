@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 
 from libs.common.audit import AuditEmitter
-from libs.common.bus import EventConsumer, EventProducer, Handler
+from libs.common.bus import BatchHandler, EventConsumer, EventProducer, Handler
 from libs.common.db import make_engine, migrate, ping
 from libs.common.settings import ServiceSettings, load_settings
 from libs.common.telemetry import configure_logging, configure_tracing, context_from_headers, tracer
@@ -143,7 +143,14 @@ class Runtime:
         self.readiness[name] = ready
 
     def add_consumer(
-        self, topics: Sequence[str], handler: Handler, *, group_id: str | None = None
+        self,
+        topics: Sequence[str],
+        handler: Handler | None = None,
+        *,
+        batch_handler: BatchHandler | None = None,
+        on_revoke: Callable[[], Awaitable[None]] | None = None,
+        group_id: str | None = None,
+        max_records: int = 500,
     ) -> EventConsumer:
         consumer = EventConsumer(
             service=self.service,
@@ -151,6 +158,9 @@ class Runtime:
             group_id=group_id or self.settings.effective_consumer_group,
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             handler=handler,
+            batch_handler=batch_handler,
+            on_revoke=on_revoke,
+            max_records=max_records,
             producer=self.producer,
             namespace=self.settings.topic_namespace,
         )

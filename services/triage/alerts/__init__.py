@@ -1,0 +1,1 @@
+"""Alert clustering: alerts.raw.v1 in, signals.clustered.v1 out, one tenant at a time."""

@@ -1,0 +1,605 @@
+"""Alert clustering for one tenant: alerts in, signal changes out. Pure logic, no I/O.
+
+How an alert finds its signal, in order (the first that applies wins; each records *why*):
+
+1. **fingerprint**: a live signal already holds the same fingerprint: the alert folds into it
+   (counted, last seen updated). A fingerprint that fires again after resolving, repeatedly
+   within `flap_window_s`, marks the signal flapping instead of opening anything.
+2. **group_key**: the source already grouped it (Alertmanager `groupKey`) with a live signal.
+3. **device**: a live signal with recent alerts on the same device whose templates the new
+   alert is linked with (same template, or a learned correlation), for at least `join_share`
+   of those templates.
+4. **site / topology**: a live signal with an alert of the same or a linked template on another
+   device of the same site, or on the device's declared parent, within `site_window_s`.
+5. Otherwise the alert opens a signal. At the end of each micro-batch, the new signals of the
+   batch that share a site are clustered with HDBSCAN on their template embeddings; each
+   cluster found is merged into its earliest signal (the others are marked `merged`).
+
+Signals resolve when all their alerts have resolved and stayed so for `resolve_hold_s` (a
+flapping signal waits for `join_gap_s`), or after `quiet_resolve_s` without any alert. Event
+time drives every window, so a replay of old alerts groups as it would have live.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from libs.common.events import AlertReceived, GroupingReason, SignalPayload
+from services.triage.alerts.correlation import CorrelationLearner
+from services.triage.alerts.templates import template_of
+
+SEVERITY_RANK = {"info": 0, "low": 1, "warning": 2, "high": 3, "critical": 4}
+SIGNAL_NAMESPACE = uuid.UUID("5b0f1c52-9a53-4c43-8f7c-0d1f2a3b4c5d")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    join_gap_s: float = 7200.0
+    recent_s: float = 3600.0
+    join_share: float = 0.8
+    site_window_s: float = 600.0
+    resolve_hold_s: float = 300.0
+    quiet_resolve_s: float = 86400.0
+    flap_window_s: float = 3600.0
+    flap_refires: int = 2
+    flap_gap_s: float = 300.0
+    correlation_window_s: float = 1800.0
+    min_lift: float = 1.0
+    min_support: int = 5
+    hdbscan_min_seeds: int = 3
+    hdbscan_max_seeds: int = 256
+    max_ids_in_event: int = 200
+    dedup_memory: int = 50_000
+
+
+@dataclass
+class Member:
+    """One fingerprint inside a signal."""
+
+    fingerprint: str
+    template: int
+    device: str | None
+    site: str | None
+    last_active: float
+    active: list[float] = field(default_factory=list)  # start times of occurrences still firing
+    refires: list[float] = field(default_factory=list)
+
+    @property
+    def firing(self) -> bool:
+        return bool(self.active)
+
+
+@dataclass
+class Signal:
+    signal_id: str
+    title: str
+    first_seen: float
+    last_seen: float
+    last_activity: float
+    severity: str
+    members: dict[str, Member] = field(default_factory=dict)
+    recent_ids: list[str] = field(default_factory=list)
+    count: int = 0
+    devices: dict[str, int] = field(default_factory=dict)
+    sites: list[str] = field(default_factory=list)
+    group_keys: list[str] = field(default_factory=list)
+    reasons: dict[str, list[Any]] = field(default_factory=dict)  # "feature|detail" -> [feature, detail, w]
+    weight_sum: float = 0.0
+    flapping: bool = False
+    status: str = "open"  # open | resolved | merged
+    all_resolved_at: float | None = None
+    revision: int = 0
+    merged_into: str | None = None
+    # Not persisted: what changed since the last emitted revision.
+    added: list[str] = field(default_factory=list)
+    pending: str | None = None
+
+    @property
+    def confidence(self) -> float:
+        return round(self.weight_sum / self.count, 3) if self.count else 1.0
+
+    def to_state(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("added", "pending", "members")}
+        state["members"] = [m.__dict__ for m in self.members.values()]
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Signal:
+        members = {m["fingerprint"]: Member(**m) for m in state["members"]}
+        return cls(**{**state, "members": members})
+
+
+def _ts(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+def _human(template: str) -> str:
+    return template.replace("<NUM>", "N").replace("<ID>", "…")
+
+
+class TenantClusterer:
+    """All live signals of one tenant, and its learned correlations."""
+
+    def __init__(
+        self,
+        tenant_id: str,
+        config: ClusterConfig,
+        embed: Callable[[list[str]], np.ndarray] | None = None,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.config = config
+        self.embed = embed
+        self.learner = CorrelationLearner(
+            window_s=config.correlation_window_s, min_lift=config.min_lift, min_support=config.min_support
+        )
+        self.templates: dict[str, int] = {}
+        self.template_names: list[str] = []
+        self.signals: dict[str, Signal] = {}
+        self.by_fingerprint: dict[str, str] = {}
+        self.by_group_key: dict[str, str] = {}
+        # dicts used as insertion-ordered sets: ties go to the oldest signal, deterministically
+        self.by_device: dict[str, dict[str, None]] = {}
+        self.by_site: dict[str, dict[str, None]] = {}
+        self.by_occurrence: dict[tuple[str, float], str] = {}  # (fingerprint, start) -> signal id
+        self.seen_alerts: dict[str, str] = {}  # alert id -> signal id, most recent first out
+        self.clock = 0.0
+        self._batch_seeds: list[str] = []
+        self.learner_dirty = False
+
+    # --- indexes ------------------------------------------------------------------------
+
+    def _template_id(self, template: str) -> int:
+        tid = self.templates.get(template)
+        if tid is None:
+            tid = self.templates[template] = len(self.template_names)
+            self.template_names.append(template)
+        return tid
+
+    def _index(self, sig: Signal, member: Member, group_key: str | None) -> None:
+        self.by_fingerprint[member.fingerprint] = sig.signal_id
+        if group_key:
+            self.by_group_key[group_key] = sig.signal_id
+        if member.device:
+            self.by_device.setdefault(member.device, {})[sig.signal_id] = None
+        if member.site:
+            self.by_site.setdefault(member.site, {})[sig.signal_id] = None
+
+    def _unindex(self, sig: Signal) -> None:
+        for fp, m in sig.members.items():
+            if self.by_fingerprint.get(fp) == sig.signal_id:
+                del self.by_fingerprint[fp]
+            for start in m.active:
+                if self.by_occurrence.get((fp, start)) == sig.signal_id:
+                    del self.by_occurrence[(fp, start)]
+            if m.device:
+                self.by_device.get(m.device, {}).pop(sig.signal_id, None)
+            if m.site:
+                self.by_site.get(m.site, {}).pop(sig.signal_id, None)
+        for gk in sig.group_keys:
+            if self.by_group_key.get(gk) == sig.signal_id:
+                del self.by_group_key[gk]
+
+    def _live(self, signal_id: str | None, t: float) -> Signal | None:
+        if signal_id is None:
+            return None
+        sig = self.signals.get(signal_id)
+        if sig is None or sig.status == "merged":
+            return None
+        if t - sig.last_activity > self.config.join_gap_s and not self._any_firing(sig):
+            return None
+        return sig
+
+    @staticmethod
+    def _any_firing(sig: Signal) -> bool:
+        return any(m.firing for m in sig.members.values())
+
+    # --- the work -----------------------------------------------------------------------
+
+    def add(self, event: AlertReceived) -> Signal | None:
+        """Take one alert; returns the signal it changed (None for a redelivered alert)."""
+        alert_id = str(event.event_id)
+        if alert_id in self.seen_alerts:
+            return None
+        a = event.payload
+        t = event.occurred_at.timestamp()
+        self.clock = max(self.clock, t)
+        template = self._template_id(template_of(a))
+        if a.status == "resolved":
+            sig = self._resolve(a.fingerprint, a.starts_at.timestamp() if a.starts_at else None, t)
+        else:
+            scopes = tuple(
+                s for s in (f"d:{a.device}" if a.device else None, f"s:{a.site}" if a.site else None) if s
+            )
+            if scopes:
+                self.learner.observe(template, scopes, t)
+                self.learner_dirty = True
+            sig = self._fire(event, template, t)
+        if sig is not None:
+            self._remember(alert_id, sig.signal_id)
+            sig.added.append(alert_id)
+        return sig
+
+    def _remember(self, alert_id: str, signal_id: str) -> None:
+        self.seen_alerts[alert_id] = signal_id
+        if len(self.seen_alerts) > self.config.dedup_memory:
+            del self.seen_alerts[next(iter(self.seen_alerts))]
+
+    def _resolve(self, fingerprint: str, start: float | None, t: float) -> Signal | None:
+        sig_id = self.by_occurrence.pop((fingerprint, start), None) if start is not None else None
+        sig_id = sig_id or self.by_fingerprint.get(fingerprint)
+        sig = self.signals.get(sig_id) if sig_id else None
+        while sig is not None and sig.status == "merged" and sig.merged_into:
+            sig = self.signals.get(sig.merged_into)
+        if sig is None or fingerprint not in sig.members:
+            return None
+        member = sig.members[fingerprint]
+        if member.firing:
+            if start is not None and start in member.active:
+                member.active.remove(start)
+            else:  # a resolution that names no occurrence ends them all
+                for s in member.active:
+                    self.by_occurrence.pop((fingerprint, s), None)
+                member.active = []
+            member.last_active = max(member.last_active, t)
+            sig.last_activity = max(sig.last_activity, t)
+            if not self._any_firing(sig):
+                sig.all_resolved_at = t
+            sig.pending = sig.pending or "updated"
+        return sig
+
+    def _fire(self, event: AlertReceived, template: int, t: float) -> Signal:
+        a = event.payload
+        cfg = self.config
+        # 1. the same fingerprint in a live signal: fold
+        sig = self._live(self.by_fingerprint.get(a.fingerprint), t)
+        member = sig.members[a.fingerprint] if sig is not None else None
+        # A repeat while it still fires is a duplicate; a re-fire soon after resolving is a flap.
+        # A re-fire after a real pause is a new occurrence and is grouped on its merits.
+        if (
+            sig is not None
+            and member is not None
+            and (member.firing or t - member.last_active <= cfg.flap_gap_s)
+        ):
+            if not member.firing:
+                member.refires = [r for r in member.refires if t - r <= cfg.flap_window_s] + [t]
+                if len(member.refires) >= cfg.flap_refires and not sig.flapping:
+                    sig.flapping = True
+                    self._reason(sig, "fingerprint", f"{a.fingerprint} is flapping (fire/resolve/fire)", 1.0)
+            self._join(sig, event, template, t, 1.0, ("fingerprint", f"repeats of {a.fingerprint} folded"))
+            return sig
+        # 2. the source's own grouping
+        if a.group_key:
+            sig = self._live(self.by_group_key.get(a.group_key), t)
+            if sig is not None:
+                self._join(sig, event, template, t, 0.95, ("group_key", f"same source group {a.group_key}"))
+                return sig
+        # 3. the same device, linked templates
+        if a.device:
+            best = self._best_on_device(a.device, template, t)
+            if best is not None:
+                sig, share, how = best
+                feature = "template" if how == "same" else "learned_correlation"
+                detail = (
+                    f"same alert type as recent alerts on {a.device}"
+                    if how == "same"
+                    else f"{_human(self.template_names[template])} co-occurs with {how} on {a.device}"
+                )
+                weight = round(0.6 + 0.4 * share, 3)
+                self._join(
+                    sig, event, template, t, weight, ("device", f"same device {a.device}"), (feature, detail)
+                )
+                return sig
+        # 4. the same site (or the declared parent device), another device
+        parent = a.labels.get("parent") or a.labels.get("upstream")
+        for scope_key, feature in ((a.site, "site"), (parent, "topology")):
+            if not scope_key:
+                continue
+            sig = self._best_on_scope(scope_key, feature, template, t)
+            if sig is not None:
+                detail = (
+                    f"same site {scope_key}, related alert within {int(cfg.site_window_s)} s"
+                    if feature == "site"
+                    else f"alert on upstream device {scope_key}"
+                )
+                self._join(sig, event, template, t, 0.8, (feature, detail))
+                return sig
+        # 5. a new signal
+        return self._open(event, template, t)
+
+    def _recent_templates(self, sig: Signal, t: float, device: str | None = None) -> set[int]:
+        horizon = t - self.config.recent_s
+        return {
+            m.template
+            for m in sig.members.values()
+            if (device is None or m.device == device) and (m.firing or m.last_active >= horizon)
+        }
+
+    def _best_on_device(self, device: str, template: int, t: float) -> tuple[Signal, float, str] | None:
+        best: tuple[Signal, float, str] | None = None
+        for sid in self.by_device.get(device, ()):
+            sig = self._live(sid, t)
+            if sig is None:
+                continue
+            recent = self._recent_templates(sig, t, device)
+            if not recent:
+                continue
+            linked = [u for u in recent if self.learner.linked(template, u)]
+            share = len(linked) / len(recent)
+            if not linked or share < self.config.join_share:
+                continue
+            if best is None or share > best[1]:
+                how = (
+                    "same"
+                    if linked == [template]
+                    else ", ".join(_human(self.template_names[u]) for u in linked[:3] if u != template)
+                )
+                best = (sig, share, how)
+        return best
+
+    def _best_on_scope(self, key: str, feature: str, template: int, t: float) -> Signal | None:
+        ids = self.by_site.get(key, ()) if feature == "site" else self.by_device.get(key, ())
+        best: Signal | None = None
+        for sid in ids:
+            sig = self._live(sid, t)
+            if sig is None or t - sig.last_seen > self.config.site_window_s:
+                continue
+            if any(self.learner.linked(template, u) for u in self._recent_templates(sig, t)):
+                if best is None or sig.last_seen > best.last_seen:
+                    best = sig
+        return best
+
+    def _open(self, event: AlertReceived, template: int, t: float) -> Signal:
+        a = event.payload
+        sig = Signal(
+            signal_id=str(uuid.uuid5(SIGNAL_NAMESPACE, f"{self.tenant_id}\x1f{event.event_id}")),
+            title=a.title + (f" on {a.device}" if a.device and a.device not in a.title else ""),
+            first_seen=t,
+            last_seen=t,
+            last_activity=t,
+            severity=a.severity,
+            pending="opened",
+        )
+        self.signals[sig.signal_id] = sig
+        self._join(sig, event, template, t, 1.0)
+        self._batch_seeds.append(sig.signal_id)
+        return sig
+
+    def _reason(self, sig: Signal, feature: str, detail: str, weight: float) -> None:
+        key = f"{feature}|{detail}"
+        if key in sig.reasons:
+            sig.reasons[key][2] = max(sig.reasons[key][2], weight)
+        elif len(sig.reasons) < 20:
+            sig.reasons[key] = [feature, detail, weight]
+
+    def _join(
+        self,
+        sig: Signal,
+        event: AlertReceived,
+        template: int,
+        t: float,
+        weight: float,
+        *reasons: tuple[str, str],
+    ) -> None:
+        a = event.payload
+        member = sig.members.get(a.fingerprint)
+        if member is None:
+            member = sig.members[a.fingerprint] = Member(
+                fingerprint=a.fingerprint, template=template, device=a.device, site=a.site, last_active=t
+            )
+        start = a.starts_at.timestamp() if a.starts_at else t
+        if start not in member.active:
+            member.active.append(start)
+        self.by_occurrence[(a.fingerprint, start)] = sig.signal_id
+        member.last_active = max(member.last_active, t)
+        self._index(sig, member, a.group_key)
+        sig.count += 1
+        sig.weight_sum += weight
+        for feature, detail in reasons:
+            self._reason(sig, feature, detail, weight)
+        sig.last_seen = max(sig.last_seen, t)
+        sig.first_seen = min(sig.first_seen, t)
+        sig.last_activity = max(sig.last_activity, t)
+        sig.all_resolved_at = None
+        if SEVERITY_RANK[a.severity] > SEVERITY_RANK[sig.severity]:
+            sig.severity = a.severity
+        if a.device:
+            sig.devices[a.device] = sig.devices.get(a.device, 0) + 1
+        if a.site and a.site not in sig.sites:
+            sig.sites.append(a.site)
+        if a.group_key and a.group_key not in sig.group_keys:
+            sig.group_keys.append(a.group_key)
+        sig.recent_ids.append(str(event.event_id))
+        if len(sig.recent_ids) > self.config.max_ids_in_event:
+            del sig.recent_ids[: len(sig.recent_ids) - self.config.max_ids_in_event]
+        if sig.status == "resolved":
+            sig.status = "open"
+        if sig.pending is None:
+            sig.pending = "updated"
+
+    # --- end of a micro-batch -------------------------------------------------------------
+
+    def merge_new_groups(self) -> None:
+        """HDBSCAN over the signals this batch opened that share a site: each cluster of similar
+        templates becomes one signal."""
+        seeds, self._batch_seeds = self._batch_seeds, []
+        by_site: dict[str, list[Signal]] = {}
+        for sid in seeds:
+            sig = self.signals.get(sid)
+            if sig is not None and sig.status == "open" and sig.sites:
+                by_site.setdefault(sig.sites[0], []).append(sig)
+        for site, group in by_site.items():
+            if len(group) < self.config.hdbscan_min_seeds or self.embed is None:
+                continue
+            group = group[: self.config.hdbscan_max_seeds]
+            labels = cluster_templates(
+                self.embed([self._seed_text(s) for s in group]),
+                [s.first_seen for s in group],
+                self.config.site_window_s,
+            )
+            clusters: dict[int, list[Signal]] = {}
+            for sig, label in zip(group, labels, strict=True):
+                if label >= 0:
+                    clusters.setdefault(int(label), []).append(sig)
+            for members in clusters.values():
+                members.sort(key=lambda s: (s.first_seen, s.signal_id))
+                for other in members[1:]:
+                    self._merge(members[0], other, site)
+
+    def _seed_text(self, sig: Signal) -> str:
+        member = next(iter(sig.members.values()))
+        return _human(self.template_names[member.template])
+
+    def _merge(self, into: Signal, other: Signal, site: str) -> None:
+        self._unindex(other)
+        for fp, m in other.members.items():
+            kept = into.members.setdefault(fp, m)
+            if kept is not m:
+                kept.active = sorted(set(kept.active) | set(m.active))
+            self._index(into, kept, None)
+            for start in m.active:
+                self.by_occurrence[(fp, start)] = into.signal_id
+        for gk in other.group_keys:
+            if gk not in into.group_keys:
+                into.group_keys.append(gk)
+            self.by_group_key[gk] = into.signal_id
+        for d, n in other.devices.items():
+            into.devices[d] = into.devices.get(d, 0) + n
+        into.count += other.count
+        into.weight_sum += other.weight_sum * 0.85
+        into.first_seen = min(into.first_seen, other.first_seen)
+        into.last_seen = max(into.last_seen, other.last_seen)
+        into.last_activity = max(into.last_activity, other.last_activity)
+        if SEVERITY_RANK[other.severity] > SEVERITY_RANK[into.severity]:
+            into.severity = other.severity
+        into.recent_ids = (into.recent_ids + other.recent_ids)[-self.config.max_ids_in_event :]
+        into.added.extend(other.added)
+        for aid in other.added:
+            self.seen_alerts[aid] = into.signal_id
+        self._reason(
+            into, "template", f"similar alert text on several devices of site {site} (HDBSCAN)", 0.85
+        )
+        into.pending = into.pending or "updated"
+        other.status = "merged"
+        other.merged_into = into.signal_id
+        other.pending = "merged"
+        other.added = []
+
+    def sweep(self, now: float) -> None:
+        """Resolve what has resolved or gone quiet; forget what can no longer take alerts."""
+        cfg = self.config
+        for sid in list(self.signals):
+            sig = self.signals[sid]
+            if sig.status == "merged":
+                if sig.pending is None:
+                    self._forget(sig)
+                continue
+            if sig.status == "open":
+                firing = self._any_firing(sig)
+                hold = cfg.join_gap_s if sig.flapping else cfg.resolve_hold_s
+                if (not firing and sig.all_resolved_at is not None and now - sig.all_resolved_at >= hold) or (
+                    now - sig.last_seen >= cfg.quiet_resolve_s
+                ):
+                    sig.status = "resolved"
+                    sig.pending = "resolved"
+            elif sig.pending is None and now - sig.last_activity > cfg.join_gap_s:
+                self._forget(sig)
+
+    def _forget(self, sig: Signal) -> None:
+        self._unindex(sig)
+        del self.signals[sig.signal_id]
+
+    def take_changes(self) -> list[tuple[Signal, str, list[str]]]:
+        """Each changed signal once, with its new revision, state and the alerts it took."""
+        out = []
+        for sig in self.signals.values():
+            if sig.pending is not None:
+                sig.revision += 1
+                out.append((sig, sig.pending, sig.added))
+                sig.pending, sig.added = None, []
+        return out
+
+    def payload(self, sig: Signal, state: str, added: list[str]) -> SignalPayload:
+        reasons = sorted(sig.reasons.values(), key=lambda r: -r[2])
+        members = sig.members.values()
+        templates = sorted({m.template for m in members})
+        title = sig.title
+        if len(templates) > 1:
+            title = f"{sig.title} (+{len(templates) - 1} related alert types)"
+        if len(sig.devices) > 1:
+            title += f" across {len(sig.devices)} devices"
+        return SignalPayload(
+            signal_id=uuid.UUID(sig.signal_id),
+            state=state,  # type: ignore[arg-type]
+            title=title[:1000],
+            member_alert_ids=[uuid.UUID(x) for x in sig.recent_ids] or [uuid.UUID(added[0])],
+            added_alert_ids=[uuid.UUID(x) for x in added],
+            revision=sig.revision,
+            devices=sorted(sig.devices),
+            sites=list(sig.sites),
+            severity=sig.severity,  # type: ignore[arg-type]
+            first_seen=_ts(sig.first_seen),
+            last_seen=_ts(sig.last_seen),
+            count=sig.count,
+            open_alerts=sum(1 for m in members if m.firing),
+            confidence=min(1.0, max(0.0, sig.confidence)),
+            reasons=[
+                GroupingReason(feature=r[0], detail=r[1][:1000], weight=min(1.0, r[2])) for r in reasons
+            ],
+            flapping=sig.flapping,
+            merged_into=uuid.UUID(sig.merged_into) if sig.merged_into else None,
+        )
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def learner_state(self) -> dict[str, Any]:
+        return {"templates": self.template_names, "learner": self.learner.snapshot(), "clock": self.clock}
+
+    def restore(
+        self,
+        learner_state: dict[str, Any] | None,
+        signals: Iterable[dict[str, Any]],
+        alert_ids: Iterable[tuple[str, str]],
+    ) -> None:
+        if learner_state:
+            self.template_names = list(learner_state["templates"])
+            self.templates = {name: i for i, name in enumerate(self.template_names)}
+            self.learner.restore(learner_state["learner"])
+            self.clock = float(learner_state.get("clock", 0.0))
+        for state in signals:
+            sig = Signal.from_state(state)
+            self.signals[sig.signal_id] = sig
+            for m in sig.members.values():
+                self._index(sig, m, None)
+                for start in m.active:
+                    self.by_occurrence[(m.fingerprint, start)] = sig.signal_id
+                self.clock = max(self.clock, sig.last_activity)
+            for gk in sig.group_keys:
+                self.by_group_key[gk] = sig.signal_id
+        for alert_id, signal_id in alert_ids:
+            self._remember(alert_id, signal_id)
+
+
+def cluster_templates(vectors: np.ndarray, times: list[float], window_s: float) -> np.ndarray:
+    """HDBSCAN over template embeddings (cosine distance, brute force in float64), with seeds
+    further apart in time than the window kept apart. Returns a label per seed, -1 for none."""
+    from sklearn.cluster import HDBSCAN
+
+    v = vectors.astype(np.float64)
+    dist = np.clip(1.0 - v @ v.T, 0.0, 2.0)
+    t = np.asarray(times, dtype=np.float64)
+    dist[np.abs(t[:, None] - t[None, :]) > window_s] = 2.0
+    np.fill_diagonal(dist, 0.0)
+    model = HDBSCAN(min_cluster_size=2, min_samples=1, metric="precomputed", cluster_selection_epsilon=0.15)
+    labels = model.fit_predict(dist)
+    # HDBSCAN finds density, not similarity: a cluster must also be tight to count.
+    for label in set(labels.tolist()) - {-1}:
+        idx = np.where(labels == label)[0]
+        if dist[np.ix_(idx, idx)].max() > 0.35:
+            labels[idx] = -1
+    return labels
