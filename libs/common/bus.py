@@ -43,6 +43,13 @@ class TenantMismatch(ValueError):
     """Key, header and body disagree about the tenant: the event is refused, never guessed."""
 
 
+class StateLost(RuntimeError):
+    """Raised by a batch handler whose in-memory state can no longer be trusted (a batch
+    failed half-way). The consumer stops without committing anything more, and the process
+    exits: on restart the service reloads its last checkpoint and the uncommitted records
+    are delivered again, so nothing is lost."""
+
+
 class PublishError(RuntimeError):
     """Kafka did not acknowledge an event (broker down, timeout, not enough replicas)."""
 
@@ -227,6 +234,8 @@ class EventConsumer:
         batch_handler: BatchHandler | None = None,
         on_revoke: Callable[[], Awaitable[None]] | None = None,
         batch_linger_s: float = 0.05,
+        checkpoint: Callable[[], Awaitable[None]] | None = None,
+        commit_every_s: float = 0.0,
         max_attempts: int = 3,
         retry_backoff_s: float = 0.2,
         max_records: int = 500,
@@ -244,6 +253,9 @@ class EventConsumer:
         self.batch_handler = batch_handler
         self.on_revoke = on_revoke
         self.batch_linger_s = batch_linger_s
+        self.checkpoint = checkpoint
+        self.commit_every_s = commit_every_s
+        self._last_commit = time.monotonic()
         self.producer = producer
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
@@ -290,7 +302,8 @@ class EventConsumer:
                         await self._process_batch([r for records in batch.values() for r in records])
                         for tp, records in batch.items():
                             self._pending[tp] = records[-1].offset + 1
-                    await self._commit_pending()
+                    if time.monotonic() - self._last_commit >= self.commit_every_s:
+                        await self._commit_pending()
                     continue
                 for tp, records in batch.items():
                     for record in records:
@@ -299,6 +312,9 @@ class EventConsumer:
                         await self._process(record)
                         self._pending[tp] = record.offset + 1
                 await self._commit_pending()
+        except StateLost:
+            self._pending = {}  # never commit past the last checkpoint
+            raise
         finally:
             await self._commit_pending()
 
@@ -309,8 +325,13 @@ class EventConsumer:
             await self._consumer.stop()
 
     async def _commit_pending(self) -> None:
+        self._last_commit = time.monotonic()
         if not self._pending:
             return
+        if self.checkpoint is not None:
+            # The handler's state first, then the offsets: a crash in between replays records
+            # onto state that already has them, which the handler recognises.
+            await self.checkpoint()
         offsets, self._pending = self._pending, {}
         await self._consumer.commit(offsets)
 
@@ -368,7 +389,9 @@ class EventConsumer:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            more = await self._consumer.getmany(timeout_ms=int(left * 1000), max_records=self.max_records - count)
+            more = await self._consumer.getmany(
+                timeout_ms=int(left * 1000), max_records=self.max_records - count
+            )
             for tp, records in more.items():
                 batch.setdefault(tp, []).extend(records)
                 count += len(records)
@@ -406,7 +429,7 @@ class EventConsumer:
                 try:
                     await self.batch_handler(decoded)
                     break
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, StateLost):
                     raise
                 except Exception:
                     if attempt < self.max_attempts:

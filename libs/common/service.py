@@ -151,6 +151,8 @@ class Runtime:
         on_revoke: Callable[[], Awaitable[None]] | None = None,
         group_id: str | None = None,
         max_records: int = 500,
+        checkpoint: Callable[[], Awaitable[None]] | None = None,
+        commit_every_s: float = 0.0,
     ) -> EventConsumer:
         consumer = EventConsumer(
             service=self.service,
@@ -161,6 +163,8 @@ class Runtime:
             batch_handler=batch_handler,
             on_revoke=on_revoke,
             max_records=max_records,
+            checkpoint=checkpoint,
+            commit_every_s=commit_every_s,
             producer=self.producer,
             namespace=self.settings.topic_namespace,
         )

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from libs.common.events import AlertReceived, GroupingReason, SignalPayload
+from libs.common.events import AlertReceived, SignalPayload
 from services.triage.alerts.correlation import CorrelationLearner
 from services.triage.alerts.templates import template_of
 
@@ -54,7 +54,7 @@ class ClusterConfig:
     min_support: int = 5
     hdbscan_min_seeds: int = 3
     hdbscan_max_seeds: int = 256
-    max_ids_in_event: int = 200
+    max_ids_in_event: int = 20
     dedup_memory: int = 50_000
 
 
@@ -96,16 +96,17 @@ class Signal:
     all_resolved_at: float | None = None
     revision: int = 0
     merged_into: str | None = None
-    # Not persisted: what changed since the last emitted revision.
+    # What changed since the last published revision, and when that was (wall clock).
     added: list[str] = field(default_factory=list)
     pending: str | None = None
+    published_at: float = 0.0
 
     @property
     def confidence(self) -> float:
         return round(self.weight_sum / self.count, 3) if self.count else 1.0
 
     def to_state(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("added", "pending", "members")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("members", "published_at")}
         state["members"] = [m.__dict__ for m in self.members.values()]
         return state
 
@@ -150,7 +151,10 @@ class TenantClusterer:
         self.seen_alerts: dict[str, str] = {}  # alert id -> signal id, most recent first out
         self.clock = 0.0
         self._batch_seeds: list[str] = []
+        self.last_grouping = 0.0  # wall clock of the last new-group detection
         self.learner_dirty = False
+        self.dirty: set[str] = set()  # signals changed since the state was last written
+        self.forgotten: list[str] = []  # signals dropped from memory since then
 
     # --- indexes ------------------------------------------------------------------------
 
@@ -197,7 +201,7 @@ class TenantClusterer:
 
     @staticmethod
     def _any_firing(sig: Signal) -> bool:
-        return any(m.firing for m in sig.members.values())
+        return any(m.active for m in sig.members.values())
 
     # --- the work -----------------------------------------------------------------------
 
@@ -213,11 +217,10 @@ class TenantClusterer:
         if a.status == "resolved":
             sig = self._resolve(a.fingerprint, a.starts_at.timestamp() if a.starts_at else None, t)
         else:
-            scopes = tuple(
-                s for s in (f"d:{a.device}" if a.device else None, f"s:{a.site}" if a.site else None) if s
-            )
-            if scopes:
-                self.learner.observe(template, scopes, t)
+            # Co-occurrence on the most specific scope the alert names: its device, else its site.
+            scope = f"d:{a.device}" if a.device else f"s:{a.site}" if a.site else None
+            if scope:
+                self.learner.observe(template, (scope,), t)
                 self.learner_dirty = True
             sig = self._fire(event, template, t)
         if sig is not None:
@@ -251,6 +254,7 @@ class TenantClusterer:
             if not self._any_firing(sig):
                 sig.all_resolved_at = t
             sig.pending = sig.pending or "updated"
+            self.dirty.add(sig.signal_id)
         return sig
 
     def _fire(self, event: AlertReceived, template: int, t: float) -> Signal:
@@ -270,29 +274,48 @@ class TenantClusterer:
                 member.refires = [r for r in member.refires if t - r <= cfg.flap_window_s] + [t]
                 if len(member.refires) >= cfg.flap_refires and not sig.flapping:
                     sig.flapping = True
-                    self._reason(sig, "fingerprint", f"{a.fingerprint} is flapping (fire/resolve/fire)", 1.0)
-            self._join(sig, event, template, t, 1.0, ("fingerprint", f"repeats of {a.fingerprint} folded"))
+                    fp = a.fingerprint
+                    self._reason(
+                        sig, "fingerprint", f"flap:{fp}", lambda: f"{fp} is flapping (fire/resolve/fire)", 1.0
+                    )
+            fp = a.fingerprint
+            self._join(sig, event, template, t, 1.0, ("fingerprint", fp, lambda: f"repeats of {fp} folded"))
             return sig
         # 2. the source's own grouping
         if a.group_key:
             sig = self._live(self.by_group_key.get(a.group_key), t)
             if sig is not None:
-                self._join(sig, event, template, t, 0.95, ("group_key", f"same source group {a.group_key}"))
+                gk = a.group_key
+                self._join(
+                    sig, event, template, t, 0.95, ("group_key", gk, lambda: f"same source group {gk}")
+                )
                 return sig
         # 3. the same device, linked templates
         if a.device:
             best = self._best_on_device(a.device, template, t)
             if best is not None:
-                sig, share, how = best
-                feature = "template" if how == "same" else "learned_correlation"
-                detail = (
-                    f"same alert type as recent alerts on {a.device}"
-                    if how == "same"
-                    else f"{_human(self.template_names[template])} co-occurs with {how} on {a.device}"
-                )
+                sig, share, linked = best
+                device = a.device
+                others = [u for u in linked if u != template]
                 weight = round(0.6 + 0.4 * share, 3)
+                if others:
+                    names = self.template_names
+
+                    def detail() -> str:
+                        related = ", ".join(_human(names[u]) for u in others[:3])
+                        return f"{_human(names[template])} co-occurs with {related} on {device}"
+
+                    linked_by = ("learned_correlation", f"{template}:{device}", detail)
+                else:
+                    linked_by = ("template", device, lambda: f"same alert type as recent alerts on {device}")
                 self._join(
-                    sig, event, template, t, weight, ("device", f"same device {a.device}"), (feature, detail)
+                    sig,
+                    event,
+                    template,
+                    t,
+                    weight,
+                    ("device", device, lambda: f"same device {device}"),
+                    linked_by,
                 )
                 return sig
         # 4. the same site (or the declared parent device), another device
@@ -302,12 +325,13 @@ class TenantClusterer:
                 continue
             sig = self._best_on_scope(scope_key, feature, template, t)
             if sig is not None:
+                key, window = scope_key, int(cfg.site_window_s)
                 detail = (
-                    f"same site {scope_key}, related alert within {int(cfg.site_window_s)} s"
+                    (lambda key=key, window=window: f"same site {key}, related alert within {window} s")
                     if feature == "site"
-                    else f"alert on upstream device {scope_key}"
+                    else (lambda key=key: f"alert on upstream device {key}")
                 )
-                self._join(sig, event, template, t, 0.8, (feature, detail))
+                self._join(sig, event, template, t, 0.8, (feature, key, detail))
                 return sig
         # 5. a new signal
         return self._open(event, template, t)
@@ -317,11 +341,11 @@ class TenantClusterer:
         return {
             m.template
             for m in sig.members.values()
-            if (device is None or m.device == device) and (m.firing or m.last_active >= horizon)
+            if (device is None or m.device == device) and (m.active or m.last_active >= horizon)
         }
 
-    def _best_on_device(self, device: str, template: int, t: float) -> tuple[Signal, float, str] | None:
-        best: tuple[Signal, float, str] | None = None
+    def _best_on_device(self, device: str, template: int, t: float) -> tuple[Signal, float, list[int]] | None:
+        best: tuple[Signal, float, list[int]] | None = None
         for sid in self.by_device.get(device, ()):
             sig = self._live(sid, t)
             if sig is None:
@@ -334,12 +358,7 @@ class TenantClusterer:
             if not linked or share < self.config.join_share:
                 continue
             if best is None or share > best[1]:
-                how = (
-                    "same"
-                    if linked == [template]
-                    else ", ".join(_human(self.template_names[u]) for u in linked[:3] if u != template)
-                )
-                best = (sig, share, how)
+                best = (sig, share, linked)
         return best
 
     def _best_on_scope(self, key: str, feature: str, template: int, t: float) -> Signal | None:
@@ -370,12 +389,15 @@ class TenantClusterer:
         self._batch_seeds.append(sig.signal_id)
         return sig
 
-    def _reason(self, sig: Signal, feature: str, detail: str, weight: float) -> None:
-        key = f"{feature}|{detail}"
-        if key in sig.reasons:
-            sig.reasons[key][2] = max(sig.reasons[key][2], weight)
+    def _reason(self, sig: Signal, feature: str, key: str, detail: Callable[[], str], weight: float) -> None:
+        """Record why an alert joined; the text is built only for a reason not yet recorded."""
+        k = f"{feature}|{key}"
+        found = sig.reasons.get(k)
+        if found is not None:
+            if weight > found[2]:
+                found[2] = weight
         elif len(sig.reasons) < 20:
-            sig.reasons[key] = [feature, detail, weight]
+            sig.reasons[k] = [feature, detail(), weight]
 
     def _join(
         self,
@@ -384,7 +406,7 @@ class TenantClusterer:
         template: int,
         t: float,
         weight: float,
-        *reasons: tuple[str, str],
+        *reasons: tuple[str, str, Callable[[], str]],
     ) -> None:
         a = event.payload
         member = sig.members.get(a.fingerprint)
@@ -400,8 +422,8 @@ class TenantClusterer:
         self._index(sig, member, a.group_key)
         sig.count += 1
         sig.weight_sum += weight
-        for feature, detail in reasons:
-            self._reason(sig, feature, detail, weight)
+        for feature, key, detail in reasons:
+            self._reason(sig, feature, key, detail, weight)
         sig.last_seen = max(sig.last_seen, t)
         sig.first_seen = min(sig.first_seen, t)
         sig.last_activity = max(sig.last_activity, t)
@@ -421,6 +443,7 @@ class TenantClusterer:
             sig.status = "open"
         if sig.pending is None:
             sig.pending = "updated"
+        self.dirty.add(sig.signal_id)
 
     # --- end of a micro-batch -------------------------------------------------------------
 
@@ -436,7 +459,7 @@ class TenantClusterer:
         for site, group in by_site.items():
             if len(group) < self.config.hdbscan_min_seeds or self.embed is None:
                 continue
-            group = group[: self.config.hdbscan_max_seeds]
+            group = group[-self.config.hdbscan_max_seeds :]
             labels = cluster_templates(
                 self.embed([self._seed_text(s) for s in group]),
                 [s.first_seen for s in group],
@@ -482,12 +505,17 @@ class TenantClusterer:
         for aid in other.added:
             self.seen_alerts[aid] = into.signal_id
         self._reason(
-            into, "template", f"similar alert text on several devices of site {site} (HDBSCAN)", 0.85
+            into,
+            "template",
+            f"hdbscan:{site}",
+            lambda: f"similar alert text on devices of site {site} (HDBSCAN)",
+            0.85,
         )
         into.pending = into.pending or "updated"
         other.status = "merged"
         other.merged_into = into.signal_id
         other.pending = "merged"
+        self.dirty.update((into.signal_id, other.signal_id))
         other.added = []
 
     def sweep(self, now: float) -> None:
@@ -507,21 +535,45 @@ class TenantClusterer:
                 ):
                     sig.status = "resolved"
                     sig.pending = "resolved"
+                    self.dirty.add(sig.signal_id)
             elif sig.pending is None and now - sig.last_activity > cfg.join_gap_s:
                 self._forget(sig)
 
     def _forget(self, sig: Signal) -> None:
         self._unindex(sig)
         del self.signals[sig.signal_id]
+        self.dirty.discard(sig.signal_id)
+        self.forgotten.append(sig.signal_id)
 
-    def take_changes(self) -> list[tuple[Signal, str, list[str]]]:
-        """Each changed signal once, with its new revision, state and the alerts it took."""
+    def take_forgotten(self) -> list[str]:
+        out, self.forgotten = self.forgotten, []
+        return out
+
+    def open_count(self) -> int:
+        return sum(1 for s in self.signals.values() if s.status == "open")
+
+    def take_changes(
+        self, now: float = 0.0, update_every_s: float = 0.0
+    ) -> list[tuple[Signal, str, list[str]]]:
+        """Each changed signal once, with its new revision, state and the alerts it took since
+        its last revision. Opening, resolving and merging are published at once; a signal that
+        merely grew is published at most every `update_every_s` (wall clock `now`)."""
         out = []
         for sig in self.signals.values():
             if sig.pending is not None:
+                if sig.pending == "updated" and now - sig.published_at < update_every_s:
+                    continue
+                sig.published_at = now
+                self.dirty.add(sig.signal_id)
                 sig.revision += 1
                 out.append((sig, sig.pending, sig.added))
                 sig.pending, sig.added = None, []
+        return out
+
+    def take_dirty(self) -> list[Signal]:
+        """The signals whose state changed since the last call (to be written)."""
+        out = [self.signals[sid] for sid in self.dirty if sid in self.signals]
+        self.dirty.clear()
         return out
 
     def payload(self, sig: Signal, state: str, added: list[str]) -> SignalPayload:
@@ -533,26 +585,29 @@ class TenantClusterer:
             title = f"{sig.title} (+{len(templates) - 1} related alert types)"
         if len(sig.devices) > 1:
             title += f" across {len(sig.devices)} devices"
-        return SignalPayload(
-            signal_id=uuid.UUID(sig.signal_id),
-            state=state,  # type: ignore[arg-type]
-            title=title[:1000],
-            member_alert_ids=[uuid.UUID(x) for x in sig.recent_ids] or [uuid.UUID(added[0])],
-            added_alert_ids=[uuid.UUID(x) for x in added],
-            revision=sig.revision,
-            devices=sorted(sig.devices),
-            sites=list(sig.sites),
-            severity=sig.severity,  # type: ignore[arg-type]
-            first_seen=_ts(sig.first_seen),
-            last_seen=_ts(sig.last_seen),
-            count=sig.count,
-            open_alerts=sum(1 for m in members if m.firing),
-            confidence=min(1.0, max(0.0, sig.confidence)),
-            reasons=[
-                GroupingReason(feature=r[0], detail=r[1][:1000], weight=min(1.0, r[2])) for r in reasons
-            ],
-            flapping=sig.flapping,
-            merged_into=uuid.UUID(sig.merged_into) if sig.merged_into else None,
+        # One validation for the whole payload (nested models included), from plain values.
+        return SignalPayload.model_validate(
+            {
+                "signal_id": sig.signal_id,
+                "state": state,
+                "title": title[:1000],
+                "member_alert_ids": sig.recent_ids or added[:1],
+                "added_alert_ids": added,
+                "revision": sig.revision,
+                "devices": sorted(sig.devices),
+                "sites": sig.sites,
+                "severity": sig.severity,
+                "first_seen": _ts(sig.first_seen),
+                "last_seen": _ts(sig.last_seen),
+                "count": sig.count,
+                "open_alerts": sum(1 for m in members if m.firing),
+                "confidence": min(1.0, max(0.0, sig.confidence)),
+                "reasons": [
+                    {"feature": r[0], "detail": r[1][:1000], "weight": min(1.0, r[2])} for r in reasons
+                ],
+                "flapping": sig.flapping,
+                "merged_into": sig.merged_into,
+            }
         )
 
     # --- persistence ------------------------------------------------------------------------
@@ -560,12 +615,7 @@ class TenantClusterer:
     def learner_state(self) -> dict[str, Any]:
         return {"templates": self.template_names, "learner": self.learner.snapshot(), "clock": self.clock}
 
-    def restore(
-        self,
-        learner_state: dict[str, Any] | None,
-        signals: Iterable[dict[str, Any]],
-        alert_ids: Iterable[tuple[str, str]],
-    ) -> None:
+    def restore(self, learner_state: dict[str, Any] | None, signals: Iterable[dict[str, Any]]) -> None:
         if learner_state:
             self.template_names = list(learner_state["templates"])
             self.templates = {name: i for i, name in enumerate(self.template_names)}
@@ -581,8 +631,10 @@ class TenantClusterer:
                 self.clock = max(self.clock, sig.last_activity)
             for gk in sig.group_keys:
                 self.by_group_key[gk] = sig.signal_id
-        for alert_id, signal_id in alert_ids:
-            self._remember(alert_id, signal_id)
+            # A record replayed after a crash may already be in the checkpoint: recognise the
+            # signals' latest alerts (and those not yet published).
+            for alert_id in (*sig.recent_ids, *sig.added):
+                self._remember(alert_id, sig.signal_id)
 
 
 def cluster_templates(vectors: np.ndarray, times: list[float], window_s: float) -> np.ndarray:
@@ -595,7 +647,9 @@ def cluster_templates(vectors: np.ndarray, times: list[float], window_s: float) 
     t = np.asarray(times, dtype=np.float64)
     dist[np.abs(t[:, None] - t[None, :]) > window_s] = 2.0
     np.fill_diagonal(dist, 0.0)
-    model = HDBSCAN(min_cluster_size=2, min_samples=1, metric="precomputed", cluster_selection_epsilon=0.15)
+    model = HDBSCAN(
+        min_cluster_size=2, min_samples=1, metric="precomputed", cluster_selection_epsilon=0.15, copy=True
+    )
     labels = model.fit_predict(dist)
     # HDBSCAN finds density, not similarity: a cluster must also be tight to count.
     for label in set(labels.tolist()) - {-1}:

@@ -11,16 +11,16 @@ batches so that a tenant that falls silent still has its signals resolve.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
 from typing import Any
 
+import pydantic_core
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Engine
 
-from libs.common.bus import EventProducer
+from libs.common.bus import EventProducer, StateLost
 from libs.common.embeddings import Embedder
 from libs.common.events import AlertReceived, EventSource, SignalClustered
 from services.triage.alerts import store
@@ -41,6 +41,8 @@ CLUSTER_LATENCY = Histogram(
     "From an alert's ingestion to the publication of the signal revision that holds it",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
+_FIRING_IN = ALERTS_IN.labels("firing")
+_RESOLVED_IN = ALERTS_IN.labels("resolved")
 SIGNAL_NAMESPACE = uuid.UUID("0e7d2b8a-3f0c-4d1e-9a6b-51c2d3e4f5a6")
 
 
@@ -52,21 +54,26 @@ class AlertClustering:
         producer: EventProducer,
         config: ClusterConfig,
         embedder: Embedder | None = None,
-        correlation_flush_s: float = 5.0,
-        sweep_every_s: float = 1.0,
+        checkpoint_every_s: float = 2.0,
+        sweep_every_s: float = 0.5,
+        update_every_s: float = 1.0,
+        grouping_every_s: float = 2.0,
     ) -> None:
         self.engine = engine
         self.producer = producer
         self.config = config
         self.embedder = embedder
-        self.correlation_flush_s = correlation_flush_s
+        self.checkpoint_every_s = checkpoint_every_s
         self.sweep_every_s = sweep_every_s
+        self.update_every_s = update_every_s
+        self.grouping_every_s = grouping_every_s
         self.tenants: dict[str, TenantClusterer] = {}
         self._last_event_wall: dict[str, float] = {}
         self._lock = asyncio.Lock()
-        self._last_flush = time.monotonic()
+        self.broken = False
         self._sweeper: asyncio.Task[None] | None = None
         self._firing_in = 0
+        self._ingested: dict[str, float] = {}  # alert id -> ingestion time, until published
         self._opened = 0
         self.embeddings_ready = embedder is None
 
@@ -92,14 +99,12 @@ class AlertClustering:
                 await self._sweeper
             except asyncio.CancelledError:
                 pass
-        async with self._lock:
-            await self._flush(force_correlations=True)
+        await self.checkpoint()
 
     async def forget_all(self) -> None:
         """Partitions were revoked: what we hold may now belong to another instance. The
-        state is in the database; it is reloaded when a tenant's alerts come back."""
+        consumer has just checkpointed; tenants are reloaded when their alerts come back."""
         async with self._lock:
-            await self._flush(force_correlations=True)
             self.tenants.clear()
 
     # --- the batch ---------------------------------------------------------------------
@@ -112,37 +117,61 @@ class AlertClustering:
         c = self.tenants.get(tenant_id)
         if c is None:
             c = TenantClusterer(tenant_id, self.config, embed=self._embed if self.embedder else None)
-            learned, live, ids = await asyncio.to_thread(
-                store.load_tenant, self.engine, tenant_id, max_alert_ids=self.config.dedup_memory
-            )
-            c.restore(learned, live, ids)
+            learned, live = await asyncio.to_thread(store.load_tenant, self.engine, tenant_id)
+            c.restore(learned, live)
             self.tenants[tenant_id] = c
         return c
 
     async def handle_batch(self, items: list[tuple[AlertReceived, Any]]) -> None:
+        if self.broken:
+            raise StateLost("clustering state was abandoned after a failure; restart")
         async with self._lock:
-            ingested: dict[str, float] = {}
-            touched: dict[str, TenantClusterer] = {}
-            for event, _record in items:
-                c = touched.get(event.tenant_id) or await self._tenant(event.tenant_id)
-                touched[event.tenant_id] = c
-                if c.add(event) is not None:
-                    ingested[str(event.event_id)] = event.ingested_at.timestamp()
-                    ALERTS_IN.labels(event.payload.status).inc()
-                    if event.payload.status == "firing":
-                        self._firing_in += 1
-                self._last_event_wall[event.tenant_id] = time.time()
-            for c in touched.values():
+            try:
+                await self._take_in(items)
+            except Exception as exc:
+                # Half a batch is in memory: neither retrying it nor checkpointing is safe.
+                # The consumer stops without committing; a restart reloads the checkpoint and
+                # the uncommitted alerts come again.
+                self.broken = True
+                raise StateLost(f"alert batch failed half-way: {exc!r}") from exc
+
+    async def _take_in(self, items: list[tuple[AlertReceived, Any]]) -> None:
+        touched: dict[str, TenantClusterer] = {}
+        firing = resolved = 0
+        wall = time.time()
+        for event, _record in items:
+            c = touched.get(event.tenant_id)
+            if c is None:
+                c = touched[event.tenant_id] = await self._tenant(event.tenant_id)
+            self._last_event_wall[event.tenant_id] = wall
+            sig = c.add(event)
+            if sig is not None:
+                aid = str(event.event_id)
+                self._ingested[aid] = event.ingested_at.timestamp()
+                if event.payload.status == "firing":
+                    firing += 1
+                else:
+                    resolved += 1
+        self._firing_in += firing
+        _FIRING_IN.inc(firing)
+        _RESOLVED_IN.inc(resolved)
+        for c in touched.values():
+            # New-group detection runs on micro-batches of a couple of seconds per tenant: the
+            # signals opened since the last run.
+            if wall - c.last_grouping >= self.grouping_every_s:
+                c.last_grouping = wall
                 if self.embeddings_ready:
                     c.merge_new_groups()
                 else:
                     c._batch_seeds.clear()
-                c.sweep(c.clock)
-            await self._publish_and_store(touched.values(), ingested)
+            c.sweep(c.clock)
+        await self._publish(touched.values())
 
     async def _sweep_loop(self) -> None:
-        while True:
+        ticks = 0
+        while not self.broken:
             await asyncio.sleep(self.sweep_every_s)
+            ticks += 1
             try:
                 async with self._lock:
                     wall = time.time()
@@ -150,17 +179,20 @@ class AlertClustering:
                         # The tenant's clock: its latest event time, moved on by the wall time
                         # since that event arrived.
                         c.sweep(c.clock + max(0.0, wall - self._last_event_wall.get(tenant_id, wall)))
-                    await self._publish_and_store(self.tenants.values(), {})
+                    await self._publish(self.tenants.values())
+                if ticks % max(1, int(self.checkpoint_every_s / self.sweep_every_s)) == 0:
+                    # What the sweeper changed (signals resolved while no alerts arrive).
+                    await self.checkpoint()
             except Exception:  # noqa: BLE001 - the next tick tries again; the state is intact
                 log.exception("sweep failed")
 
-    async def _publish_and_store(self, tenants: Any, ingested: dict[str, float]) -> None:
-        batch = store.BatchWrite()
+    async def _publish(self, tenants: Any) -> int:
+        """Publish the signal revisions that are due."""
         events: list[SignalClustered] = []
-        member_added: list[tuple[str, float]] = []
+        published: list[str] = []
+        wall = time.time()
         for c in tenants:
-            before = set(c.signals)
-            for sig, state, added in c.take_changes():
+            for sig, state, added in c.take_changes(wall, self.update_every_s):
                 payload = c.payload(sig, state, added)
                 events.append(
                     SignalClustered(
@@ -175,50 +207,49 @@ class AlertClustering:
                 if state == "opened":
                     self._opened += 1
                     SIGNALS_OPENED.inc()
-                batch.signals.append(
-                    {
-                        "signal_id": sig.signal_id,
-                        "tenant_id": c.tenant_id,
-                        "status": sig.status,
-                        "revision": sig.revision,
-                        "state": _json(sig.to_state()),
-                    }
-                )
-                for aid in added:
-                    batch.members.append(
-                        {"tenant_id": c.tenant_id, "alert_id": aid, "signal_id": sig.signal_id}
-                    )
-                    if aid in ingested:
-                        member_added.append((aid, ingested[aid]))
-            batch.closed.extend(before - set(c.signals))
-        if time.monotonic() - self._last_flush >= self.correlation_flush_s:
-            self._collect_correlations(batch)
+                published.extend(added)
         if events:
             await self.producer.publish_many(events)
-        if batch:
-            await asyncio.to_thread(store.write, self.engine, batch)
         now = time.time()
-        for _, t in member_added:
-            CLUSTER_LATENCY.observe(max(0.0, now - t))
-        SIGNALS_OPEN.set(
-            sum(1 for c in self.tenants.values() for s in c.signals.values() if s.status == "open")
-        )
+        observe = CLUSTER_LATENCY.observe
+        for aid in published:
+            t = self._ingested.pop(aid, None)
+            if t is not None:
+                observe(max(0.0, now - t))
         if self._firing_in:
             NOISE_REDUCTION.set(1 - self._opened / self._firing_in)
+        return len(events)
+
+    async def checkpoint(self) -> None:
+        """Write every signal changed since the last checkpoint (published or not), the
+        alert-to-signal rows and the learned correlations. The consumer calls this before it
+        commits offsets, so the database is never behind what Kafka considers consumed."""
+        if self.broken:
+            return
+        async with self._lock:
+            batch = store.BatchWrite()
+            for c in self.tenants.values():
+                for sig in c.take_dirty():
+                    batch.signals.append(
+                        {
+                            "signal_id": sig.signal_id,
+                            "tenant_id": c.tenant_id,
+                            "status": sig.status,
+                            "revision": sig.revision,
+                            "state": _json(sig.to_state()),
+                        }
+                    )
+                batch.closed.extend(c.take_forgotten())
+            self._collect_correlations(batch)
+            SIGNALS_OPEN.set(sum(c.open_count() for c in self.tenants.values()))
+            if batch:
+                await asyncio.to_thread(store.write, self.engine, batch)
 
     def _collect_correlations(self, batch: store.BatchWrite) -> None:
-        self._last_flush = time.monotonic()
         for tenant_id, c in self.tenants.items():
             if c.learner_dirty:
                 batch.correlations[tenant_id] = c.learner_state()
                 c.learner_dirty = False
-
-    async def _flush(self, *, force_correlations: bool = False) -> None:
-        batch = store.BatchWrite()
-        if force_correlations:
-            self._collect_correlations(batch)
-        if batch:
-            await asyncio.to_thread(store.write, self.engine, batch)
 
     # --- reads -------------------------------------------------------------------------
 
@@ -233,4 +264,4 @@ class AlertClustering:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return pydantic_core.to_json(value).decode()

@@ -8,6 +8,7 @@ better template than any text: when an alert carries one, it leads the template.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from libs.common.events import AlertPayload
 
@@ -31,7 +32,9 @@ _SPACES = re.compile(r"\s+")
 RULE_LABELS = ("alertname", "check", "monitor", "rule", "alert_type")
 
 
+@lru_cache(maxsize=100_000)
 def mask(text: str) -> str:
+    """Cached: alert texts repeat far more than they vary."""
     for pattern, token in _MASKS:
         text = pattern.sub(token, text)
     return _SPACES.sub(" ", text).strip()

@@ -1,5 +1,4 @@
-"""Alert clustering state: signals, which alert joined which signal, and the learned
-correlations per tenant.
+"""Alert clustering state: signals and the learned correlations per tenant.
 
 Revision ID: triage_0002
 """
@@ -25,13 +24,6 @@ def upgrade() -> None:
     )
     op.create_index("ix_triage_signals_tenant_status", "triage_signals", ["tenant_id", "status"])
     op.create_table(
-        "triage_signal_alerts",
-        sa.Column("tenant_id", sa.String(63), primary_key=True),
-        sa.Column("alert_id", sa.String(36), primary_key=True),
-        sa.Column("signal_id", sa.String(36), nullable=False),
-    )
-    op.create_index("ix_triage_signal_alerts_signal", "triage_signal_alerts", ["signal_id"])
-    op.create_table(
         "triage_correlations",
         sa.Column("tenant_id", sa.String(63), primary_key=True),
         sa.Column("state", sa.Text, nullable=False),
@@ -41,5 +33,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("triage_correlations")
-    op.drop_table("triage_signal_alerts")
     op.drop_table("triage_signals")
