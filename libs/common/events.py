@@ -218,7 +218,7 @@ class GroupingReason(Frozen):
 
 
 class SignalPayload(Frozen):
-    """One revision of a signal. `member_alert_ids` holds its most recent alerts (at most 50;
+    """One revision of a signal. `member_alert_ids` holds its most recent alerts (at most 10;
     `count` is the total); `added_alert_ids` those that joined with this revision, so a reader
     that follows every revision knows every member. Readers deduplicate on (signal_id, revision)."""
 

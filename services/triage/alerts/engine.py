@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pydantic_core
@@ -195,11 +196,14 @@ class AlertClustering:
             for sig, state, added in c.take_changes(wall, self.update_every_s):
                 payload = c.payload(sig, state, added)
                 events.append(
-                    SignalClustered(
+                    SignalClustered.model_construct(  # parts built valid; see TenantClusterer.payload
                         event_id=uuid.uuid5(SIGNAL_NAMESPACE, f"{sig.signal_id}:{sig.revision}"),
                         tenant_id=c.tenant_id,
                         occurred_at=payload.last_seen,
-                        source=EventSource(system="msp-triage", reference=sig.signal_id),
+                        ingested_at=datetime.now(UTC),
+                        source=EventSource.model_construct(
+                            system="msp-triage", reference=sig.signal_id, link=None
+                        ),
                         payload=payload,
                     )
                 )
