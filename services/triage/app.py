@@ -45,10 +45,10 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
         on_revoke=clustering.forget_all,
         group_id=f"{settings.effective_consumer_group}-alerts",
         max_records=2000,
-        # State is checkpointed, then offsets committed, about every two seconds (and on
+        # State is checkpointed, then offsets committed, about every five seconds (and on
         # rebalance and shutdown), not after every batch.
         checkpoint=clustering.checkpoint,
-        commit_every_s=2.0,
+        commit_every_s=5.0,
     )
     rt.clustering = clustering  # type: ignore[attr-defined]
 

@@ -55,7 +55,7 @@ class AlertClustering:
         producer: EventProducer,
         config: ClusterConfig,
         embedder: Embedder | None = None,
-        checkpoint_every_s: float = 2.0,
+        checkpoint_every_s: float = 5.0,
         sweep_every_s: float = 0.5,
         update_every_s: float = 1.0,
         grouping_every_s: float = 2.0,

@@ -1,7 +1,7 @@
 """Clustering state in the service's database, so a restart (or another instance taking over
 a tenant's partition) resumes where the last one stopped.
 
-Written at each checkpoint (about every two seconds, and on rebalance and shutdown), always
+Written at each checkpoint (about every five seconds, and on rebalance and shutdown), always
 before the consumer commits its offsets: a crash replays the records after the checkpoint onto
 the state as it was then. Signal ids are derived from their first alert, so the replay
 re-emits the same signals (readers deduplicate on signal id and revision). Which signal holds

@@ -18,8 +18,8 @@ _MASKS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(?:https?|s?ftp|smb)://\S+", re.I), "<URL>"),
     (re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), "<EMAIL>"),
     (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "<IP>"),
-    (re.compile(r"\b(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{1,4}\b", re.I), "<IP>"),
     (re.compile(r"\b(?:[0-9a-f]{2}[:-]){5}[0-9a-f]{2}\b", re.I), "<MAC>"),
+    (re.compile(r"\b(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{1,4}\b", re.I), "<IP>"),
     (re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.$~-]+){2,}[\\/]?"), "<PATH>"),
     (re.compile(r"\b(?:[a-z0-9-]+\.)+(?:local|lan|corp|internal|com|net|org|io|cloud)\b", re.I), "<HOST>"),
     (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<HEX>"),
@@ -32,12 +32,17 @@ _SPACES = re.compile(r"\s+")
 RULE_LABELS = ("alertname", "check", "monitor", "rule", "alert_type")
 
 
+# All masks in one alternation, so a title is scanned once rather than once per pattern; the
+# first alternative that matches at a position wins, in the order above.
+_ONE_PASS = re.compile("|".join(f"(?P<m{i}>{p.pattern})" for i, (p, _) in enumerate(_MASKS)), re.I)
+_TOKENS = {f"m{i}": token for i, (_, token) in enumerate(_MASKS)}
+
+
 @lru_cache(maxsize=100_000)
 def mask(text: str) -> str:
     """Cached: alert texts repeat far more than they vary."""
-    for pattern, token in _MASKS:
-        text = pattern.sub(token, text)
-    return _SPACES.sub(" ", text).strip()
+    masked = _ONE_PASS.sub(lambda m: _TOKENS[m.lastgroup or ""], text)
+    return _SPACES.sub(" ", masked).strip()
 
 
 def template_of(alert: AlertPayload) -> str:
