@@ -175,11 +175,13 @@ class AlertClustering:
             ticks += 1
             try:
                 async with self._lock:
-                    wall = time.time()
-                    for tenant_id, c in self.tenants.items():
-                        # The tenant's clock: its latest event time, moved on by the wall time
-                        # since that event arrived.
-                        c.sweep(c.clock + max(0.0, wall - self._last_event_wall.get(tenant_id, wall)))
+                    if ticks % 2 == 0:  # resolving quiet signals can wait a second
+                        wall = time.time()
+                        for tenant_id, c in self.tenants.items():
+                            # The tenant's clock: its latest event time, moved on by the wall
+                            # time since that event arrived.
+                            c.sweep(c.clock + max(0.0, wall - self._last_event_wall.get(tenant_id, wall)))
+                    # Revisions held back by the update interval go out on time.
                     await self._publish(self.tenants.values())
                 if ticks % max(1, int(self.checkpoint_every_s / self.sweep_every_s)) == 0:
                     # What the sweeper changed (signals resolved while no alerts arrive).
