@@ -178,3 +178,66 @@ async def test_offsets_are_committed_after_the_effect_so_a_restart_resumes_witho
         assert effects == ["m-0", "m-1", "m-2", "m-3", "m-4", "m-5"]
     finally:
         await producer.stop()
+
+
+async def test_a_batch_consumer_checkpoints_before_it_commits_and_never_commits_past_lost_state(
+    bootstrap: str, scratch_topic
+) -> None:  # type: ignore[no-untyped-def]
+    from libs.common.bus import StateLost
+
+    topic = await scratch_topic(AlertReceived, partitions=1)
+    tenant, group = unique("acme"), unique("g")
+    producer = await started_producer(bootstrap)
+    handled: list[str] = []
+    checkpointed: list[int] = []
+    fail_on = {"m-7"}
+
+    async def handle(items: list[tuple[AlertReceived, Any]]) -> None:
+        for event, _ in items:
+            if event.payload.title in fail_on:
+                raise StateLost("half a batch applied")
+            handled.append(event.payload.title)
+
+    async def checkpoint() -> None:
+        checkpointed.append(len(handled))
+
+    async def run_once() -> None:
+        consumer = EventConsumer(
+            service="test-svc",
+            topics=[topic],
+            group_id=group,
+            bootstrap_servers=bootstrap,
+            batch_handler=handle,
+            checkpoint=checkpoint,
+            producer=producer,
+            max_records=5,
+            batch_linger_s=0,
+        )
+        await consumer.start()
+        try:
+            await asyncio.wait_for(consumer.run(), timeout=20)
+        except StateLost:
+            pass
+        finally:
+            await consumer.stop()
+
+    try:
+        for i in range(10):
+            key, value, headers = encode(alert(tenant, title=f"m-{i}", event_id=uuid.uuid4()))
+            await producer.send_raw(topic, value, key=key, headers=headers)
+        await run_once()
+        assert checkpointed and checkpointed[0] == 5, "the first batch was checkpointed, then committed"
+        committed_handled = checkpointed[-1]
+        fail_on.clear()
+        handled.clear()
+        checkpointed.clear()
+        consumer_task = asyncio.create_task(run_once())
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(handled) < 10 - committed_handled and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        consumer_task.cancel()
+        # Everything after the last checkpoint comes again, including what the failed batch
+        # had half applied.
+        assert handled[: 10 - committed_handled] == [f"m-{i}" for i in range(committed_handled, 10)]
+    finally:
+        await producer.stop()

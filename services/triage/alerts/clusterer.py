@@ -639,6 +639,9 @@ class TenantClusterer:
                 self._remember(alert_id, sig.signal_id)
 
 
+MAX_TEMPLATE_DISTANCE = 0.45  # cosine distance: "Disk C: almost full" vs "Low disk space" ~0.37
+
+
 def cluster_templates(vectors: np.ndarray, times: list[float], window_s: float) -> np.ndarray:
     """HDBSCAN over template embeddings (cosine distance, brute force in float64), with seeds
     further apart in time than the window kept apart. Returns a label per seed, -1 for none."""
@@ -649,13 +652,28 @@ def cluster_templates(vectors: np.ndarray, times: list[float], window_s: float) 
     t = np.asarray(times, dtype=np.float64)
     dist[np.abs(t[:, None] - t[None, :]) > window_s] = 2.0
     np.fill_diagonal(dist, 0.0)
-    model = HDBSCAN(
-        min_cluster_size=2, min_samples=1, metric="precomputed", cluster_selection_epsilon=0.15, copy=True
-    )
-    labels = model.fit_predict(dist)
-    # HDBSCAN finds density, not similarity: a cluster must also be tight to count.
-    for label in set(labels.tolist()) - {-1}:
-        idx = np.where(labels == label)[0]
-        if dist[np.ix_(idx, idx)].max() > 0.35:
-            labels[idx] = -1
+
+    def fit(single: bool) -> np.ndarray:
+        return HDBSCAN(
+            min_cluster_size=2,
+            min_samples=1,
+            metric="precomputed",
+            cluster_selection_epsilon=0.4,
+            allow_single_cluster=single,  # a micro-batch is often one burst and a few strays
+            copy=True,
+        ).fit_predict(dist)
+
+    def tight(labels: np.ndarray) -> tuple[np.ndarray, bool]:
+        # HDBSCAN finds density, not similarity: a cluster must also be tight to count.
+        out, all_tight = labels.copy(), True
+        for label in set(labels.tolist()) - {-1}:
+            idx = np.where(labels == label)[0]
+            if dist[np.ix_(idx, idx)].max() > MAX_TEMPLATE_DISTANCE:
+                out[idx] = -1
+                all_tight = False
+        return out, all_tight
+
+    labels, ok = tight(fit(True))
+    if not ok:
+        labels, _ = tight(fit(False))
     return labels

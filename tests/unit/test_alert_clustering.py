@@ -1,0 +1,228 @@
+"""Alert clustering logic without I/O: templates, learned correlation, the clusterer, and the
+alarm-stream scoring used by `msp eval alarms`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from libs.cli.alarms_data import Alarm, pair_scores, quiet_gap_baseline
+from libs.common.events import AlertPayload, AlertReceived, EventSource, SignalPayload
+from services.triage.alerts.clusterer import ClusterConfig, Signal, TenantClusterer
+from services.triage.alerts.correlation import CorrelationLearner
+from services.triage.alerts.templates import mask, template_of
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def alert(
+    fp: str,
+    title: str,
+    at: float,
+    *,
+    device: str | None = None,
+    site: str | None = None,
+    status: str = "firing",
+    labels: dict[str, str] | None = None,
+    started: float | None = None,
+) -> AlertReceived:
+    return AlertReceived(
+        event_id=uuid.uuid4(),
+        tenant_id="acme",
+        occurred_at=T0 + timedelta(seconds=at),
+        source=EventSource(system="rmm"),
+        payload=AlertPayload(
+            fingerprint=fp,
+            status=status,
+            title=title,
+            device=device,
+            site=site,  # type: ignore[arg-type]
+            labels=labels or {},
+            starts_at=T0 + timedelta(seconds=at if started is None else started),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Disk D: above 91% on FS01", "Disk D: above <NUM>% on <ID>"),
+        ("Host fs01.corp.local unreachable from 10.0.0.4", "Host <HOST> unreachable from <IP>"),
+        ("Backup job 3f2a1b2c-1111-2222-3333-444455556666 failed", "Backup job <GUID> failed"),
+        ("Patch failed with code 0x80070005 on WS-22", "Patch failed with code <HEX> on <ID>"),
+        ("Path /var/lib/postgresql/data is full", "Path <PATH> is full"),
+        ("Account bob@example.com locked out", "Account <EMAIL> locked out"),
+        ("Service Spooler stopped", "Service Spooler stopped"),
+    ],
+)
+def test_masking_keeps_the_words_and_hides_what_varies(text: str, expected: str) -> None:
+    assert mask(text) == expected
+
+
+def test_a_rule_name_leads_the_template() -> None:
+    a = alert("x", "Pod api-7f9 restarted 5 times", 0, labels={"alertname": "KubePodCrashLooping"}).payload
+    b = alert("y", "Pod web-1c2 restarted 9 times", 0, labels={"alertname": "KubePodCrashLooping"}).payload
+    assert template_of(a) == template_of(b) == "KubePodCrashLooping: Pod <ID> restarted <NUM> times"
+
+
+def test_learned_correlation_links_what_fires_together_and_not_what_is_independent() -> None:
+    rng = np.random.default_rng(1)
+    learner = CorrelationLearner(window_s=60, min_lift=1.0, min_support=5)
+    t = 0.0
+    for _ in range(400):
+        t += 600  # episodes ten minutes apart, on one of 20 devices
+        device = f"d:{rng.integers(20)}"
+        learner.observe(0, (device,), t)  # template 0 is always followed by 1 ...
+        learner.observe(1, (device,), t + 5)
+        other = f"d:{rng.integers(20)}"
+        learner.observe(2, (other,), t + 300)  # ... while 2 fires on its own schedule
+    assert learner.linked(0, 1) and learner.lift(0, 1) > 2
+    assert not learner.linked(0, 2)
+    restored = CorrelationLearner(window_s=60, min_lift=1.0, min_support=5)
+    restored.restore(learner.snapshot())
+    assert restored.lift(0, 1) == learner.lift(0, 1)
+
+
+def test_a_link_needs_support_before_it_counts() -> None:
+    learner = CorrelationLearner(window_s=60, min_lift=1.0, min_support=5)
+    for i in range(3):
+        learner.observe(0, ("d:a",), i * 1000.0)
+        learner.observe(1, ("d:a",), i * 1000.0 + 1)
+    assert not learner.linked(0, 1)
+
+
+def test_unlinked_alert_types_on_one_device_stay_apart_and_linked_ones_join() -> None:
+    c = TenantClusterer("acme", ClusterConfig(min_support=3))
+    t = 0.0
+    for _ in range(10):  # history: "link down" and "BGP down" come together on routers
+        t += 5000
+        for i, dev in enumerate(("R1", "R2", "R3")):
+            c.add(alert(f"link-{dev}", f"Link down on {dev}", t + i, device=dev, started=t + i))
+            c.add(alert(f"bgp-{dev}", f"BGP session down on {dev}", t + i + 2, device=dev, started=t + i + 2))
+            c.add(
+                alert(
+                    f"link-{dev}",
+                    f"Link down on {dev}",
+                    t + i + 60,
+                    device=dev,
+                    status="resolved",
+                    started=t + i,
+                )
+            )
+            c.add(
+                alert(
+                    f"bgp-{dev}",
+                    f"BGP session down on {dev}",
+                    t + i + 60,
+                    device=dev,
+                    status="resolved",
+                    started=t + i + 2,
+                )
+            )
+        c.add(alert(f"ups-{t}", "UPS on battery", t + 2500, device="R9"))
+    t += 20000
+    link = c.add(alert("link-R1", "Link down on R1", t, device="R1"))
+    bgp = c.add(alert("bgp-R1", "BGP session down on R1", t + 3, device="R1"))
+    assert link is bgp is not None
+    assert any(r[0] == "learned_correlation" for r in bgp.reasons.values())
+    disk = c.add(alert("disk-R1", "Disk above 90% on R1", t + 4, device="R1"))
+    assert disk is not None and disk is not link, "never seen with the others: its own signal"
+
+
+def test_a_signal_resolves_after_its_alerts_resolve_and_stay_resolved() -> None:
+    cfg = ClusterConfig(resolve_hold_s=300)
+    c = TenantClusterer("acme", cfg)
+    sig = c.add(alert("cpu-1", "CPU high on WEB1", 0, device="WEB1"))
+    assert sig is not None
+    c.add(alert("cpu-1", "CPU high on WEB1", 100, device="WEB1", status="resolved", started=0))
+    c.sweep(T0.timestamp() + 200)
+    assert sig.status == "open", "still within the hold-down"
+    c.sweep(T0.timestamp() + 500)
+    assert sig.status == "resolved"
+    changes = {s.signal_id: state for s, state, _ in c.take_changes()}
+    assert changes[sig.signal_id] == "resolved"
+
+
+def test_a_redelivered_alert_changes_nothing() -> None:
+    c = TenantClusterer("acme", ClusterConfig())
+    ev = alert("cpu-1", "CPU high on WEB1", 0, device="WEB1")
+    sig = c.add(ev)
+    assert sig is not None and c.add(ev) is None
+    assert sig.count == 1
+
+
+def test_signal_state_survives_a_round_trip_through_its_stored_form() -> None:
+    c = TenantClusterer("acme", ClusterConfig())
+    sig = c.add(alert("cpu-1", "CPU high on WEB1", 0, device="WEB1", site="hq"))
+    assert sig is not None
+    copy = Signal.from_state(sig.to_state())
+    assert copy.to_state() == sig.to_state()
+    restored = TenantClusterer("acme", ClusterConfig())
+    restored.restore(c.learner_state(), [sig.to_state()])
+    assert restored.add(alert("cpu-1", "CPU high on WEB1", 30, device="WEB1")).signal_id == sig.signal_id  # type: ignore[union-attr]
+
+
+def test_a_revision_built_without_validation_is_exactly_what_validation_gives() -> None:
+    c = TenantClusterer("acme", ClusterConfig())
+    for i in range(3):
+        c.add(alert(f"ping-{i}", f"Ping loss to FS0{i}", i, device=f"FS0{i}", site="hq"))
+    for sig, state, added in c.take_changes():
+        built = c.payload(sig, state, added)
+        assert SignalPayload.model_validate(built.model_dump()) == built
+        assert SignalPayload.model_validate_json(built.model_dump_json()) == built
+
+
+def test_pair_scores_count_same_device_pairs_within_the_hour() -> None:
+    linked = np.array([[True, True, False], [True, True, False], [False, False, True]])
+    alarms = [
+        Alarm(0, 0, 1, 0, 10),
+        Alarm(1, 1, 1, 100, 110),  # linked with row 0
+        Alarm(2, 2, 1, 200, 210),  # not linked with 0 or 1
+        Alarm(3, 0, 2, 0, 10),  # another device: never a pair with the others
+        Alarm(4, 0, 1, 5000, 5010),  # more than an hour later
+    ]
+    scores = pair_scores(alarms, ["a", "a", "a", "b", "c"], linked)
+    # pairs: (0,1) linked shared, (0,2) unlinked shared, (1,2) unlinked shared
+    assert scores["linked_recall"] == 1.0
+    assert scores["pair_precision"] == round(1 / 3, 4)
+    assert quiet_gap_baseline(alarms, 900) == [0, 0, 0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def embedder():  # type: ignore[no-untyped-def]
+    from libs.common.embeddings import Embedder
+
+    return Embedder()
+
+
+def test_the_embedder_encodes_a_text_once_however_often_it_recurs(embedder) -> None:  # type: ignore[no-untyped-def]
+    before = embedder.model_calls
+    first = embedder.encode(["Disk D: above <NUM>% on <ID>", "disk d:  ABOVE <num>% on <id>"])
+    again = embedder.encode(["Disk D: above <NUM>% on <ID>"])
+    assert embedder.model_calls == before + 1, "same normalised text: one model call"
+    assert first.shape == (2, 384) and np.allclose(first[0], again[0])
+    assert abs(float(np.linalg.norm(first[0])) - 1.0) < 1e-5
+
+
+def test_new_signals_with_similar_text_on_one_site_are_merged_by_hdbscan(embedder) -> None:  # type: ignore[no-untyped-def]
+    c = TenantClusterer("acme", ClusterConfig(), embed=embedder.encode)
+    disks = [
+        c.add(alert("disk-FS01", "Disk C: almost full on FS01", 0, device="FS01", site="hq")),
+        c.add(alert("disk-FS02", "Disk D: nearly full on FS02", 20, device="FS02", site="hq")),
+        c.add(alert("disk-FS03", "Low disk space on volume E of FS03", 40, device="FS03", site="hq")),
+    ]
+    ups = c.add(alert("ups-1", "UPS on battery at closet 2", 30, device="UPS1", site="hq"))
+    assert len({s.signal_id for s in disks if s}) == 3, "three different texts: three signals at first"
+    c.merge_new_groups()
+    survivors = {s.merged_into or s.signal_id for s in disks if s}
+    assert len(survivors) == 1
+    (into,) = survivors
+    merged = c.signals[into]
+    assert sorted(merged.devices) == ["FS01", "FS02", "FS03"]
+    assert any("HDBSCAN" in r[1] for r in merged.reasons.values())
+    assert ups is not None and ups.status == "open" and ups.signal_id != into
+    states = {s.signal_id: state for s, state, _ in c.take_changes()}
+    assert sorted(states.values()).count("merged") == 2
