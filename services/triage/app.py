@@ -62,6 +62,21 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
             raise HTTPException(404, f"no signal {signal_id} for tenant {tenant_id}")
         return found
 
+    @app.get("/v1/signals", tags=["signals"], dependencies=[operator_only(settings)])
+    async def list_signals(
+        tenant_id: TenantQuery,
+        status: Annotated[str | None, Query(pattern=r"^(open|resolved|merged|closed)$")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """A tenant's signals, latest first: those held in memory as they are now, the others
+        as last checkpointed."""
+        stored = await asyncio.to_thread(store.list_signals, rt.engine, tenant_id, status, limit)
+        live = clustering.snapshot(tenant_id)
+        out = [live.pop(s["signal_id"], s) for s in stored]
+        out += [s for s in live.values() if status is None or s["status"] == status]
+        out.sort(key=lambda s: -s["last_seen"])
+        return {"tenant_id": tenant_id, "signals": out[:limit]}
+
     @app.get("/v1/correlations", tags=["signals"], dependencies=[operator_only(settings)])
     async def correlations(
         tenant_id: TenantQuery, limit: Annotated[int, Query(ge=1, le=500)] = 20

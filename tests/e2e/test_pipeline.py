@@ -84,6 +84,10 @@ def op_get(platform: Platform, service: str, path: str, tenant: str, **params: s
     return r.json()
 
 
+def signals(platform: Platform, tenant: str) -> list[dict]:  # type: ignore[type-arg]
+    return op_get(platform, "triage", "/v1/signals", tenant)["signals"]  # type: ignore[no-any-return]
+
+
 def wait_for(fn, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -120,14 +124,17 @@ def test_an_alert_posted_to_ingest_reaches_the_audit_trail_with_its_trace_id(pla
         rows = op_get(platform, "audit", "/v1/audit/events", tenant, trace_id=trace_id)
         return {row["action"] for row in rows}
 
-    # ingest audits the acceptance; triage audits the event it consumed from Kafka, same trace.
-    assert wait_for(lambda: {"ingest.canonical.accepted", "triage.event.received"} <= audited())
+    # ingest audits the acceptance; triage audits the signal the alert opened, same trace.
+    assert wait_for(lambda: {"ingest.canonical.accepted", "triage.signal.opened"} <= audited())
     rows = op_get(platform, "audit", "/v1/audit/events", tenant)
     assert {(row["actor"].split(":")[0], row["subject_kind"]) for row in rows} == {
         ("key", "request"),
-        ("service", "alert.received.v1"),
+        ("service", "signal"),
     }
-    assert next(row for row in rows if row["actor"] == "service:triage")["subject_id"] == event_id
+    opened = next(row for row in rows if row["actor"] == "service:triage")
+    (signal,) = signals(platform, tenant)
+    assert opened["subject_id"] == signal["signal_id"]
+    assert signal["recent_ids"] == [event_id] and signal["devices"] == {"FS01": 1}
     assert all(row["trace_id"] == trace_id for row in rows)
     verify = op_get(platform, "audit", "/v1/audit/verify", tenant)
     assert verify["ok"] and verify["entries"] == 2
@@ -151,13 +158,14 @@ def test_a_retried_post_gets_the_same_event_id_and_is_taken_in_once(platform: Pl
         == 202
     )
 
-    def counts() -> dict[str, int]:
-        return op_get(platform, "triage", "/v1/counts", tenant)["by_topic"]
+    def counts() -> tuple[dict[str, int], list[int]]:
+        tickets = op_get(platform, "triage", "/v1/counts", tenant)["by_topic"]
+        return tickets, [s["count"] for s in signals(platform, tenant)]
 
-    assert wait_for(lambda: counts() == {"alerts.raw.v1": 1, "tickets.events.v1": 1})
+    assert wait_for(lambda: counts() == ({"tickets.events.v1": 1}, [1]))
     assert wait_for(lambda: op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 4)
     time.sleep(1.0)  # the duplicate had every chance to arrive
-    assert counts() == {"alerts.raw.v1": 1, "tickets.events.v1": 1}
+    assert counts() == ({"tickets.events.v1": 1}, [1]), "one alert in one signal, one ticket event"
     assert op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 4
 
 
@@ -167,6 +175,7 @@ def test_read_apis_need_the_operator_token(platform: Platform) -> None:
         ("audit", "/v1/audit/events"),
         ("audit", "/v1/audit/verify"),
         ("triage", "/v1/counts"),
+        ("triage", "/v1/signals"),
     ):
         url = f"{platform.urls[service]}{path}"
         assert httpx.get(url, params={"tenant_id": tenant}).status_code == 401
@@ -198,10 +207,8 @@ def test_a_key_can_never_publish_as_another_tenant(platform: Platform) -> None:
     assert bad.status_code == 422 and "severity" in bad.text
     # A valid post of A still lands as A, and nothing ever lands as B.
     assert httpx.post(f"{ingest}/v1/alerts", json=ALERT, headers={"X-API-Key": key_a}).status_code == 202
-    assert wait_for(
-        lambda: op_get(platform, "triage", "/v1/counts", tenant_a)["by_topic"] == {"alerts.raw.v1": 1}
-    )
-    assert op_get(platform, "triage", "/v1/counts", tenant_b)["by_topic"] == {}
+    assert wait_for(lambda: len(signals(platform, tenant_a)) == 1)
+    assert signals(platform, tenant_b) == []
     assert op_get(platform, "audit", "/v1/audit/counts", tenant_b)["events"] == 0
 
 

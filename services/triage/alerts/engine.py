@@ -21,9 +21,10 @@ import pydantic_core
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Engine
 
+from libs.common.audit import audit_event
 from libs.common.bus import EventProducer, StateLost
 from libs.common.embeddings import Embedder
-from libs.common.events import AlertReceived, EventSource, SignalClustered
+from libs.common.events import AlertReceived, AuditEvent, EventSource, SignalClustered
 from services.triage.alerts import store
 from services.triage.alerts.clusterer import ClusterConfig, TenantClusterer
 
@@ -191,7 +192,7 @@ class AlertClustering:
 
     async def _publish(self, tenants: Any) -> int:
         """Publish the signal revisions that are due."""
-        events: list[SignalClustered] = []
+        events: list[SignalClustered | AuditEvent] = []
         published: list[str] = []
         wall = time.time()
         for c in tenants:
@@ -210,6 +211,8 @@ class AlertClustering:
                     )
                 )
                 SIGNAL_EVENTS.labels(state).inc()
+                if state != "updated":  # decisions are audited; growth is in the stream
+                    events.append(self._audit(c.tenant_id, sig, state, added))
                 if state == "opened":
                     self._opened += 1
                     SIGNALS_OPENED.inc()
@@ -225,6 +228,31 @@ class AlertClustering:
         if self._firing_in:
             NOISE_REDUCTION.set(1 - self._opened / self._firing_in)
         return len(events)
+
+    @staticmethod
+    def _audit(tenant_id: str, sig: Any, state: str, added: list[str]) -> AuditEvent:
+        cause = {"opened": added[0] if added else sig.signal_id, "merged": sig.merged_into or sig.signal_id}
+        return audit_event(
+            service="triage",
+            tenant_id=tenant_id,
+            action=f"triage.signal.{state}",
+            subject_kind="signal",
+            subject_id=sig.signal_id,
+            cause_id=cause.get(state) or f"{sig.signal_id}:{sig.revision}",
+            details={
+                "revision": sig.revision,
+                "alerts": sig.count,
+                "devices": sorted(sig.devices)[:20],
+                "grouped_by": sorted({r[0] for r in sig.reasons.values()}),
+                "confidence": sig.confidence,
+                **({"merged_into": sig.merged_into} if sig.merged_into else {}),
+            },
+        )
+
+    def snapshot(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """The signals of a tenant held in memory (fresher than the last checkpoint)."""
+        c = self.tenants.get(tenant_id)
+        return {} if c is None else {sid: sig.to_state() for sid, sig in c.signals.items()}
 
     async def checkpoint(self) -> None:
         """Write every signal changed since the last checkpoint (published or not), the

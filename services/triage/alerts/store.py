@@ -101,3 +101,12 @@ def get_signal(engine: Engine, tenant_id: str, signal_id: str) -> dict[str, Any]
             )
         ).first()
     return {**json.loads(row[0]), "stored_status": row[1]} if row else None
+
+
+def list_signals(engine: Engine, tenant_id: str, status: str | None, limit: int) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        q = select(signals.c.state, signals.c.status).where(signals.c.tenant_id == tenant_id)
+        if status:
+            q = q.where(signals.c.status == status)
+        rows = conn.execute(q.order_by(signals.c.updated_at.desc()).limit(limit))
+        return [{**json.loads(r[0]), "stored_status": r[1]} for r in rows]
