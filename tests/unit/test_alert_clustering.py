@@ -226,3 +226,23 @@ def test_new_signals_with_similar_text_on_one_site_are_merged_by_hdbscan(embedde
     assert ups is not None and ups.status == "open" and ups.signal_id != into
     states = {s.signal_id: state for s, state, _ in c.take_changes()}
     assert sorted(states.values()).count("merged") == 2
+
+
+def test_new_group_detection_survives_any_micro_batch_and_keeps_only_tight_groups() -> None:
+    from services.triage.alerts.clusterer import MAX_TEMPLATE_DISTANCE, cluster_distances
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # includes shapes on which scikit-learn's epsilon search raises
+        n, k = int(rng.integers(3, 30)), int(rng.integers(1, 5))
+        v = rng.normal(size=(k, 8))[rng.integers(0, k, n)]
+        v = v + rng.normal(scale=rng.choice([0.0, 0.01, 0.3]), size=(n, 8))
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        dist = np.clip(1 - v @ v.T, 0, 2)
+        t = rng.integers(0, 3, n) * 1000.0
+        dist[np.abs(t[:, None] - t[None, :]) > 600] = 2.0
+        np.fill_diagonal(dist, 0)
+        labels = cluster_distances(dist)
+        assert labels.shape == (n,)
+        for label in set(labels.tolist()) - {-1}:
+            idx = np.where(labels == label)[0]
+            assert len(idx) >= 2 and dist[np.ix_(idx, idx)].max() <= MAX_TEMPLATE_DISTANCE

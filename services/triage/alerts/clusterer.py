@@ -22,6 +22,7 @@ time drives every window, so a replay of old alerts groups as it would have live
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ import numpy as np
 from libs.common.events import AlertReceived, GroupingReason, SignalPayload
 from services.triage.alerts.correlation import CorrelationLearner
 from services.triage.alerts.templates import template_of
+
+log = logging.getLogger(__name__)
 
 SEVERITY_RANK = {"info": 0, "low": 1, "warning": 2, "high": 3, "critical": 4}
 SIGNAL_NAMESPACE = uuid.UUID("5b0f1c52-9a53-4c43-8f7c-0d1f2a3b4c5d")
@@ -460,11 +463,15 @@ class TenantClusterer:
             if len(group) < self.config.hdbscan_min_seeds or self.embed is None:
                 continue
             group = group[-self.config.hdbscan_max_seeds :]
-            labels = cluster_templates(
-                self.embed([self._seed_text(s) for s in group]),
-                [s.first_seen for s in group],
-                self.config.site_window_s,
-            )
+            try:
+                labels = cluster_templates(
+                    self.embed([self._seed_text(s) for s in group]),
+                    [s.first_seen for s in group],
+                    self.config.site_window_s,
+                )
+            except Exception:  # noqa: BLE001 - new-group detection is a refinement, never a stop
+                log.exception("new-group detection failed for a micro-batch; signals stay as they are")
+                continue
             clusters: dict[int, list[Signal]] = {}
             for sig, label in zip(group, labels, strict=True):
                 if label >= 0:
@@ -645,23 +652,37 @@ MAX_TEMPLATE_DISTANCE = 0.45  # cosine distance: "Disk C: almost full" vs "Low d
 def cluster_templates(vectors: np.ndarray, times: list[float], window_s: float) -> np.ndarray:
     """HDBSCAN over template embeddings (cosine distance, brute force in float64), with seeds
     further apart in time than the window kept apart. Returns a label per seed, -1 for none."""
-    from sklearn.cluster import HDBSCAN
 
     v = vectors.astype(np.float64)
     dist = np.clip(1.0 - v @ v.T, 0.0, 2.0)
     t = np.asarray(times, dtype=np.float64)
     dist[np.abs(t[:, None] - t[None, :]) > window_s] = 2.0
     np.fill_diagonal(dist, 0.0)
+    return cluster_distances(dist)
+
+
+def cluster_distances(dist: np.ndarray) -> np.ndarray:
+    """HDBSCAN on a precomputed distance matrix, keeping only tight clusters."""
+    from sklearn.cluster import HDBSCAN
 
     def fit(single: bool) -> np.ndarray:
-        return HDBSCAN(
-            min_cluster_size=2,
-            min_samples=1,
-            metric="precomputed",
-            cluster_selection_epsilon=0.4,
-            allow_single_cluster=single,  # a micro-batch is often one burst and a few strays
-            copy=True,
-        ).fit_predict(dist)
+        def run(epsilon: float) -> np.ndarray:
+            return HDBSCAN(
+                min_cluster_size=2,
+                min_samples=1,
+                metric="precomputed",
+                cluster_selection_epsilon=epsilon,
+                allow_single_cluster=single,  # a micro-batch is often one burst and a few strays
+                copy=True,
+            ).fit_predict(dist)
+
+        try:
+            return run(0.4)
+        except TypeError:
+            # scikit-learn 1.9's epsilon search fails on some trees with a single cluster
+            # allowed ("only 0-dimensional arrays can be converted"); without the epsilon
+            # the fit is sound, only a little stricter.
+            return run(0.0)
 
     def tight(labels: np.ndarray) -> tuple[np.ndarray, bool]:
         # HDBSCAN finds density, not similarity: a cluster must also be tight to count.
