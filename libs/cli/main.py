@@ -183,6 +183,24 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.what == "tickets":
+        from libs.cli import eval_tickets
+
+        if not args.predictions or not (args.data or (args.train and args.test)):
+            raise ValueError(
+                "eval tickets needs --data CSV (or --train and --test) and --predictions OUT.csv"
+            )
+        report = eval_tickets.evaluate(
+            data=Path(args.data) if args.data else None,
+            train=Path(args.train) if args.train else None,
+            test=Path(args.test) if args.test else None,
+            text_col=args.text_col,
+            label_col=args.label_col,
+            predictions=Path(args.predictions),
+            cache=_var(args) / "cache" / "embeddings.sqlite",
+        )
+        print(json.dumps(report, indent=2))
+        return 0
     bootstrap = _external_bootstrap() or broker.start(_broker_cfg(args))
     if args.what == "alarms":
         from libs.cli import eval_alarms
@@ -248,8 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(fn=cmd_key)
 
     ev = sub.add_parser("eval", help="measure the platform on real data (prints JSON)")
-    ev.add_argument("what", choices=["alarms"])
-    ev.add_argument("--data", help="alarms: the folder with Alarm.csv and DAG.npy")
+    ev.add_argument("what", choices=["alarms", "tickets"])
+    ev.add_argument("--data", help="alarms: the folder with Alarm.csv and DAG.npy; tickets: a labelled CSV")
+    ev.add_argument("--train", help="tickets: an explicit training CSV (with --test)")
+    ev.add_argument("--test", help="tickets: an explicit test CSV")
+    ev.add_argument("--text-col", default="Document", help="tickets: the text column")
+    ev.add_argument("--label-col", default="Topic_group", help="tickets: the label column")
+    ev.add_argument("--predictions", help="tickets: where to write row,label,confidence")
     ev.add_argument("--assignments", help="alarms: where to write row,signal_id")
     ev.add_argument("--rate", type=float, default=5000.0, help="alarms: replayed events per second")
     ev.add_argument("--batch", type=int, default=500, help="alarms: alerts per ingest request")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,9 +39,18 @@ def normalise(text: str) -> str:
 class Embedder:
     """Thread-safe, lazily loaded encoder with an LRU cache keyed by normalised text."""
 
-    def __init__(self, *, cache_size: int = 200_000, batch_size: int = 64) -> None:
+    def __init__(self, *, cache_size: int = 200_000, batch_size: int = 64, store: Path | None = None) -> None:
+        """`store`: an SQLite file that keeps vectors across runs (for evaluations over tens of
+        thousands of long texts, which take minutes to encode on two cores)."""
         self.cache_size = cache_size
         self.batch_size = batch_size
+        self._store: sqlite3.Connection | None = None
+        if store is not None:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            self._store = sqlite3.connect(store, check_same_thread=False)
+            self._store.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)"
+            )
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._model: Any = None
@@ -72,6 +83,12 @@ class Embedder:
             hits = len(keys) - sum(len(v) for v in missing.values())
             if hits:
                 EMBED_TEXTS.labels("cached").inc(hits)
+            if missing and self._store is not None:
+                found = self._stored(list(missing))
+                for key, vec in found.items():
+                    self._cache[key] = vec
+                    for i in missing.pop(key):
+                        out[i] = vec
             if missing:
                 fresh = list(missing)
                 vectors = self._load().encode(
@@ -84,8 +101,25 @@ class Embedder:
                     self._cache[key] = vec
                     for i in missing[key]:
                         out[i] = vec
+                if self._store is not None:
+                    with self._store:
+                        self._store.executemany(
+                            "INSERT OR IGNORE INTO vectors VALUES (?, ?)",
+                            [(k, self._cache[k].tobytes()) for k in fresh],
+                        )
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
+        return out
+
+    def _stored(self, keys: list[str]) -> dict[str, np.ndarray]:
+        assert self._store is not None
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self._store.execute(
+                f"SELECT key, vec FROM vectors WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            )
+            out.update({k: np.frombuffer(v, dtype=np.float32).copy() for k, v in rows})
         return out
 
     def encode_one(self, text: str) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Ticket triage: classification and similar cases (local path)."""
