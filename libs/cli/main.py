@@ -183,6 +183,19 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.what == "similar":
+        from libs.cli import eval_tickets
+
+        if not args.data:
+            raise ValueError("eval similar needs --data CSV")
+        report = eval_tickets.evaluate_similar(
+            data=Path(args.data),
+            text_col=args.text_col,
+            label_col=args.label_col,
+            cache=_var(args) / "cache" / "embeddings.sqlite",
+        )
+        print(json.dumps(report, indent=2))
+        return 0
     if args.what == "tickets":
         from libs.cli import eval_tickets
 
@@ -266,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(fn=cmd_key)
 
     ev = sub.add_parser("eval", help="measure the platform on real data (prints JSON)")
-    ev.add_argument("what", choices=["alarms", "tickets"])
+    ev.add_argument("what", choices=["alarms", "tickets", "similar"])
     ev.add_argument("--data", help="alarms: the folder with Alarm.csv and DAG.npy; tickets: a labelled CSV")
     ev.add_argument("--train", help="tickets: an explicit training CSV (with --test)")
     ev.add_argument("--test", help="tickets: an explicit test CSV")

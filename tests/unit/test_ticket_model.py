@@ -122,3 +122,29 @@ def test_eval_tickets_writes_one_prediction_per_test_row_and_a_baseline(tmp_path
     assert all(labels[int(r["row"])] in VOCAB for r in rows)
     assert report["macro_f1"] > 0.9 and "macro_f1" in report["baseline_tfidf_linear_svm"]
     assert (tmp_path / "var" / "cache" / "embeddings.sqlite").exists()
+
+
+def test_ndcg_rewards_relevant_cases_ranked_first() -> None:
+    from libs.cli.eval_tickets import _ndcg_at
+
+    first = np.array([[True] + [False] * 9])
+    last = np.array([[False] * 9 + [True]])
+    assert _ndcg_at(np.ones((1, 10), dtype=bool), 10)[0] == pytest.approx(1.0)
+    assert _ndcg_at(first, 10)[0] > _ndcg_at(last, 10)[0] > 0
+
+
+def test_eval_similar_ranks_same_label_cases_and_reports_a_lexical_baseline(tmp_path: Path) -> None:
+    from libs.cli.eval_tickets import evaluate_similar
+
+    texts, labels, _ = tickets(300, 6)
+    data = tmp_path / "tickets.csv"
+    with data.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Document", "Topic_group"])
+        w.writerows(zip(texts, labels, strict=True))
+    report = evaluate_similar(
+        data=data, text_col="Document", label_col="Topic_group", cache=tmp_path / "c.sqlite"
+    )
+    assert report["queries"] == 60 and report["candidates"] == 240
+    assert report["precision_at_5"] > 0.9, "three well-separated categories: neighbours share the label"
+    assert 0 < report["baseline_tfidf"]["ndcg_at_10"] <= 1
