@@ -28,6 +28,8 @@ def _progress(msg: str) -> None:
 
 
 def read_labelled(path: Path, text_col: str, label_col: str) -> tuple[list[int], list[str], list[str]]:
+    if not path.is_file():
+        raise ValueError(f"no labelled CSV at {path}")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as fh:  # type: ignore[operator]
         reader = csv.DictReader(fh)

@@ -214,12 +214,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         print(json.dumps(report, indent=2))
         return 0
-    bootstrap = _external_bootstrap() or broker.start(_broker_cfg(args))
     if args.what == "alarms":
         from libs.cli import eval_alarms
 
         if not args.data or not args.assignments:
             raise ValueError("eval alarms needs --data DIR and --assignments OUT.csv")
+        if not Path(args.data).exists():
+            raise ValueError(f"no alarm data at {args.data}")
+        bootstrap = _external_bootstrap() or broker.start(_broker_cfg(args))
         report = eval_alarms.evaluate(
             Path(args.data),
             Path(args.assignments),
