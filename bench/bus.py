@@ -25,8 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from aiokafka import AIOKafkaConsumer  # noqa: E402
 
+from bench.raw_kafka import raw_produce_eps  # noqa: E402
 from libs.common.bus import EventConsumer, EventProducer  # noqa: E402
 from libs.common.events import AlertPayload, AlertReceived, EventSource, utcnow  # noqa: E402
 from libs.common.telemetry import configure_tracing  # noqa: E402
@@ -94,24 +95,8 @@ async def project_produce(bootstrap: str, topic: str, events: list[AlertReceived
 
 
 async def raw_produce(bootstrap: str, topic: str, events: list[AlertReceived]) -> float:
-    records = [(e.tenant_id.encode(), e.model_dump_json().encode()) for e in events]
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        client_id="bench-raw",
-    )
-    await producer.start()
-    try:
-        start = time.perf_counter()
-        for i in range(0, len(records), CHUNK):
-            futs = [await producer.send(topic, v, key=k) for k, v in records[i : i + CHUNK]]
-            await asyncio.gather(*futs)
-        return len(records) / (time.perf_counter() - start)
-    finally:
-        await producer.stop()
+    records = [(e.tenant_id.encode(), e.model_dump_json().encode(), []) for e in events]
+    return await raw_produce_eps(bootstrap, topic, records, CHUNK)
 
 
 async def project_consume(bootstrap: str, topic: str, n: int) -> float:

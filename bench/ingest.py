@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
-from aiokafka import AIOKafkaProducer  # noqa: E402
 
+from bench.raw_kafka import raw_produce_eps  # noqa: E402
 from libs.cli import broker, debian  # noqa: E402
 from libs.cli.platform import wait_http_ready  # noqa: E402
 from libs.common.settings import REPO_ROOT  # noqa: E402
@@ -111,25 +110,8 @@ def run_wrk(url: str, script: str, seconds: int, threads: int, connections: int)
 
 
 async def raw_produce(bootstrap: str, topic: str, n: int, value: bytes) -> float:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=512 * 1024,
-    )
-    await producer.start()
-    try:
-        start = time.perf_counter()
-        for i in range(0, n, 1000):
-            futs = [
-                await producer.send(topic, value, key=f"t{j % 100}".encode())
-                for j in range(i, min(n, i + 1000))
-            ]
-            await asyncio.gather(*futs)
-        return n / (time.perf_counter() - start)
-    finally:
-        await producer.stop()
+    records = [(f"t{j % 100}".encode(), value, []) for j in range(n)]
+    return await raw_produce_eps(bootstrap, topic, records)
 
 
 def main() -> None:

@@ -37,9 +37,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from aiokafka import AIOKafkaConsumer  # noqa: E402
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
+from bench.raw_kafka import raw_produce_eps, raw_producer  # noqa: E402
 from libs.cli import broker  # noqa: E402
 from libs.cli.platform import spawn_service, wait_spawned  # noqa: E402
 from libs.common.bus import encode  # noqa: E402
@@ -117,28 +118,6 @@ def make_alerts(
     return out
 
 
-async def raw_bus_eps(bootstrap: str, topic: str, records: list[Any]) -> float:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-    )
-    await producer.start()
-    try:
-        start = time.perf_counter()
-        for i in range(0, len(records), 1000):
-            futs = [
-                await producer.send(topic, value, key=tenant.encode(), headers=headers)
-                for _, tenant, value, headers in records[i : i + 1000]
-            ]
-            await asyncio.gather(*futs)
-        return len(records) / (time.perf_counter() - start)
-    finally:
-        await producer.stop()
-
-
 async def sustained(
     bootstrap: str, namespace: str, records: list[Any], rate: float
 ) -> tuple[dict[str, float], dict[str, float], float]:
@@ -169,13 +148,7 @@ async def sustained(
                             seen.setdefault(aid.decode(), now)
 
     watcher = asyncio.create_task(watch())
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-    )
+    producer = raw_producer(bootstrap, "bench-load")
     await producer.start()
     chunk = max(1, int(rate / 100))  # send in 10 ms slices
     # Partitions as the platform's producers choose them (murmur2 of the tenant key), computed
@@ -263,7 +236,9 @@ def main() -> None:
         # The bus ceiling first, on a topic of its own, so it does not feed the service.
         raw_topic = f"{namespace}.bench-raw"
         asyncio.run(ensure_topics(bootstrap, [TopicSpec(raw_topic, AlertReceived)]))
-        bus_eps = asyncio.run(raw_bus_eps(bootstrap, raw_topic, baseline))
+        bus_eps = asyncio.run(
+            raw_produce_eps(bootstrap, raw_topic, [(t.encode(), v, h) for _, t, v, h in baseline])
+        )
         for i in range(args.workers):  # one at a time: the first one migrates the database
             proc, url = spawn_service("triage", env, var / f"triage-{i}.log")
             procs.append(proc)
