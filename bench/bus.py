@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
-from bench.raw_kafka import raw_produce_eps  # noqa: E402
+from bench.raw_kafka import Record, raw_produce_eps  # noqa: E402
 from libs.common.bus import EventConsumer, EventProducer  # noqa: E402
 from libs.common.events import AlertPayload, AlertReceived, EventSource, utcnow  # noqa: E402
 from libs.common.telemetry import configure_tracing  # noqa: E402
@@ -95,7 +95,7 @@ async def project_produce(bootstrap: str, topic: str, events: list[AlertReceived
 
 
 async def raw_produce(bootstrap: str, topic: str, events: list[AlertReceived]) -> float:
-    records = [(e.tenant_id.encode(), e.model_dump_json().encode(), []) for e in events]
+    records: list[Record] = [(e.tenant_id.encode(), e.model_dump_json().encode(), []) for e in events]
     return await raw_produce_eps(bootstrap, topic, records, CHUNK)
 
 

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from bench.raw_kafka import raw_produce_eps  # noqa: E402
+from bench.raw_kafka import Record, raw_produce_eps  # noqa: E402
 from libs.cli import broker, debian  # noqa: E402
-from libs.cli.platform import wait_http_ready  # noqa: E402
+from libs.cli.platform import wait_spawned  # noqa: E402
 from libs.common.settings import REPO_ROOT  # noqa: E402
 from libs.common.topics import ensure_topics  # noqa: E402
 
@@ -110,7 +110,7 @@ def run_wrk(url: str, script: str, seconds: int, threads: int, connections: int)
 
 
 async def raw_produce(bootstrap: str, topic: str, n: int, value: bytes) -> float:
-    records = [(f"t{j % 100}".encode(), value, []) for j in range(n)]
+    records: list[Record] = [(f"t{j % 100}".encode(), value, []) for j in range(n)]
     return await raw_produce_eps(bootstrap, topic, records)
 
 
@@ -158,16 +158,7 @@ def main() -> None:
             )
             worker = procs[-1]
             log = var / f"ingest-{i}.log"
-            wait_http_ready(
-                {
-                    f"ingest-{i}": (
-                        f"{url}/readyz",
-                        lambda w=worker: w.poll() is None,
-                        lambda lg=log: lg.read_text(),
-                    )
-                },
-                timeout_s=60,
-            )
+            wait_spawned({f"ingest-{i}": (worker, url, log)}, timeout_s=60)
         auth = {"Authorization": f"Bearer {ADMIN}"}
         httpx.post(
             f"{url}/v1/admin/tenants", json={"tenant_id": "bench", "name": "bench"}, headers=auth

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from libs.common.embeddings import Embedder, normalise
+from libs.common.embeddings import Embedder
 
 
 def _progress(msg: str) -> None:
@@ -49,6 +49,14 @@ def read_labelled(path: Path, text_col: str, label_col: str) -> tuple[list[int],
     return rows, texts, labels
 
 
+def split(labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation split: 80/20, stratified by label, seed 42."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(np.arange(len(labels)), test_size=0.2, random_state=42, stratify=labels)
+    return train, test
+
+
 def precision_at_coverage(correct: np.ndarray, confidence: np.ndarray, coverage: float) -> float:
     order = np.argsort(-confidence, kind="stable")
     n = max(1, int(round(coverage * len(order))))
@@ -68,14 +76,13 @@ def evaluate(
 ) -> dict[str, Any]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics import accuracy_score, f1_score
-    from sklearn.model_selection import train_test_split
     from sklearn.svm import LinearSVC
 
     from services.triage.tickets.model import TicketClassifier
 
     if data is not None:
         rows, texts, labels = read_labelled(data, text_col, label_col)
-        tr, te = train_test_split(np.arange(len(texts)), test_size=0.2, random_state=42, stratify=labels)
+        tr, te = split(labels)
         tr_rows, tr_texts, tr_labels = [rows[i] for i in tr], [texts[i] for i in tr], [labels[i] for i in tr]
         te_rows, te_texts, te_labels = [rows[i] for i in te], [texts[i] for i in te], [labels[i] for i in te]
     elif train is not None and test is not None:
@@ -100,16 +107,15 @@ def evaluate(
     correct = got == truth
 
     # Time to classify a new ticket, one at a time, embedding included (no cache).
-    fresh = Embedder()
-    fresh.encode(["warm up"])
     sample = te_texts[: min(timing_sample, len(te_texts))]
+    embedder.encode(["warm up"], cached=False)  # the model may not be loaded yet (all cached)
     times = []
     with threadpool_limits(limits=1, user_api="blas"):
         # One ticket's arithmetic is small: BLAS threads spinning beside torch's cost more
-        # than they save (the service classifies the same way).
+        # than they save; a service classifying ticket by ticket should limit them likewise.
         for text in sample:
             t = time.perf_counter()
-            model.predict([text], fresh.encode([text]))
+            model.predict([text], embedder.encode([text], cached=False))
             times.append(time.perf_counter() - t)
 
     _progress("baseline: TF-IDF + linear SVM")
@@ -154,22 +160,6 @@ def evaluate(
     }
 
 
-def seed_cache(cache: Path, texts: list[str], vectors: np.ndarray) -> None:
-    """Load vectors computed elsewhere with the same model into the cache (used by tests)."""
-    import sqlite3
-
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(cache) as db:
-        db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
-        db.executemany(
-            "INSERT OR IGNORE INTO vectors VALUES (?, ?)",
-            [
-                (normalise(t), np.asarray(v, dtype=np.float32).tobytes())
-                for t, v in zip(texts, vectors, strict=True)
-            ],
-        )
-
-
 def _ndcg_at(relevant: np.ndarray, k: int) -> np.ndarray:
     """nDCG@k per query, `relevant` being (queries, k) booleans in ranked order; the ideal
     ranking has k relevant cases (there are always more than k of each label here)."""
@@ -184,10 +174,9 @@ def evaluate_similar(
     embedding cosine and TF-IDF cosine; a case of the same label counts as relevant. The
     TF-IDF-only ranking is the baseline, in the same run."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.model_selection import train_test_split
 
     _, texts, labels = read_labelled(data, text_col, label_col)
-    tr, te = train_test_split(np.arange(len(texts)), test_size=0.2, random_state=42, stratify=labels)
+    tr, te = split(labels)
     y = np.array(labels, dtype=object)
     embedder = Embedder(store=cache)
     vec = embedder.encode(texts)
@@ -195,7 +184,9 @@ def evaluate_similar(
     a = tfidf.fit_transform([texts[i] for i in tr])
     b = tfidf.transform([texts[i] for i in te])
     k = 10
-    hybrid_rel, lexical_rel, times = [], [], []
+    hybrid_rel: list[np.ndarray] = []
+    lexical_rel: list[np.ndarray] = []
+    times: list[float] = []
     for start in range(0, len(te), chunk):
         q = te[start : start + chunk]
         t = time.perf_counter()

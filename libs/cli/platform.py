@@ -113,14 +113,13 @@ def spawn_service(name: str, env: dict[str, str], log: Path) -> tuple[subprocess
 
 def wait_spawned(procs: dict[str, tuple[subprocess.Popen[bytes], str, Path]], timeout_s: float = 120) -> None:
     """Wait for each spawned service's /readyz; raise with its log if one exits or never gets ready."""
-    targets = {
-        name: (
-            f"{url}/readyz",
-            lambda p=proc: p.poll() is None,  # type: ignore[misc]
-            lambda lg=log: f"its log:\n{lg.read_text()[-3000:]}",  # type: ignore[misc]
-        )
-        for name, (proc, url, log) in procs.items()
-    }
+
+    def target(
+        proc: subprocess.Popen[bytes], url: str, log: Path
+    ) -> tuple[str, Callable[[], bool], Callable[[], str]]:
+        return f"{url}/readyz", lambda: proc.poll() is None, lambda: f"its log:\n{log.read_text()[-3000:]}"
+
+    targets = {name: target(*spawned) for name, spawned in procs.items()}
     not_ready = wait_http_ready(targets, timeout_s)
     if not_ready:
         raise RuntimeError(f"not ready after {timeout_s:.0f} s: {sorted(not_ready)}")

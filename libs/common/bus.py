@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -347,6 +348,7 @@ class EventConsumer:
                 "msp.service": self.service,
             },
         ):
+            assert self.handler is not None
             start = time.perf_counter()
             try:
                 event = decode(topic, record.key, record.value, headers)
@@ -369,11 +371,14 @@ class EventConsumer:
                         return
                     await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
             self.stats.handled += 1
-            counter = self._ok_counters.get(topic)
-            if counter is None:  # label lookups cost more than the increment: do them once
-                counter = self._ok_counters[topic] = EVENTS_CONSUMED.labels(self.service, topic, "ok")
-            counter.inc()
+            self._count_ok(topic)
             self._hist.observe(time.perf_counter() - start)
+
+    def _count_ok(self, topic: str, n: int = 1) -> None:
+        counter = self._ok_counters.get(topic)
+        if counter is None:  # label lookups cost more than the increment: do them once
+            counter = self._ok_counters[topic] = EVENTS_CONSUMED.labels(self.service, topic, "ok")
+        counter.inc(n)
 
     async def _linger(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -425,6 +430,7 @@ class EventConsumer:
                 "msp.service": self.service,
             },
         ):
+            handled = decoded
             for attempt in range(1, self.max_attempts + 1):
                 try:
                     await self.batch_handler(decoded)
@@ -437,20 +443,18 @@ class EventConsumer:
                         continue
                     # Isolate the poison: one event at a time, dead-lettering those that fail.
                     log.exception("batch handler failed; retrying events one by one")
+                    handled = []
                     for item in decoded:
                         try:
                             await self.batch_handler([item])
+                            handled.append(item)
                         except asyncio.CancelledError:
                             raise
                         except Exception as exc:
                             await self._deadletter(item[1], exc, reason="handler")
-        self.stats.handled += len(decoded)
-        for _event, record in decoded:
-            topic = logical(record.topic, self.namespace)
-            counter = self._ok_counters.get(topic)
-            if counter is None:
-                counter = self._ok_counters[topic] = EVENTS_CONSUMED.labels(self.service, topic, "ok")
-            counter.inc()
+        self.stats.handled += len(handled)
+        for topic, n in Counter(record.topic for _, record in handled).items():
+            self._count_ok(logical(topic, self.namespace), n)
         self._hist.observe(time.perf_counter() - start)
 
     async def _deadletter(

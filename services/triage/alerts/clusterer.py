@@ -27,16 +27,18 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
-from libs.common.events import AlertReceived, GroupingReason, SignalPayload
+from libs.common.events import AlertReceived, GroupingReason, Severity, SignalPayload
 from services.triage.alerts.correlation import CorrelationLearner
 from services.triage.alerts.templates import template_of
 
 log = logging.getLogger(__name__)
 
+Detail = str | Callable[[], str]
+SignalState = Literal["opened", "updated", "merged", "resolved"]
 SEVERITY_RANK = {"info": 0, "low": 1, "warning": 2, "high": 3, "critical": 4}
 SIGNAL_NAMESPACE = uuid.UUID("5b0f1c52-9a53-4c43-8f7c-0d1f2a3b4c5d")
 
@@ -328,13 +330,12 @@ class TenantClusterer:
                 continue
             sig = self._best_on_scope(scope_key, feature, template, t)
             if sig is not None:
-                key, window = scope_key, int(cfg.site_window_s)
-                detail = (
-                    (lambda key=key, window=window: f"same site {key}, related alert within {window} s")
+                why = (
+                    f"same site {scope_key}, related alert within {int(cfg.site_window_s)} s"
                     if feature == "site"
-                    else (lambda key=key: f"alert on upstream device {key}")
+                    else f"alert on upstream device {scope_key}"
                 )
-                self._join(sig, event, template, t, 0.8, (feature, key, detail))
+                self._join(sig, event, template, t, 0.8, (feature, scope_key, why))
                 return sig
         # 5. a new signal
         return self._open(event, template, t)
@@ -392,15 +393,16 @@ class TenantClusterer:
         self._batch_seeds.append(sig.signal_id)
         return sig
 
-    def _reason(self, sig: Signal, feature: str, key: str, detail: Callable[[], str], weight: float) -> None:
-        """Record why an alert joined; the text is built only for a reason not yet recorded."""
+    def _reason(self, sig: Signal, feature: str, key: str, detail: Detail, weight: float) -> None:
+        """Record why an alert joined; a text given as a function is built only for a reason
+        not yet recorded."""
         k = f"{feature}|{key}"
         found = sig.reasons.get(k)
         if found is not None:
             if weight > found[2]:
                 found[2] = weight
         elif len(sig.reasons) < 20:
-            sig.reasons[k] = [feature, detail(), weight]
+            sig.reasons[k] = [feature, detail() if callable(detail) else detail, weight]
 
     def _join(
         self,
@@ -409,7 +411,7 @@ class TenantClusterer:
         template: int,
         t: float,
         weight: float,
-        *reasons: tuple[str, str, Callable[[], str]],
+        *reasons: tuple[str, str, Detail],
     ) -> None:
         a = event.payload
         member = sig.members.get(a.fingerprint)
@@ -450,17 +452,20 @@ class TenantClusterer:
 
     # --- end of a micro-batch -------------------------------------------------------------
 
-    def merge_new_groups(self) -> None:
-        """HDBSCAN over the signals this batch opened that share a site: each cluster of similar
-        templates becomes one signal."""
+    def merge_new_groups(self, *, enabled: bool = True) -> None:
+        """HDBSCAN over the signals opened since the last call that share a site: each cluster
+        of similar templates becomes one signal. Not `enabled` (the embedding model is still
+        loading), the seeds are let go: they stay signals of their own."""
         seeds, self._batch_seeds = self._batch_seeds, []
+        if not enabled or self.embed is None:
+            return
         by_site: dict[str, list[Signal]] = {}
         for sid in seeds:
             sig = self.signals.get(sid)
             if sig is not None and sig.status == "open" and sig.sites:
                 by_site.setdefault(sig.sites[0], []).append(sig)
         for site, group in by_site.items():
-            if len(group) < self.config.hdbscan_min_seeds or self.embed is None:
+            if len(group) < self.config.hdbscan_min_seeds:
                 continue
             group = group[-self.config.hdbscan_max_seeds :]
             try:
@@ -598,7 +603,7 @@ class TenantClusterer:
         to_uuid = uuid.UUID
         return SignalPayload.model_construct(
             signal_id=to_uuid(sig.signal_id),
-            state=state,
+            state=cast(SignalState, state),
             title=title[:1000],
             member_alert_ids=[to_uuid(x) for x in (sig.recent_ids or added[:1])],
             added_alert_ids=[to_uuid(x) for x in added],
@@ -606,7 +611,7 @@ class TenantClusterer:
             devices=sorted(sig.devices),
             sites=list(sig.sites),
             open_alerts=sum(1 for m in members if m.active),
-            severity=sig.severity,
+            severity=cast(Severity, sig.severity),
             first_seen=_ts(sig.first_seen),
             last_seen=_ts(sig.last_seen),
             count=sig.count,
@@ -637,7 +642,7 @@ class TenantClusterer:
                 self._index(sig, m, None)
                 for start in m.active:
                     self.by_occurrence[(m.fingerprint, start)] = sig.signal_id
-                self.clock = max(self.clock, sig.last_activity)
+            self.clock = max(self.clock, sig.last_activity)
             for gk in sig.group_keys:
                 self.by_group_key[gk] = sig.signal_id
             # A record replayed after a crash may already be in the checkpoint: recognise the

@@ -45,7 +45,7 @@ CLUSTER_LATENCY = Histogram(
 )
 _FIRING_IN = ALERTS_IN.labels("firing")
 _RESOLVED_IN = ALERTS_IN.labels("resolved")
-SIGNAL_NAMESPACE = uuid.UUID("0e7d2b8a-3f0c-4d1e-9a6b-51c2d3e4f5a6")
+REVISION_NAMESPACE = uuid.UUID("0e7d2b8a-3f0c-4d1e-9a6b-51c2d3e4f5a6")
 
 
 class AlertClustering:
@@ -145,7 +145,7 @@ class AlertClustering:
             c = touched.get(event.tenant_id)
             if c is None:
                 c = touched[event.tenant_id] = await self._tenant(event.tenant_id)
-            self._last_event_wall[event.tenant_id] = wall
+                self._last_event_wall[event.tenant_id] = wall
             sig = c.add(event)
             if sig is not None:
                 aid = str(event.event_id)
@@ -162,10 +162,7 @@ class AlertClustering:
             # signals opened since the last run.
             if wall - c.last_grouping >= self.grouping_every_s:
                 c.last_grouping = wall
-                if self.embeddings_ready:
-                    c.merge_new_groups()
-                else:
-                    c._batch_seeds.clear()
+                c.merge_new_groups(enabled=self.embeddings_ready)
             c.sweep(c.clock)
         await self._publish(touched.values())
 
@@ -200,7 +197,7 @@ class AlertClustering:
                 payload = c.payload(sig, state, added)
                 events.append(
                     SignalClustered.model_construct(  # parts built valid; see TenantClusterer.payload
-                        event_id=uuid.uuid5(SIGNAL_NAMESPACE, f"{sig.signal_id}:{sig.revision}"),
+                        event_id=uuid.uuid5(REVISION_NAMESPACE, f"{sig.signal_id}:{sig.revision}"),
                         tenant_id=c.tenant_id,
                         occurred_at=payload.last_seen,
                         ingested_at=datetime.now(UTC),

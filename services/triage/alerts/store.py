@@ -100,7 +100,7 @@ def get_signal(engine: Engine, tenant_id: str, signal_id: str) -> dict[str, Any]
                 signals.c.tenant_id == tenant_id, signals.c.signal_id == signal_id
             )
         ).first()
-    return {**json.loads(row[0]), "stored_status": row[1]} if row else None
+    return _stored(row[0], row[1]) if row else None
 
 
 def list_signals(engine: Engine, tenant_id: str, status: str | None, limit: int) -> list[dict[str, Any]]:
@@ -109,4 +109,8 @@ def list_signals(engine: Engine, tenant_id: str, status: str | None, limit: int)
         if status:
             q = q.where(signals.c.status == status)
         rows = conn.execute(q.order_by(signals.c.updated_at.desc()).limit(limit))
-        return [{**json.loads(r[0]), "stored_status": r[1]} for r in rows]
+        return [_stored(r[0], r[1]) for r in rows]
+
+
+def _stored(state: str, status: str) -> dict[str, Any]:
+    return {**json.loads(state), "stored_status": status}

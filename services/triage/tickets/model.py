@@ -64,7 +64,7 @@ class TicketClassifier:
             np.arange(len(y)), test_size=0.1, random_state=seed, stratify=stratify
         )
         self._fit_core([texts[i] for i in fit_idx], y[fit_idx], vectors[fit_idx])
-        scores, votes = self._scores([texts[i] for i in hold_idx], vectors[hold_idx])
+        scores, votes, _, _ = self._scores([texts[i] for i in hold_idx], vectors[hold_idx])
         truth = y[hold_idx]
         best = max(BLEND_WEIGHTS, key=lambda a: self._macro_f1(truth, scores + a * votes))
         self.blend = best
@@ -81,34 +81,31 @@ class TicketClassifier:
 
     def _fit_core(self, texts: Sequence[str], y: np.ndarray, vectors: np.ndarray) -> None:
         self.words = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2)
-        parts = [self.words.fit_transform(texts)]
-        if self.char_ngrams:
-            self.chars = TfidfVectorizer(
-                sublinear_tf=True, analyzer="char_wb", ngram_range=(2, 5), min_df=2, max_features=300_000
-            )
-            parts.append(self.chars.fit_transform(texts))
-        parts.append(csr_matrix(vectors * EMBEDDING_WEIGHT))
-        self.svm = LinearSVC(C=self.C).fit(hstack(parts).tocsr(), y)
+        self.chars = TfidfVectorizer(
+            sublinear_tf=True, analyzer="char_wb", ngram_range=(2, 5), min_df=2, max_features=300_000
+        )
+        self.svm = LinearSVC(C=self.C).fit(self._features(texts, vectors, fit=True), y)
         self.classes_ = self.svm.classes_
         self.train_vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         index = {c: i for i, c in enumerate(self.classes_)}
         self.train_labels = np.array([index[c] for c in y])
 
-    def _features(self, texts: Sequence[str], vectors: np.ndarray):  # type: ignore[no-untyped-def]
-        parts = [self.words.transform(texts)]
-        if self.char_ngrams:
-            parts.append(self.chars.transform(texts))
+    def _features(self, texts: Sequence[str], vectors: np.ndarray, *, fit: bool = False) -> csr_matrix:
+        lexical = [self.words, self.chars] if self.char_ngrams else [self.words]
+        parts = [v.fit_transform(texts) if fit else v.transform(texts) for v in lexical]
         parts.append(csr_matrix(vectors * EMBEDDING_WEIGHT))
         return hstack(parts).tocsr()
 
-    def _scores(self, texts: Sequence[str], vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _scores(
+        self, texts: Sequence[str], vectors: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The model's scores, the similar-case votes, and those cases with their similarity."""
         scores = self.svm.decision_function(self._features(texts, vectors))
         if scores.ndim == 1:  # two classes: one column, for the second class
             scores = np.stack([-scores, scores], axis=1)
-        votes, _ = self._votes(vectors)
-        return scores, votes
+        return (scores, *self._votes(vectors))
 
-    def _votes(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _votes(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sims = vectors.astype(np.float32) @ self.train_vectors.T
         k = min(self.k, sims.shape[1])
         nn = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -121,7 +118,7 @@ class TicketClassifier:
             votes, (np.repeat(np.arange(len(vectors)), k), self.train_labels[nn].ravel()), weights.ravel()
         )
         total = votes.sum(axis=1, keepdims=True)
-        return np.divide(votes, total, out=np.zeros_like(votes), where=total > 0), nn
+        return np.divide(votes, total, out=np.zeros_like(votes), where=total > 0), nn, sims[rows, nn]
 
     def _macro_f1(self, truth: np.ndarray, scores: np.ndarray) -> float:
         from sklearn.metrics import f1_score
@@ -131,16 +128,13 @@ class TicketClassifier:
     # --- use ----------------------------------------------------------------------------
 
     def predict(self, texts: Sequence[str], vectors: np.ndarray) -> list[Prediction]:
-        scores = self.svm.decision_function(self._features(texts, vectors))
-        if scores.ndim == 1:
-            scores = np.stack([-scores, scores], axis=1)
-        votes, nn = self._votes(vectors)
+        scores, votes, nn, nn_sims = self._scores(texts, vectors)
         blended = scores + self.blend * votes
         confidence = self.confidence(blended)
         out = []
         for i in range(len(texts)):
             best = int(blended[i].argmax())
-            neighbours = [(int(j), float(vectors[i] @ self.train_vectors[j])) for j in nn[i]]
+            neighbours = [(int(j), float(sim)) for j, sim in zip(nn[i], nn_sims[i], strict=True)]
             out.append(
                 Prediction(
                     label=str(self.classes_[best]),
