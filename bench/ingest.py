@@ -33,7 +33,7 @@ from bench.raw_kafka import Record, raw_produce_eps  # noqa: E402
 from libs.cli import broker, debian  # noqa: E402
 from libs.cli.platform import wait_spawned  # noqa: E402
 from libs.common.settings import REPO_ROOT  # noqa: E402
-from libs.common.topics import ensure_topics  # noqa: E402
+from libs.common.topics import drop_namespace, ensure_topics  # noqa: E402
 
 ADMIN = "bench-admin-token-" + "x" * 24
 ALERT = (
@@ -175,6 +175,7 @@ def main() -> None:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(timeout=30)
+        asyncio.run(drop_namespace(bootstrap, namespace))
         shutil.rmtree(var, ignore_errors=True)
     print(
         json.dumps(

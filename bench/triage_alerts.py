@@ -46,7 +46,7 @@ from libs.cli.platform import spawn_service, wait_spawned  # noqa: E402
 from libs.common.bus import encode  # noqa: E402
 from libs.common.events import AlertPayload, AlertReceived, EventSource, utcnow  # noqa: E402
 from libs.common.settings import REPO_ROOT  # noqa: E402
-from libs.common.topics import TopicSpec, ensure_topics, physical  # noqa: E402
+from libs.common.topics import TopicSpec, drop_namespace, ensure_topics, physical  # noqa: E402
 
 TEMPLATES = [
     "Disk {v}: above {n}% on {d}",
@@ -250,6 +250,7 @@ def main() -> None:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
+        asyncio.run(drop_namespace(bootstrap, namespace))
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         admin.dispose()

@@ -36,7 +36,7 @@ from libs.cli.alarms_data import (
     replay_order,
 )
 from libs.cli.platform import spawn_service, wait_spawned
-from libs.common.topics import ensure_topics, physical
+from libs.common.topics import drop_namespace, ensure_topics, physical
 
 TENANT = "eval-alarms"
 
@@ -185,6 +185,7 @@ async def _run(
                 proc.wait(timeout=20)
             except Exception:  # noqa: BLE001 - it is going away either way
                 proc.kill()
+        await drop_namespace(bootstrap, namespace)  # the run's own topics: nothing else reads them
 
 
 def evaluate(

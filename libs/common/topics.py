@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -115,5 +117,27 @@ async def ensure_topics(
         created = [physical(s.name, namespace) for s in missing]
         log.info("topics created", extra={"topics": created})
         return created
+    finally:
+        await admin.close()
+
+
+async def drop_namespace(bootstrap_servers: str, namespace: str, *, timeout_s: float = 30.0) -> list[str]:
+    """Delete every topic of a namespace (a benchmark's or an evaluation's own, when it is
+    done). Refuses the empty namespace: the platform's topics are never dropped this way."""
+    if not namespace:
+        raise ValueError("refusing to drop the topics of the empty namespace")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="msp-topics")
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(f"{namespace}.")]
+        if doomed:
+            await admin.delete_topics(doomed)
+            # Deletion completes in the background: wait (boundedly) until the broker agrees.
+            deadline = time.monotonic() + timeout_s
+            while set(doomed) & set(await admin.list_topics()):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"topics of {namespace!r} still listed after {timeout_s:.0f} s")
+                await asyncio.sleep(0.2)
+        return doomed
     finally:
         await admin.close()

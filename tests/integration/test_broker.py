@@ -4,7 +4,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from libs.cli.broker import cluster_id
-from libs.common.topics import TOPICS, ensure_topics
+from libs.common.topics import TOPICS, drop_namespace, ensure_topics
+from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
 
@@ -35,3 +36,20 @@ async def test_ensure_topics_is_idempotent_and_declares_twelve_partitions(bootst
         assert set(partitions.values()) == {12}
     finally:
         await admin.close()
+
+
+async def test_a_namespace_can_be_dropped_whole_and_the_platforms_own_topics_never(bootstrap: str) -> None:
+    namespace = unique("drop").replace("-", "")
+    created = await ensure_topics(bootstrap, namespace=namespace)
+    assert len(created) == len(TOPICS)
+    dropped = await drop_namespace(bootstrap, namespace)
+    assert sorted(dropped) == sorted(created)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        left = [t for t in await admin.list_topics() if t.startswith(f"{namespace}.")]
+    finally:
+        await admin.close()
+    assert left == []
+    with pytest.raises(ValueError, match="empty namespace"):
+        await drop_namespace(bootstrap, "")
