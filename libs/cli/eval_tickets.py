@@ -1,8 +1,9 @@
-"""`msp eval tickets`: the local ticket classifier on a labelled CSV, against a TF-IDF +
+"""`msp eval tickets`: the service's local triage path on a labelled CSV, against a TF-IDF +
 linear SVM baseline trained in the same run.
 
 One file is split 80/20, stratified, seed 42; `--train`/`--test` give the parts explicitly.
-The training part is learned as one tenant's history. Embeddings are kept in
+The training part is learned as one tenant's resolved cases; the test part is classified
+ticket by ticket through the service's triager (the code the triage service runs). Embeddings are kept in
 `var/cache/embeddings.sqlite`, so only the first run pays for encoding. Time-to-classify is
 measured per ticket, one at a time, on a sample of the test part with its embedding computed
 afresh (not from the cache): what a new ticket costs.
@@ -11,42 +12,19 @@ afresh (not from the cache): what a new ticket costs.
 from __future__ import annotations
 
 import csv
-import gzip
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from libs.common.embeddings import Embedder
+from services.triage.tickets.corpus import read_labelled
 
 
 def _progress(msg: str) -> None:
     print(f"[eval tickets] {msg}", file=sys.stderr, flush=True)
-
-
-def read_labelled(path: Path, text_col: str, label_col: str) -> tuple[list[int], list[str], list[str]]:
-    if not path.is_file():
-        raise ValueError(f"no labelled CSV at {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="") as fh:  # type: ignore[operator]
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        for col in (text_col, label_col):
-            if col not in cols:
-                raise ValueError(f"{path}: no column {col!r} (columns: {', '.join(cols)})")
-        rows, texts, labels = [], [], []
-        for i, r in enumerate(reader):
-            text, label = (r[text_col] or "").strip(), (r[label_col] or "").strip()
-            if text and label:
-                rows.append(i)
-                texts.append(text)
-                labels.append(label)
-    if not texts:
-        raise ValueError(f"{path}: no labelled rows")
-    return rows, texts, labels
 
 
 def split(labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +39,24 @@ def precision_at_coverage(correct: np.ndarray, confidence: np.ndarray, coverage:
     order = np.argsort(-confidence, kind="stable")
     n = max(1, int(round(coverage * len(order))))
     return float(correct[order[:n]].mean())
+
+
+def _tenant_history(
+    embedder: Embedder, rows: list[int], texts: list[str], labels: list[str], vectors: np.ndarray
+) -> tuple[Any, Any, Any]:
+    """The service's local path with the training part as one tenant's resolved cases."""
+    from services.triage.tickets.engine import local_path
+    from services.triage.tickets.triager import Case, TriageConfig, snapshot_of, ticket_text
+
+    triager, matcher = local_path(embedder, TriageConfig())
+    cases = triager.cases(TENANT)
+    for row, text, label, vector in zip(rows, texts, labels, vectors, strict=True):
+        ticket = snapshot_of(f"row-{row}", text)
+        cases.add(Case(ticket.ticket_id, ticket_text(ticket), label, None, "", None), vector)
+    return triager, matcher, cases
+
+
+TENANT = "eval"
 
 
 def evaluate(
@@ -78,7 +74,8 @@ def evaluate(
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.svm import LinearSVC
 
-    from services.triage.tickets.model import TicketClassifier
+    from services.triage.tickets.triager import TriageConfig, snapshot_of
+    from services.triage.tickets.triager import train as train_model
 
     if data is not None:
         rows, texts, labels = read_labelled(data, text_col, label_col)
@@ -95,28 +92,39 @@ def evaluate(
     t = time.perf_counter()
     tr_vec = embedder.encode(tr_texts)
     te_vec = embedder.encode(te_texts)
-    _progress(f"embedded in {time.perf_counter() - t:.0f} s; training")
+    _progress(f"embedded in {time.perf_counter() - t:.0f} s; training the tenant model")
 
+    triager, matcher, cases = _tenant_history(embedder, tr_rows, tr_texts, tr_labels, tr_vec)
     t = time.perf_counter()
-    model = TicketClassifier().fit(tr_texts, tr_labels, tr_vec)
+    texts_, labels_, vectors_, upto = cases.training_set()
+    cases.install(train_model(texts_, labels_, vectors_), upto)
     train_s = time.perf_counter() - t
-    preds = model.predict(te_texts, te_vec)
-    truth = np.array(te_labels, dtype=object)
-    got = np.array([p.label for p in preds], dtype=object)
-    conf = np.array([p.confidence for p in preds])
-    correct = got == truth
+    config: TriageConfig = triager.config
+    _progress(f"trained in {train_s:.0f} s; classifying {len(te_texts)} tickets one by one")
 
-    # Time to classify a new ticket, one at a time, embedding included (no cache).
-    sample = te_texts[: min(timing_sample, len(te_texts))]
-    embedder.encode(["warm up"], cached=False)  # the model may not be loaded yet (all cached)
+    got, conf = [], []
+    for n, (row, text, vector) in enumerate(zip(te_rows, te_texts, te_vec, strict=True)):
+        result = triager.classify(TENANT, snapshot_of(f"row-{row}", text), vector, matcher)
+        # The label the local path would give, abstaining or not: precision at coverage
+        # ranks by confidence; the abstention threshold is a deployment choice.
+        label = result.category.label or (result.candidates[0][0] if result.candidates else "")
+        got.append(label)
+        conf.append(result.category.confidence)
+        if n and n % 2000 == 0:
+            _progress(f"{n} classified")
+    # Time to classify a new ticket: its embedding computed afresh (no cache), then the
+    # service's classification, one ticket at a time.
+    embedder.encode(["warm up"], cached=False)
     times = []
-    with threadpool_limits(limits=1, user_api="blas"):
-        # One ticket's arithmetic is small: BLAS threads spinning beside torch's cost more
-        # than they save; a service classifying ticket by ticket should limit them likewise.
-        for text in sample:
-            t = time.perf_counter()
-            model.predict([text], embedder.encode([text], cached=False))
-            times.append(time.perf_counter() - t)
+    for row, text in list(zip(te_rows, te_texts, strict=True))[:timing_sample]:
+        t = time.perf_counter()
+        vector = embedder.encode([text], cached=False)[0]
+        triager.classify(TENANT, snapshot_of(f"row-{row}", text), vector, matcher)
+        times.append(time.perf_counter() - t)
+    truth = np.array(te_labels, dtype=object)
+    got_a = np.array(got, dtype=object)
+    conf_a = np.array(conf)
+    correct = got_a == truth
 
     _progress("baseline: TF-IDF + linear SVM")
     vec = TfidfVectorizer(sublinear_tf=True)
@@ -130,8 +138,8 @@ def evaluate(
     with predictions.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["row", "label", "confidence"])
-        for row, p in zip(te_rows, preds, strict=True):
-            w.writerow([row, p.label, f"{p.confidence:.4f}"])
+        for row, label, c in zip(te_rows, got, conf, strict=True):
+            w.writerow([row, label, f"{c:.4f}"])
     classes = sorted(set(te_labels))
 
     def figures(pred: np.ndarray, ok: np.ndarray, confidence: np.ndarray) -> dict[str, Any]:
@@ -149,11 +157,15 @@ def evaluate(
         "eval": "tickets",
         "train": len(tr_texts),
         "test": len(te_texts),
-        "method": "linear SVM on word+char TF-IDF and MiniLM embeddings, blended with a similar-case vote",
-        "blend_weight": model.blend,
-        **figures(got, correct, conf),
+        "method": "service local path: tenant model (linear SVM on word+char TF-IDF and MiniLM "
+        "embeddings) blended with the vote of the tenant's most similar cases",
+        "blend_weight": cases.model.blend if cases.model is not None else None,
+        **figures(got_a, correct, conf_a),
+        "abstained_below": config.abstain_below,
+        "abstention_share": round(float((conf_a < config.abstain_below).mean()), 4),
         "p50_ms_to_classify": round(ms[len(ms) // 2], 1),
         "p95_ms_to_classify": round(ms[min(len(ms) - 1, int(len(ms) * 0.95))], 1),
+        "timed_tickets": len(ms),
         "train_seconds": round(train_s, 1),
         "baseline_tfidf_linear_svm": figures(base_pred, base_correct, base_margin),
         "predictions": str(predictions),
@@ -167,45 +179,49 @@ def _ndcg_at(relevant: np.ndarray, k: int) -> np.ndarray:
     return (relevant[:, :k] * gains).sum(axis=1) / gains.sum()
 
 
-def evaluate_similar(
-    *, data: Path, text_col: str, label_col: str, cache: Path, emb_weight: float = 0.5, chunk: int = 500
-) -> dict[str, Any]:
-    """Similar prior cases: for each test ticket, the 10 training tickets ranked by a hybrid of
-    embedding cosine and TF-IDF cosine; a case of the same label counts as relevant. The
-    TF-IDF-only ranking is the baseline, in the same run."""
+def evaluate_similar(*, data: Path, text_col: str, label_col: str, cache: Path) -> dict[str, Any]:
+    """Similar prior cases, as the service finds them: for each test ticket, the 10 nearest
+    of the tenant's resolved cases (the training part) by embedding cosine; a case of the same
+    label counts as relevant. TF-IDF cosine ranking is the baseline, in the same run."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    _, texts, labels = read_labelled(data, text_col, label_col)
+    from services.triage.tickets.triager import nearest
+
+    rows, texts, labels = read_labelled(data, text_col, label_col)
     tr, te = split(labels)
     y = np.array(labels, dtype=object)
     embedder = Embedder(store=cache)
     vec = embedder.encode(texts)
+    _, _, cases = _tenant_history(
+        embedder, [rows[i] for i in tr], [texts[i] for i in tr], [labels[i] for i in tr], vec[tr]
+    )
+    k = 10
+    service_rel, times = [], []
+    for q in te:
+        t = time.perf_counter()
+        found = nearest(cases, cases.similarities(vec[q]), k, exclude=f"row-{rows[q]}")
+        times.append(time.perf_counter() - t)
+        service_rel.append([c.category == y[q] for c, _ in found])
+    service = np.array(service_rel, dtype=bool)
+
     tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2)
     a = tfidf.fit_transform([texts[i] for i in tr])
     b = tfidf.transform([texts[i] for i in te])
-    k = 10
-    hybrid_rel: list[np.ndarray] = []
-    lexical_rel: list[np.ndarray] = []
-    times: list[float] = []
-    for start in range(0, len(te), chunk):
-        q = te[start : start + chunk]
-        t = time.perf_counter()
-        lex = (b[start : start + chunk] @ a.T).toarray()
-        sem = vec[q] @ vec[tr].T
-        for scores, out in ((emb_weight * sem + (1 - emb_weight) * lex, hybrid_rel), (lex, lexical_rel)):
-            top = np.argpartition(-scores, k, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
-            ranked = np.take_along_axis(top, order, axis=1)
-            out.append(y[tr][ranked] == y[q][:, None])
-        times.append((time.perf_counter() - t) / len(q))
-    hybrid, lexical = np.vstack(hybrid_rel), np.vstack(lexical_rel)
+    lexical_rel = []
+    for start in range(0, len(te), 500):
+        scores = (b[start : start + 500] @ a.T).toarray()
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+        ranked = np.take_along_axis(top, order, axis=1)
+        lexical_rel.append(y[tr][ranked] == y[te[start : start + 500]][:, None])
+    lexical = np.vstack(lexical_rel)
     return {
         "eval": "similar",
         "queries": int(len(te)),
         "candidates": int(len(tr)),
-        "method": f"{emb_weight:g} x MiniLM cosine + {1 - emb_weight:g} x TF-IDF cosine",
-        "precision_at_5": round(float(hybrid[:, :5].mean()), 4),
-        "ndcg_at_10": round(float(_ndcg_at(hybrid, 10).mean()), 4),
+        "method": "service similar-case retrieval: MiniLM cosine over the tenant's resolved cases",
+        "precision_at_5": round(float(service[:, :5].mean()), 4),
+        "ndcg_at_10": round(float(_ndcg_at(service, 10).mean()), 4),
         "ms_per_query": round(1000 * float(np.mean(times)), 2),
         "baseline_tfidf": {
             "precision_at_5": round(float(lexical[:, :5].mean()), 4),

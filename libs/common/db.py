@@ -12,7 +12,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -69,3 +70,11 @@ def run_alembic_env() -> None:
             context.run_migrations()
         conn.commit()
     engine.dispose()
+
+
+def upsert(engine: Engine, table: Table, keys: list[str]):  # type: ignore[no-untyped-def]
+    """An INSERT that overwrites the other columns of the row with the same `keys`."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    cols = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    return stmt.on_conflict_do_update(index_elements=keys, set_=cols)

@@ -263,10 +263,29 @@ class Decision(Frozen):
 
 
 class SimilarCase(Frozen):
+    """A resolved ticket of the same tenant that resembles this one."""
+
     ticket_id: ShortText
     score: Confidence
     resolution_summary: LongText = ""
     url: str | None = None
+    category: str | None = None
+
+
+class OpenSignal(Frozen):
+    signal_id: uuid.UUID
+    title: ShortText
+    severity: Severity
+    devices: list[str] = Field(default_factory=list)
+
+
+class ClientContext(Frozen):
+    """Who and what a ticket is about, and what is failing there now."""
+
+    site: str | None = None
+    requester: str | None = None
+    devices: list[str] = Field(default_factory=list)
+    open_signals: list[OpenSignal] = Field(default_factory=list, max_length=50)
 
 
 class TicketTriagedPayload(Frozen):
@@ -278,6 +297,9 @@ class TicketTriagedPayload(Frozen):
     open_signal_ids: list[uuid.UUID] = Field(default_factory=list)
     rollout_mode: RolloutMode = "shadow"
     needs_human: bool = False
+    context: ClientContext = Field(default_factory=ClientContext)
+    # Only in `auto` mode above the tenant's threshold: a PSA writer may set the category.
+    apply_category: bool = False
 
 
 class TicketTriaged(Envelope):

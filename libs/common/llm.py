@@ -22,6 +22,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
 from libs.common.redaction import Redacted, Redactor
+from libs.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,21 @@ class ClaudeConfig:
     max_retries: int = 2
     max_tokens: int = 1024
     tenant_token_budget: int = 200_000  # input + output tokens per tenant per process lifetime
+
+
+def claude_from_settings(settings: ServiceSettings) -> Claude | None:
+    """Claude as the settings configure it, or None (the local path) without an API key."""
+    if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
+        return None
+    return Claude(
+        ClaudeConfig(
+            api_key=settings.anthropic_api_key.get_secret_value(),
+            model=settings.claude_model,
+            base_url=settings.anthropic_base_url,
+            timeout_s=settings.llm_timeout_s,
+            tenant_token_budget=settings.llm_tenant_token_budget,
+        )
+    )
 
 
 class TokenBudget:

@@ -61,6 +61,16 @@ class ServiceSettings(PlatformSettings):
     shutdown_grace_s: float = Field(default=10.0, gt=0)
     # Platform operators' token: the admin API and every read API that spans tenants.
     admin_token: SecretStr | None = None
+    # Claude, when a key is set; without one every judgement is made on the local path.
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "MSP_ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "MSP_ANTHROPIC_BASE_URL")
+    )
+    claude_model: str = "claude-sonnet-4-5"
+    llm_timeout_s: float = Field(default=30.0, gt=0)
+    llm_tenant_token_budget: int = Field(default=200_000, ge=0)
 
     @property
     def effective_database_url(self) -> str:

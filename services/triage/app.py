@@ -1,8 +1,10 @@
 """Wiring of the triage service.
 
 Alerts (`alerts.raw.v1`) are clustered into signals (`signals.clustered.v1`) per tenant: see
-`services/triage/alerts/`. Ticket events (`tickets.events.v1`) are still only taken in,
-counted and audited: ticket classification lands with its own issue.
+`services/triage/alerts/`. Ticket events (`tickets.events.v1`) are triaged into
+`tickets.triaged.v1` (category, intent, priority, client context, similar cases), reading open
+signals from `signals.clustered.v1`: see `services/triage/tickets/`. Every ticket event is also
+recorded and counted (`/v1/counts`).
 """
 
 import asyncio
@@ -14,11 +16,15 @@ from fastapi import Path as PathParam
 
 from libs.common.counting import build_counting_service
 from libs.common.embeddings import shared_embedder
-from libs.common.events import AlertReceived, TicketEvent
+from libs.common.events import AlertReceived, SignalClustered, TicketEvent
+from libs.common.llm import claude_from_settings
 from libs.common.service import Runtime, operator_only
 from services.triage.alerts import store
 from services.triage.alerts.engine import AlertClustering
 from services.triage.settings import TriageSettings
+from services.triage.tickets.api import add_ticket_routes
+from services.triage.tickets.corpus import read_labelled
+from services.triage.tickets.engine import TicketTriage
 
 TenantQuery = Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -51,6 +57,8 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
         commit_every_s=5.0,
     )
     rt.clustering = clustering  # type: ignore[attr-defined]
+    if settings.embeddings_enabled:
+        add_ticket_triage(rt, app, settings)
 
     @app.get("/v1/signals/{signal_id}", tags=["signals"], dependencies=[operator_only(settings)])
     async def get_signal(
@@ -85,3 +93,36 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
         return {"tenant_id": tenant_id, "links": clustering.learned_links(tenant_id, limit)}
 
     return rt, app
+
+
+def add_ticket_triage(rt: Runtime, app: FastAPI, settings: TriageSettings) -> TicketTriage:
+    corpus = None
+    if settings.tickets_global_corpus is not None:
+        _, texts, labels = read_labelled(
+            settings.tickets_global_corpus,
+            settings.tickets_global_text_col,
+            settings.tickets_global_label_col,
+        )
+        corpus = (texts, labels)
+    triage = TicketTriage(
+        engine=rt.engine,
+        producer=rt.producer,
+        audit=rt.audit,
+        embedder=shared_embedder(),
+        config=settings.triage_config(),
+        default_mode=settings.tickets_default_mode,
+        auto_threshold=settings.tickets_auto_threshold,
+        claude=claude_from_settings(settings),
+        global_corpus=corpus,
+    )
+    rt.add_component("ticket_triage", triage.start, triage.stop, lambda: triage.ready)
+    # Signals and tickets in one group: both keyed by tenant, handled in order per partition.
+    rt.add_consumer(
+        [TicketEvent.topic, SignalClustered.topic],
+        triage.handle,
+        on_revoke=triage.on_revoke,
+        group_id=f"{settings.effective_consumer_group}-tickets",
+    )
+    rt.tickets = triage  # type: ignore[attr-defined]
+    add_ticket_routes(app, settings, rt.engine, triage)
+    return triage

@@ -1,9 +1,13 @@
 """Settings of the triage service (environment variables `MSP_...`)."""
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 
 from libs.common.settings import ServiceSettings
 from services.triage.alerts.clusterer import ClusterConfig
+from services.triage.tickets.triager import TriageConfig
 
 
 class TriageSettings(ServiceSettings):
@@ -20,8 +24,21 @@ class TriageSettings(ServiceSettings):
     correlation_min_lift: float = Field(default=1.0, gt=0)
     correlation_min_support: int = Field(default=5, ge=1)
     # Off only where the embedding model cannot load: new-group detection (HDBSCAN over
-    # template embeddings) stops, everything else keeps working.
+    # template embeddings) stops and tickets are only counted, not triaged.
     embeddings_enabled: bool = True
+    # Ticket triage.
+    tickets_min_history: int = Field(default=50, ge=2)  # labelled cases before a tenant model
+    tickets_abstain_below: float = Field(default=0.5, ge=0, le=1)
+    tickets_default_mode: Literal["off", "shadow", "suggest", "auto"] = "shadow"
+    tickets_auto_threshold: float = Field(default=0.9, ge=0, le=1)
+    # A labelled CSV the operator marks as global material for the global model (tenants with
+    # little history); the shipped intent catalogue's examples are always part of it.
+    tickets_global_corpus: Path | None = None
+    tickets_global_text_col: str = "text"
+    tickets_global_label_col: str = "category"
+
+    def triage_config(self) -> TriageConfig:
+        return TriageConfig(min_history=self.tickets_min_history, abstain_below=self.tickets_abstain_below)
 
     def cluster_config(self) -> ClusterConfig:
         return ClusterConfig(

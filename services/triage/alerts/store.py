@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, Text, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from libs.common.db import upsert
 from libs.common.events import utcnow
 
 metadata = MetaData()
@@ -49,19 +49,12 @@ class BatchWrite:
         return bool(self.signals or self.closed or self.correlations)
 
 
-def _upsert(engine: Engine, table: Table, keys: list[str]):  # type: ignore[no-untyped-def]
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
-    cols = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    return stmt.on_conflict_do_update(index_elements=keys, set_=cols)
-
-
 def write(engine: Engine, batch: BatchWrite) -> None:
     now = utcnow()
     with engine.begin() as conn:
         if batch.signals:
             conn.execute(
-                _upsert(engine, signals, ["signal_id"]), [{**r, "updated_at": now} for r in batch.signals]
+                upsert(engine, signals, ["signal_id"]), [{**r, "updated_at": now} for r in batch.signals]
             )
         if batch.closed:
             conn.execute(
@@ -71,7 +64,7 @@ def write(engine: Engine, batch: BatchWrite) -> None:
             )
         if batch.correlations:
             conn.execute(
-                _upsert(engine, correlations, ["tenant_id"]),
+                upsert(engine, correlations, ["tenant_id"]),
                 [
                     {"tenant_id": t, "state": json.dumps(s, separators=(",", ":")), "updated_at": now}
                     for t, s in batch.correlations.items()

@@ -30,6 +30,10 @@ EMBEDDING_WEIGHT = 0.5
 NEIGHBOURS = 10
 BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 
+# Cases to vote with instead of the training cases: (similarities of the queries to each
+# case, each case's class index from `label_index`, -1 for a label the model does not know).
+Memory = tuple[np.ndarray, np.ndarray]
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -58,8 +62,14 @@ class TicketClassifier:
         counts = {c: int((y == c).sum()) for c in set(y.tolist())}
         if len(counts) < 2:
             raise ValueError("need tickets of at least two labels to learn from")
+        if len(y) < 10 * len(counts) or min(counts.values()) < 2:
+            # Too little to hold any out (a small global corpus): learn from all of it, with
+            # the default blend and an uncalibrated confidence.
+            self.blend, self._calibration = 1.0, None
+            self._fit_core(list(texts), y, vectors)
+            return self
         # Hold out a slice to choose the blend weight and calibrate the confidence.
-        stratify = y if min(counts.values()) >= 2 else None
+        stratify = y
         fit_idx, hold_idx = train_test_split(
             np.arange(len(y)), test_size=0.1, random_state=seed, stratify=stratify
         )
@@ -69,12 +79,12 @@ class TicketClassifier:
         best = max(BLEND_WEIGHTS, key=lambda a: self._macro_f1(truth, scores + a * votes))
         self.blend = best
         blended = scores + best * votes
-        margin = _margin(blended)
+        gap = margin(blended)
         right = self.classes_[blended.argmax(1)] == truth
         if right.all() or not right.any():
             self._calibration = None
         else:
-            self._calibration = LogisticRegression().fit(margin.reshape(-1, 1), right)
+            self._calibration = LogisticRegression().fit(gap.reshape(-1, 1), right)
         # Then learn from everything.
         self._fit_core(list(texts), y, vectors)
         return self
@@ -85,6 +95,7 @@ class TicketClassifier:
             sublinear_tf=True, analyzer="char_wb", ngram_range=(2, 5), min_df=2, max_features=300_000
         )
         self.svm = LinearSVC(C=self.C).fit(self._features(texts, vectors, fit=True), y)
+        self._vocabulary: np.ndarray | None = None
         self.classes_ = self.svm.classes_
         self.train_vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         index = {c: i for i, c in enumerate(self.classes_)}
@@ -97,26 +108,40 @@ class TicketClassifier:
         return hstack(parts).tocsr()
 
     def _scores(
-        self, texts: Sequence[str], vectors: np.ndarray
+        self, texts: Sequence[str], vectors: np.ndarray, memory: Memory | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The model's scores, the similar-case votes, and those cases with their similarity."""
         scores = self.svm.decision_function(self._features(texts, vectors))
         if scores.ndim == 1:  # two classes: one column, for the second class
             scores = np.stack([-scores, scores], axis=1)
-        return (scores, *self._votes(vectors))
+        return (scores, *self._votes(vectors, memory))
 
-    def _votes(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        sims = vectors.astype(np.float32) @ self.train_vectors.T
+    def label_index(self, labels: Sequence[str | None]) -> np.ndarray:
+        """Class index of each label; -1 for a label the model has not learned (yet)."""
+        index = {c: i for i, c in enumerate(self.classes_)}
+        return np.array([index.get(x, -1) if x is not None else -1 for x in labels], dtype=np.int64)
+
+    def _votes(
+        self, vectors: np.ndarray, memory: Memory | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # The vote runs over the live case memory when one is given (cases learned since the
+        # model was trained count at once), else over the training cases.
+        if memory is None:
+            sims, mem_labels = vectors.astype(np.float32) @ self.train_vectors.T, self.train_labels
+        else:
+            sims, mem_labels = memory
+        if sims.shape[1] == 0:
+            empty = np.zeros((len(vectors), 0), dtype=np.int64)
+            return np.zeros((len(vectors), len(self.classes_))), empty, empty.astype(np.float32)
         k = min(self.k, sims.shape[1])
         nn = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         rows = np.arange(len(vectors))[:, None]
         order = np.argsort(-sims[rows, nn], axis=1)
         nn = nn[rows, order]
         votes = np.zeros((len(vectors), len(self.classes_)))
-        weights = np.clip(sims[rows, nn], 0.0, None)
-        np.add.at(
-            votes, (np.repeat(np.arange(len(vectors)), k), self.train_labels[nn].ravel()), weights.ravel()
-        )
+        labels = mem_labels[nn]
+        weights = np.where(labels >= 0, np.clip(sims[rows, nn], 0.0, None), 0.0)
+        np.add.at(votes, (np.repeat(np.arange(len(vectors)), k), labels.clip(0).ravel()), weights.ravel())
         total = votes.sum(axis=1, keepdims=True)
         return np.divide(votes, total, out=np.zeros_like(votes), where=total > 0), nn, sims[rows, nn]
 
@@ -127,8 +152,12 @@ class TicketClassifier:
 
     # --- use ----------------------------------------------------------------------------
 
-    def predict(self, texts: Sequence[str], vectors: np.ndarray) -> list[Prediction]:
-        scores, votes, nn, nn_sims = self._scores(texts, vectors)
+    def predict(
+        self, texts: Sequence[str], vectors: np.ndarray, memory: Memory | None = None
+    ) -> list[Prediction]:
+        """`memory`: the cases to vote with and name as neighbours (see `Memory`); the
+        training cases when not given."""
+        scores, votes, nn, nn_sims = self._scores(texts, vectors, memory)
         blended = scores + self.blend * votes
         confidence = self.confidence(blended)
         out = []
@@ -145,13 +174,32 @@ class TicketClassifier:
             )
         return out
 
+    def evidence_terms(self, text: str, label: str, limit: int = 3) -> list[str]:
+        """The words and word pairs of `text` that weigh most for `label` in the linear model."""
+        where = np.flatnonzero(self.classes_ == label)
+        if not len(where):
+            return []
+        row = self.words.transform([text])
+        if len(self.classes_) == 2:  # one weight vector, for the second class
+            coef = self.svm.coef_[0] * (1 if where[0] == 1 else -1)
+        else:
+            coef = self.svm.coef_[where[0]]
+        weights = row.data * coef[row.indices]
+        order = np.argsort(-weights)[:limit]
+        if self._vocabulary is None:
+            self._vocabulary = self.words.get_feature_names_out()
+        return [str(self._vocabulary[row.indices[i]]) for i in order if weights[i] > 0]
+
     def confidence(self, blended: np.ndarray) -> np.ndarray:
-        margin = _margin(blended)
+        gap = margin(blended)
         if self._calibration is None:
-            return 1.0 - 1.0 / (1.0 + margin)
-        return self._calibration.predict_proba(margin.reshape(-1, 1))[:, 1]
+            return 1.0 - 1.0 / (1.0 + np.clip(gap, 0.0, None))
+        return self._calibration.predict_proba(gap.reshape(-1, 1))[:, 1]
 
 
-def _margin(scores: np.ndarray) -> np.ndarray:
+def margin(scores: np.ndarray) -> np.ndarray:
+    """Best score minus the runner-up, per row (the best score alone with one column)."""
+    if scores.shape[1] < 2:
+        return scores[:, 0]
     top2 = np.sort(scores, axis=1)[:, -2:]
     return top2[:, 1] - top2[:, 0]

@@ -1,0 +1,561 @@
+"""Ticket triage in the running service: ticket events in, `tickets.triaged.v1` out.
+
+- A new ticket, or one whose text changed, is classified (category, intent, priority), given
+  its client context (site, requester, devices and the open signals on them) and its most
+  similar resolved cases of the same tenant. Under the confidence threshold the local path
+  abstains; with Claude configured, Claude is asked first, with the candidates and the similar
+  cases, and its answer is validated against the tenant's categories.
+- A ticket resolved or closed with a category joins its tenant's case memory at once (and the
+  tenant's model is retrained in the background as the history grows).
+- A category set by an engineer after triage is a review: a correction when it differs from
+  what triage said. Corrections and confidence feed the drift gauges.
+- The rollout mode of the tenant (and category) decides what the result is for: `off` (not
+  published), `shadow` (published marked shadow, for the record and the audit: shown to
+  nobody), `suggest`, or `auto` (a PSA writer may set the category above the threshold).
+
+Open signals come from `signals.clustered.v1`, consumed in the same group as the tickets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+
+from libs.common.audit import AuditEmitter
+from libs.common.bus import EventProducer
+from libs.common.embeddings import Embedder
+from libs.common.events import (
+    Claim,
+    ClientContext,
+    Decision,
+    EventSource,
+    OpenSignal,
+    SignalClustered,
+    Source,
+    TicketEvent,
+    TicketSnapshot,
+    TicketTriaged,
+    TicketTriagedPayload,
+    derive_event_id,
+    utcnow,
+)
+from libs.common.llm import Claude, JudgementFailed, with_fallback
+from services.triage.tickets import store
+from services.triage.tickets.intents import CATALOGUE, Intent, IntentMatcher
+from services.triage.tickets.model import TicketClassifier
+from services.triage.tickets.triager import (
+    Case,
+    TenantCases,
+    TicketTriager,
+    Triage,
+    TriageConfig,
+    ticket_text,
+    train,
+)
+
+log = logging.getLogger(__name__)
+
+CLASSIFY_KINDS = {"created", "updated", "reopened", "escalated", "note_added", "status_changed"}
+LEARN_KINDS = {"resolved", "closed"}
+MODES = ("off", "shadow", "suggest", "auto")
+
+_SECONDS = Histogram(
+    "msp_triage_ticket_classify_seconds",
+    "Time to classify a ticket on the local path (embedding included)",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5),
+)
+_CONFIDENCE = Histogram(
+    "msp_triage_ticket_confidence",
+    "Category confidence of triaged tickets",
+    ["method"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+)
+_DECISIONS = Counter("msp_triage_tickets_triaged_total", "Tickets triaged", ["method", "mode"])
+_ABSTAINED = Counter("msp_triage_ticket_abstentions_total", "Tickets left for a human to categorise")
+_REVIEWS = Counter(
+    "msp_triage_ticket_reviews_total", "Categories engineers set after triage", ["outcome"]
+)  # outcome: corrected (the counter-metric), confirmed, decided (after an abstention)
+_LEARNED = Counter("msp_triage_cases_learned_total", "Resolved tickets taken into case memory")
+_RETRAINS = Counter("msp_triage_model_retrains_total", "Tenant models (re)trained", ["outcome"])
+_DRIFT_CORRECTED = Gauge(
+    "msp_triage_drift_correction_share",
+    "Share of reviewed triage results corrected (sliding window)",
+    ["tenant_id"],
+)
+_DRIFT_CONFIDENCE = Gauge(
+    "msp_triage_drift_mean_confidence", "Mean category confidence (sliding window)", ["tenant_id"]
+)
+
+
+class CategoryJudgement(BaseModel):
+    """What Claude is asked for when the local path is unsure."""
+
+    category: str = Field(min_length=1, max_length=200, description="one of the candidate categories")
+    confidence: float = Field(ge=0.0, le=1.0)
+    rationale: str = Field(min_length=1, max_length=600, description="why, citing the evidence")
+    evidence_ticket_ids: list[str] = Field(default_factory=list, max_length=10)
+
+
+SYSTEM = (
+    "You triage IT service tickets for a managed service provider. Pick the ticket's category "
+    "from the candidate categories only, say how sure you are (0 to 1), and explain briefly, "
+    "citing the similar prior tickets (by ticket_id) you relied on. Never invent a category."
+)
+
+
+@dataclass
+class Drift:
+    confidences: deque[float]
+    reviews: deque[bool]  # True: corrected
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(" ".join(text.split()).lower().encode()).hexdigest()
+
+
+def local_path(
+    embedder: Embedder, config: TriageConfig, global_corpus: tuple[list[str], list[str]] | None = None
+) -> tuple[TicketTriager, IntentMatcher]:
+    """The triager with its global model, and the shipped intent catalogue's matcher.
+
+    The global model learns from global material only: the catalogue's examples (labelled with
+    each intent's category) and the operator's global corpus, never a tenant's tickets."""
+    texts = [e for i in CATALOGUE for e in i.examples]
+    labels = [i.category for i in CATALOGUE for _ in i.examples]
+    if global_corpus is not None:
+        texts += global_corpus[0]
+        labels += global_corpus[1]
+    model = TicketClassifier().fit(texts, labels, embedder.encode(texts))
+    return TicketTriager(config, model), IntentMatcher(CATALOGUE, embedder.encode)
+
+
+class TicketTriage:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        producer: EventProducer,
+        audit: AuditEmitter,
+        embedder: Embedder,
+        config: TriageConfig,
+        default_mode: str = "shadow",
+        auto_threshold: float = 0.9,
+        claude: Claude | None = None,
+        global_corpus: tuple[list[str], list[str]] | None = None,
+        drift_window: int = 200,
+    ) -> None:
+        self.engine = engine
+        self.producer = producer
+        self.audit = audit
+        self.embedder = embedder
+        self.config = config
+        self.default_mode = default_mode
+        self.auto_threshold = auto_threshold
+        self.claude = claude
+        self.global_corpus = global_corpus
+        self.drift_window = drift_window
+        self.triager: TicketTriager | None = None
+        self._ready = asyncio.Event()
+        self._lock = threading.Lock()  # case memory and models: event loop vs worker threads
+        self._loaded: set[str] = set()
+        self._matchers: dict[str, tuple[str, IntentMatcher]] = {}
+        self._drift: dict[str, Drift] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._train_slot = asyncio.Semaphore(1)  # one model trains at a time: it takes the CPU
+        self._prepare: asyncio.Task[None] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def start(self) -> None:
+        self._prepare = asyncio.create_task(self._build_global())
+
+    async def _build_global(self) -> None:
+        started = time.perf_counter()
+        triager, matcher = await asyncio.to_thread(self._global_parts)
+        self.triager = triager
+        self._matchers[""] = ("", matcher)
+        self._ready.set()
+        log.info("ticket triage ready", extra={"seconds": round(time.perf_counter() - started, 1)})
+
+    def _global_parts(self) -> tuple[TicketTriager, IntentMatcher]:
+        return local_path(self.embedder, self.config, self.global_corpus)
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *([self._prepare] if self._prepare else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def forget_all(self) -> None:
+        """Partitions moved: drop what is cached per tenant (the database has it all)."""
+        with self._lock:
+            if self.triager is not None:
+                self.triager.tenants.clear()
+            self._loaded.clear()
+
+    async def on_revoke(self) -> None:
+        self.forget_all()
+
+    # --- the stream -------------------------------------------------------------------------
+
+    async def handle(self, event: Any, _record: Any) -> None:
+        await self._ready.wait()
+        if isinstance(event, SignalClustered):
+            await asyncio.to_thread(
+                store.apply_signal, self.engine, event.tenant_id, event.payload.model_dump(mode="json")
+            )
+        elif isinstance(event, TicketEvent):
+            await self._ticket(event)
+
+    async def _ticket(self, event: TicketEvent) -> None:
+        tenant, ticket = event.tenant_id, event.payload.ticket
+        await self._load(tenant)
+        prior = await asyncio.to_thread(store.last_decision, self.engine, tenant, ticket.ticket_id)
+        if prior is not None and ticket.category:
+            await self._review(event, prior)
+        if event.payload.kind in LEARN_KINDS and ticket.category:
+            await self._learn(event)
+        elif event.payload.kind in CLASSIFY_KINDS:
+            if prior is None or prior["text_hash"] != text_hash(ticket_text(ticket)):
+                await self._classify(event)
+
+    async def _load(self, tenant: str) -> None:
+        if tenant in self._loaded:
+            return
+        rows = await asyncio.to_thread(store.load_cases, self.engine, tenant)
+        assert self.triager is not None
+        with self._lock:
+            cases = self.triager.cases(tenant)
+            for case, vector in rows:
+                cases.add(case, vector)
+            self._loaded.add(tenant)
+        self._maybe_train(tenant, cases)
+
+    # --- learning ---------------------------------------------------------------------------
+
+    async def _learn(self, event: TicketEvent) -> None:
+        tenant, ticket = event.tenant_id, event.payload.ticket
+        note = event.payload.note
+        case = Case(
+            ticket_id=ticket.ticket_id,
+            text=ticket_text(ticket),
+            category=ticket.category,
+            priority=ticket.priority,
+            resolution=note.text if note is not None else "",
+            url=ticket.url,
+        )
+        vector = (await asyncio.to_thread(self.embedder.encode, [case.text]))[0]
+        assert self.triager is not None
+        with self._lock:
+            cases = self.triager.cases(tenant)
+            changed = cases.add(case, vector)
+        if changed:
+            await asyncio.to_thread(store.save_case, self.engine, tenant, case, vector)
+            _LEARNED.inc()
+            self._maybe_train(tenant, cases)
+
+    def _maybe_train(self, tenant: str, cases: TenantCases) -> None:
+        with self._lock:
+            if not cases.wants_training(self.config):
+                return
+            cases.training = True
+        task = asyncio.create_task(self._train(tenant, cases))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _train(self, tenant: str, cases: TenantCases) -> None:
+        try:
+            async with self._train_slot:
+                with self._lock:
+                    texts, labels, vectors, upto = cases.training_set()
+                started = time.perf_counter()
+                model = await asyncio.to_thread(train, texts, labels, vectors)
+                with self._lock:
+                    cases.install(model, upto)
+            _RETRAINS.labels("ok").inc()
+            log.info(
+                "tenant model trained",
+                extra={
+                    "tenant_id": tenant,
+                    "cases": len(texts),
+                    "seconds": round(time.perf_counter() - started, 1),
+                },
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _RETRAINS.labels("failed").inc()
+            log.exception(
+                "tenant model training failed; the previous model stays", extra={"tenant_id": tenant}
+            )
+        finally:
+            cases.training = False
+
+    async def _review(self, event: TicketEvent, prior: dict[str, Any]) -> None:
+        final = event.payload.ticket.category
+        if final is None or final in (prior["input_category"], prior["final_category"]):
+            return
+        tenant = event.tenant_id
+        if prior["label"] is None:
+            outcome = "decided"
+        else:
+            outcome = "corrected" if final != prior["label"] else "confirmed"
+        await asyncio.to_thread(
+            store.mark_final, self.engine, tenant, prior["ticket_id"], final, outcome == "corrected"
+        )
+        _REVIEWS.labels(outcome).inc()
+        if outcome != "decided":
+            drift = self._drift_of(tenant)
+            drift.reviews.append(outcome == "corrected")
+            _DRIFT_CORRECTED.labels(tenant).set(sum(drift.reviews) / len(drift.reviews))
+        if outcome == "corrected":
+            await self.audit.emit(
+                tenant_id=tenant,
+                action="triage.ticket.corrected",
+                subject_kind="ticket",
+                subject_id=prior["ticket_id"],
+                cause_id=str(event.event_id),
+                details={
+                    "triaged": prior["label"],
+                    "set_by_engineer": final,
+                    "confidence": prior["confidence"],
+                },
+            )
+
+    def _drift_of(self, tenant: str) -> Drift:
+        found = self._drift.get(tenant)
+        if found is None:
+            found = self._drift[tenant] = Drift(
+                deque(maxlen=self.drift_window), deque(maxlen=self.drift_window)
+            )
+        return found
+
+    # --- classifying ------------------------------------------------------------------------
+
+    async def _classify(self, event: TicketEvent) -> None:
+        tenant, ticket = event.tenant_id, event.payload.ticket
+        modes = await asyncio.to_thread(store.rollout_modes, self.engine, tenant)
+        if all(m == "off" for m, _ in self._modes_with_default(modes).values()):
+            return  # nothing would use the result: compute nothing
+        started = time.perf_counter()
+        vector = (await asyncio.to_thread(self.embedder.encode, [ticket_text(ticket)]))[0]
+        signals = await asyncio.to_thread(
+            store.signals_near, self.engine, tenant, ticket.devices, ticket.site
+        )
+        matcher = await self._matcher(tenant)
+        result = await asyncio.to_thread(self.classify_now, tenant, ticket, vector, matcher, signals)
+        _SECONDS.observe(time.perf_counter() - started)
+        category = result.category
+        if category.label is None and self.claude is not None:
+            category = await self._ask_claude(event, result)
+        mode, threshold = self._mode_for(modes, category.label)
+        payload = TicketTriagedPayload(
+            ticket_id=ticket.ticket_id,
+            category=category,
+            intent=result.intent,
+            priority=result.priority,
+            similar_cases=result.similar_cases,
+            open_signal_ids=[s["signal_id"] for s in signals],
+            rollout_mode=mode,  # type: ignore[arg-type]
+            needs_human=category.label is None,
+            context=ClientContext(
+                site=ticket.site,
+                requester=ticket.requester,
+                devices=ticket.devices,
+                open_signals=[OpenSignal(**s) for s in signals],
+            ),
+            apply_category=mode == "auto" and category.label is not None and category.confidence >= threshold,
+        )
+        triaged = TicketTriaged(
+            event_id=derive_event_id(tenant, "triaged", str(event.event_id)),
+            tenant_id=tenant,
+            occurred_at=utcnow(),
+            source=EventSource(system="msp.triage", reference=ticket.ticket_id, link=ticket.url),
+            payload=payload,
+        )
+        if mode != "off":
+            await self.producer.publish(triaged)
+        await asyncio.to_thread(
+            store.save_decision,
+            self.engine,
+            {
+                "tenant_id": tenant,
+                "ticket_id": ticket.ticket_id,
+                "text_hash": text_hash(ticket_text(ticket)),
+                "input_category": ticket.category,
+                "label": category.label,
+                "confidence": category.confidence,
+                "method": category.method,
+                "mode": mode,
+                "final_category": None,
+                "corrected": False,
+                "result": triaged.model_dump_json(),
+                "event_id": str(triaged.event_id),
+            },
+        )
+        await self.audit.emit(
+            tenant_id=tenant,
+            action="triage.ticket.classified",
+            subject_kind="ticket",
+            subject_id=ticket.ticket_id,
+            cause_id=str(event.event_id),
+            details={
+                "category": category.label,
+                "confidence": category.confidence,
+                "method": category.method,
+                "intent": result.intent.label,
+                "priority": result.priority.label,
+                "mode": mode,
+                "shown": mode in ("suggest", "auto"),
+            },
+        )
+        _DECISIONS.labels(category.method.split(":")[0], mode).inc()
+        _CONFIDENCE.labels(category.method.split(":")[0]).observe(category.confidence)
+        if category.label is None:
+            _ABSTAINED.inc()
+        drift = self._drift_of(tenant)
+        drift.confidences.append(category.confidence)
+        _DRIFT_CONFIDENCE.labels(tenant).set(float(np.mean(drift.confidences)))
+
+    def classify_now(
+        self,
+        tenant: str,
+        ticket: TicketSnapshot,
+        vector: np.ndarray,
+        matcher: IntentMatcher,
+        signals: Sequence[dict[str, Any]] = (),
+    ) -> Triage:
+        """The local decision (CPU only, thread-safe): what `msp eval tickets` measures too."""
+        assert self.triager is not None
+        with self._lock:
+            return self.triager.classify(
+                tenant, ticket, vector, matcher, [(str(s["signal_id"]), s["severity"]) for s in signals]
+            )
+
+    def _modes_with_default(self, modes: dict[str, tuple[str, float]]) -> dict[str, tuple[str, float]]:
+        return {"*": (self.default_mode, self.auto_threshold), **modes}
+
+    def _mode_for(self, modes: dict[str, tuple[str, float]], category: str | None) -> tuple[str, float]:
+        known = self._modes_with_default(modes)
+        return known.get(category or "*", known["*"])
+
+    async def _matcher(self, tenant: str) -> IntentMatcher:
+        own = await asyncio.to_thread(store.tenant_intents, self.engine, tenant)
+        if not own:
+            return self._matchers[""][1]
+        key = json.dumps(own, sort_keys=True)
+        cached = self._matchers.get(tenant)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        extra = [
+            Intent(
+                i["name"], i["description"], i["category"], tuple(i["keywords"]), tuple(i["examples"]), tenant
+            )
+            for i in own
+        ]
+        overridden = {i.name for i in extra}
+        intents = [i for i in CATALOGUE if i.name not in overridden] + extra
+        matcher = await asyncio.to_thread(IntentMatcher, intents, self.embedder.encode)
+        self._matchers[tenant] = (key, matcher)
+        return matcher
+
+    async def _ask_claude(self, event: TicketEvent, result: Triage) -> Decision:
+        """The local path abstained: ask Claude, whose answer must name a known category."""
+        assert self.claude is not None and self.triager is not None
+        claude = self.claude
+        tenant, ticket = event.tenant_id, event.payload.ticket
+        with self._lock:
+            own = self.triager.cases(tenant).model
+            known = {str(c) for c in (own or self.triager.global_model).classes_}
+        cases = {c.ticket_id: c for c, _ in result.neighbours[: self.config.similar_k]}
+        prompt = json.dumps(
+            {
+                "ticket": {"title": ticket.title, "description": ticket.description[:4000]},
+                "candidate_categories": [{"category": c, "score": s} for c, s in result.candidates],
+                "all_categories": sorted(known),
+                "similar_resolved_tickets": [
+                    {
+                        "ticket_id": c.ticket_id,
+                        "category": c.category,
+                        "text": c.text[:600],
+                        "similarity": round(s, 3),
+                    }
+                    for c, s in result.neighbours[: self.config.similar_k]
+                ],
+            },
+            ensure_ascii=False,
+        )
+
+        async def ask() -> Decision:
+            answer = await claude.judge(
+                judgement="ticket_category",
+                tenant_id=tenant,
+                system=SYSTEM,
+                prompt=prompt,
+                output=CategoryJudgement,
+            )
+            if answer.category not in known:
+                raise JudgementFailed("invalid", f"category {answer.category!r} is not one of the tenant's")
+            cited = [cases[t] for t in answer.evidence_ticket_ids if t in cases]
+            sources = [
+                Source(kind="ticket", id=c.ticket_id, url=c.url, excerpt=c.text[:300]) for c in cited
+            ] or [Source(kind="ticket", id=ticket.ticket_id, url=ticket.url, excerpt=ticket.title)]
+            return Decision(
+                label=answer.category,
+                confidence=answer.confidence,
+                method="claude",
+                rationale=Claim(text=answer.rationale, confidence=answer.confidence, sources=sources),
+            )
+
+        async def abstain() -> Decision:
+            return result.category
+
+        async def fell_back(reason: str, detail: str) -> None:
+            await self.audit.emit(
+                tenant_id=tenant,
+                action="triage.llm.fallback",
+                subject_kind="ticket",
+                subject_id=ticket.ticket_id,
+                cause_id=str(event.event_id),
+                outcome="failed",
+                details={"reason": reason, "detail": detail[:500]},
+            )
+
+        decision, _ = await with_fallback("ticket_category", ask, abstain, fell_back)
+        return decision
+
+    # --- reads for the API ------------------------------------------------------------------
+
+    def status(self, tenant: str) -> dict[str, Any]:
+        if self.triager is None:
+            return {"tenant_id": tenant, "ready": False}
+        with self._lock:
+            cases = self.triager.tenants.get(tenant)
+            if cases is None:
+                return {"tenant_id": tenant, "ready": True, "loaded": False}
+            return {
+                "tenant_id": tenant,
+                "ready": True,
+                "loaded": True,
+                "cases": len(cases),
+                "categories": cases.categories(),
+                "model": "tenant_model" if cases.model is not None else "global_model",
+                "trained_on": cases.trained_on,
+                "training": cases.training,
+            }

@@ -1,0 +1,273 @@
+"""Ticket triage state in the service's database: each tenant's resolved cases (with their
+embedding, so a restart does not re-encode the history), the last decision per ticket, the
+rollout modes, the tenants' own intents and the open signals triage reads its context from.
+
+Every function takes the tenant explicitly; no query spans tenants.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+)
+
+from libs.common.db import upsert
+from libs.common.events import utcnow
+from services.triage.tickets.triager import Case
+
+metadata = MetaData()
+cases = Table(
+    "triage_cases",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("ticket_id", String(1000), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("category", Text),
+    Column("priority", Text),
+    Column("resolution", Text, nullable=False),
+    Column("url", Text),
+    Column("vector", LargeBinary, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+tickets = Table(
+    "triage_tickets",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("ticket_id", String(1000), primary_key=True),
+    Column("text_hash", String(64), nullable=False),
+    Column("input_category", Text),  # the category the ticket had when it was classified
+    Column("label", Text),  # what triage said (None: abstained)
+    Column("confidence", Float, nullable=False),
+    Column("method", String(64), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("final_category", Text),  # the category an engineer set afterwards
+    Column("corrected", Boolean, nullable=False, default=False),
+    Column("result", Text, nullable=False),  # the triaged payload, as published
+    Column("event_id", String(36), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+)
+rollout = Table(
+    "triage_rollout",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("category", String(200), primary_key=True),  # "*": the tenant's default
+    Column("mode", String(16), nullable=False),
+    Column("auto_threshold", Float, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+intents = Table(
+    "triage_intents",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("category", Text, nullable=False),
+    Column("keywords", Text, nullable=False),
+    Column("examples", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+open_signals = Table(
+    "triage_open_signals",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("signal_id", String(36), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("devices", Text, nullable=False),
+    Column("sites", Text, nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+)
+
+
+# --- cases ------------------------------------------------------------------------------------
+
+
+def save_case(engine: Engine, tenant_id: str, case: Case, vector: np.ndarray) -> None:
+    row = {
+        "tenant_id": tenant_id,
+        "ticket_id": case.ticket_id,
+        "text": case.text,
+        "category": case.category,
+        "priority": case.priority,
+        "resolution": case.resolution,
+        "url": case.url,
+        "vector": np.asarray(vector, dtype=np.float32).tobytes(),
+        "updated_at": utcnow(),
+    }
+    with engine.begin() as conn:
+        conn.execute(upsert(engine, cases, ["tenant_id", "ticket_id"]), [row])
+
+
+def load_cases(engine: Engine, tenant_id: str) -> list[tuple[Case, np.ndarray]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(cases).where(cases.c.tenant_id == tenant_id).order_by(cases.c.updated_at)
+        ).mappings()
+        return [
+            (
+                Case(r["ticket_id"], r["text"], r["category"], r["priority"], r["resolution"], r["url"]),
+                np.frombuffer(r["vector"], dtype=np.float32),
+            )
+            for r in rows
+        ]
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+
+def last_decision(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(tickets).where(tickets.c.tenant_id == tenant_id, tickets.c.ticket_id == ticket_id)
+            )
+            .mappings()
+            .first()
+        )
+    return dict(row) if row else None
+
+
+def save_decision(engine: Engine, row: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        conn.execute(upsert(engine, tickets, ["tenant_id", "ticket_id"]), [{**row, "decided_at": utcnow()}])
+
+
+def mark_final(engine: Engine, tenant_id: str, ticket_id: str, category: str, corrected: bool) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            tickets.update()
+            .where(tickets.c.tenant_id == tenant_id, tickets.c.ticket_id == ticket_id)
+            .values(final_category=category, corrected=corrected)
+        )
+
+
+# --- rollout ----------------------------------------------------------------------------------
+
+
+def rollout_modes(engine: Engine, tenant_id: str) -> dict[str, tuple[str, float]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(rollout.c.category, rollout.c.mode, rollout.c.auto_threshold).where(
+                rollout.c.tenant_id == tenant_id
+            )
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def set_rollout(engine: Engine, tenant_id: str, category: str, mode: str, auto_threshold: float) -> None:
+    row = {
+        "tenant_id": tenant_id,
+        "category": category,
+        "mode": mode,
+        "auto_threshold": auto_threshold,
+        "updated_at": utcnow(),
+    }
+    with engine.begin() as conn:
+        conn.execute(upsert(engine, rollout, ["tenant_id", "category"]), [row])
+
+
+# --- intents ----------------------------------------------------------------------------------
+
+
+def tenant_intents(engine: Engine, tenant_id: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(intents).where(intents.c.tenant_id == tenant_id).order_by(intents.c.name))
+        return [
+            {
+                "name": r.name,
+                "description": r.description,
+                "category": r.category,
+                "keywords": json.loads(r.keywords),
+                "examples": json.loads(r.examples),
+            }
+            for r in rows
+        ]
+
+
+def save_intent(engine: Engine, tenant_id: str, intent: dict[str, Any]) -> None:
+    row = {
+        "tenant_id": tenant_id,
+        "name": intent["name"],
+        "description": intent["description"],
+        "category": intent["category"],
+        "keywords": json.dumps(intent["keywords"]),
+        "examples": json.dumps(intent["examples"]),
+        "updated_at": utcnow(),
+    }
+    with engine.begin() as conn:
+        conn.execute(upsert(engine, intents, ["tenant_id", "name"]), [row])
+
+
+# --- open signals -----------------------------------------------------------------------------
+
+
+def apply_signal(engine: Engine, tenant_id: str, signal: dict[str, Any]) -> None:
+    """Keep the latest revision of a signal (an older one, redelivered, changes nothing)."""
+    with engine.begin() as conn:
+        known = conn.execute(
+            select(open_signals.c.revision).where(
+                open_signals.c.tenant_id == tenant_id, open_signals.c.signal_id == signal["signal_id"]
+            )
+        ).scalar()
+        if known is not None and known >= signal["revision"]:
+            return
+        row = {
+            "tenant_id": tenant_id,
+            "signal_id": signal["signal_id"],
+            "revision": signal["revision"],
+            "state": signal["state"],
+            "title": signal["title"],
+            "severity": signal["severity"],
+            "devices": json.dumps(signal["devices"]),
+            "sites": json.dumps(signal["sites"]),
+            "last_seen": signal["last_seen"],
+        }
+        conn.execute(upsert(engine, open_signals, ["tenant_id", "signal_id"]), [row])
+
+
+def signals_near(
+    engine: Engine, tenant_id: str, devices: list[str], site: str | None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """The tenant's open signals on any of `devices` or at `site`, latest first."""
+    if not devices and not site:
+        return []
+    wanted = set(devices)
+    out = []
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(open_signals)
+            .where(open_signals.c.tenant_id == tenant_id, open_signals.c.state.in_(("opened", "updated")))
+            .order_by(open_signals.c.last_seen.desc())
+            .limit(2000)
+        ).mappings()
+        for r in rows:
+            on = json.loads(r["devices"])
+            if wanted.intersection(on) or (site is not None and site in json.loads(r["sites"])):
+                out.append(
+                    {
+                        "signal_id": r["signal_id"],
+                        "title": r["title"],
+                        "severity": r["severity"],
+                        "devices": on,
+                    }
+                )
+                if len(out) >= limit:
+                    break
+    return out

@@ -1,0 +1,342 @@
+"""Ticket triage on the real broker and PostgreSQL, with the real embedding model: the triage
+runtime in this process, fed ticket and signal events through Kafka, read back from
+`tickets.triaged.v1`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
+
+from libs.common.events import (
+    EventSource,
+    SignalClustered,
+    SignalPayload,
+    TicketEvent,
+    TicketEventPayload,
+    TicketNote,
+    TicketSnapshot,
+)
+from libs.common.topics import physical
+from services.triage.tickets import store
+from services.triage.tickets.api import drift
+from tests.conftest import unique
+from tests.integration.test_triage_alerts import Triage
+from tests.messages_server import messages_server
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+PRINTER = [
+    "printer on the second floor is jammed and not printing",
+    "cannot print to the office printer, jobs stuck in the queue",
+    "the printer shows paper jam error again",
+    "printing from excel gives an error on the hp printer",
+    "new printer needs to be added to my laptop",
+    "printer prints blank pages since yesterday",
+    "toner empty on the reception printer",
+]
+ACCOUNT = [
+    "please reset my password, i forgot it",
+    "account locked after the holidays, cannot sign in",
+    "user cannot log in to windows, password expired",
+    "locked out of my account after too many attempts",
+    "need a password reset for the new intern",
+    "my password does not work anymore on the portal",
+    "cannot sign in to outlook, says wrong password",
+]
+
+
+def ticket_event(
+    tenant: str,
+    ticket_id: str,
+    title: str,
+    *,
+    kind: str = "created",
+    category: str | None = None,
+    devices: list[str] | None = None,
+    site: str | None = None,
+    note: str | None = None,
+) -> TicketEvent:
+    return TicketEvent(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=NOW,
+        source=EventSource(system="test-psa", reference=ticket_id),
+        payload=TicketEventPayload(
+            kind=kind,  # type: ignore[arg-type]
+            ticket=TicketSnapshot(
+                ticket_id=ticket_id,
+                title=title,
+                category=category,
+                devices=devices or [],
+                site=site,
+                requester="pat@example.test",
+                url=f"https://psa.example.test/tickets/{ticket_id}",
+            ),
+            note=TicketNote(note_id=f"n-{ticket_id}", text=note) if note else None,
+        ),
+    )
+
+
+class TriageWithTickets(Triage):
+    """The triage runtime with ticket triage on, and a reader of `tickets.triaged.v1`."""
+
+    def __init__(self, *args: Any, **settings: Any) -> None:
+        super().__init__(*args)
+        self.settings = self.settings.model_copy(update={"embeddings_enabled": True, **settings})
+        self.triaged: list[dict[str, Any]] = []
+
+    async def start(self) -> None:
+        await super().start()
+        deadline = time.monotonic() + 120
+        while not self.rt.tickets.ready:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "ticket triage never got ready"
+            await asyncio.sleep(0.1)
+
+    async def _read(self) -> None:
+        consumer = AIOKafkaConsumer(
+            physical("tickets.triaged.v1", self.namespace),
+            bootstrap_servers=self.bootstrap,
+            group_id=unique("reader"),
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                for records in batch.values():
+                    self.triaged.extend(json.loads(r.value) for r in records)
+        finally:
+            await consumer.stop()
+
+    async def result(self, tenant: str, ticket_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for ev in self.triaged:
+                if ev["tenant_id"] == tenant and ev["payload"]["ticket_id"] == ticket_id:
+                    return ev["payload"]
+            assert time.monotonic() < deadline, f"no triage of {ticket_id}; got {len(self.triaged)} results"
+            await asyncio.sleep(0.1)
+
+    async def wait_for(self, check: Any, what: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not await asyncio.to_thread(check):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+async def triage(
+    bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[TriageWithTickets]:
+    t = TriageWithTickets(
+        bootstrap,
+        pg_url,
+        tmp_path_factory.mktemp("tickets"),
+        tickets_min_history=12,
+        tickets_abstain_below=0.2,
+        tickets_default_mode="suggest",
+    )
+    await t.start()
+    yield t
+    await t.stop()
+    await t.close()
+
+
+async def teach(t: TriageWithTickets, tenant: str) -> None:
+    """Fourteen resolved tickets of two categories: enough history for a tenant model."""
+    events = [
+        ticket_event(tenant, f"{prefix}-{i}", text, kind="resolved", category=cat, note=f"{cat} fix {i}")
+        for prefix, cat, texts in (("p", "Printers", PRINTER), ("a", "Accounts", ACCOUNT))
+        for i, text in enumerate(texts)
+    ]
+    await t.send(*events)  # type: ignore[arg-type]
+    await t.wait_for(lambda: t.rt.tickets.status(tenant).get("model") == "tenant_model", "the tenant model")  # type: ignore[attr-defined]
+
+
+async def test_a_new_tenant_falls_back_to_the_global_model_and_gets_its_client_context(
+    triage: TriageWithTickets,
+) -> None:
+    tenant = unique("new")
+    signal = SignalClustered(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=NOW,
+        source=EventSource(system="msp.triage"),
+        payload=SignalPayload(
+            signal_id=uuid.uuid4(),
+            state="opened",
+            title="Disk failure predicted on fs-01",
+            member_alert_ids=[uuid.uuid4()],
+            devices=["fs-01"],
+            sites=["hq"],
+            severity="critical",
+            first_seen=NOW,
+            last_seen=NOW,
+            count=1,
+            confidence=0.9,
+        ),
+    )
+    await triage.send(signal)  # type: ignore[arg-type]
+    await triage.wait_for(
+        lambda: store.signals_near(triage.rt.engine, tenant, ["fs-01"], None), "the open signal"
+    )
+    await triage.send(
+        ticket_event(tenant, "T-1", "file share on fs-01 is very slow", devices=["fs-01"], site="hq")
+    )  # type: ignore[arg-type]
+    got = await triage.result(tenant, "T-1")
+    assert got["category"]["method"] in ("global_model", "abstained:global_model")
+    assert got["similar_cases"] == []
+    assert got["context"]["devices"] == ["fs-01"] and got["context"]["site"] == "hq"
+    assert got["context"]["requester"] == "pat@example.test"
+    assert got["open_signal_ids"] == [str(signal.payload.signal_id)]
+    assert got["context"]["open_signals"][0]["severity"] == "critical"
+    assert got["priority"]["label"] == "critical" and got["priority"]["method"] == "priority_signals"
+    assert got["rollout_mode"] == "suggest"
+    # Another tenant's ticket on a device of the same name sees none of it.
+    other = unique("other")
+    await triage.send(ticket_event(other, "T-1", "file share on fs-01 is very slow", devices=["fs-01"]))  # type: ignore[arg-type]
+    assert (await triage.result(other, "T-1"))["open_signal_ids"] == []
+
+
+async def test_a_resolved_ticket_is_a_similar_case_at_once_and_never_for_another_tenant(
+    triage: TriageWithTickets,
+) -> None:
+    a, b = unique("tenant-a"), unique("tenant-b")
+    text = "vpn client fails with certificate error after the windows update"
+    await triage.send(
+        ticket_event(a, "A-1", text, kind="resolved", category="Network", note="reissued the vpn certificate")  # type: ignore[arg-type]
+    )
+    await triage.wait_for(lambda: triage.rt.tickets.status(a).get("cases") == 1, "the case to be learned")  # type: ignore[attr-defined]
+    await triage.send(ticket_event(a, "A-2", text), ticket_event(b, "B-2", text))  # type: ignore[arg-type]
+    mine = await triage.result(a, "A-2")
+    assert mine["similar_cases"][0]["ticket_id"] == "A-1"
+    assert mine["similar_cases"][0]["resolution_summary"] == "reissued the vpn certificate"
+    assert mine["similar_cases"][0]["url"].endswith("/tickets/A-1")
+    assert mine["similar_cases"][0]["score"] > 0.99
+    theirs = await triage.result(b, "B-2")
+    assert theirs["similar_cases"] == [], "tenant B must not see tenant A's case, however identical"
+    assert "A-1" not in json.dumps(theirs)
+
+
+async def test_a_tenant_model_decides_once_history_allows_and_a_correction_is_counted(
+    triage: TriageWithTickets,
+) -> None:
+    tenant = unique("acme")
+    await teach(triage, tenant)
+    await triage.send(ticket_event(tenant, "N-1", "the printer in room 4 is jammed and will not print"))  # type: ignore[arg-type]
+    got = await triage.result(tenant, "N-1")
+    assert (got["category"]["label"], got["category"]["method"]) == ("Printers", "tenant_model")
+    assert got["intent"]["label"] == "printer"
+    sources = got["category"]["rationale"]["sources"]
+    assert sources and all(s["id"].startswith("p-") for s in sources), sources
+    # An engineer files it elsewhere: a correction, counted and in the drift figures.
+    await triage.send(
+        ticket_event(
+            tenant,
+            "N-1",
+            "the printer in room 4 is jammed and will not print",
+            kind="updated",
+            category="Accounts",
+        )  # type: ignore[arg-type]
+    )
+    await triage.wait_for(lambda: drift(triage.rt.engine, tenant, 200)["corrected"] == 1, "the correction")
+    figures = drift(triage.rt.engine, tenant, 200)
+    assert figures["reviewed"] == 1 and figures["correction_share"] == 1.0
+    assert 0 < figures["mean_confidence"] <= 1
+    # The same category again is not a second correction.
+    await triage.send(
+        ticket_event(
+            tenant,
+            "N-1",
+            "the printer in room 4 is jammed and will not print",
+            kind="updated",
+            category="Accounts",
+        )  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(1.0)
+    assert drift(triage.rt.engine, tenant, 200)["corrected"] == 1
+
+
+async def test_rollout_modes_decide_what_the_result_is_for(triage: TriageWithTickets) -> None:
+    tenant = unique("roll")
+    await teach(triage, tenant)
+    engine = triage.rt.engine
+    await asyncio.to_thread(store.set_rollout, engine, tenant, "*", "off", 0.9)
+    await asyncio.to_thread(store.set_rollout, engine, tenant, "Printers", "auto", 0.0)
+    await asyncio.to_thread(store.set_rollout, engine, tenant, "Accounts", "shadow", 0.9)
+    await triage.send(
+        ticket_event(tenant, "R-1", "printer jammed again on floor two"),  # type: ignore[arg-type]
+        ticket_event(tenant, "R-2", "forgot my password, please reset it"),  # type: ignore[arg-type]
+    )
+    auto = await triage.result(tenant, "R-1")
+    assert (auto["rollout_mode"], auto["apply_category"]) == ("auto", True)
+    shadow = await triage.result(tenant, "R-2")
+    assert (shadow["rollout_mode"], shadow["apply_category"]) == ("shadow", False)
+    # All off: nothing computed, nothing published.
+    await asyncio.to_thread(store.set_rollout, engine, tenant, "Printers", "off", 0.9)
+    await asyncio.to_thread(store.set_rollout, engine, tenant, "Accounts", "off", 0.9)
+    await triage.send(ticket_event(tenant, "R-3", "printer out of toner"), ticket_event(tenant, "R-4", "x"))  # type: ignore[arg-type]
+    await asyncio.sleep(2.0)
+    assert await asyncio.to_thread(store.last_decision, engine, tenant, "R-3") is None
+    assert not [e for e in triage.triaged if e["payload"]["ticket_id"] in ("R-3", "R-4")]
+
+
+async def test_when_unsure_claude_is_asked_and_an_invalid_answer_leaves_it_to_a_human(
+    bootstrap: str, pg_url: str, tmp_path: Path
+) -> None:
+    with messages_server() as (server, url):
+        t = TriageWithTickets(
+            bootstrap,
+            pg_url,
+            tmp_path,
+            tickets_min_history=12,
+            tickets_abstain_below=1.0,  # the local path is never sure enough: always ask
+            anthropic_api_key=SecretStr("test-key"),
+            anthropic_base_url=url,
+        )
+        await t.start()
+        try:
+            tenant = unique("llm")
+            await teach(t, tenant)
+            server.script = [
+                {
+                    "input": {
+                        "category": "Printers",
+                        "confidence": 0.8,
+                        "rationale": "jammed printer, like p-0",
+                        "evidence_ticket_ids": ["p-0", "nope"],
+                    }
+                },
+                {"input": {"category": "Printers", "confidence": 1.5, "rationale": "out of range"}},
+                {"input": {"category": "Coffee machines", "confidence": 0.9, "rationale": "made up"}},
+            ]
+            await t.send(
+                ticket_event(tenant, "L-1", "printer jammed on floor 3, mail me at ann@example.test")
+            )  # type: ignore[arg-type]
+            got = await t.result(tenant, "L-1")
+            assert (got["category"]["label"], got["category"]["method"]) == ("Printers", "claude")
+            assert [s["id"] for s in got["category"]["rationale"]["sources"]] == ["p-0"]
+            assert not got["needs_human"]
+            sent = json.dumps(server.requests[0]["body"])
+            assert "ann@example.test" not in sent, "personal data is redacted before the prompt leaves"
+            assert "Printers" in sent and "p-0" in sent, "candidates and similar cases go with the question"
+            await t.send(ticket_event(tenant, "L-2", "printer jammed on floor 5"))  # type: ignore[arg-type]
+            got = await t.result(tenant, "L-2")
+            assert got["category"]["label"] is None and got["needs_human"]
+            assert got["category"]["method"].startswith("abstained:")
+            assert len(server.requests) == 3, "one question, then one repair of the invalid answer"
+        finally:
+            await t.stop()
+            await t.close()
