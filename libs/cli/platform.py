@@ -323,7 +323,7 @@ def demo_events(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any
             "kind": "created",
             "occurred_at": t(15),
             "ticket": {
-                "ticket_id": "1001",
+                "ticket_id": f"1001-{run}",
                 "title": "Cannot save files to the S: drive",
                 "description": "Since this morning saving to S: says the disk is full.",
                 "requester": "maria.lopez@client.example",
@@ -338,7 +338,11 @@ def demo_events(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any
             "event_ref": f"demo-{run}-1001-note",
             "kind": "note_added",
             "occurred_at": t(10),
-            "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive", "tier": "L1"},
+            "ticket": {
+                "ticket_id": f"1001-{run}",
+                "title": "Cannot save files to the S: drive",
+                "tier": "L1",
+            },
             "note": {
                 "note_id": "n-1",
                 "text": "Cleared temp folders on FS01, freed 2 GB; still 96% full.",
@@ -350,7 +354,11 @@ def demo_events(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any
             "event_ref": f"demo-{run}-1001-escalated",
             "kind": "escalated",
             "occurred_at": t(5),
-            "ticket": {"ticket_id": "1001", "title": "Cannot save files to the S: drive", "tier": "L2"},
+            "ticket": {
+                "ticket_id": f"1001-{run}",
+                "title": "Cannot save files to the S: drive",
+                "tier": "L2",
+            },
             "escalation": {"from_tier": "L1", "to_tier": "L2"},
         },
     ]
@@ -369,12 +377,25 @@ def run_demo(var: Path) -> dict[str, Any]:
 
     before = audited()  # an earlier demo run's trail stays; count what this one adds
     started = time.time() - 3600  # the demo's alerts start up to an hour back
+    signals_url = f"http://127.0.0.1:{port_of('triage')}/v1/signals"
+
+    def signals() -> list[dict[str, Any]]:
+        r = operator.get(signals_url, params={"tenant_id": DEMO_TENANT})
+        return list(r.json()["signals"]) if r.status_code == 200 else []
+
     accepted = 0
     with httpx.Client(timeout=10.0, headers={"X-API-Key": key}) as client:
         for body in alerts:
             r = client.post(f"{base}/v1/alerts", json={"source_system": "demo-rmm", **body})
             r.raise_for_status()
             accepted += len(r.json()["event_ids"])
+        # Users call a little after the monitoring fired, when triage knows the signals: wait
+        # for the signal of this run's latest alert, then give the ticket side a moment.
+        latest = max(datetime.fromisoformat(a["starts_at"]).timestamp() for a in alerts)
+        wait_until = time.monotonic() + 30
+        while time.monotonic() < wait_until and not any(s["last_seen"] >= latest for s in signals()):
+            time.sleep(0.5)
+        time.sleep(2.0)
         for body in tickets:
             r = client.post(f"{base}/v1/tickets/events", json={"source_system": "demo-psa", **body})
             r.raise_for_status()
@@ -382,20 +403,32 @@ def run_demo(var: Path) -> dict[str, Any]:
     # Triage groups the alerts into signals (the demo's alerts are bursts: fewer signals than
     # alerts) and audits each signal it opens; ingest audits each request (one event each
     # here); triage and packet audit each ticket event they take in.
-    signals_url = f"http://127.0.0.1:{port_of('triage')}/v1/signals"
+    triage_url = f"http://127.0.0.1:{port_of('triage')}/v1/tickets/{{}}/triage"
+    ticket_ids = sorted({t["ticket"]["ticket_id"] for t in tickets})
 
-    def signals() -> list[dict[str, Any]]:
-        r = operator.get(signals_url, params={"tenant_id": DEMO_TENANT})
-        return list(r.json()["signals"]) if r.status_code == 200 else []
+    def triaged() -> list[dict[str, Any]]:
+        out = []
+        for tid in ticket_ids:
+            r = operator.get(triage_url.format(tid), params={"tenant_id": DEMO_TENANT})
+            if r.status_code == 200:
+                out.append(r.json()["result"]["payload"])
+        return out
 
+    # Each ticket is classified once (and audited so).
     deadline = time.monotonic() + 60
-    added, grouped, expected = 0, [], accepted + 2 * len(tickets)
+    added, grouped, results = 0, [], []
+    expected = accepted + 2 * len(tickets) + len(ticket_ids)
     try:
         while time.monotonic() < deadline:
             grouped = [s for s in signals() if s["last_seen"] >= started]
+            results = triaged()
             added = audited() - before
-            expected = accepted + 2 * len(tickets) + len(grouped)
-            if sum(s["count"] for s in grouped) >= len(alerts) and added >= expected:
+            expected = accepted + 2 * len(tickets) + len(ticket_ids) + len(grouped)
+            if (
+                sum(s["count"] for s in grouped) >= len(alerts)
+                and added >= expected
+                and len(results) == len(ticket_ids)
+            ):
                 break
             time.sleep(0.5)
     finally:
@@ -413,6 +446,20 @@ def run_demo(var: Path) -> dict[str, Any]:
                 "severity": s["severity"],
             }
             for s in grouped
+        ],
+        "tickets": [
+            {
+                "ticket_id": r["ticket_id"],
+                "category": r["category"]["label"],
+                "category_method": r["category"]["method"],
+                "intent": r["intent"]["label"],
+                "priority": r["priority"]["label"],
+                "priority_because": (r["priority"]["rationale"] or {}).get("text"),
+                "open_signals": [s["title"] for s in r["context"]["open_signals"]],
+                "rollout_mode": r["rollout_mode"],
+                "needs_human": r["needs_human"],
+            }
+            for r in results
         ],
         "audit_events_added": added,
         "audit_events_expected_at_least": expected,

@@ -68,7 +68,7 @@ class ServiceSettings(PlatformSettings):
     anthropic_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "MSP_ANTHROPIC_BASE_URL")
     )
-    claude_model: str = "claude-sonnet-4-5"
+    claude_model: str = "claude-sonnet-5-5"
     llm_timeout_s: float = Field(default=30.0, gt=0)
     llm_tenant_token_budget: int = Field(default=200_000, ge=0)
 

@@ -163,10 +163,16 @@ def test_a_retried_post_gets_the_same_event_id_and_is_taken_in_once(platform: Pl
         return tickets, [s["count"] for s in signals(platform, tenant)]
 
     assert wait_for(lambda: counts() == ({"tickets.events.v1": 1}, [1]))
-    assert wait_for(lambda: op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 4)
+    # Audited: the alert and the ticket accepted, the signal opened, the ticket event taken in
+    # and the ticket classified.
+    assert wait_for(lambda: op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 5)
     time.sleep(1.0)  # the duplicate had every chance to arrive
     assert counts() == ({"tickets.events.v1": 1}, [1]), "one alert in one signal, one ticket event"
-    assert op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 4
+    assert op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 5
+    triaged = op_get(platform, "triage", "/v1/tickets/1001/triage", tenant)["result"]
+    assert triaged["tenant_id"] == tenant and triaged["payload"]["ticket_id"] == "1001"
+    assert triaged["payload"]["category"]["method"].endswith("global_model"), "a new tenant has no model"
+    assert triaged["payload"]["intent"]["label"] == "disk_space"
 
 
 def test_read_apis_need_the_operator_token(platform: Platform) -> None:
@@ -176,6 +182,8 @@ def test_read_apis_need_the_operator_token(platform: Platform) -> None:
         ("audit", "/v1/audit/verify"),
         ("triage", "/v1/counts"),
         ("triage", "/v1/signals"),
+        ("triage", "/v1/tickets/drift"),
+        ("triage", "/v1/rollout"),
     ):
         url = f"{platform.urls[service]}{path}"
         assert httpx.get(url, params={"tenant_id": tenant}).status_code == 401

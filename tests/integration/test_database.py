@@ -142,3 +142,59 @@ def test_sqlite_embedded_default_migrates_too(tmp_path: Path) -> None:
     assert store.count(engine, event.tenant_id) == 1
     assert store.verify_tenant(engine, event.tenant_id).ok
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_ticket_triage_tables_keep_signals_cases_and_decisions_per_tenant(
+    backend: str, engine: Engine, tmp_path: Path
+) -> None:
+    import uuid
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from libs.common.events import SignalPayload
+    from services.triage.tickets import store as tickets
+    from services.triage.tickets.triager import Case
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'triage.db'}"
+        migrate(url, REPO_ROOT / "services" / "triage" / "migrations", "triage")
+        engine = make_engine(url)
+    a, b = unique("a"), unique("b")
+    now = datetime.now(UTC)
+    signal = SignalPayload(
+        signal_id=uuid.uuid4(),
+        state="opened",
+        revision=2,
+        title="Disk full on FS01",
+        member_alert_ids=[uuid.uuid4()],
+        devices=["FS01"],
+        sites=["hq"],
+        severity="critical",
+        first_seen=now,
+        last_seen=now,
+        count=1,
+        confidence=0.9,
+    ).model_dump()
+    tickets.apply_signal(engine, a, signal)
+    assert [s["signal_id"] for s in tickets.signals_near(engine, a, ["FS01"], None)] == [
+        str(signal["signal_id"])
+    ]
+    assert tickets.signals_near(engine, a, [], "hq") and not tickets.signals_near(
+        engine, a, ["WS-1"], "branch"
+    )
+    assert tickets.signals_near(engine, b, ["FS01"], "hq") == [], "another tenant's signal is not context"
+    tickets.apply_signal(engine, a, {**signal, "revision": 1, "state": "resolved"})  # older: ignored
+    assert tickets.signals_near(engine, a, ["FS01"], None)
+    tickets.apply_signal(engine, a, {**signal, "revision": 3, "state": "resolved"})
+    assert tickets.signals_near(engine, a, ["FS01"], None) == []
+
+    vector = np.arange(384, dtype=np.float32) / 384
+    tickets.save_case(engine, a, Case("T-1", "printer jammed", "Printers", "P3", "cleared it", None), vector)
+    tickets.save_case(engine, a, Case("T-1", "printer jammed", "Hardware", "P3", "cleared it", None), vector)
+    ((case, stored),) = tickets.load_cases(engine, a)
+    assert case.category == "Hardware" and np.array_equal(stored, vector)
+    assert tickets.load_cases(engine, b) == []
+    if backend == "sqlite":
+        engine.dispose()

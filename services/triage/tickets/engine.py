@@ -68,7 +68,9 @@ from services.triage.tickets.triager import (
 
 log = logging.getLogger(__name__)
 
-CLASSIFY_KINDS = {"created", "updated", "reopened", "escalated", "note_added", "status_changed"}
+# A new or changed ticket is classified again when its text changed; other events classify a
+# ticket only when triage has not seen it yet (their snapshots are often partial).
+RECLASSIFY_KINDS = {"created", "updated", "reopened"}
 LEARN_KINDS = {"resolved", "closed"}
 MODES = ("off", "shadow", "suggest", "auto")
 
@@ -218,7 +220,7 @@ class TicketTriage:
         await self._ready.wait()
         if isinstance(event, SignalClustered):
             await asyncio.to_thread(
-                store.apply_signal, self.engine, event.tenant_id, event.payload.model_dump(mode="json")
+                store.apply_signal, self.engine, event.tenant_id, event.payload.model_dump()
             )
         elif isinstance(event, TicketEvent):
             await self._ticket(event)
@@ -231,9 +233,10 @@ class TicketTriage:
             await self._review(event, prior)
         if event.payload.kind in LEARN_KINDS and ticket.category:
             await self._learn(event)
-        elif event.payload.kind in CLASSIFY_KINDS:
-            if prior is None or prior["text_hash"] != text_hash(ticket_text(ticket)):
-                await self._classify(event)
+        elif prior is None or (
+            event.payload.kind in RECLASSIFY_KINDS and prior["text_hash"] != text_hash(ticket_text(ticket))
+        ):
+            await self._classify(event)
 
     async def _load(self, tenant: str) -> None:
         if tenant in self._loaded:

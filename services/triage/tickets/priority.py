@@ -40,7 +40,7 @@ class PriorityCall:
 
 def decide(
     text: str,
-    open_signals: Sequence[tuple[str, str]],  # (signal id, severity) on the ticket's devices/site
+    open_signals: Sequence[tuple[str, str]],  # (signal id, severity) on the ticket's devices or site
     neighbours: Sequence[tuple[str, str | None, float]],  # (ticket id, its priority, similarity)
     *,
     min_votes: int = 3,
@@ -49,9 +49,10 @@ def decide(
     if worst is not None and SEVERITY_RANK.get(worst[1], 0) >= SEVERITY_RANK["high"]:
         label = "critical" if worst[1] == "critical" else "high"
         ids = tuple(s for s, sev in open_signals if SEVERITY_RANK.get(sev, 0) >= SEVERITY_RANK["high"])
-        return PriorityCall(
-            label, 0.8, "signals", f"{len(ids)} open {worst[1]} signal(s) on the ticket's devices", ids
+        because = (
+            f"{len(ids)} open signal(s) of high or critical severity on its devices or site, worst {worst[1]}"
         )
+        return PriorityCall(label, 0.8, "signals", because, ids)
     if m := BREADTH.search(text):
         return PriorityCall("critical", 0.7, "rules", f"reports breadth of impact ({m.group(0)!r})", ())
     if m := URGENCY.search(text):

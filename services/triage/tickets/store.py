@@ -219,7 +219,9 @@ def save_intent(engine: Engine, tenant_id: str, intent: dict[str, Any]) -> None:
 
 
 def apply_signal(engine: Engine, tenant_id: str, signal: dict[str, Any]) -> None:
-    """Keep the latest revision of a signal (an older one, redelivered, changes nothing)."""
+    """Keep the latest revision of a signal (an older one, redelivered, changes nothing).
+    `signal`: a `SignalPayload` as a dict."""
+    signal = {**signal, "signal_id": str(signal["signal_id"])}
     with engine.begin() as conn:
         known = conn.execute(
             select(open_signals.c.revision).where(
