@@ -19,6 +19,7 @@ from libs.common.embeddings import shared_embedder
 from libs.common.events import AlertReceived, SignalClustered, TicketEvent
 from libs.common.llm import claude_from_settings
 from libs.common.service import Runtime, operator_only
+from libs.common.settings import SettingsError
 from services.triage.alerts import store
 from services.triage.alerts.engine import AlertClustering
 from services.triage.settings import TriageSettings
@@ -98,11 +99,14 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
 def add_ticket_triage(rt: Runtime, app: FastAPI, settings: TriageSettings) -> TicketTriage:
     corpus = None
     if settings.tickets_global_corpus is not None:
-        _, texts, labels = read_labelled(
-            settings.tickets_global_corpus,
-            settings.tickets_global_text_col,
-            settings.tickets_global_label_col,
-        )
+        try:
+            _, texts, labels = read_labelled(
+                settings.tickets_global_corpus,
+                settings.tickets_global_text_col,
+                settings.tickets_global_label_col,
+            )
+        except ValueError as exc:
+            raise SettingsError(f"MSP_TICKETS_GLOBAL_CORPUS: {exc}") from None
         corpus = (texts, labels)
     triage = TicketTriage(
         engine=rt.engine,

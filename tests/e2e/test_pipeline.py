@@ -173,6 +173,13 @@ def test_a_retried_post_gets_the_same_event_id_and_is_taken_in_once(platform: Pl
     assert triaged["tenant_id"] == tenant and triaged["payload"]["ticket_id"] == "1001"
     assert triaged["payload"]["category"]["method"].endswith("global_model"), "a new tenant has no model"
     assert triaged["payload"]["intent"]["label"] == "disk_space"
+    other, _ = platform.new_tenant()
+    r = httpx.get(
+        f"{platform.urls['triage']}/v1/tickets/1001/triage",
+        params={"tenant_id": other},
+        headers=AS_OPERATOR,
+    )
+    assert r.status_code == 404, "a ticket id is looked up within its tenant only"
 
 
 def test_read_apis_need_the_operator_token(platform: Platform) -> None:

@@ -293,6 +293,24 @@ async def test_rollout_modes_decide_what_the_result_is_for(triage: TriageWithTic
     assert not [e for e in triage.triaged if e["payload"]["ticket_id"] in ("R-3", "R-4")]
 
 
+async def test_a_tenants_own_intent_counts_for_it_alone(triage: TriageWithTickets) -> None:
+    mine, other = unique("own"), unique("plain")
+    intent = {
+        "name": "badge_access",
+        "description": "The door badge does not open a door.",
+        "category": "Facilities",
+        "keywords": ["badge", "door access"],
+        "examples": ["my badge does not open the front door", "door access card stopped working"],
+    }
+    await asyncio.to_thread(store.save_intent, triage.rt.engine, mine, intent)
+    text = "badge will not open the door to the server room"
+    await triage.send(ticket_event(mine, "B-1", text), ticket_event(other, "B-1", text))  # type: ignore[arg-type]
+    got = await triage.result(mine, "B-1")
+    assert got["intent"]["label"] == "badge_access"
+    assert "badge" in got["intent"]["rationale"]["text"]
+    assert (await triage.result(other, "B-1"))["intent"]["label"] != "badge_access"
+
+
 async def test_when_unsure_claude_is_asked_and_an_invalid_answer_leaves_it_to_a_human(
     bootstrap: str, pg_url: str, tmp_path: Path
 ) -> None:

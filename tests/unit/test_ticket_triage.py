@@ -180,3 +180,17 @@ def test_a_ticket_is_split_into_title_and_description_without_losing_text() -> N
     snap = snapshot_of("T", long)
     assert len(snap.title) <= 200
     assert " ".join(ticket_text(snap).split()) == " ".join(long.split())
+
+
+def test_the_global_model_learns_the_catalogue_and_the_operators_global_corpus() -> None:
+    from services.triage.tickets.engine import local_path
+
+    class FakeEmbedder:
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return embed(list(texts))
+
+    texts, labels, _ = tickets(60, 12)
+    triager, matcher = local_path(FakeEmbedder(), TriageConfig(), ([f"g {t}" for t in texts], labels))  # type: ignore[arg-type]
+    classes = set(triager.global_model.classes_)
+    assert {i.category for i in CATALOGUE} <= classes and {"Access", "Hardware", "Purchase"} <= classes
+    assert {i.name for i in matcher.intents} == {i.name for i in CATALOGUE}
