@@ -196,6 +196,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         print(json.dumps(report, indent=2))
         return 0
+    if args.what == "runbooks":
+        from libs.cli import eval_runbooks
+
+        if not args.docs or not args.queries or not args.rankings:
+            raise ValueError("eval runbooks needs --docs DIR, --queries FILE.json and --rankings OUT.jsonl")
+        report = eval_runbooks.evaluate(
+            docs=Path(args.docs),
+            queries=Path(args.queries),
+            rankings=Path(args.rankings),
+            cache=_var(args) / "cache" / "embeddings.sqlite",
+        )
+        print(json.dumps(report, indent=2))
+        return 0
     if args.what == "tickets":
         from libs.cli import eval_tickets
 
@@ -281,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(fn=cmd_key)
 
     ev = sub.add_parser("eval", help="measure the platform on real data (prints JSON)")
-    ev.add_argument("what", choices=["alarms", "tickets", "similar"])
+    ev.add_argument("what", choices=["alarms", "tickets", "similar", "runbooks"])
     ev.add_argument("--data", help="alarms: the folder with Alarm.csv and DAG.npy; tickets: a labelled CSV")
     ev.add_argument("--train", help="tickets: an explicit training CSV (with --test)")
     ev.add_argument("--test", help="tickets: an explicit test CSV")
@@ -293,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch", type=int, default=500, help="alarms: alerts per ingest request")
     ev.add_argument("--limit", type=int, help="alarms: only the first N alarms")
     ev.add_argument("--keep-logs", help="copy the services' logs into this folder")
+    ev.add_argument("--docs", help="runbooks: the folder of Markdown runbooks")
+    ev.add_argument(
+        "--queries", help="runbooks: the alerts (JSON list with summary, description, runbook_path)"
+    )
+    ev.add_argument("--rankings", help="runbooks: where to write the ranking per query (JSON lines)")
     ev.set_defaults(fn=cmd_eval)
 
     te = sub.add_parser("test", help="start PostgreSQL and the broker, then run pytest")

@@ -1,0 +1,1 @@
+"""The knowledge base: runbooks per tenant and global, split into sections and searched."""
