@@ -1,8 +1,10 @@
 """Wiring of the packet service.
 
-Today it consumes tickets.events.v1, tickets.triaged.v1 and signals.clustered.v1, records and
-counts them per tenant and audits what it received. Escalation packets land with their own
-issue; until then it writes nothing into any PSA.
+It follows `tickets.events.v1`, `tickets.triaged.v1` and `signals.clustered.v1` per tenant;
+when a ticket escalates it builds an escalation packet (`packets.escalation.v1`), a new version
+whenever what the packet would say changes, and posts each version once into the tenant's PSA
+as an internal note (see `engine.py`). Every event taken in is also recorded and counted
+(`/v1/counts`).
 """
 
 from __future__ import annotations
@@ -12,16 +14,42 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from libs.common.counting import build_counting_service
+from libs.common.embeddings import shared_embedder
 from libs.common.events import SignalClustered, TicketEvent, TicketTriaged
+from libs.common.llm import claude_from_settings
 from libs.common.service import Runtime
+from services.packet.api import add_routes
+from services.packet.engine import PacketEngine
+from services.packet.kb.base import KnowledgeBase
 from services.packet.settings import PacketSettings
 
 
 def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
-    return build_counting_service(
+    topics = [SignalClustered.topic, TicketEvent.topic, TicketTriaged.topic]
+    rt, app = build_counting_service(
         settings,
-        topics=[SignalClustered.topic, TicketEvent.topic, TicketTriaged.topic],
+        topics=topics,
         migrations_dir=Path(__file__).parent / "migrations",
         title="msp packet",
         description=__doc__ or "",
     )
+    kb = KnowledgeBase(rt.engine, shared_embedder())
+    packets = PacketEngine(
+        engine=rt.engine,
+        producer=rt.producer,
+        audit=rt.audit,
+        kb=kb,
+        claude=claude_from_settings(settings),
+        page_base_url=settings.page_base_url,
+        retry_base_s=settings.psa_retry_base_s,
+        retry_max_s=settings.psa_retry_max_s,
+        max_attempts=settings.psa_max_attempts,
+        psa_timeout_s=settings.psa_timeout_s,
+    )
+    rt.add_component("packets", packets.start, packets.stop, lambda: packets.running)
+    # All three topics in one group: keyed by tenant, so a tenant's events stay in order.
+    rt.add_consumer(topics, packets.handle, group_id=f"{settings.effective_consumer_group}-packets")
+    rt.packets = packets  # type: ignore[attr-defined]
+    rt.kb = kb  # type: ignore[attr-defined]
+    add_routes(app, settings, packets, kb)
+    return rt, app

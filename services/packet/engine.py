@@ -1,0 +1,455 @@
+"""The packet service at work: it follows tickets, signals and triage results per tenant; when
+a ticket escalates it builds a packet, and a new version whenever what the packet would say
+changes (a note, a signal opening or resolving on the ticket's devices); every version is
+published on `packets.escalation.v1` and posted once into the tenant's PSA as an internal note.
+
+Posting goes through an outbox: the version and its pending delivery are written together;
+a worker posts due deliveries, retrying with backoff while the PSA fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+
+from libs.common.audit import AuditEmitter
+from libs.common.bus import EventProducer
+from libs.common.events import (
+    Claim,
+    EscalationPacket,
+    EscalationPacketPayload,
+    EventSource,
+    SignalClustered,
+    TicketEvent,
+    TicketTriaged,
+    derive_event_id,
+    utcnow,
+)
+from libs.common.llm import Claude, JudgementFailed, with_fallback
+from services.packet import builder, psa, store
+from services.packet.kb.base import KnowledgeBase
+
+log = logging.getLogger(__name__)
+
+PACKET_NAMESPACE = uuid.UUID("0b6f3a52-6a8e-4d59-b3a4-2f0f6f3e1c7d")
+SIGNAL_TRIGGERS = {"opened", "resolved", "merged"}
+CONTEXT_WINDOW = timedelta(hours=24)
+
+_LATENCY = Histogram(
+    "msp_packet_latency_seconds",
+    "From the event that caused a packet version to its note posted in the PSA",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+_BUILD = Histogram("msp_packet_build_seconds", "Time to build a packet version")
+_CLAIMS = Histogram("msp_packet_claims", "Claims per packet version", buckets=(1, 2, 5, 10, 20, 50))
+_CONFIDENT = Histogram(
+    "msp_packet_confident_share",
+    "Share of a packet's claims with confidence above 0.8",
+    buckets=(0.2, 0.4, 0.6, 0.8, 1.0),
+)
+_VERSIONS = Counter("msp_packet_versions_total", "Packet versions built", ["trigger"])
+_DELIVERIES = Counter("msp_packet_deliveries_total", "PSA note posts", ["kind", "outcome"])
+FEEDBACK = Counter("msp_packet_feedback_total", "Engineers' verdicts on packet claims", ["verdict"])
+REVIEW = Histogram(
+    "msp_packet_review_seconds",
+    "Time engineers report spending on a packet",
+    buckets=(10, 30, 60, 120, 300, 600, 1800),
+)
+
+
+class SummarySentence(BaseModel):
+    text: str = Field(min_length=1, max_length=600)
+    sources: list[str] = Field(min_length=1, max_length=5, description="keys of the sources it rests on")
+
+
+class SummaryJudgement(BaseModel):
+    sentences: list[SummarySentence] = Field(min_length=1, max_length=6)
+
+
+class SummaryClaims(BaseModel):
+    claims: list[Claim]
+
+
+SUMMARY_SYSTEM = (
+    "You write the summary of an escalation packet for an L2 engineer at a managed service "
+    "provider: what happened, in plain language, in at most five sentences. Each sentence must "
+    "cite the keys of the sources it rests on, from the sources given. Say nothing the sources "
+    "do not support."
+)
+
+
+def packet_id_for(tenant_id: str, ticket_id: str) -> uuid.UUID:
+    return uuid.uuid5(PACKET_NAMESPACE, f"{tenant_id}\x1f{ticket_id}")
+
+
+def merge_ticket(known: dict[str, Any] | None, event: TicketEvent) -> dict[str, Any]:
+    """The ticket as known so far, with this event applied (idempotent: a redelivered event
+    adds no second note or escalation)."""
+    p = event.payload
+    snap = p.ticket.model_dump(mode="json")
+    ticket = known or {
+        "ticket_id": snap["ticket_id"],
+        "snapshot": {},
+        "notes": [],
+        "escalations": [],
+        "escalated": False,
+        "closed": False,
+    }
+    merged = dict(ticket["snapshot"])
+    for key, value in snap.items():
+        if value not in (None, "", []) or key not in merged:
+            merged[key] = value
+    ticket["snapshot"] = merged
+    if p.note is not None and all(n["note_id"] != p.note.note_id for n in ticket["notes"]):
+        ticket["notes"].append(p.note.model_dump(mode="json"))
+    if p.kind == "escalated" and all(e.get("event_id") != str(event.event_id) for e in ticket["escalations"]):
+        ticket["escalations"].append(
+            {
+                **(p.escalation.model_dump(mode="json") if p.escalation else {}),
+                "event_id": str(event.event_id),
+                "at": event.occurred_at.isoformat(),
+            }
+        )
+        ticket["escalated"] = True
+    if p.kind in ("resolved", "closed"):
+        ticket["closed"] = True
+    elif p.kind == "reopened":
+        ticket["closed"] = False
+    return ticket
+
+
+class PacketEngine:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        producer: EventProducer,
+        audit: AuditEmitter,
+        kb: KnowledgeBase,
+        claude: Claude | None = None,
+        page_base_url: str | None = None,
+        retry_base_s: float = 1.0,
+        retry_max_s: float = 60.0,
+        max_attempts: int = 10,
+        psa_timeout_s: float = 10.0,
+    ) -> None:
+        self.engine = engine
+        self.producer = producer
+        self.audit = audit
+        self.kb = kb
+        self.claude = claude
+        self.page_base_url = page_base_url
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self.max_attempts = max_attempts
+        self.psa_timeout_s = psa_timeout_s
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self.running = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=self.psa_timeout_s)
+        self.running = True
+        self._worker = asyncio.create_task(self._deliver_forever(), name="packet-deliveries")
+
+    async def stop(self) -> None:
+        self.running = False
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+
+    # --- the stream -------------------------------------------------------------------------
+
+    async def handle(self, event: Any, _record: Any) -> None:
+        if isinstance(event, TicketEvent):
+            await self._ticket(event)
+        elif isinstance(event, TicketTriaged):
+            await asyncio.to_thread(
+                store.save_triage,
+                self.engine,
+                event.tenant_id,
+                event.payload.ticket_id,
+                event.payload.model_dump(mode="json"),
+            )
+        elif isinstance(event, SignalClustered):
+            await self._signal(event)
+
+    async def _ticket(self, event: TicketEvent) -> None:
+        tenant, ticket_id = event.tenant_id, event.payload.ticket.ticket_id
+        known = await asyncio.to_thread(store.get_ticket, self.engine, tenant, ticket_id)
+        ticket = merge_ticket(known, event)
+        await asyncio.to_thread(store.save_ticket, self.engine, tenant, ticket)
+        if ticket["escalated"] and not ticket["closed"]:
+            await self.rebuild(tenant, ticket, event, trigger=event.payload.kind)
+
+    async def _signal(self, event: SignalClustered) -> None:
+        tenant, payload = event.tenant_id, event.payload
+        fresh = await asyncio.to_thread(
+            store.apply_signal, self.engine, tenant, payload.model_dump(mode="json")
+        )
+        if not fresh or payload.state not in SIGNAL_TRIGGERS:
+            return
+        for ticket in await asyncio.to_thread(store.escalated_tickets, self.engine, tenant):
+            snap = ticket["snapshot"]
+            if set(snap.get("devices") or []) & set(payload.devices) or (
+                snap.get("site") and snap["site"] in payload.sites
+            ):
+                await self.rebuild(tenant, ticket, event, trigger=f"signal_{payload.state}")
+
+    # --- building ---------------------------------------------------------------------------
+
+    async def rebuild(
+        self, tenant: str, ticket: dict[str, Any], cause: Any, *, trigger: str
+    ) -> EscalationPacketPayload | None:
+        """A new packet version when its content changed; None when it did not."""
+        started = time.perf_counter()
+        parts = await asyncio.to_thread(self._parts, tenant, ticket)
+        summary = await self._summary(tenant, ticket, parts, cause)
+        content: dict[str, list[Any]] = {
+            "summary": summary,
+            "related_alerts": parts.related_alerts,
+            "runbook": parts.runbook,
+            "already_tried": parts.already_tried,
+            "still_unknown": parts.still_unknown,
+            "similar_cases": parts.similar_cases,
+        }
+        digest = hashlib.sha256(
+            json.dumps(
+                {k: [c.model_dump(mode="json") for c in v] for k, v in content.items()}, sort_keys=True
+            ).encode()
+        ).hexdigest()
+        latest = await asyncio.to_thread(store.latest_packet, self.engine, tenant, ticket["ticket_id"])
+        if latest is not None and latest["content_hash"] == digest:
+            return None
+        packet_id = packet_id_for(tenant, ticket["ticket_id"])
+        version = 1 if latest is None else int(latest["version"]) + 1
+        payload = EscalationPacketPayload(
+            packet_id=packet_id, ticket_id=ticket["ticket_id"], version=version, **content
+        )  # type: ignore[arg-type]
+        target = await asyncio.to_thread(store.get_target, self.engine, tenant)
+        await asyncio.to_thread(
+            store.save_packet,
+            self.engine,
+            tenant_id=tenant,
+            ticket_id=ticket["ticket_id"],
+            packet_id=packet_id,
+            version=version,
+            content_hash=digest,
+            payload=payload.model_dump_json(),
+            cause_event_id=str(cause.event_id),
+            trigger_at=cause.ingested_at,
+            deliver=target is not None,
+        )
+        if target is not None:
+            self._wake.set()
+        link = ticket["snapshot"].get("url")
+        await self.producer.publish(
+            EscalationPacket(
+                event_id=derive_event_id(tenant, "packet", str(packet_id), str(version)),
+                tenant_id=tenant,
+                occurred_at=utcnow(),
+                source=EventSource(system="msp.packet", reference=ticket["ticket_id"], link=link),
+                payload=payload,
+            )
+        )
+        await self.audit.emit(
+            tenant_id=tenant,
+            action="packet.version.built",
+            subject_kind="packet",
+            subject_id=f"{packet_id}:v{version}",
+            cause_id=str(cause.event_id),
+            details={
+                "ticket_id": ticket["ticket_id"],
+                "trigger": trigger,
+                "psa": target["kind"] if target else None,
+            },
+        )
+        claims = [c for k, v in content.items() if k != "still_unknown" for c in v]
+        _VERSIONS.labels(trigger).inc()
+        _CLAIMS.observe(len(claims))
+        if claims:
+            _CONFIDENT.observe(sum(c.confidence > 0.8 for c in claims) / len(claims))
+        _BUILD.observe(time.perf_counter() - started)
+        return payload
+
+    def _parts(self, tenant: str, ticket: dict[str, Any]) -> builder.PacketParts:
+        snap = ticket["snapshot"]
+        now = datetime.now(UTC)
+        signals = store.signals_around(
+            self.engine, tenant, snap.get("devices") or [], snap.get("site"), now - CONTEXT_WINDOW, now
+        )
+        query = " ".join(
+            [snap.get("title", ""), snap.get("description", ""), *(s["title"] for s in signals[:3])]
+        )
+        runbooks = self.kb.search(tenant, query, k=3)
+        triage = store.get_triage(self.engine, tenant, ticket["ticket_id"])
+        return builder.build(ticket, signals, runbooks, triage)
+
+    async def _summary(
+        self, tenant: str, ticket: dict[str, Any], parts: builder.PacketParts, cause: Any
+    ) -> list[Claim]:
+        if self.claude is None:
+            return parts.summary
+        claude = self.claude
+        sources = parts.sources
+        prompt = json.dumps(
+            {
+                "ticket": {k: ticket["snapshot"].get(k) for k in ("title", "description", "site", "devices")},
+                "sources": {
+                    k: {"kind": s.kind, "id": s.id, "excerpt": s.excerpt} for k, s in sources.items()
+                },
+            },
+            ensure_ascii=False,
+        )
+
+        async def ask() -> SummaryClaims:
+            answer = await claude.judge(
+                judgement="packet_summary",
+                tenant_id=tenant,
+                system=SUMMARY_SYSTEM,
+                prompt=prompt,
+                output=SummaryJudgement,
+            )
+            claims = []
+            for s in answer.sentences:
+                cited = [sources[k] for k in s.sources if k in sources]
+                if not cited:
+                    raise JudgementFailed("invalid", f"sentence cites no known source: {s.text[:80]!r}")
+                claims.append(Claim(text=s.text, confidence=0.8, sources=cited))
+            return SummaryClaims(claims=claims)
+
+        async def local() -> SummaryClaims:
+            return SummaryClaims(claims=parts.summary)
+
+        async def fell_back(reason: str, detail: str) -> None:
+            await self.audit.emit(
+                tenant_id=tenant,
+                action="packet.llm.fallback",
+                subject_kind="ticket",
+                subject_id=ticket["ticket_id"],
+                cause_id=str(cause.event_id),
+                outcome="failed",
+                details={"reason": reason, "detail": detail[:500]},
+            )
+
+        result, _ = await with_fallback("packet_summary", ask, local, fell_back)
+        return result.claims
+
+    # --- delivering -------------------------------------------------------------------------
+
+    async def _deliver_forever(self) -> None:
+        while self.running:
+            try:
+                await self.deliver_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery pass failed; trying again shortly")
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def deliver_due(self) -> int:
+        posted = 0
+        for row in await asyncio.to_thread(store.due_deliveries, self.engine):
+            if not await asyncio.to_thread(
+                store.claim_delivery, self.engine, row["packet_id"], row["version"], 60.0
+            ):
+                continue  # another instance has it
+            posted += await self._deliver(row)
+        return posted
+
+    async def _deliver(self, row: dict[str, Any]) -> int:
+        assert self._client is not None
+        found = await asyncio.to_thread(store.packet_payload, self.engine, row["packet_id"], row["version"])
+        target = await asyncio.to_thread(store.get_target, self.engine, row["tenant_id"])
+        if found is None or target is None:
+            await asyncio.to_thread(
+                store.finish_delivery,
+                self.engine,
+                row["packet_id"],
+                row["version"],
+                status="skipped",
+                attempts=row["attempts"],
+                error="no packet or no PSA target",
+            )
+            return 0
+        tenant, raw, trigger_at = found
+        packet = EscalationPacketPayload.model_validate_json(raw)
+        page = (
+            f"{self.page_base_url.rstrip('/')}/v1/packets/{packet.packet_id}/page?tenant_id={tenant}"
+            if self.page_base_url
+            else None
+        )
+        attempts = row["attempts"] + 1
+        kind = target["kind"]
+        try:
+            remote = await psa.post(self._client, psa.Target(**target), packet.ticket_id, packet, page)
+        except psa.DeliveryError as exc:
+            give_up = not exc.retry or attempts >= self.max_attempts
+            delay = min(self.retry_max_s, self.retry_base_s * 2 ** (attempts - 1))
+            await asyncio.to_thread(
+                store.finish_delivery,
+                self.engine,
+                row["packet_id"],
+                row["version"],
+                status="failed" if give_up else "pending",
+                attempts=attempts,
+                next_at=utcnow() + timedelta(seconds=delay),
+                error=str(exc)[:1000],
+            )
+            _DELIVERIES.labels(kind, "failed" if give_up else "retry").inc()
+            log.warning(
+                "PSA note post failed",
+                extra={"tenant_id": tenant, "psa": kind, "attempt": attempts, "error": str(exc)[:200]},
+            )
+            if give_up:
+                await self.audit.emit(
+                    tenant_id=tenant,
+                    action="packet.note.failed",
+                    subject_kind="packet",
+                    subject_id=f"{packet.packet_id}:v{packet.version}",
+                    cause_id=f"{packet.packet_id}:v{packet.version}:failed",
+                    outcome="failed",
+                    details={"psa": kind, "attempts": attempts, "error": str(exc)[:500]},
+                )
+            return 0
+        await asyncio.to_thread(
+            store.finish_delivery,
+            self.engine,
+            row["packet_id"],
+            row["version"],
+            status="posted",
+            attempts=attempts,
+            remote_id=remote,
+        )
+        _DELIVERIES.labels(kind, "posted").inc()
+        at = trigger_at if trigger_at.tzinfo else trigger_at.replace(tzinfo=UTC)
+        _LATENCY.observe(max(0.0, (datetime.now(UTC) - at).total_seconds()))
+        await self.audit.emit(
+            tenant_id=tenant,
+            action="packet.note.posted",
+            subject_kind="packet",
+            subject_id=f"{packet.packet_id}:v{packet.version}",
+            cause_id=f"{packet.packet_id}:v{packet.version}:posted",
+            details={"psa": kind, "attempts": attempts, "remote_id": remote},
+        )
+        return 1

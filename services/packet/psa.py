@@ -1,0 +1,196 @@
+"""Posting a packet into the tenant's PSA as an internal note: rendering (Markdown or HTML) and
+one writer per PSA. The writers only add internal notes; nothing here closes a ticket, mails a
+client, changes an SLA or runs anything.
+
+Each note carries a marker with the packet id and version (`msp-packet:<id>:v<n>`), so an
+engineer, or a reconciliation job, can tell a repost apart; the service itself posts a version
+once (deliveries are keyed by packet id and version).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from libs.common.events import Claim, EscalationPacketPayload
+
+KINDS = ("connectwise", "autotask", "halopsa", "webhook")
+PARTS = (
+    ("summary", "Summary"),
+    ("related_alerts", "Related alerts"),
+    ("runbook", "Runbook"),
+    ("already_tried", "Already tried"),
+    ("similar_cases", "Similar cases"),
+)
+
+
+class DeliveryError(Exception):
+    """The PSA refused or failed; `retry` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+def marker(p: EscalationPacketPayload) -> str:
+    return f"msp-packet:{p.packet_id}:v{p.version}"
+
+
+def _cites(c: Claim) -> str:
+    return ", ".join(f"{s.kind} {s.id}" for s in c.sources)
+
+
+def render_markdown(p: EscalationPacketPayload, page_url: str | None = None) -> str:
+    lines = [f"**Escalation packet** v{p.version} for ticket {p.ticket_id}", ""]
+    for field, title in PARTS:
+        claims: list[Claim] = getattr(p, field)
+        if not claims:
+            continue
+        lines.append(f"**{title}**")
+        for c in claims:
+            link = next((s.url for s in c.sources if s.url), None)
+            cite = f"[{_cites(c)}]({link})" if link else _cites(c)
+            lines.append(f"- {c.text} _(confidence {c.confidence:.2f}; {cite})_")
+        lines.append("")
+    if p.still_unknown:
+        lines.append("**Still unknown**")
+        lines += [f"- {u.text} _(missing: {u.missing_evidence})_" for u in p.still_unknown]
+        lines.append("")
+    if page_url:
+        lines.append(f"Full packet: {page_url}")
+    lines.append(marker(p))
+    return "\n".join(lines)
+
+
+def render_html(p: EscalationPacketPayload, page_url: str | None = None) -> str:
+    e = html.escape
+    out = [f"<p><b>Escalation packet</b> v{p.version} for ticket {e(p.ticket_id)}</p>"]
+    for field, title in PARTS:
+        claims: list[Claim] = getattr(p, field)
+        if not claims:
+            continue
+        out.append(f"<p><b>{e(title)}</b></p><ul>")
+        for c in claims:
+            cites = []
+            for s in c.sources:
+                label = e(f"{s.kind} {s.id}")
+                cites.append(f'<a href="{e(s.url, quote=True)}">{label}</a>' if s.url else label)
+            out.append(f"<li>{e(c.text)} <i>(confidence {c.confidence:.2f}; {', '.join(cites)})</i></li>")
+        out.append("</ul>")
+    if p.still_unknown:
+        out.append("<p><b>Still unknown</b></p><ul>")
+        out += [f"<li>{e(u.text)} <i>(missing: {e(u.missing_evidence)})</i></li>" for u in p.still_unknown]
+        out.append("</ul>")
+    if page_url:
+        out.append(f'<p><a href="{e(page_url, quote=True)}">Full packet</a></p>')
+    out.append(f"<p>{e(marker(p))}</p>")
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    base_url: str
+    credentials: dict[str, Any]
+    options: dict[str, Any]
+
+
+def request_for(
+    target: Target, ticket_id: str, p: EscalationPacketPayload, page_url: str | None
+) -> tuple[str, dict[str, str], Any]:
+    """(URL, headers, JSON body) of the call that adds the packet as an internal note."""
+    c, base = target.credentials, target.base_url.rstrip("/")
+    if target.kind == "connectwise":
+        auth = base64.b64encode(f"{c['company']}+{c['public_key']}:{c['private_key']}".encode()).decode()
+        return (
+            f"{base}/v4_6_release/apis/3.0/service/tickets/{ticket_id}/notes",
+            {"Authorization": f"Basic {auth}", "clientId": str(c.get("client_id", ""))},
+            {
+                "text": render_markdown(p, page_url),
+                "detailDescriptionFlag": False,
+                "internalAnalysisFlag": True,
+                "resolutionFlag": False,
+            },
+        )
+    if target.kind == "autotask":
+        return (
+            f"{base}/ATServicesRest/V1.0/Tickets/{ticket_id}/Notes",
+            {
+                "ApiIntegrationCode": str(c["integration_code"]),
+                "UserName": str(c["username"]),
+                "Secret": str(c["secret"]),
+            },
+            {
+                "ticketID": int(ticket_id) if ticket_id.isdigit() else ticket_id,
+                "title": f"Escalation packet v{p.version}",
+                "description": render_markdown(p, page_url),
+                "noteType": int(target.options.get("note_type", 1)),
+                # The tenant's picklist value for an internal-only note.
+                "publish": int(target.options.get("publish", 2)),
+            },
+        )
+    if target.kind == "halopsa":
+        return (
+            f"{base}/api/Actions",
+            {"Authorization": f"Bearer {c['token']}"},
+            [
+                {
+                    "ticket_id": int(ticket_id) if ticket_id.isdigit() else ticket_id,
+                    "outcome": str(target.options.get("outcome", "Private Note")),
+                    "note_html": render_html(p, page_url),
+                    "hiddenfromuser": True,
+                }
+            ],
+        )
+    if target.kind == "webhook":
+        body = {
+            "ticket_id": ticket_id,
+            "packet": p.model_dump(mode="json"),
+            "markdown": render_markdown(p, page_url),
+            "html": render_html(p, page_url),
+            "internal": True,
+        }
+        raw = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        headers = {"Content-Type": "application/json"}
+        if c.get("secret"):
+            sig = hmac.new(str(c["secret"]).encode(), raw.encode(), hashlib.sha256).hexdigest()
+            headers["X-MSP-Signature"] = f"sha256={sig}"
+        return base, headers, body
+    raise ValueError(f"unknown PSA kind {target.kind!r} (known: {', '.join(KINDS)})")
+
+
+async def post(
+    client: httpx.AsyncClient,
+    target: Target,
+    ticket_id: str,
+    p: EscalationPacketPayload,
+    page_url: str | None,
+) -> str | None:
+    """Post the note; returns the PSA's id for it when it says one."""
+    url, headers, body = request_for(target, ticket_id, p, page_url)
+    try:
+        r = await client.post(url, headers={**headers, "Idempotency-Key": marker(p)}, json=body)
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"{type(exc).__name__}: {exc}", retry=True) from exc
+    if r.status_code >= 500 or r.status_code in (408, 409, 425, 429):
+        raise DeliveryError(f"HTTP {r.status_code}: {r.text[:300]}", retry=True)
+    if r.status_code >= 400:
+        raise DeliveryError(f"HTTP {r.status_code}: {r.text[:300]}", retry=False)
+    try:
+        answer = r.json()
+    except ValueError:
+        return None
+    if isinstance(answer, list) and answer:
+        answer = answer[0]
+    if isinstance(answer, dict):
+        for key in ("id", "itemId", "noteId"):
+            if answer.get(key) is not None:
+                return str(answer[key])
+    return None

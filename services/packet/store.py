@@ -1,0 +1,532 @@
+"""The packet service's state: what it knows of each ticket, signal and triage result (from the
+topics it consumes), the runbooks, the packets and their versions, PSA targets and deliveries,
+and engineers' feedback. Every function takes the tenant explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    func,
+    select,
+    update,
+)
+
+from libs.common.db import upsert
+from libs.common.events import utcnow
+
+metadata = MetaData()
+tickets = Table(
+    "packet_tickets",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("ticket_id", String(1000), primary_key=True),
+    Column("snapshot", Text, nullable=False),  # the latest TicketSnapshot, merged field by field
+    Column("notes", Text, nullable=False),  # JSON list of notes, in arrival order
+    Column("escalations", Text, nullable=False),  # JSON list of escalations with their time
+    Column("escalated", Boolean, nullable=False),
+    Column("closed", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+signals = Table(
+    "packet_signals",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("signal_id", String(36), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("payload", Text, nullable=False),  # the SignalPayload of that revision
+    Column("alert_ids", Text, nullable=False),  # every member alert seen, JSON list
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+)
+triage = Table(
+    "packet_triage",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("ticket_id", String(1000), primary_key=True),
+    Column("payload", Text, nullable=False),  # the TicketTriagedPayload
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+runbooks = Table(
+    "packet_runbooks",
+    metadata,
+    Column("scope", String(80), primary_key=True),  # "tenant:<id>" or "global"
+    Column("path", String(500), primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("url", Text),
+    Column("source", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("vectors", LargeBinary, nullable=False),  # float32, one row per section
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+packets = Table(
+    "packet_packets",
+    metadata,
+    Column("packet_id", String(36), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("tenant_id", String(63), nullable=False),
+    Column("ticket_id", String(1000), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("cause_event_id", String(36), nullable=False),
+    Column("trigger_at", DateTime(timezone=True), nullable=False),  # when the causing event was ingested
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+targets = Table(
+    "packet_psa_targets",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("base_url", Text, nullable=False),
+    Column("credentials", Text, nullable=False),  # JSON; never returned by the API
+    Column("options", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+deliveries = Table(
+    "packet_deliveries",
+    metadata,
+    Column("packet_id", String(36), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("tenant_id", String(63), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, posted, failed (gave up), skipped
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text),
+    Column("remote_id", Text),
+    Column("posted_at", DateTime(timezone=True)),
+)
+feedback = Table(
+    "packet_feedback",
+    metadata,
+    Column("feedback_id", String(36), primary_key=True),
+    Column("tenant_id", String(63), nullable=False),
+    Column("packet_id", String(36), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("claim", String(100)),  # "runbook/0", "summary/2"... or None for the packet as a whole
+    Column("verdict", String(16)),  # useful, wrong
+    Column("review_seconds", Float),
+    Column("engineer", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+# --- tickets ----------------------------------------------------------------------------------
+
+
+def get_ticket(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(tickets).where(tickets.c.tenant_id == tenant_id, tickets.c.ticket_id == ticket_id)
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        return None
+    return {
+        "ticket_id": row["ticket_id"],
+        "snapshot": json.loads(row["snapshot"]),
+        "notes": json.loads(row["notes"]),
+        "escalations": json.loads(row["escalations"]),
+        "escalated": row["escalated"],
+        "closed": row["closed"],
+    }
+
+
+def save_ticket(engine: Engine, tenant_id: str, ticket: dict[str, Any]) -> None:
+    row = {
+        "tenant_id": tenant_id,
+        "ticket_id": ticket["ticket_id"],
+        "snapshot": _json(ticket["snapshot"]),
+        "notes": _json(ticket["notes"]),
+        "escalations": _json(ticket["escalations"]),
+        "escalated": ticket["escalated"],
+        "closed": ticket["closed"],
+        "updated_at": utcnow(),
+    }
+    with engine.begin() as conn:
+        conn.execute(upsert(engine, tickets, ["tenant_id", "ticket_id"]), [row])
+
+
+def escalated_tickets(engine: Engine, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's escalated tickets still open (a signal change may concern them)."""
+    with engine.connect() as conn:
+        ids = list(
+            conn.execute(
+                select(tickets.c.ticket_id).where(
+                    tickets.c.tenant_id == tenant_id,
+                    tickets.c.escalated.is_(True),
+                    tickets.c.closed.is_(False),
+                )
+            ).scalars()
+        )
+    return [t for t in (get_ticket(engine, tenant_id, i) for i in ids) if t is not None]
+
+
+# --- signals and triage -------------------------------------------------------------------------
+
+
+def apply_signal(engine: Engine, tenant_id: str, payload: dict[str, Any]) -> bool:
+    """Keep the latest revision and every member alert id seen; False for an old revision."""
+    sid = str(payload["signal_id"])
+    with engine.begin() as conn:
+        known = conn.execute(
+            select(signals.c.revision, signals.c.alert_ids).where(
+                signals.c.tenant_id == tenant_id, signals.c.signal_id == sid
+            )
+        ).first()
+        if known is not None and known[0] >= payload["revision"]:
+            return False
+        members = json.loads(known[1]) if known is not None else []
+        for a in [*payload.get("added_alert_ids", []), *payload.get("member_alert_ids", [])]:
+            if str(a) not in members:
+                members.append(str(a))
+        row = {
+            "tenant_id": tenant_id,
+            "signal_id": sid,
+            "revision": payload["revision"],
+            "payload": _json(payload),
+            "alert_ids": _json(members[-200:]),
+            "last_seen": payload["last_seen"],
+        }
+        conn.execute(upsert(engine, signals, ["tenant_id", "signal_id"]), [row])
+    return True
+
+
+def signals_around(
+    engine: Engine, tenant_id: str, devices: list[str], site: str | None, since: datetime, until: datetime
+) -> list[dict[str, Any]]:
+    """The tenant's signals on the devices or site, seen within [since, until]."""
+    if not devices and not site:
+        return []
+    wanted = set(devices)
+    out = []
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(signals.c.payload, signals.c.alert_ids)
+            .where(signals.c.tenant_id == tenant_id, signals.c.last_seen >= since)
+            .order_by(signals.c.last_seen.desc())
+            .limit(2000)
+        )
+        for payload, alert_ids in rows:
+            p = json.loads(payload)
+            if datetime.fromisoformat(p["first_seen"]) > until:
+                continue
+            if wanted.intersection(p.get("devices", [])) or (site is not None and site in p.get("sites", [])):
+                out.append({**p, "alert_ids": json.loads(alert_ids)})
+    return out
+
+
+def save_triage(engine: Engine, tenant_id: str, ticket_id: str, payload: dict[str, Any]) -> None:
+    row = {"tenant_id": tenant_id, "ticket_id": ticket_id, "payload": _json(payload), "updated_at": utcnow()}
+    with engine.begin() as conn:
+        conn.execute(upsert(engine, triage, ["tenant_id", "ticket_id"]), [row])
+
+
+def get_triage(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(triage.c.payload).where(triage.c.tenant_id == tenant_id, triage.c.ticket_id == ticket_id)
+        ).scalar()
+    return json.loads(row) if row else None
+
+
+# --- runbooks ---------------------------------------------------------------------------------
+
+
+def put_runbook(
+    engine: Engine,
+    scope: str,
+    path: str,
+    title: str,
+    url: str | None,
+    source: str,
+    digest: str,
+    vectors: np.ndarray,
+) -> None:
+    row = {
+        "scope": scope,
+        "path": path,
+        "title": title,
+        "url": url,
+        "source": source,
+        "content_hash": digest,
+        "vectors": np.asarray(vectors, dtype=np.float32).tobytes(),
+        "updated_at": utcnow(),
+    }
+    with engine.begin() as conn:
+        conn.execute(upsert(engine, runbooks, ["scope", "path"]), [row])
+
+
+def runbook_hash(engine: Engine, scope: str, path: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(runbooks.c.content_hash).where(runbooks.c.scope == scope, runbooks.c.path == path)
+        ).scalar()
+
+
+def delete_runbook(engine: Engine, scope: str, path: str) -> bool:
+    with engine.begin() as conn:
+        return bool(
+            conn.execute(delete(runbooks).where(runbooks.c.scope == scope, runbooks.c.path == path)).rowcount
+        )
+
+
+def runbook_version(engine: Engine, scopes: list[str]) -> tuple[int, str]:
+    """(count, latest change) over the scopes: changes when any of their runbooks does."""
+    with engine.connect() as conn:
+        n, latest = conn.execute(
+            select(func.count(), func.max(runbooks.c.updated_at)).where(runbooks.c.scope.in_(scopes))
+        ).one()
+    return int(n), str(latest)
+
+
+def load_runbooks(engine: Engine, scopes: list[str]) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(runbooks).where(runbooks.c.scope.in_(scopes)).order_by(runbooks.c.scope, runbooks.c.path)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+def list_runbooks(engine: Engine, scope: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(runbooks.c.path, runbooks.c.title, runbooks.c.url, runbooks.c.updated_at)
+            .where(runbooks.c.scope == scope)
+            .order_by(runbooks.c.path)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+# --- packets ----------------------------------------------------------------------------------
+
+
+def latest_packet(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(packets)
+                .where(packets.c.tenant_id == tenant_id, packets.c.ticket_id == ticket_id)
+                .order_by(packets.c.version.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    return dict(row) if row else None
+
+
+def save_packet(
+    engine: Engine,
+    *,
+    tenant_id: str,
+    ticket_id: str,
+    packet_id: uuid.UUID,
+    version: int,
+    content_hash: str,
+    payload: str,
+    cause_event_id: str,
+    trigger_at: datetime,
+    deliver: bool,
+) -> None:
+    """The packet version and, when the tenant has a PSA target, its pending delivery, in one
+    transaction (the outbox: a crash never leaves a version without its delivery)."""
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            packets.insert().values(
+                packet_id=str(packet_id),
+                version=version,
+                tenant_id=tenant_id,
+                ticket_id=ticket_id,
+                content_hash=content_hash,
+                payload=payload,
+                cause_event_id=cause_event_id,
+                trigger_at=trigger_at,
+                created_at=now,
+            )
+        )
+        if deliver:
+            conn.execute(
+                deliveries.insert().values(
+                    packet_id=str(packet_id),
+                    version=version,
+                    tenant_id=tenant_id,
+                    status="pending",
+                    attempts=0,
+                    next_at=now,
+                )
+            )
+
+
+def packet_versions(engine: Engine, tenant_id: str, packet_id: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                packets,
+                deliveries.c.status,
+                deliveries.c.attempts,
+                deliveries.c.posted_at,
+                deliveries.c.last_error,
+            )
+            .select_from(
+                packets.outerjoin(
+                    deliveries,
+                    and_(
+                        deliveries.c.packet_id == packets.c.packet_id,
+                        deliveries.c.version == packets.c.version,
+                    ),
+                )
+            )
+            .where(packets.c.tenant_id == tenant_id, packets.c.packet_id == packet_id)
+            .order_by(packets.c.version)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+# --- PSA targets and deliveries ---------------------------------------------------------------------
+
+
+def set_target(
+    engine: Engine,
+    tenant_id: str,
+    kind: str,
+    base_url: str,
+    credentials: dict[str, Any],
+    options: dict[str, Any],
+) -> None:
+    row = {
+        "tenant_id": tenant_id,
+        "kind": kind,
+        "base_url": base_url,
+        "credentials": _json(credentials),
+        "options": _json(options),
+        "updated_at": utcnow(),
+    }
+    with engine.begin() as conn:
+        conn.execute(upsert(engine, targets, ["tenant_id"]), [row])
+
+
+def get_target(engine: Engine, tenant_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(targets).where(targets.c.tenant_id == tenant_id)).mappings().first()
+    if row is None:
+        return None
+    return {
+        "kind": row["kind"],
+        "base_url": row["base_url"],
+        "credentials": json.loads(row["credentials"]),
+        "options": json.loads(row["options"]),
+    }
+
+
+def due_deliveries(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+    """Pending deliveries whose time has come, and those whose poster's lease ran out (it
+    died mid-post)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(deliveries)
+            .where(deliveries.c.status.in_(("pending", "posting")), deliveries.c.next_at <= utcnow())
+            .order_by(deliveries.c.next_at)
+            .limit(limit)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+def claim_delivery(engine: Engine, packet_id: str, version: int, lease_s: float) -> bool:
+    """Take a due delivery for `lease_s` seconds; False when another instance took it first."""
+    now = utcnow()
+    with engine.begin() as conn:
+        taken = conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.packet_id == packet_id,
+                deliveries.c.version == version,
+                deliveries.c.status.in_(("pending", "posting")),
+                deliveries.c.next_at <= now,
+            )
+            .values(status="posting", next_at=now + timedelta(seconds=lease_s))
+        )
+        return bool(taken.rowcount)
+
+
+def packet_payload(engine: Engine, packet_id: str, version: int) -> tuple[str, str, datetime] | None:
+    """(tenant, payload JSON, trigger time) of one packet version."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(packets.c.tenant_id, packets.c.payload, packets.c.trigger_at).where(
+                packets.c.packet_id == packet_id, packets.c.version == version
+            )
+        ).first()
+    return (row[0], row[1], row[2]) if row else None
+
+
+def finish_delivery(
+    engine: Engine,
+    packet_id: str,
+    version: int,
+    *,
+    status: str,
+    attempts: int,
+    next_at: datetime | None = None,
+    error: str | None = None,
+    remote_id: str | None = None,
+) -> None:
+    values: dict[str, Any] = {"status": status, "attempts": attempts, "last_error": error}
+    if next_at is not None:
+        values["next_at"] = next_at
+    if status == "posted":
+        values.update(posted_at=utcnow(), remote_id=remote_id)
+    with engine.begin() as conn:
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.packet_id == packet_id, deliveries.c.version == version)
+            .values(**values)
+        )
+
+
+# --- feedback -----------------------------------------------------------------------------------
+
+
+def add_feedback(engine: Engine, row: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        conn.execute(feedback.insert().values(**row, created_at=utcnow()))
+
+
+def feedback_of(engine: Engine, tenant_id: str, packet_id: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                feedback.c.version,
+                feedback.c.claim,
+                feedback.c.verdict,
+                feedback.c.review_seconds,
+                feedback.c.engineer,
+            )
+            .where(feedback.c.tenant_id == tenant_id, feedback.c.packet_id == packet_id)
+            .order_by(feedback.c.created_at)
+        ).mappings()
+        return [dict(r) for r in rows]
