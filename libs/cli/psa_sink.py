@@ -1,0 +1,78 @@
+"""A PSA stand-in on loopback that records the notes posted to it: for the demo (the packet
+service posts into it like into a real PSA), tests and benchmarks. It answers the note routes
+of ConnectWise, Autotask and HaloPSA and a generic webhook path, and can be told to fail the
+next N posts (an outage)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from libs.cli.platform import free_port
+
+
+class PsaSink:
+    def __init__(self) -> None:
+        self.notes: list[dict[str, Any]] = []
+        self.failures: list[int] = []  # status codes to answer the next posts with
+        self.attempts = 0
+        self._lock = threading.Lock()
+        self.app = FastAPI()
+        self.app.post("/v4_6_release/apis/3.0/service/tickets/{ticket_id}/notes")(self._note("connectwise"))
+        self.app.post("/ATServicesRest/V1.0/Tickets/{ticket_id}/Notes")(self._note("autotask"))
+        self.app.post("/api/Actions")(self._note("halopsa"))
+        self.app.post("/hook")(self._note("webhook"))
+        self.app.get("/notes")(self._list)
+
+    def _note(self, kind: str) -> Any:
+        async def receive(request: Request) -> JSONResponse:
+            body = await request.json()
+            with self._lock:
+                self.attempts += 1
+                if self.failures:
+                    return JSONResponse({"error": "scripted outage"}, status_code=self.failures.pop(0))
+                note_id = len(self.notes) + 1
+                self.notes.append(
+                    {
+                        "id": note_id,
+                        "kind": kind,
+                        "path": request.url.path,
+                        "headers": dict(request.headers),
+                        "body": body,
+                        "received": time.time(),
+                    }
+                )
+            return JSONResponse([{"id": note_id}] if kind == "halopsa" else {"id": note_id}, status_code=201)
+
+        return receive
+
+    async def _list(self) -> dict[str, Any]:
+        return {"notes": self.notes}
+
+
+@contextmanager
+def psa_sink(port: int | None = None) -> Iterator[tuple[PsaSink, str]]:
+    """A sink served on 127.0.0.1 in a thread; yields it and its base URL."""
+    sink = PsaSink()
+    port = port or free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(sink.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.01)
+    try:
+        yield sink, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,378 @@
+"""Escalation packets on the real broker and PostgreSQL: the packet service's runtime in this
+process, fed ticket, signal and triage events through Kafka, posting into a recording PSA on
+loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from libs.cli.psa_sink import PsaSink, psa_sink
+from libs.common.bus import EventProducer
+from libs.common.events import (
+    Decision,
+    Envelope,
+    Escalation,
+    EventSource,
+    SignalClustered,
+    SignalPayload,
+    SimilarCase,
+    TicketEvent,
+    TicketEventPayload,
+    TicketNote,
+    TicketSnapshot,
+    TicketTriaged,
+    TicketTriagedPayload,
+)
+from libs.common.topics import ensure_topics
+from services.packet import store
+from services.packet.app import build
+from services.packet.settings import PacketSettings
+from tests.conftest import unique
+
+pytestmark = pytest.mark.integration
+
+RUNBOOK = """---
+title: File server disk full
+---
+# File server disk full
+
+## Meaning
+A volume of a file server is nearly full; users cannot save files to the shares on it.
+
+## Diagnosis
+- Check which folders grew in the last week with a disk usage report.
+- Check whether the shadow copies take more than 10% of the volume.
+- Confirm the last backup of the volume completed.
+
+## Mitigation
+Move old project folders to the archive share and extend the volume if the datastore allows.
+"""
+
+
+def ticket(
+    tenant: str, ticket_id: str, kind: str, *, event_id: uuid.UUID | None = None, **extra: Any
+) -> TicketEvent:
+    snap = {
+        "ticket_id": ticket_id,
+        "title": "Cannot save files to the S: drive",
+        "description": "Since this morning saving to S: says the disk is full.",
+        "devices": ["FS01"],
+        "site": "hq",
+        "requester": "maria@client.test",
+        "url": f"https://psa.client.test/tickets/{ticket_id}",
+    }
+    return TicketEvent(
+        event_id=event_id or uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=datetime.now(UTC),
+        source=EventSource(system="test-psa", reference=ticket_id),
+        payload=TicketEventPayload(kind=kind, ticket=TicketSnapshot(**snap), **extra),  # type: ignore[arg-type]
+    )
+
+
+def escalation(tenant: str, ticket_id: str, event_id: uuid.UUID | None = None) -> TicketEvent:
+    return ticket(
+        tenant, ticket_id, "escalated", event_id=event_id, escalation=Escalation(from_tier="L1", to_tier="L2")
+    )
+
+
+def signal(
+    tenant: str, device: str = "FS01", state: str = "opened", sid: uuid.UUID | None = None, revision: int = 1
+) -> SignalClustered:
+    now = datetime.now(UTC)
+    return SignalClustered(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=now,
+        source=EventSource(system="msp.triage"),
+        payload=SignalPayload(
+            signal_id=sid or uuid.uuid4(),
+            state=state,  # type: ignore[arg-type]
+            revision=revision,
+            title=f"Disk D: above 97% on {device}",
+            member_alert_ids=[uuid.uuid4()],
+            devices=[device],
+            sites=["hq"],
+            severity="critical",
+            first_seen=now,
+            last_seen=now,
+            count=3,
+            confidence=0.9,
+        ),
+    )
+
+
+class Packets:
+    def __init__(self, bootstrap: str, db_url: str, tmp: Path, **settings: Any) -> None:
+        self.bootstrap = bootstrap
+        self.namespace = unique("pkt").replace("-", "")
+        self.settings = PacketSettings(
+            kafka_bootstrap_servers=bootstrap,
+            topic_namespace=self.namespace,
+            database_url=db_url,
+            var_dir=tmp,
+            consumer_group=f"g-{self.namespace}",
+            psa_retry_base_s=0.2,
+            **settings,
+        )
+
+    async def start(self) -> None:
+        await ensure_topics(self.bootstrap, namespace=self.namespace)
+        self.rt, self.app = build(self.settings)
+        await self.rt.start()
+        deadline = time.monotonic() + 30
+        while not all(c.assigned for c in self.rt.consumers):
+            assert time.monotonic() < deadline, "packet consumers never got partitions"
+            await asyncio.sleep(0.1)
+        self.producer = EventProducer(self.bootstrap, client_id="test", namespace=self.namespace)
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+        await self.rt.stop()
+
+    async def send(self, *events: Envelope) -> None:
+        for e in events:  # in order: one tenant's events are ordered on its partition anyway
+            await self.producer.publish(e)
+
+    def versions(self, tenant: str, ticket_id: str) -> list[dict[str, Any]]:
+        latest = store.latest_packet(self.rt.engine, tenant, ticket_id)
+        return [] if latest is None else store.packet_versions(self.rt.engine, tenant, latest["packet_id"])
+
+    async def wait_for(self, check: Any, what: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not await asyncio.to_thread(check):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def sink() -> Any:
+    with psa_sink() as (s, url):
+        yield s, url
+
+
+@pytest.fixture(scope="module")
+async def packets(
+    bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Packets]:
+    p = Packets(bootstrap, pg_url, tmp_path_factory.mktemp("packets"))
+    await p.start()
+    yield p
+    await p.stop()
+
+
+def notes_for(sink: PsaSink, ticket_id: str) -> list[dict[str, Any]]:
+    return [n for n in sink.notes if f"/tickets/{ticket_id}/notes" in n["path"]]
+
+
+async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_nothing(
+    packets: Packets, sink: tuple[PsaSink, str]
+) -> None:
+    psa, url = sink
+    tenant = unique("acme")
+    engine = packets.rt.engine
+    store.set_target(
+        engine,
+        tenant,
+        "connectwise",
+        url,
+        {"company": "msp", "public_key": "pk", "private_key": "sk", "client_id": "c1"},
+        {},
+    )
+    packets.rt.kb.put(tenant, "fileserver/disk-full.md", RUNBOOK, "https://kb.client.test/disk-full")  # type: ignore[attr-defined]
+    sig = signal(tenant)
+    await packets.send(sig, ticket(tenant, "T-1", "created"))
+    await asyncio.sleep(1.0)
+    assert packets.versions(tenant, "T-1") == [], "no packet before the ticket escalates"
+    esc_id = uuid.uuid4()
+    await packets.send(escalation(tenant, "T-1", esc_id))
+    await packets.wait_for(lambda: len(notes_for(psa, "T-1")) == 1, "the first note")
+    (v1,) = packets.versions(tenant, "T-1")
+    body = json.loads(v1["payload"])
+    assert body["version"] == 1
+    assert body["related_alerts"][0]["sources"][0] == {
+        "kind": "signal",
+        "id": str(sig.payload.signal_id),
+        "url": None,
+        "excerpt": sig.payload.title,
+    }
+    runbook = body["runbook"][0]
+    assert runbook["sources"][0]["url"].startswith("https://kb.client.test/disk-full#")
+    assert any("backup" in u["text"] for u in body["still_unknown"]), body["still_unknown"]
+    for part in ("summary", "related_alerts", "runbook", "already_tried", "similar_cases"):
+        assert all(c["sources"] for c in body[part]), f"a {part} claim without a source"
+    note = notes_for(psa, "T-1")[0]
+    assert note["body"]["internalAnalysisFlag"] is True and note["body"]["detailDescriptionFlag"] is False
+    assert f"msp-packet:{v1['packet_id']}:v1" in note["body"]["text"]
+
+    # The same escalation again (a redelivery): nothing new, nothing posted.
+    await packets.send(escalation(tenant, "T-1", esc_id))
+    await asyncio.sleep(1.5)
+    assert len(packets.versions(tenant, "T-1")) == 1 and len(notes_for(psa, "T-1")) == 1
+
+    # A note by L1 changes what the packet says: version 2, one more note.
+    await packets.send(
+        ticket(
+            tenant,
+            "T-1",
+            "note_added",
+            note=TicketNote(
+                note_id="n1", text="Checked which folders grew: the CAD archive.", author="l1.sam"
+            ),
+        )
+    )
+    await packets.wait_for(lambda: len(notes_for(psa, "T-1")) == 2, "the second note")
+    versions = packets.versions(tenant, "T-1")
+    assert [v["version"] for v in versions] == [1, 2]
+    v2 = json.loads(versions[1]["payload"])
+    assert v2["already_tried"][0]["sources"][0]["kind"] == "note"
+    assert (
+        "msp-packet:" in notes_for(psa, "T-1")[1]["body"]["text"]
+        and ":v2" in notes_for(psa, "T-1")[1]["body"]["text"]
+    )
+    # The signal resolving on the ticket's device: version 3.
+    await packets.send(signal(tenant, state="resolved", sid=sig.payload.signal_id, revision=2))
+    await packets.wait_for(lambda: len(notes_for(psa, "T-1")) == 3, "the third note")
+    assert all(v["status"] == "posted" and v["attempts"] == 1 for v in packets.versions(tenant, "T-1"))
+
+
+async def test_a_psa_outage_is_retried_until_the_note_is_posted(
+    packets: Packets, sink: tuple[PsaSink, str]
+) -> None:
+    psa, url = sink
+    tenant = unique("outage")
+    store.set_target(
+        packets.rt.engine,
+        tenant,
+        "autotask",
+        url,
+        {"integration_code": "x", "username": "u", "secret": "s"},
+        {},
+    )
+    psa.failures = [503, 503, 429]
+    await packets.send(escalation(tenant, "77"))
+    await packets.wait_for(
+        lambda: any("/Tickets/77/" in n["path"] for n in psa.notes), "the note after the outage", 30
+    )
+    (version,) = packets.versions(tenant, "77")
+    assert version["status"] == "posted" and version["attempts"] == 4
+    note = next(n for n in psa.notes if "/Tickets/77/" in n["path"])
+    assert note["body"]["ticketID"] == 77 and note["body"]["publish"] == 2
+    assert sum(1 for n in psa.notes if "/Tickets/77/" in n["path"]) == 1
+
+
+async def test_packets_without_a_psa_are_kept_and_readable(packets: Packets) -> None:
+    tenant = unique("nopsa")
+    triaged = TicketTriaged(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=datetime.now(UTC),
+        source=EventSource(system="msp.triage"),
+        payload=TicketTriagedPayload(
+            ticket_id="9",
+            category=Decision(label="Storage", confidence=0.9, method="tenant_model"),
+            intent=Decision(label="disk_space", confidence=0.8, method="intent_catalogue"),
+            priority=Decision(label="high", confidence=0.6, method="priority_rules"),
+            similar_cases=[
+                SimilarCase(
+                    ticket_id="4",
+                    score=0.91,
+                    resolution_summary="archived old CAD files",
+                    url="https://psa/4",
+                )
+            ],
+        ),
+    )
+    await packets.send(triaged, escalation(tenant, "9"))
+    await packets.wait_for(lambda: len(packets.versions(tenant, "9")) == 1, "the packet")
+    (version,) = packets.versions(tenant, "9")
+    assert version["status"] is None, "no PSA target: nothing to deliver"
+    body = json.loads(version["payload"])
+    assert body["similar_cases"][0]["sources"][0]["id"] == "4"
+    assert "archived old CAD files" in body["similar_cases"][0]["text"]
+    assert any(u["text"].startswith("Which runbook") for u in body["still_unknown"])
+
+
+async def test_near_identical_tenants_never_cite_each_others_sources_over_thousands_of_packets(
+    packets: Packets,
+) -> None:
+    from services.packet.engine import merge_ticket
+
+    engine, kb = packets.rt.engine, packets.rt.kb  # type: ignore[attr-defined]
+    tenants = [unique("twin-a"), unique("twin-b")]
+    own: dict[str, set[str]] = {}
+    for t in tenants:
+        kb.put(t, "fileserver/disk-full.md", RUNBOOK, f"https://kb.{t}.test/disk-full")
+        marks = {f"tenant:{t}", t}
+        for device in ("FS01", "FS02"):
+            sig = signal(t, device).payload.model_dump(mode="json")
+            store.apply_signal(engine, t, sig)
+            marks |= {sig["signal_id"], *map(str, sig["member_alert_ids"])}
+        own[t] = marks
+    texts = [f"Cannot save files to share {n}: the disk is full on FS0{1 + n % 2}" for n in range(10)]
+    built = {t: 0 for t in tenants}
+    cited: dict[str, set[str]] = {t: set() for t in tenants}
+    for n in range(1000):
+        for t in tenants:
+            tid = f"{t}-{n}"
+            store.save_triage(
+                engine,
+                t,
+                tid,
+                {
+                    "similar_cases": [
+                        {
+                            "ticket_id": f"{t}-{n - 1}",
+                            "score": 0.9,
+                            "resolution_summary": "archived",
+                            "url": f"https://{t}.psa.test/{n - 1}",
+                        }
+                    ]
+                },
+            )
+            own[t] |= {tid, f"{t}-{n - 1}"}
+            event = ticket(
+                t,
+                tid,
+                "escalated",
+                escalation=Escalation(from_tier="L1", to_tier="L2"),
+                note=TicketNote(note_id=f"{t}-note-{n}", text="Cleared temp files on FS01; still full."),
+            )
+            event = event.model_copy(
+                update={
+                    "payload": event.payload.model_copy(
+                        update={
+                            "ticket": event.payload.ticket.model_copy(
+                                update={"description": texts[n % 10], "url": f"https://{t}.psa.test/{n}"}
+                            )
+                        }
+                    )
+                }
+            )
+            payload = await packets.rt.packets.rebuild(t, merge_ticket(None, event), event, trigger="test")  # type: ignore[attr-defined]
+            assert payload is not None
+            built[t] += 1
+            for part in ("summary", "related_alerts", "runbook", "already_tried", "similar_cases"):
+                for claim in getattr(payload, part):
+                    assert claim.sources, f"{part} claim without a source"
+                    for s in claim.sources:
+                        cited[t].add(s.id)
+                        if s.url:
+                            cited[t].add(s.url)
+    a, b = tenants
+    assert built == {a: 1000, b: 1000}
+    for mine, theirs in ((a, b), (b, a)):
+        leaked = {c for c in cited[mine] if any(m in c for m in own[theirs])}
+        assert not leaked, f"{mine} cites {theirs}'s sources: {sorted(leaked)[:5]}"
+        assert any(f"tenant:{mine}" in c for c in cited[mine]), "its own runbook is cited"
+        assert own[mine] & cited[mine], "its own signals and tickets are cited"
