@@ -115,6 +115,45 @@ def _ingest_engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return make_engine(settings.effective_database_url)
 
 
+def cmd_kb(args: argparse.Namespace) -> int:
+    """The knowledge base through the packet service's API (it embeds and stores)."""
+    import httpx
+
+    from libs.cli.platform import operator_headers, port_of
+    from services.packet.kb.loader import load_dir
+
+    if (args.tenant is None) == (not args.global_library):
+        raise ValueError("name --tenant T, or --global for the global library")
+    base = (args.packet_url or f"http://127.0.0.1:{port_of('packet')}").rstrip("/")
+    scope = {"tenant_id": args.tenant} if args.tenant else {}
+    with httpx.Client(timeout=120.0, headers=operator_headers(_var(args))) as client:
+        if args.action == "add":
+            books = load_dir(Path(args.target))
+            added = changed = 0
+            for n, (path, _) in enumerate(books, 1):
+                markdown = (Path(args.target) / path).read_text(encoding="utf-8")
+                url = f"{args.url_base.rstrip('/')}/{path}" if args.url_base else None
+                r = client.put(
+                    f"{base}/v1/kb/runbooks", json={**scope, "path": path, "markdown": markdown, "url": url}
+                )
+                if r.status_code != 200:
+                    raise ValueError(f"{path}: the packet service said {r.status_code}: {r.text[:300]}")
+                added += 1
+                changed += bool(r.json()["changed"])
+                print(f"[kb] {n}/{len(books)} {path}", file=sys.stderr)
+            print(json.dumps({"scope": args.tenant or "global", "runbooks": added, "changed": changed}))
+        elif args.action == "remove":
+            r = client.delete(f"{base}/v1/kb/runbooks", params={**scope, "path": args.target})
+            if r.status_code != 200:
+                raise ValueError(r.json().get("detail", r.text))
+            print(json.dumps(r.json()))
+        else:
+            r = client.get(f"{base}/v1/kb/runbooks", params=scope)
+            r.raise_for_status()
+            print(json.dumps(r.json(), indent=2, default=str))
+    return 0
+
+
 def cmd_tenant(args: argparse.Namespace) -> int:
     from services.ingest import tenants
 
@@ -292,6 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--label", default="")
     k.add_argument("--key-id")
     k.set_defaults(fn=cmd_key)
+
+    kb = sub.add_parser("kb", help="runbooks of a tenant or of the global library (via the packet service)")
+    kb.add_argument("action", choices=["add", "remove", "list"])
+    kb.add_argument(
+        "target", nargs="?", default="", help="add: a folder of Markdown runbooks; remove: a runbook path"
+    )
+    kb.add_argument("--tenant", help="the tenant whose runbooks these are")
+    kb.add_argument("--global", dest="global_library", action="store_true", help="the global library")
+    kb.add_argument("--url-base", help="add: runbooks' links are this plus their path")
+    kb.add_argument("--packet-url", help="the packet service (default: the local one)")
+    kb.set_defaults(fn=cmd_kb)
 
     ev = sub.add_parser("eval", help="measure the platform on real data (prints JSON)")
     ev.add_argument("what", choices=["alarms", "tickets", "similar", "runbooks"])

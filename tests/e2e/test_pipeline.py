@@ -23,7 +23,7 @@ from tests.conftest import unique
 from tests.processes import spawn_service, wait_ready
 
 pytestmark = pytest.mark.e2e
-SERVICES = ("ingest", "triage", "audit")
+SERVICES = ("ingest", "triage", "packet", "audit")
 OPERATOR = "o" * 40
 AS_OPERATOR = {"Authorization": f"Bearer {OPERATOR}"}
 
@@ -124,12 +124,16 @@ def test_an_alert_posted_to_ingest_reaches_the_audit_trail_with_its_trace_id(pla
         rows = op_get(platform, "audit", "/v1/audit/events", tenant, trace_id=trace_id)
         return {row["action"] for row in rows}
 
-    # ingest audits the acceptance; triage audits the signal the alert opened, same trace.
-    assert wait_for(lambda: {"ingest.canonical.accepted", "triage.signal.opened"} <= audited())
+    # ingest audits the acceptance; triage audits the signal the alert opened; packet audits
+    # the signal event it took in: one trace.
+    assert wait_for(
+        lambda: {"ingest.canonical.accepted", "triage.signal.opened", "packet.event.received"} <= audited()
+    )
     rows = op_get(platform, "audit", "/v1/audit/events", tenant)
     assert {(row["actor"].split(":")[0], row["subject_kind"]) for row in rows} == {
         ("key", "request"),
         ("service", "signal"),
+        ("service", "signal.clustered.v1"),
     }
     opened = next(row for row in rows if row["actor"] == "service:triage")
     (signal,) = signals(platform, tenant)
@@ -137,7 +141,7 @@ def test_an_alert_posted_to_ingest_reaches_the_audit_trail_with_its_trace_id(pla
     assert signal["recent_ids"] == [event_id] and signal["devices"] == {"FS01": 1}
     assert all(row["trace_id"] == trace_id for row in rows)
     verify = op_get(platform, "audit", "/v1/audit/verify", tenant)
-    assert verify["ok"] and verify["entries"] == 2
+    assert verify["ok"] and verify["entries"] == 3
 
 
 def test_a_retried_post_gets_the_same_event_id_and_is_taken_in_once(platform: Platform) -> None:
@@ -163,12 +167,13 @@ def test_a_retried_post_gets_the_same_event_id_and_is_taken_in_once(platform: Pl
         return tickets, [s["count"] for s in signals(platform, tenant)]
 
     assert wait_for(lambda: counts() == ({"tickets.events.v1": 1}, [1]))
-    # Audited: the alert and the ticket accepted, the signal opened, the ticket event taken in
-    # and the ticket classified.
-    assert wait_for(lambda: op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 5)
+    # Audited: the alert and the ticket accepted (ingest), the signal opened, the ticket event
+    # taken in and the ticket classified (triage), the signal, ticket and triage events taken
+    # in (packet).
+    assert wait_for(lambda: op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 8)
     time.sleep(1.0)  # the duplicate had every chance to arrive
     assert counts() == ({"tickets.events.v1": 1}, [1]), "one alert in one signal, one ticket event"
-    assert op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 5
+    assert op_get(platform, "audit", "/v1/audit/counts", tenant)["events"] == 8
     triaged = op_get(platform, "triage", "/v1/tickets/1001/triage", tenant)["result"]
     assert triaged["tenant_id"] == tenant and triaged["payload"]["ticket_id"] == "1001"
     assert triaged["payload"]["category"]["method"].endswith("global_model"), "a new tenant has no model"
@@ -225,6 +230,108 @@ def test_a_key_can_never_publish_as_another_tenant(platform: Platform) -> None:
     assert wait_for(lambda: len(signals(platform, tenant_a)) == 1)
     assert signals(platform, tenant_b) == []
     assert op_get(platform, "audit", "/v1/audit/counts", tenant_b)["events"] == 0
+
+
+def test_an_escalated_ticket_gets_a_packet_posted_into_the_tenants_psa(
+    platform: Platform, tmp_path: Path
+) -> None:
+    import hashlib
+    import hmac
+    import json
+    import os
+    import sys
+
+    from libs.cli.psa_sink import psa_sink
+
+    tenant, key = platform.new_tenant()
+    other, _ = platform.new_tenant()
+    packet = platform.urls["packet"]
+    books = tmp_path / "runbooks"
+    (books / "storage").mkdir(parents=True)
+    (books / "storage" / "disk-full.md").write_text(
+        "# File server disk full\n\n## Meaning\n"
+        "A file server volume is nearly full; saving to its shares fails.\n\n"
+        "## Diagnosis\n- Check which folders grew this week.\n"
+        "- Confirm the last backup of the volume completed.\n"
+    )
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "libs.cli.main",
+            "kb",
+            "add",
+            str(books),
+            "--tenant",
+            tenant,
+            "--packet-url",
+            packet,
+            "--url-base",
+            "https://kb.example.test",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "MSP_ADMIN_TOKEN": OPERATOR},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout) == {"scope": tenant, "runbooks": 1, "changed": 1}
+    with psa_sink() as (sink, url):
+        r = httpx.put(
+            f"{packet}/v1/psa",
+            json={
+                "tenant_id": tenant,
+                "kind": "webhook",
+                "base_url": f"{url}/hook",
+                "credentials": {"secret": "s3cret"},
+            },
+            headers=AS_OPERATOR,
+        )
+        assert r.status_code == 200, r.text
+        ingest, auth = platform.urls["ingest"], {"X-API-Key": key}
+        snap = {"ticket_id": "5001", "title": "S: drive is full", "devices": ["FS01"], "site": "hq"}
+        for body in (
+            {"kind": "created", "event_ref": "5001-c", "ticket": snap},
+            {
+                "kind": "escalated",
+                "event_ref": "5001-e",
+                "ticket": snap,
+                "escalation": {"from_tier": "L1", "to_tier": "L2"},
+            },
+        ):
+            assert httpx.post(f"{ingest}/v1/tickets/events", json=body, headers=auth).status_code == 202
+        assert wait_for(lambda: len(sink.notes) == 1, timeout_s=30)
+        note = sink.notes[0]
+        raw = json.dumps(note["body"], separators=(",", ":"), sort_keys=True).encode()
+        assert (
+            note["headers"]["x-msp-signature"]
+            == "sha256=" + hmac.new(b"s3cret", raw, hashlib.sha256).hexdigest()
+        )
+        assert note["body"]["internal"] is True and note["body"]["ticket_id"] == "5001"
+        assert "https://kb.example.test/storage/disk-full.md#" in note["body"]["markdown"]
+    found = op_get(platform, "packet", "/v1/packets", tenant, ticket_id="5001")
+    pid = found["packet_id"]
+    page = httpx.get(f"{packet}/v1/packets/{pid}/page", params={"tenant_id": tenant}, headers=AS_OPERATOR)
+    assert page.status_code == 200 and "S: drive is full" in page.text and "confidence" in page.text
+    fb = httpx.post(
+        f"{packet}/v1/packets/{pid}/feedback",
+        json={
+            "tenant_id": tenant,
+            "version": 1,
+            "claim": "runbook/0",
+            "verdict": "useful",
+            "review_seconds": 95,
+        },
+        headers=AS_OPERATOR,
+    )
+    assert fb.status_code == 201, fb.text
+    assert op_get(platform, "packet", f"/v1/packets/{pid}", tenant)["feedback"][0]["verdict"] == "useful"
+    # The packet does not exist for another tenant, whoever asks.
+    assert (
+        httpx.get(f"{packet}/v1/packets/{pid}", params={"tenant_id": other}, headers=AS_OPERATOR).status_code
+        == 404
+    )
 
 
 def test_services_expose_metrics_and_stop_cleanly_on_sigterm(platform: Platform) -> None:
