@@ -221,39 +221,30 @@ def main() -> None:
         "MSP_CONSUMER_GROUP": f"msp-{namespace}",
         "MSP_LOG_LEVEL": os.environ.get("MSP_LOG_LEVEL", "WARNING"),
     }
-    from sqlalchemy import create_engine, text
-
     from libs.cli import postgres
 
-    admin_url = os.environ.get("MSP_TEST_DATABASE_URL") or postgres.start()
-    db = f"bench_{namespace.replace('-', '_')}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    env["MSP_DATABASE_URL"] = admin_url.rsplit("/", 1)[0] + f"/{db}"
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        # The bus ceiling first, on a topic of its own, so it does not feed the service.
-        raw_topic = f"{namespace}.bench-raw"
-        asyncio.run(ensure_topics(bootstrap, [TopicSpec(raw_topic, AlertReceived)]))
-        bus_eps = asyncio.run(
-            raw_produce_eps(bootstrap, raw_topic, [(t.encode(), v, h) for _, t, v, h in baseline])
-        )
-        for i in range(args.workers):  # one at a time: the first one migrates the database
-            proc, url = spawn_service("triage", env, var / f"triage-{i}.log")
-            procs.append(proc)
-            wait_spawned({f"triage-{i}": (proc, url, var / f"triage-{i}.log")}, timeout_s=120)
-        print(f"[bench] producing {n} alerts at {args.rate:.0f}/s", file=sys.stderr, flush=True)
-        sent, seen, send_s = asyncio.run(sustained(bootstrap, namespace, records, args.rate))
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
-        asyncio.run(drop_namespace(bootstrap, namespace))
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres.scratch_database(f"bench_{namespace.replace('-', '_')}") as db_url:
+        env["MSP_DATABASE_URL"] = db_url
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            # The bus ceiling first, on a topic of its own, so it does not feed the service.
+            raw_topic = f"{namespace}.bench-raw"
+            asyncio.run(ensure_topics(bootstrap, [TopicSpec(raw_topic, AlertReceived)]))
+            bus_eps = asyncio.run(
+                raw_produce_eps(bootstrap, raw_topic, [(t.encode(), v, h) for _, t, v, h in baseline])
+            )
+            for i in range(args.workers):  # one at a time: the first one migrates the database
+                proc, url = spawn_service("triage", env, var / f"triage-{i}.log")
+                procs.append(proc)
+                wait_spawned({f"triage-{i}": (proc, url, var / f"triage-{i}.log")}, timeout_s=120)
+            print(f"[bench] producing {n} alerts at {args.rate:.0f}/s", file=sys.stderr, flush=True)
+            sent, seen, send_s = asyncio.run(sustained(bootstrap, namespace, records, args.rate))
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
+            asyncio.run(drop_namespace(bootstrap, namespace))
     first = min(sent.values())
     done = [aid for aid in sent if aid in seen]
     lat = sorted(seen[a] - sent[a] for a in done)

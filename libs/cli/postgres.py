@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -148,3 +150,21 @@ def stop(port: int = 55432) -> None:
         _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
         capture_output=True,
     )
+
+
+@contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """A fresh database on the project's server (or `MSP_TEST_DATABASE_URL`'s), dropped after:
+    yields its URL. For benchmarks, which must not share state between runs."""
+    from sqlalchemy import create_engine, text
+
+    admin_url = os.environ.get("MSP_TEST_DATABASE_URL") or start()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -402,7 +402,9 @@ class PacketEngine:
         attempts = row["attempts"] + 1
         kind = target["kind"]
         try:
-            remote = await psa.post(self._client, psa.Target(**target), packet.ticket_id, packet, page)
+            remote = await psa.post(
+                self._client, psa.Target(**target), tenant, packet.ticket_id, packet, page
+            )
         except psa.DeliveryError as exc:
             give_up = not exc.retry or attempts >= self.max_attempts
             delay = min(self.retry_max_s, self.retry_base_s * 2 ** (attempts - 1))

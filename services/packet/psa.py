@@ -103,7 +103,7 @@ class Target:
 
 
 def request_for(
-    target: Target, ticket_id: str, p: EscalationPacketPayload, page_url: str | None
+    target: Target, tenant_id: str, ticket_id: str, p: EscalationPacketPayload, page_url: str | None
 ) -> tuple[str, dict[str, str], Any]:
     """(URL, headers, JSON body) of the call that adds the packet as an internal note."""
     c, base = target.credentials, target.base_url.rstrip("/")
@@ -151,6 +151,7 @@ def request_for(
         )
     if target.kind == "webhook":
         body = {
+            "tenant_id": tenant_id,
             "ticket_id": ticket_id,
             "packet": p.model_dump(mode="json"),
             "markdown": render_markdown(p, page_url),
@@ -169,12 +170,13 @@ def request_for(
 async def post(
     client: httpx.AsyncClient,
     target: Target,
+    tenant_id: str,
     ticket_id: str,
     p: EscalationPacketPayload,
     page_url: str | None,
 ) -> str | None:
     """Post the note; returns the PSA's id for it when it says one."""
-    url, headers, body = request_for(target, ticket_id, p, page_url)
+    url, headers, body = request_for(target, tenant_id, ticket_id, p, page_url)
     try:
         r = await client.post(url, headers={**headers, "Idempotency-Key": marker(p)}, json=body)
     except httpx.HTTPError as exc:
