@@ -376,3 +376,72 @@ async def test_near_identical_tenants_never_cite_each_others_sources_over_thousa
         assert not leaked, f"{mine} cites {theirs}'s sources: {sorted(leaked)[:5]}"
         assert any(f"tenant:{mine}" in c for c in cited[mine]), "its own runbook is cited"
         assert own[mine] & cited[mine], "its own signals and tickets are cited"
+
+
+def test_the_knowledge_base_serves_a_tenant_its_own_runbooks_and_the_global_library(packets: Packets) -> None:
+    kb = packets.rt.kb  # type: ignore[attr-defined]
+    a, b = unique("kb-a"), unique("kb-b")
+    vpn = "# VPN tunnel down\n\n## Diagnosis\nCheck IPsec phase 1 on the gateway of {who}.\n"
+    assert kb.put(a, "vpn.md", vpn.format(who=a))["changed"]
+    assert not kb.put(a, "vpn.md", vpn.format(who=a))["changed"], "unchanged content is not embedded again"
+    kb.put(
+        None, f"global-{a}.md", "# Printer offline\n\n## Diagnosis\nPing the printer, then check its queue.\n"
+    )
+    mine = kb.search(a, "IPsec tunnel to the branch is down", k=5)
+    assert mine[0].scope == f"tenant:{a}" and mine[0].path == "vpn.md"
+    theirs = kb.search(b, "IPsec tunnel to the branch is down", k=50)
+    assert all(h.scope in (f"tenant:{b}", "global") for h in theirs), "another tenant's runbook surfaced"
+    assert any(h.path == f"global-{a}.md" for h in theirs), "the global library serves every tenant"
+    with pytest.raises(ValueError, match="relative"):
+        kb.put(a, "../etc/passwd", vpn)
+    assert kb.remove(a, "vpn.md") and not kb.remove(a, "vpn.md")
+    assert all(h.path != "vpn.md" for h in kb.search(a, "IPsec tunnel", k=50))
+
+
+async def test_claude_writes_the_summary_when_configured_and_sourceless_sentences_fall_back(
+    bootstrap: str, pg_url: str, tmp_path: Path
+) -> None:
+    from pydantic import SecretStr
+
+    from tests.messages_server import messages_server
+
+    with messages_server() as (server, url):
+        p = Packets(bootstrap, pg_url, tmp_path, anthropic_api_key=SecretStr("k"), anthropic_base_url=url)
+        await p.start()
+        try:
+            tenant = unique("llm")
+            server.script = [
+                {
+                    "input": {
+                        "sentences": [
+                            {
+                                "text": "Users at hq cannot save to S:, the disk is full.",
+                                "sources": ["ticket"],
+                            }
+                        ]
+                    }
+                },
+                {"input": {"sentences": [{"text": "Made up.", "sources": ["nowhere"]}]}},
+            ]
+            first = escalation(tenant, "L-1")
+            snap = first.payload.ticket.model_copy(update={"description": "Disk full. Call maria@client.test back."})
+            await p.send(first.model_copy(update={"payload": first.payload.model_copy(update={"ticket": snap})}))
+            await p.wait_for(lambda: len(p.versions(tenant, "L-1")) == 1, "the first packet")
+            body = json.loads(p.versions(tenant, "L-1")[0]["payload"])
+            assert body["summary"] == [
+                {
+                    "text": "Users at hq cannot save to S:, the disk is full.",
+                    "confidence": 0.8,
+                    "sources": [body["summary"][0]["sources"][0]],
+                }
+            ]
+            assert body["summary"][0]["sources"][0]["id"] == "L-1"
+            assert "maria@client.test" not in json.dumps(server.requests[0]["body"]), "personal data redacted"
+            await p.send(escalation(tenant, "L-2"))
+            await p.wait_for(lambda: len(p.versions(tenant, "L-2")) == 1, "the second packet")
+            body = json.loads(p.versions(tenant, "L-2")[0]["payload"])
+            assert body["summary"][0]["text"].startswith("Cannot save files"), (
+                "the extractive summary stood in"
+            )
+        finally:
+            await p.stop()
