@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from libs.common.counting import build_counting_service
 from libs.common.embeddings import shared_embedder
 from libs.common.events import SignalClustered, TicketEvent, TicketTriaged
-from libs.common.llm import claude_from_settings
+from libs.common.reasoning import reasoning_from_settings
 from libs.common.service import Runtime
 from services.packet.api import add_routes
 from services.packet.engine import PacketEngine
@@ -39,7 +39,7 @@ def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
         producer=rt.producer,
         audit=rt.audit,
         kb=kb,
-        claude=claude_from_settings(settings),
+        reasoning=reasoning_from_settings(settings),
         page_base_url=settings.page_base_url,
         retry_base_s=settings.psa_retry_base_s,
         retry_max_s=settings.psa_retry_max_s,

@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from libs.common.audit import AuditEmitter
@@ -36,7 +35,7 @@ from libs.common.events import (
     derive_event_id,
     utcnow,
 )
-from libs.common.llm import Claude, JudgementFailed, with_fallback
+from libs.common.reasoning import Evidence, Reasoning, SummariseInput, SummariseOutput, audit_fallback
 from services.packet import builder, psa, store
 from services.packet.kb.base import KnowledgeBase
 
@@ -65,27 +64,6 @@ REVIEW = Histogram(
     "msp_packet_review_seconds",
     "Time engineers report spending on a packet",
     buckets=(10, 30, 60, 120, 300, 600, 1800),
-)
-
-
-class SummarySentence(BaseModel):
-    text: str = Field(min_length=1, max_length=600)
-    sources: list[str] = Field(min_length=1, max_length=5, description="keys of the sources it rests on")
-
-
-class SummaryJudgement(BaseModel):
-    sentences: list[SummarySentence] = Field(min_length=1, max_length=6)
-
-
-class SummaryClaims(BaseModel):
-    claims: list[Claim]
-
-
-SUMMARY_SYSTEM = (
-    "You write the summary of an escalation packet for an L2 engineer at a managed service "
-    "provider: what happened, in plain language, in at most five sentences. Each sentence must "
-    "cite the keys of the sources it rests on, from the sources given. Say nothing the sources "
-    "do not support."
 )
 
 
@@ -137,7 +115,7 @@ class PacketEngine:
         producer: EventProducer,
         audit: AuditEmitter,
         kb: KnowledgeBase,
-        claude: Claude | None = None,
+        reasoning: Reasoning | None = None,
         page_base_url: str | None = None,
         retry_base_s: float = 1.0,
         retry_max_s: float = 60.0,
@@ -148,7 +126,7 @@ class PacketEngine:
         self.producer = producer
         self.audit = audit
         self.kb = kb
-        self.claude = claude
+        self.reasoning = reasoning
         self.page_base_url = page_base_url
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
@@ -304,52 +282,31 @@ class PacketEngine:
     async def _summary(
         self, tenant: str, ticket: dict[str, Any], parts: builder.PacketParts, cause: Any
     ) -> list[Claim]:
-        if self.claude is None:
+        """Claude's summary when configured, each sentence citing the packet's sources; the
+        extractive one otherwise, or when Claude's answer cites nothing it was given."""
+        if self.reasoning is None or self.reasoning.claude is None:
             return parts.summary
-        claude = self.claude
-        sources = parts.sources
-        prompt = json.dumps(
-            {
-                "ticket": {k: ticket["snapshot"].get(k) for k in ("title", "description", "site", "devices")},
-                "sources": {
-                    k: {"kind": s.kind, "id": s.id, "excerpt": s.excerpt} for k, s in sources.items()
-                },
-            },
-            ensure_ascii=False,
+        snap = ticket["snapshot"]
+        question = SummariseInput(
+            subject=f"{snap.get('title', '')}\n{snap.get('description', '')}"[:2000],
+            sources=[
+                Evidence(key=k, kind=s.kind, id=s.id, excerpt=s.excerpt) for k, s in parts.sources.items()
+            ],
         )
-
-        async def ask() -> SummaryClaims:
-            answer = await claude.judge(
-                judgement="packet_summary",
-                tenant_id=tenant,
-                system=SUMMARY_SYSTEM,
-                prompt=prompt,
-                output=SummaryJudgement,
-            )
-            claims = []
-            for s in answer.sentences:
-                cited = [sources[k] for k in s.sources if k in sources]
-                if not cited:
-                    raise JudgementFailed("invalid", f"sentence cites no known source: {s.text[:80]!r}")
-                claims.append(Claim(text=s.text, confidence=0.8, sources=cited))
-            return SummaryClaims(claims=claims)
-
-        async def local() -> SummaryClaims:
-            return SummaryClaims(claims=parts.summary)
-
-        async def fell_back(reason: str, detail: str) -> None:
-            await self.audit.emit(
-                tenant_id=tenant,
-                action="packet.llm.fallback",
-                subject_kind="ticket",
-                subject_id=ticket["ticket_id"],
-                cause_id=str(cause.event_id),
-                outcome="failed",
-                details={"reason": reason, "detail": detail[:500]},
-            )
-
-        result, _ = await with_fallback("packet_summary", ask, local, fell_back)
-        return result.claims
+        fell_back = audit_fallback(
+            self.audit,
+            tenant_id=tenant,
+            subject_kind="ticket",
+            subject_id=ticket["ticket_id"],
+            cause_id=str(cause.event_id),
+        )
+        answer = await self.reasoning.ask_claude("summarise", tenant, question, on_fallback=fell_back)
+        if not isinstance(answer, SummariseOutput):
+            return parts.summary
+        return [
+            Claim(text=s.text, confidence=0.8, sources=[parts.sources[k] for k in s.sources])
+            for s in answer.sentences
+        ]
 
     # --- delivering -------------------------------------------------------------------------
 

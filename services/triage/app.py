@@ -17,7 +17,7 @@ from fastapi import Path as PathParam
 from libs.common.counting import build_counting_service
 from libs.common.embeddings import shared_embedder
 from libs.common.events import AlertReceived, SignalClustered, TicketEvent
-from libs.common.llm import claude_from_settings
+from libs.common.reasoning import reasoning_from_settings
 from libs.common.service import Runtime, operator_only
 from libs.common.settings import SettingsError
 from services.triage.alerts import store
@@ -116,7 +116,7 @@ def add_ticket_triage(rt: Runtime, app: FastAPI, settings: TriageSettings) -> Ti
         config=settings.triage_config(),
         default_mode=settings.tickets_default_mode,
         auto_threshold=settings.tickets_auto_threshold,
-        claude=claude_from_settings(settings),
+        reasoning=reasoning_from_settings(settings),
         global_corpus=corpus,
     )
     rt.add_component("ticket_triage", triage.start, triage.stop, lambda: triage.ready)

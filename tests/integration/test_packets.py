@@ -424,8 +424,12 @@ async def test_claude_writes_the_summary_when_configured_and_sourceless_sentence
                 {"input": {"sentences": [{"text": "Made up.", "sources": ["nowhere"]}]}},
             ]
             first = escalation(tenant, "L-1")
-            snap = first.payload.ticket.model_copy(update={"description": "Disk full. Call maria@client.test back."})
-            await p.send(first.model_copy(update={"payload": first.payload.model_copy(update={"ticket": snap})}))
+            snap = first.payload.ticket.model_copy(
+                update={"description": "Disk full. Call maria@client.test back."}
+            )
+            await p.send(
+                first.model_copy(update={"payload": first.payload.model_copy(update={"ticket": snap})})
+            )
             await p.wait_for(lambda: len(p.versions(tenant, "L-1")) == 1, "the first packet")
             body = json.loads(p.versions(tenant, "L-1")[0]["payload"])
             assert body["summary"] == [

@@ -331,14 +331,14 @@ async def test_when_unsure_claude_is_asked_and_an_invalid_answer_leaves_it_to_a_
             server.script = [
                 {
                     "input": {
-                        "category": "Printers",
+                        "label": "Printers",
                         "confidence": 0.8,
                         "rationale": "jammed printer, like p-0",
-                        "evidence_ticket_ids": ["p-0", "nope"],
+                        "evidence": ["p-0"],
                     }
                 },
-                {"input": {"category": "Printers", "confidence": 1.5, "rationale": "out of range"}},
-                {"input": {"category": "Coffee machines", "confidence": 0.9, "rationale": "made up"}},
+                {"input": {"label": "Printers", "confidence": 1.5, "rationale": "out of range"}},
+                {"input": {"label": "Coffee machines", "confidence": 0.9, "rationale": "made up"}},
             ]
             await t.send(
                 ticket_event(tenant, "L-1", "printer jammed on floor 3, mail me at ann@example.test")

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from libs.common.audit import AuditEmitter
@@ -52,7 +51,14 @@ from libs.common.events import (
     derive_event_id,
     utcnow,
 )
-from libs.common.llm import Claude, JudgementFailed, with_fallback
+from libs.common.reasoning import (
+    Candidate,
+    ClassifyInput,
+    ClassifyOutput,
+    Evidence,
+    Reasoning,
+    audit_fallback,
+)
 from services.triage.tickets import store
 from services.triage.tickets.intents import CATALOGUE, Intent, IntentMatcher
 from services.triage.tickets.model import TicketClassifier
@@ -102,22 +108,6 @@ _DRIFT_CONFIDENCE = Gauge(
 )
 
 
-class CategoryJudgement(BaseModel):
-    """What Claude is asked for when the local path is unsure."""
-
-    category: str = Field(min_length=1, max_length=200, description="one of the candidate categories")
-    confidence: float = Field(ge=0.0, le=1.0)
-    rationale: str = Field(min_length=1, max_length=600, description="why, citing the evidence")
-    evidence_ticket_ids: list[str] = Field(default_factory=list, max_length=10)
-
-
-SYSTEM = (
-    "You triage IT service tickets for a managed service provider. Pick the ticket's category "
-    "from the candidate categories only, say how sure you are (0 to 1), and explain briefly, "
-    "citing the similar prior tickets (by ticket_id) you relied on. Never invent a category."
-)
-
-
 @dataclass
 class Drift:
     confidences: deque[float]
@@ -155,7 +145,7 @@ class TicketTriage:
         config: TriageConfig,
         default_mode: str = "shadow",
         auto_threshold: float = 0.9,
-        claude: Claude | None = None,
+        reasoning: Reasoning | None = None,
         global_corpus: tuple[list[str], list[str]] | None = None,
         drift_window: int = 200,
     ) -> None:
@@ -166,7 +156,7 @@ class TicketTriage:
         self.config = config
         self.default_mode = default_mode
         self.auto_threshold = auto_threshold
-        self.claude = claude
+        self.reasoning = reasoning  # asked when the local path is unsure (Claude, if configured)
         self.global_corpus = global_corpus
         self.drift_window = drift_window
         self.triager: TicketTriager | None = None
@@ -365,7 +355,7 @@ class TicketTriage:
         result = await asyncio.to_thread(self.classify_now, tenant, ticket, vector, matcher, signals)
         _SECONDS.observe(time.perf_counter() - started)
         category = result.category
-        if category.label is None and self.claude is not None:
+        if category.label is None and self.reasoning is not None and self.reasoning.claude is not None:
             category = await self._ask_claude(event, result)
         mode, threshold = self._mode_for(modes, category.label)
         payload = TicketTriagedPayload(
@@ -479,69 +469,48 @@ class TicketTriage:
         return matcher
 
     async def _ask_claude(self, event: TicketEvent, result: Triage) -> Decision:
-        """The local path abstained: ask Claude, whose answer must name a known category."""
-        assert self.claude is not None and self.triager is not None
-        claude = self.claude
+        """The local path abstained: ask Claude, whose answer must name one of the tenant's
+        categories and cite only the similar cases it was given; else the abstention stands."""
+        assert self.reasoning is not None and self.triager is not None
         tenant, ticket = event.tenant_id, event.payload.ticket
         with self._lock:
             own = self.triager.cases(tenant).model
-            known = {str(c) for c in (own or self.triager.global_model).classes_}
+            known = sorted(str(c) for c in (own or self.triager.global_model).classes_)
+        scores = dict(result.candidates)
         cases = {c.ticket_id: c for c, _ in result.neighbours[: self.config.similar_k]}
-        prompt = json.dumps(
-            {
-                "ticket": {"title": ticket.title, "description": ticket.description[:4000]},
-                "candidate_categories": [{"category": c, "score": s} for c, s in result.candidates],
-                "all_categories": sorted(known),
-                "similar_resolved_tickets": [
-                    {
-                        "ticket_id": c.ticket_id,
-                        "category": c.category,
-                        "text": c.text[:600],
-                        "similarity": round(s, 3),
-                    }
-                    for c, s in result.neighbours[: self.config.similar_k]
-                ],
-            },
-            ensure_ascii=False,
+        question = ClassifyInput(
+            text=f"{ticket.title}\n{ticket.description[:4000]}",
+            candidates=[
+                Candidate(label=c, description=f"the local model's score: {scores[c]}" if c in scores else "")
+                for c in known
+            ],
+            context=[
+                Evidence(
+                    key=c.ticket_id, kind="ticket", id=c.ticket_id, excerpt=f"[{c.category}] {c.text[:600]}"
+                )
+                for c in cases.values()
+            ],
         )
-
-        async def ask() -> Decision:
-            answer = await claude.judge(
-                judgement="ticket_category",
-                tenant_id=tenant,
-                system=SYSTEM,
-                prompt=prompt,
-                output=CategoryJudgement,
-            )
-            if answer.category not in known:
-                raise JudgementFailed("invalid", f"category {answer.category!r} is not one of the tenant's")
-            cited = [cases[t] for t in answer.evidence_ticket_ids if t in cases]
-            sources = [
-                Source(kind="ticket", id=c.ticket_id, url=c.url, excerpt=c.text[:300]) for c in cited
-            ] or [Source(kind="ticket", id=ticket.ticket_id, url=ticket.url, excerpt=ticket.title)]
-            return Decision(
-                label=answer.category,
-                confidence=answer.confidence,
-                method="claude",
-                rationale=Claim(text=answer.rationale, confidence=answer.confidence, sources=sources),
-            )
-
-        async def abstain() -> Decision:
+        fell_back = audit_fallback(
+            self.audit,
+            tenant_id=tenant,
+            subject_kind="ticket",
+            subject_id=ticket.ticket_id,
+            cause_id=str(event.event_id),
+        )
+        answer = await self.reasoning.ask_claude("classify", tenant, question, on_fallback=fell_back)
+        if not isinstance(answer, ClassifyOutput):
             return result.category
-
-        async def fell_back(reason: str, detail: str) -> None:
-            await self.audit.emit(
-                tenant_id=tenant,
-                action="triage.llm.fallback",
-                subject_kind="ticket",
-                subject_id=ticket.ticket_id,
-                cause_id=str(event.event_id),
-                outcome="failed",
-                details={"reason": reason, "detail": detail[:500]},
-            )
-
-        decision, _ = await with_fallback("ticket_category", ask, abstain, fell_back)
-        return decision
+        sources = [
+            Source(kind="ticket", id=t, url=cases[t].url, excerpt=cases[t].text[:300])
+            for t in answer.evidence
+        ] or [Source(kind="ticket", id=ticket.ticket_id, url=ticket.url, excerpt=ticket.title)]
+        return Decision(
+            label=answer.label,
+            confidence=answer.confidence,
+            method="claude",
+            rationale=Claim(text=answer.rationale, confidence=answer.confidence, sources=sources),
+        )
 
     # --- reads for the API ------------------------------------------------------------------
 
