@@ -235,6 +235,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         print(json.dumps(report, indent=2))
         return 0
+    if args.what == "reasoning":
+        from libs.cli import eval_reasoning
+
+        if not args.judgement or not args.cases:
+            raise ValueError("eval reasoning needs --judgement NAME and --cases FILE.jsonl")
+        print(json.dumps(eval_reasoning.evaluate(judgement=args.judgement, cases=Path(args.cases)), indent=2))
+        return 0
     if args.what == "runbooks":
         from libs.cli import eval_runbooks
 
@@ -344,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     kb.set_defaults(fn=cmd_kb)
 
     ev = sub.add_parser("eval", help="measure the platform on real data (prints JSON)")
-    ev.add_argument("what", choices=["alarms", "tickets", "similar", "runbooks"])
+    ev.add_argument("what", choices=["alarms", "tickets", "similar", "runbooks", "reasoning"])
     ev.add_argument("--data", help="alarms: the folder with Alarm.csv and DAG.npy; tickets: a labelled CSV")
     ev.add_argument("--train", help="tickets: an explicit training CSV (with --test)")
     ev.add_argument("--test", help="tickets: an explicit test CSV")
@@ -357,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="alarms: only the first N alarms")
     ev.add_argument("--keep-logs", help="copy the services' logs into this folder")
     ev.add_argument("--docs", help="runbooks: the folder of Markdown runbooks")
+    ev.add_argument(
+        "--judgement", help="reasoning: classify, summarise, interpret, extract_steps or analyse_failure"
+    )
+    ev.add_argument("--cases", help="reasoning: JSON lines of {input, expected}")
     ev.add_argument(
         "--queries", help="runbooks: the alerts (JSON list with summary, description, runbook_path)"
     )
