@@ -95,8 +95,19 @@ class Claude:
             max_retries=config.max_retries,
         )
 
-    async def judge(self, *, judgement: str, tenant_id: str, system: str, prompt: str, output: type[M]) -> M:
-        """Ask for one judgement; returns the validated model or raises `JudgementFailed`."""
+    async def judge(
+        self,
+        *,
+        judgement: str,
+        tenant_id: str,
+        system: str,
+        prompt: str,
+        output: type[M],
+        check: Callable[[M], None] | None = None,
+    ) -> M:
+        """Ask for one judgement; returns the validated model or raises `JudgementFailed`.
+        `check` holds the answer to its question (a label among the candidates, say): its
+        ValueError counts like a validation error, with one repair."""
         self.budget.check(tenant_id)
         redacted = self.redactor.redact(prompt)
         tool = {
@@ -118,9 +129,14 @@ class Claude:
                     error = "the answer held no tool_use block"
                 else:
                     try:
-                        return output.model_validate(_restore(block.input, redacted))
+                        answer = output.model_validate(_restore(block.input, redacted))
+                        if check is not None:
+                            check(answer)
+                        return answer
                     except ValidationError as exc:
                         error = exc.json(include_url=False)
+                    except ValueError as exc:
+                        error = str(exc)
                 if attempt == 1:
                     # One repair: show the model what was wrong with its answer.
                     messages += [

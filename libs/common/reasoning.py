@@ -4,8 +4,8 @@
 
 A judgement has a pydantic input and output model and a `check` of the output against the
 input (a label that is one of the candidates, sources that were given, actions that are in
-the catalogue). Claude's answer that fails the check counts as invalid, and the local path
-decides instead; so does the local path when Claude is not configured.
+the catalogue). Claude's answer that fails the check counts as invalid: it gets one repair,
+then the local path decides instead; so does the local path when Claude is not configured.
 
     reasoning = Reasoning(claude, LocalReasoner(embed))
     plan, method = await reasoning.judge("interpret", tenant_id, InterpretInput(...))
@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from libs.common.audit import AuditEmitter
-from libs.common.llm import Claude, JudgementFailed, claude_from_settings, with_fallback
+from libs.common.llm import Claude, claude_from_settings, with_fallback
 from libs.common.settings import ServiceSettings
 
 I = TypeVar("I", bound=BaseModel)  # noqa: E741
@@ -566,18 +566,14 @@ class Reasoning:
         claude = self.claude
 
         async def ask() -> BaseModel:
-            out = await claude.judge(
+            return await claude.judge(
                 judgement=judgement,
                 tenant_id=tenant_id,
                 system=spec.system,
                 prompt=data.model_dump_json(),
                 output=spec.output,
+                check=lambda out: spec.check(data, out),
             )
-            try:
-                spec.check(data, out)
-            except ValueError as exc:
-                raise JudgementFailed("invalid", str(exc)) from None
-            return out
 
         async def none() -> BaseModel:
             return _NoAnswer()

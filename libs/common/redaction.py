@@ -42,6 +42,9 @@ _PATTERNS: list[tuple[str, re.Pattern[str], int]] = [
         re.compile(rf"\b{_CONTEXT_WORDS}\b(?:\s+(?:is|was|=|:|-)|\s*[:=])\s*[\"']?([^\s\"',;]{{4,}})", re.I),
         1,
     ),
+    # "temp password Winter2026!Blue": a bare value after the word, when it looks like one
+    # (a digit in it), so "password reset" or "password policy" stay.
+    ("BARE", re.compile(rf"\b{_CONTEXT_WORDS}\s+([^\s\"',;]{{6,}})", re.I), 1),
     # Personal data
     ("EMAIL", re.compile(r"\b([A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})\b"), 1),
     ("CARD", re.compile(r"\b((?:\d[ -]?){12,18}\d)\b"), 1),
@@ -74,9 +77,18 @@ def _context_value(value: str) -> bool:
     return value.lower() not in {"bearer", "basic", "reset", "change", "expired", "required"}
 
 
-_CHECKS: dict[str, Callable[[str], bool]] = {"CARD": _card, "PHONE": _phone, "CONTEXT": _context_value}
+def _password_like(value: str) -> bool:
+    return any(c.isdigit() for c in value) and _context_value(value)
+
+
+_CHECKS: dict[str, Callable[[str], bool]] = {
+    "CARD": _card,
+    "PHONE": _phone,
+    "CONTEXT": _context_value,
+    "BARE": _password_like,
+}
 # Kinds that are matched separately but named as one in placeholders.
-_NAMED = {"CONTEXT": "SECRET"}
+_NAMED = {"CONTEXT": "SECRET", "BARE": "SECRET"}
 
 
 @dataclass
