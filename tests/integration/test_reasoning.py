@@ -36,7 +36,8 @@ SECRETS = [
 ]
 TICKET_TEXT = (
     "Anna (anna.berg@acme.test, +44 20 7946 0958) is locked out again. L1 set the temp password "
-    "Winter2026!Blue; the sync job uses AKIAIOSFODNN7EXAMPLE and key sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c; "
+    "Winter2026!Blue; the sync job uses AKIAIOSFODNN7EXAMPLE and key "
+    "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c; "
     "app config: Server=sql01;Database=crm;User Id=svc;Password=Sup3rS3cret; she paid the licence with "
     "4111 1111 1111 1111. Token: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbm5hIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 )
