@@ -104,12 +104,19 @@ class Claude:
         prompt: str,
         output: type[M],
         check: Callable[[M], None] | None = None,
+        reference: str | None = None,
     ) -> M:
         """Ask for one judgement; returns the validated model or raises `JudgementFailed`.
         `check` holds the answer to its question (a label among the candidates, say): its
-        ValueError counts like a validation error, with one repair."""
+        ValueError counts like a validation error, with one repair. `reference` is material
+        that stays the same from call to call (an action catalogue): sent as a cached system
+        block rather than with every question."""
         self.budget.check(tenant_id)
-        redacted = self.redactor.redact(prompt)
+        redacted = self.redactor.redact(prompt if reference is None else f"{reference}\n\x1e\n{prompt}")
+        reference_text = None
+        if reference is not None:
+            reference_text, _, asked = redacted.text.partition("\n\x1e\n")
+            redacted = Redacted(asked, redacted.mapping)
         tool = {
             "name": judgement,
             "description": f"Record the {judgement} judgement.",
@@ -117,6 +124,10 @@ class Claude:
         }
         # The system text and the tool schema are stable across calls: cache them.
         system_blocks = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+        if reference_text is not None:
+            system_blocks.append(
+                {"type": "text", "text": reference_text, "cache_control": {"type": "ephemeral"}}
+            )
         messages: list[dict[str, Any]] = [{"role": "user", "content": redacted.text}]
         started = time.perf_counter()
         try:

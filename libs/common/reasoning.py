@@ -17,6 +17,7 @@ classifier for `classify`).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -216,6 +217,9 @@ class Judgement(Generic[I, O]):
     output: type[O]
     system: str
     check: Callable[[I, O], None]
+    # The part of the input that stays the same from call to call (an action catalogue):
+    # Claude gets it as a cached system block, the rest as the question.
+    reference: Callable[[I], tuple[str, str]] | None = None
 
 
 JUDGEMENTS: dict[str, Judgement[Any, Any]] = {
@@ -246,8 +250,12 @@ JUDGEMENTS: dict[str, Judgement[Any, Any]] = {
             "You turn an engineer's instruction into a plan of actions from the catalogue only, "
             "filling each action's parameters from the instruction and the ticket. Use only actions "
             "and parameters the catalogue names; list what you could not map under unresolved. You "
-            "never run anything: the plan is reviewed and approved by people.",
+            "never run anything: the plan is reviewed and approved by people. The catalogue follows.",
             _check_interpret,
+            lambda d: (
+                json.dumps({"catalogue": [a.model_dump() for a in d.catalogue]}, sort_keys=True),
+                d.model_dump_json(exclude={"catalogue"}),
+            ),
         ),
         Judgement(
             "extract_steps",
@@ -565,14 +573,17 @@ class Reasoning:
             return None
         claude = self.claude
 
+        reference, question = spec.reference(data) if spec.reference else (None, data.model_dump_json())
+
         async def ask() -> BaseModel:
             return await claude.judge(
                 judgement=judgement,
                 tenant_id=tenant_id,
                 system=spec.system,
-                prompt=data.model_dump_json(),
+                prompt=question,
                 output=spec.output,
                 check=lambda out: spec.check(data, out),
+                reference=reference,
             )
 
         async def none() -> BaseModel:

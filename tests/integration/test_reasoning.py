@@ -83,6 +83,13 @@ async def test_claude_plans_from_the_catalogue_and_a_plan_outside_it_gets_one_re
     body = srv.requests[0]["body"]
     assert body["tool_choice"] == {"type": "tool", "name": "interpret"}
     assert body["system"][0]["cache_control"] == {"type": "ephemeral"}, "the stable system part is cached"
+    assert (
+        body["system"][1]["cache_control"] == {"type": "ephemeral"}
+        and "ad.reset_password" in body["system"][1]["text"]
+    )
+    assert "ad.reset_password" not in body["messages"][0]["content"], (
+        "the catalogue goes once, cached, not per question"
+    )
     assert srv.requests[0]["headers"]["authorization"] == "Bearer sk-test"
     assert "anthropic-version" in srv.requests[0]["headers"]
 
