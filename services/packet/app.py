@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from libs.common.counting import build_counting_service
 from libs.common.embeddings import shared_embedder
-from libs.common.events import SignalClustered, TicketEvent, TicketTriaged
+from libs.common.events import AutomationResult, AutomationRun, SignalClustered, TicketEvent, TicketTriaged
 from libs.common.reasoning import reasoning_from_settings
 from libs.common.service import Runtime
 from services.packet.api import add_routes
@@ -47,8 +47,13 @@ def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
         psa_timeout_s=settings.psa_timeout_s,
     )
     rt.add_component("packets", packets.start, packets.stop, lambda: packets.running)
-    # All three topics in one group: keyed by tenant, so a tenant's events stay in order.
-    rt.add_consumer(topics, packets.handle, group_id=f"{settings.effective_consumer_group}-packets")
+    # One group for everything a packet is built from: keyed by tenant, so a tenant's events
+    # stay in order.
+    rt.add_consumer(
+        [*topics, AutomationRun.topic, AutomationResult.topic],
+        packets.handle,
+        group_id=f"{settings.effective_consumer_group}-packets",
+    )
     rt.packets = packets  # type: ignore[attr-defined]
     rt.kb = kb  # type: ignore[attr-defined]
     add_routes(app, settings, packets, kb)

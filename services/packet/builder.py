@@ -80,6 +80,7 @@ def build(
     signals: Sequence[dict[str, Any]],
     runbooks: Sequence[RunbookMatch],
     triage: dict[str, Any] | None,
+    runs: Sequence[dict[str, Any]] = (),
 ) -> PacketParts:
     snap = ticket["snapshot"]
     notes = [n for n in ticket["notes"] if (n.get("text") or "").strip()]
@@ -176,6 +177,23 @@ def build(
         )
         for n in notes
     ]
+
+    for run in runs:  # what the platform ran on the ticket
+        results = {r["index"]: r for r in run.get("results", [])}
+        for i, step in enumerate(run.get("steps", [])):
+            r = results.get(i)
+            outcome = r["outcome"] if r else ("pending" if run.get("outcome") is None else "not run")
+            detail = (
+                f": {r['error_class'] or ''} {r.get('message', '')}".rstrip()
+                if r and r["outcome"] == "failed"
+                else ""
+            )
+            params = ", ".join(f"{k}={v}" for k, v in step.get("params", {}).items())
+            text = f"The platform ran {step['action']}({params}): {outcome}{detail}"
+            source = Source(
+                kind="execution", id=f"{run['run_id']}/{i}", url=run.get("logs_url"), excerpt=clip(text)
+            )
+            tried.append(Claim(text=clip(text), confidence=0.95, sources=[source]))
 
     # --- still unknown
     unknown: list[Unknown] = []

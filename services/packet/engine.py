@@ -25,6 +25,8 @@ from sqlalchemy import Engine
 from libs.common.audit import AuditEmitter
 from libs.common.bus import EventProducer
 from libs.common.events import (
+    AutomationResult,
+    AutomationRun,
     Claim,
     EscalationPacket,
     EscalationPacketPayload,
@@ -121,6 +123,7 @@ class PacketEngine:
         retry_max_s: float = 60.0,
         max_attempts: int = 10,
         psa_timeout_s: float = 10.0,
+        signal_update_every_s: float = 60.0,
     ) -> None:
         self.engine = engine
         self.producer = producer
@@ -132,6 +135,8 @@ class PacketEngine:
         self.retry_max_s = retry_max_s
         self.max_attempts = max_attempts
         self.psa_timeout_s = psa_timeout_s
+        self.signal_update_every_s = signal_update_every_s
+        self._last_version: dict[tuple[str, str], float] = {}
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -167,6 +172,35 @@ class PacketEngine:
             )
         elif isinstance(event, SignalClustered):
             await self._signal(event)
+        elif isinstance(event, AutomationRun):
+            steps = [s.model_dump(mode="json") for s in event.payload.steps]
+            await asyncio.to_thread(
+                store.record_run,
+                self.engine,
+                event.tenant_id,
+                str(event.payload.run_id),
+                event.payload.ticket_id,
+                steps,
+            )
+        elif isinstance(event, AutomationResult):
+            await self._result(event)
+
+    async def _result(self, event: AutomationResult) -> None:
+        p = event.payload
+        ticket_id = await asyncio.to_thread(
+            store.record_result,
+            self.engine,
+            event.tenant_id,
+            str(p.run_id),
+            p.outcome,
+            [s.model_dump(mode="json") for s in p.steps],
+            p.logs_url,
+        )
+        if ticket_id is None:
+            return
+        ticket = await asyncio.to_thread(store.get_ticket, self.engine, event.tenant_id, ticket_id)
+        if ticket is not None and ticket["escalated"] and not ticket["closed"]:
+            await self.rebuild(event.tenant_id, ticket, event, trigger="automation_result")
 
     async def _ticket(self, event: TicketEvent) -> None:
         tenant, ticket_id = event.tenant_id, event.payload.ticket.ticket_id
@@ -181,14 +215,24 @@ class PacketEngine:
         fresh = await asyncio.to_thread(
             store.apply_signal, self.engine, tenant, payload.model_dump(mode="json")
         )
-        if not fresh or payload.state not in SIGNAL_TRIGGERS:
+        # A signal opening, resolving or merging makes a new version at once; new alerts
+        # joining an open one do at most once a minute per ticket (a noisy signal would
+        # otherwise post a note for every alert).
+        grew = payload.state == "updated" and bool(payload.added_alert_ids)
+        if not fresh or not (payload.state in SIGNAL_TRIGGERS or grew):
             return
+        now = time.monotonic()
         for ticket in await asyncio.to_thread(store.escalated_tickets, self.engine, tenant):
             snap = ticket["snapshot"]
-            if set(snap.get("devices") or []) & set(payload.devices) or (
-                snap.get("site") and snap["site"] in payload.sites
+            if not (
+                set(snap.get("devices") or []) & set(payload.devices)
+                or (snap.get("site") and snap["site"] in payload.sites)
             ):
-                await self.rebuild(tenant, ticket, event, trigger=f"signal_{payload.state}")
+                continue
+            key = (tenant, ticket["ticket_id"])
+            if grew and now - self._last_version.get(key, -1e9) < self.signal_update_every_s:
+                continue
+            await self.rebuild(tenant, ticket, event, trigger=f"signal_{payload.state}")
 
     # --- building ---------------------------------------------------------------------------
 
@@ -236,6 +280,7 @@ class PacketEngine:
         )
         if target is not None:
             self._wake.set()
+        self._last_version[(tenant, ticket["ticket_id"])] = time.monotonic()
         link = ticket["snapshot"].get("url")
         await self.producer.publish(
             EscalationPacket(
@@ -277,7 +322,8 @@ class PacketEngine:
         )
         runbooks = self.kb.search(tenant, query, k=3)
         triage = store.get_triage(self.engine, tenant, ticket["ticket_id"])
-        return builder.build(ticket, signals, runbooks, triage)
+        runs = store.runs_on(self.engine, tenant, ticket["ticket_id"])
+        return builder.build(ticket, signals, runbooks, triage, runs)
 
     async def _summary(
         self, tenant: str, ticket: dict[str, Any], parts: builder.PacketParts, cause: Any

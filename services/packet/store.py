@@ -127,6 +127,20 @@ feedback = Table(
 )
 
 
+actions = Table(
+    "packet_actions",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("run_id", String(36), primary_key=True),
+    Column("ticket_id", String(1000)),
+    Column("steps", Text, nullable=False),  # the run's steps as requested
+    Column("outcome", String(16)),  # None until its result arrives
+    Column("results", Text, nullable=False),  # the steps' results
+    Column("logs_url", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
@@ -251,6 +265,76 @@ def get_triage(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any]
             select(triage.c.payload).where(triage.c.tenant_id == tenant_id, triage.c.ticket_id == ticket_id)
         ).scalar()
     return json.loads(row) if row else None
+
+
+# --- platform actions --------------------------------------------------------------------------
+
+
+def record_run(
+    engine: Engine, tenant_id: str, run_id: str, ticket_id: str | None, steps: list[dict[str, Any]]
+) -> None:
+    with engine.begin() as conn:
+        known = conn.execute(
+            select(actions.c.run_id).where(actions.c.tenant_id == tenant_id, actions.c.run_id == run_id)
+        ).first()
+        if known is None:
+            conn.execute(
+                actions.insert().values(
+                    tenant_id=tenant_id,
+                    run_id=run_id,
+                    ticket_id=ticket_id,
+                    steps=_json(steps),
+                    results="[]",
+                    updated_at=utcnow(),
+                )
+            )
+        else:  # the result came first
+            conn.execute(
+                update(actions)
+                .where(actions.c.tenant_id == tenant_id, actions.c.run_id == run_id)
+                .values(ticket_id=ticket_id, steps=_json(steps))
+            )
+
+
+def record_result(
+    engine: Engine,
+    tenant_id: str,
+    run_id: str,
+    outcome: str,
+    results: list[dict[str, Any]],
+    logs_url: str | None,
+) -> str | None:
+    """Store a run's result; returns the ticket it ran on, when known."""
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(actions.c.ticket_id).where(actions.c.tenant_id == tenant_id, actions.c.run_id == run_id)
+        ).first()
+        values = {"outcome": outcome, "results": _json(results), "logs_url": logs_url, "updated_at": utcnow()}
+        if row is None:
+            conn.execute(
+                actions.insert().values(
+                    tenant_id=tenant_id, run_id=run_id, ticket_id=None, steps="[]", **values
+                )
+            )
+            return None
+        conn.execute(
+            update(actions)
+            .where(actions.c.tenant_id == tenant_id, actions.c.run_id == run_id)
+            .values(**values)
+        )
+        return row[0]
+
+
+def runs_on(engine: Engine, tenant_id: str, ticket_id: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(actions)
+            .where(actions.c.tenant_id == tenant_id, actions.c.ticket_id == ticket_id)
+            .order_by(actions.c.updated_at)
+        ).mappings()
+        return [
+            {**dict(r), "steps": json.loads(r["steps"]), "results": json.loads(r["results"])} for r in rows
+        ]
 
 
 # --- runbooks ---------------------------------------------------------------------------------

@@ -449,3 +449,57 @@ async def test_claude_writes_the_summary_when_configured_and_sourceless_sentence
             )
         finally:
             await p.stop()
+
+
+async def test_platform_actions_on_the_ticket_make_a_new_version_and_a_growing_signal_waits(
+    packets: Packets,
+) -> None:
+    from libs.common.events import (
+        ActionStep,
+        AutomationResult,
+        AutomationResultPayload,
+        AutomationRun,
+        AutomationRunPayload,
+        StepResult,
+    )
+
+    tenant = unique("ran")
+    sig = signal(tenant)
+    await packets.send(sig, escalation(tenant, "R-1"))
+    await packets.wait_for(lambda: len(packets.versions(tenant, "R-1")) == 1, "the first version")
+    run_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    envelope = {"tenant_id": tenant, "occurred_at": now}
+    step = ActionStep(action="rmm.run_script", params={"script": "cleanup"})
+    await packets.send(
+        AutomationRun(
+            event_id=uuid.uuid4(),
+            source=EventSource(system="msp.automation"),
+            payload=AutomationRunPayload(
+                run_id=run_id, ticket_id="R-1", steps=[step], requested_by="engineer:sam", mode="manual"
+            ),
+            **envelope,  # type: ignore[arg-type]
+        ),
+        AutomationResult(
+            event_id=uuid.uuid4(),
+            source=EventSource(system="msp.executor"),
+            payload=AutomationResultPayload(
+                run_id=run_id,
+                outcome="succeeded",
+                steps=[StepResult(index=0, action="rmm.run_script", outcome="succeeded")],
+            ),
+            **envelope,  # type: ignore[arg-type]
+        ),
+    )
+    await packets.wait_for(lambda: len(packets.versions(tenant, "R-1")) == 2, "the version with the run")
+    tried = json.loads(packets.versions(tenant, "R-1")[1]["payload"])["already_tried"]
+    assert tried[-1]["text"] == "The platform ran rmm.run_script(script=cleanup): succeeded"
+    assert tried[-1]["sources"][0]["kind"] == "execution" and tried[-1]["sources"][0]["id"] == f"{run_id}/0"
+    # More alerts joining the open signal within a minute of the last version: no new note yet.
+    grown = signal(tenant, state="updated", sid=sig.payload.signal_id, revision=2)
+    grown = grown.model_copy(
+        update={"payload": grown.payload.model_copy(update={"added_alert_ids": [uuid.uuid4()], "count": 9})}
+    )
+    await packets.send(grown)
+    await asyncio.sleep(1.5)
+    assert len(packets.versions(tenant, "R-1")) == 2

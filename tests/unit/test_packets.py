@@ -260,3 +260,38 @@ def test_eval_runbooks_writes_a_ranking_per_query_and_a_bm25_baseline(tmp_path: 
         cwd=REPO_ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode != 0 and "no runbook folder" in bad.stderr
+
+
+def test_what_the_platform_ran_on_the_ticket_is_already_tried_with_its_execution() -> None:
+    run = {
+        "run_id": "r-1",
+        "logs_url": "https://msp/runs/r-1",
+        "outcome": "partial",
+        "steps": [
+            {"action": "ad.unlock_account", "params": {"user": "ann"}},
+            {"action": "ad.reset_password", "params": {"user": "ann"}},
+        ],
+        "results": [
+            {
+                "index": 0,
+                "action": "ad.unlock_account",
+                "outcome": "succeeded",
+                "error_class": None,
+                "message": "",
+            },
+            {
+                "index": 1,
+                "action": "ad.reset_password",
+                "outcome": "failed",
+                "error_class": "PolicyError",
+                "message": "too short",
+            },
+        ],
+    }
+    parts = builder.build(ticket(), [], [], None, [run])
+    ran = [c for c in parts.already_tried if c.sources[0].kind == "execution"]
+    assert [c.text for c in ran] == [
+        "The platform ran ad.unlock_account(user=ann): succeeded",
+        "The platform ran ad.reset_password(user=ann): failed: PolicyError too short",
+    ]
+    assert ran[1].sources[0].id == "r-1/1" and ran[1].sources[0].url == "https://msp/runs/r-1"
