@@ -365,6 +365,22 @@ def demo_events(now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any
     return alerts, tickets
 
 
+DEMO_RUNBOOK = """# File server disk full
+
+## Meaning
+A data volume of a file server is nearly full: users cannot save to the shares on it and the
+nightly backup to it fails.
+
+## Diagnosis
+- Check which folders grew in the last week with a disk usage report.
+- Check whether shadow copies take more than 10% of the volume.
+- Confirm the last backup of the volume completed.
+
+## Mitigation
+Move old project folders to the archive share; extend the volume if the datastore allows.
+"""
+
+
 def run_demo(var: Path) -> dict[str, Any]:
     key = demo_key(var)
     alerts, tickets = demo_events(datetime.now(UTC))
@@ -383,6 +399,13 @@ def run_demo(var: Path) -> dict[str, Any]:
         r = operator.get(signals_url, params={"tenant_id": DEMO_TENANT})
         return list(r.json()["signals"]) if r.status_code == 200 else []
 
+    # The demo client's own runbook (embedded once; unchanged on later runs).
+    kb = operator.put(
+        f"http://127.0.0.1:{port_of('packet')}/v1/kb/runbooks",
+        json={"tenant_id": DEMO_TENANT, "path": "file-server-disk-full.md", "markdown": DEMO_RUNBOOK},
+        timeout=120.0,
+    )
+    kb.raise_for_status()
     accepted = 0
     with httpx.Client(timeout=10.0, headers={"X-API-Key": key}) as client:
         for body in alerts:
@@ -414,20 +437,32 @@ def run_demo(var: Path) -> dict[str, Any]:
                 out.append(r.json()["result"]["payload"])
         return out
 
-    # Each ticket is classified once (and audited so).
+    packet_url = f"http://127.0.0.1:{port_of('packet')}/v1/packets"
+
+    def packets() -> list[dict[str, Any]]:
+        out = []
+        for tid in ticket_ids:
+            r = operator.get(packet_url, params={"tenant_id": DEMO_TENANT, "ticket_id": tid})
+            if r.status_code == 200:
+                out.append(r.json())
+        return out
+
+    # Each ticket is classified once (and audited so); the escalated one gets a packet.
     deadline = time.monotonic() + 60
-    added, grouped, results = 0, [], []
+    added, grouped, results, built = 0, [], [], []
     expected = accepted + 2 * len(tickets) + len(ticket_ids)
     try:
         while time.monotonic() < deadline:
             grouped = [s for s in signals() if s["last_seen"] >= started]
             results = triaged()
+            built = packets()
             added = audited() - before
             expected = accepted + 2 * len(tickets) + len(ticket_ids) + len(grouped)
             if (
                 sum(s["count"] for s in grouped) >= len(alerts)
                 and added >= expected
                 and len(results) == len(ticket_ids)
+                and built
             ):
                 break
             time.sleep(0.5)
@@ -460,6 +495,18 @@ def run_demo(var: Path) -> dict[str, Any]:
                 "needs_human": r["needs_human"],
             }
             for r in results
+        ],
+        "packets": [
+            {
+                "packet_id": b["packet_id"],
+                "version": b["version"],
+                "page": f"{packet_url}/{b['packet_id']}/page?tenant_id={DEMO_TENANT}",
+                "summary": [c["text"] for c in b["packet"]["summary"]],
+                "related_alerts": len(b["packet"]["related_alerts"]),
+                "runbook": [c["text"] for c in b["packet"]["runbook"]],
+                "still_unknown": [u["text"] for u in b["packet"]["still_unknown"]],
+            }
+            for b in built
         ],
         "audit_events_added": added,
         "audit_events_expected_at_least": expected,

@@ -141,6 +141,10 @@ actions = Table(
 )
 
 
+def _when(value: datetime | str) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
@@ -223,7 +227,7 @@ def apply_signal(engine: Engine, tenant_id: str, payload: dict[str, Any]) -> boo
             "revision": payload["revision"],
             "payload": _json(payload),
             "alert_ids": _json(members[-200:]),
-            "last_seen": payload["last_seen"],
+            "last_seen": _when(payload["last_seen"]),
         }
         conn.execute(upsert(engine, signals, ["tenant_id", "signal_id"]), [row])
     return True

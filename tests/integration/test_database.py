@@ -198,3 +198,60 @@ def test_ticket_triage_tables_keep_signals_cases_and_decisions_per_tenant(
     assert tickets.load_cases(engine, b) == []
     if backend == "sqlite":
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_packet_tables_keep_signals_packets_and_deliveries_per_tenant(
+    backend: str, engine: Engine, tmp_path: Path
+) -> None:
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from libs.common.events import SignalPayload
+    from services.packet import store as packets
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'packet.db'}"
+        migrate(url, REPO_ROOT / "services" / "packet" / "migrations", "packet")
+        engine = make_engine(url)
+    a, b = unique("a"), unique("b")
+    now = datetime.now(UTC)
+    signal = SignalPayload(
+        signal_id=uuid.uuid4(),
+        state="opened",
+        title="Disk full on FS01",
+        member_alert_ids=[uuid.uuid4()],
+        devices=["FS01"],
+        sites=["hq"],
+        severity="critical",
+        first_seen=now,
+        last_seen=now,
+        count=1,
+        confidence=0.9,
+    ).model_dump(mode="json")
+    assert packets.apply_signal(engine, a, signal)
+    assert not packets.apply_signal(engine, a, signal), "the same revision again changes nothing"
+    window = (now - timedelta(hours=1), now + timedelta(minutes=1))
+    assert [s["signal_id"] for s in packets.signals_around(engine, a, ["FS01"], None, *window)] == [
+        signal["signal_id"]
+    ]
+    assert packets.signals_around(engine, b, ["FS01"], "hq", *window) == []
+    assert (
+        packets.signals_around(engine, a, ["FS01"], None, now + timedelta(hours=1), now + timedelta(hours=2))
+        == []
+    )
+
+    pid = uuid.uuid4()
+    packets.save_packet(
+        engine, tenant_id=a, ticket_id="T-1", packet_id=pid, version=1, content_hash="h", payload="{}",
+        cause_event_id=str(uuid.uuid4()), trigger_at=now, deliver=True,
+    )  # fmt: skip
+    due = packets.due_deliveries(engine)
+    assert any(d["packet_id"] == str(pid) for d in due)
+    assert packets.claim_delivery(engine, str(pid), 1, 60.0)
+    assert not packets.claim_delivery(engine, str(pid), 1, 60.0), "a claimed delivery is not taken twice"
+    packets.finish_delivery(engine, str(pid), 1, status="posted", attempts=1, remote_id="n-1")
+    assert packets.packet_versions(engine, a, str(pid))[0]["status"] == "posted"
+    assert packets.packet_versions(engine, b, str(pid)) == [], "a packet is not found under another tenant"
+    if backend == "sqlite":
+        engine.dispose()
