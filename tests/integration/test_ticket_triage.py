@@ -358,3 +358,25 @@ async def test_when_unsure_claude_is_asked_and_an_invalid_answer_leaves_it_to_a_
         finally:
             await t.stop()
             await t.close()
+
+
+async def test_a_tenant_model_survives_a_restart_without_retraining(
+    triage: TriageWithTickets, bootstrap: str, pg_url: str, tmp_path: Path
+) -> None:
+    tenant = unique("kept")
+    await teach(triage, tenant)
+    trained_on = triage.rt.tickets.status(tenant)["trained_on"]  # type: ignore[attr-defined]
+    # Another instance, as after a restart or a rebalance: the same database, nothing in memory.
+    t = TriageWithTickets(bootstrap, pg_url, tmp_path, tickets_min_history=12, tickets_abstain_below=0.2)
+    await t.start()
+    try:
+        await t.send(ticket_event(tenant, "K-1", "the printer in the lobby is jammed and will not print"))  # type: ignore[arg-type]
+        got = await t.result(tenant, "K-1")
+        assert (got["category"]["label"], got["category"]["method"]) == ("Printers", "tenant_model")
+        status = t.rt.tickets.status(tenant)  # type: ignore[attr-defined]
+        assert status["trained_on"] == trained_on and not status["training"], (
+            "the stored model, not a new one"
+        )
+    finally:
+        await t.stop()
+        await t.close()

@@ -232,11 +232,14 @@ class TicketTriage:
         if tenant in self._loaded:
             return
         rows = await asyncio.to_thread(store.load_cases, self.engine, tenant)
+        stored = await asyncio.to_thread(store.load_model, self.engine, tenant)
         assert self.triager is not None
         with self._lock:
             cases = self.triager.cases(tenant)
             for case, vector in rows:
                 cases.add(case, vector)
+            if stored is not None:
+                cases.install(*stored)
             self._loaded.add(tenant)
         self._maybe_train(tenant, cases)
 
@@ -281,6 +284,7 @@ class TicketTriage:
                 model = await asyncio.to_thread(train, texts, labels, vectors)
                 with self._lock:
                     cases.install(model, upto)
+                size = await asyncio.to_thread(store.save_model, self.engine, tenant, model, upto)
             _RETRAINS.labels("ok").inc()
             log.info(
                 "tenant model trained",
@@ -288,6 +292,7 @@ class TicketTriage:
                     "tenant_id": tenant,
                     "cases": len(texts),
                     "seconds": round(time.perf_counter() - started, 1),
+                    "stored_bytes": size,
                 },
             )
         except asyncio.CancelledError:

@@ -174,6 +174,16 @@ class TicketClassifier:
             )
         return out
 
+    def without_training_cases(self) -> TicketClassifier:
+        """A copy without the training cases' vectors (the service votes over its live case
+        memory instead): what is worth storing."""
+        import copy
+
+        light = copy.copy(self)
+        light.train_vectors = np.zeros((0, self.train_vectors.shape[1]), dtype=np.float32)
+        light.train_labels = np.zeros(0, dtype=np.int64)
+        return light
+
     def evidence_terms(self, text: str, label: str, limit: int = 3) -> list[str]:
         """The words and word pairs of `text` that weigh most for `label` in the linear model."""
         where = np.flatnonzero(self.classes_ == label)

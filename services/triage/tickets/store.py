@@ -8,6 +8,8 @@ Every function takes the tenant explicitly; no query spans tenants.
 from __future__ import annotations
 
 import json
+import pickle
+import zlib
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from sqlalchemy import (
 
 from libs.common.db import upsert
 from libs.common.events import utcnow
+from services.triage.tickets.model import TicketClassifier
 from services.triage.tickets.triager import Case
 
 metadata = MetaData()
@@ -96,6 +99,16 @@ open_signals = Table(
 )
 
 
+models = Table(
+    "triage_models",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("trained_on", Integer, nullable=False),
+    Column("model", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
 # --- cases ------------------------------------------------------------------------------------
 
 
@@ -127,6 +140,29 @@ def load_cases(engine: Engine, tenant_id: str) -> list[tuple[Case, np.ndarray]]:
             )
             for r in rows
         ]
+
+
+# --- models -----------------------------------------------------------------------------------
+# A tenant's model is the service's own artefact, written and read only by this service in its
+# own database: pickled (scikit-learn's format), compressed.
+
+
+def save_model(engine: Engine, tenant_id: str, model: TicketClassifier, trained_on: int) -> int:
+    blob = zlib.compress(pickle.dumps(model.without_training_cases(), protocol=5), level=1)
+    row = {"tenant_id": tenant_id, "trained_on": trained_on, "model": blob, "created_at": utcnow()}
+    with engine.begin() as conn:
+        conn.execute(upsert(engine, models, ["tenant_id"]), [row])
+    return len(blob)
+
+
+def load_model(engine: Engine, tenant_id: str) -> tuple[TicketClassifier, int] | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(models.c.model, models.c.trained_on).where(models.c.tenant_id == tenant_id)
+        ).first()
+    if row is None:
+        return None
+    return pickle.loads(zlib.decompress(row[0])), int(row[1])  # noqa: S301 (our own artefact)
 
 
 # --- decisions --------------------------------------------------------------------------------
