@@ -503,3 +503,53 @@ async def test_platform_actions_on_the_ticket_make_a_new_version_and_a_growing_s
     await packets.send(grown)
     await asyncio.sleep(1.5)
     assert len(packets.versions(tenant, "R-1")) == 2
+
+
+async def test_the_packet_apis_refuse_bad_input_clearly(packets: Packets) -> None:
+    import httpx
+
+    token = packets.settings.effective_admin_token()
+    tenant = unique("papi")
+    await packets.send(escalation(tenant, "A-1"))
+    await packets.wait_for(lambda: len(packets.versions(tenant, "A-1")) == 1, "the packet")
+    pid = packets.versions(tenant, "A-1")[0]["packet_id"]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=packets.app),
+        base_url="http://packet",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        cw = {
+            "tenant_id": tenant,
+            "kind": "connectwise",
+            "base_url": "https://cw.example",
+            "credentials": {"company": "x"},
+        }
+        r = await client.put("/v1/psa", json=cw)
+        assert r.status_code == 422 and "public_key" in r.text
+        r = await client.put("/v1/psa", json={**cw, "base_url": "ftp://cw.example"})
+        assert r.status_code == 422
+        assert (await client.get("/v1/psa", params={"tenant_id": tenant})).status_code == 404
+        r = await client.post(
+            f"/v1/packets/{pid}/feedback",
+            json={"tenant_id": tenant, "version": 1, "claim": "runbook/7", "verdict": "wrong"},
+        )
+        assert r.status_code == 422 and "no claim runbook/7" in r.text
+        r = await client.post(f"/v1/packets/{pid}/feedback", json={"tenant_id": tenant, "version": 1})
+        assert r.status_code == 422 and "verdict" in r.text
+        r = await client.post(
+            f"/v1/packets/{pid}/feedback", json={"tenant_id": tenant, "version": 9, "verdict": "useful"}
+        )
+        assert r.status_code == 404
+        r = await client.post(
+            f"/v1/packets/{pid}/feedback",
+            json={"tenant_id": tenant, "version": 1, "claim": "summary/0", "verdict": "useful"},
+        )
+        assert r.status_code == 201
+        r = await client.put(
+            "/v1/kb/runbooks", json={"tenant_id": tenant, "path": "../secrets.md", "markdown": "# x\ny"}
+        )
+        assert r.status_code == 422 and "relative" in r.text
+        r = await client.delete("/v1/kb/runbooks", params={"tenant_id": tenant, "path": "absent.md"})
+        assert r.status_code == 404
+        page = await client.get(f"/v1/packets/{pid}/page", params={"tenant_id": tenant})
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

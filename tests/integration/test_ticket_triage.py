@@ -380,3 +380,48 @@ async def test_a_tenant_model_survives_a_restart_without_retraining(
     finally:
         await t.stop()
         await t.close()
+
+
+async def test_the_rollout_and_intent_apis_validate_and_keep_per_tenant_settings(
+    triage: TriageWithTickets,
+) -> None:
+    import httpx
+
+    token = triage.settings.effective_admin_token()
+    tenant, other = unique("api"), unique("api-other")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=triage.app),
+        base_url="http://triage",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        assert (
+            await client.get("/v1/rollout", params={"tenant_id": tenant}, headers={"Authorization": ""})
+        ).status_code == 401
+        bad = await client.put("/v1/rollout", json={"tenant_id": tenant, "mode": "yolo"})
+        assert bad.status_code == 422 and "mode" in bad.text
+        ok = await client.put(
+            "/v1/rollout",
+            json={"tenant_id": tenant, "category": "Printers", "mode": "auto", "auto_threshold": 0.95},
+        )
+        assert ok.status_code == 200
+        got = (await client.get("/v1/rollout", params={"tenant_id": tenant})).json()
+        assert got["modes"] == {"Printers": {"mode": "auto", "auto_threshold": 0.95}}
+        assert (await client.get("/v1/rollout", params={"tenant_id": other})).json()["modes"] == {}
+        intent = {
+            "tenant_id": tenant,
+            "name": "badge",
+            "description": "door badge",
+            "category": "Facilities",
+            "examples": ["badge broken"],
+        }
+        assert (await client.put("/v1/intents", json=intent)).status_code == 422, "two examples at least"
+        intent["examples"] = ["badge broken", "door will not open with my card"]
+        assert (await client.put("/v1/intents", json=intent)).status_code == 200
+        mine = (await client.get("/v1/intents", params={"tenant_id": tenant})).json()
+        assert [i["name"] for i in mine["tenant"]] == ["badge"] and len(mine["catalogue"]) >= 16
+        assert (await client.get("/v1/intents", params={"tenant_id": other})).json()["tenant"] == []
+        missing = await client.get("/v1/tickets/nope/triage", params={"tenant_id": tenant})
+        assert missing.status_code == 404
+        drift = (await client.get("/v1/tickets/drift", params={"tenant_id": tenant})).json()
+        assert drift["window"] == 0 and drift["mean_confidence"] is None
+        assert (await client.get("/v1/tickets/drift", params={"tenant_id": "Bad Tenant"})).status_code == 422

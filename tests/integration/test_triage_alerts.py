@@ -73,7 +73,7 @@ class Triage:
 
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, namespace=self.namespace)
-        self.rt, _ = build(self.settings)
+        self.rt, self.app = build(self.settings)
         await self.rt.start()
         deadline = time.monotonic() + 30
         while not all(c.assigned for c in self.rt.consumers):
