@@ -87,7 +87,7 @@ class TenantCases:
 
     def similarities(self, vector: np.ndarray) -> np.ndarray:
         """Cosine similarity of a unit vector to every case, in case order."""
-        query = torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)).half()
+        query = torch.from_numpy(np.array(vector, dtype=np.float32).reshape(-1)).half()
         return (self._half[: len(self.cases)] @ query).float().numpy()
 
     def add(self, case: Case, vector: np.ndarray) -> bool:
@@ -107,7 +107,7 @@ class TenantCases:
             self.cases.append(case)
             self.position[case.ticket_id] = row
         self._vectors[row] = vector
-        self._half[row] = torch.from_numpy(np.asarray(vector, dtype=np.float32)).half()
+        self._half[row] = torch.from_numpy(self._vectors[row]).half()  # our own, writable copy
         self._labels[row] = self.model.label_index([case.category])[0] if self.model is not None else -1
         return True
 
