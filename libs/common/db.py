@@ -72,9 +72,12 @@ def run_alembic_env() -> None:
     engine.dispose()
 
 
-def upsert(engine: Engine, table: Table, keys: list[str]):  # type: ignore[no-untyped-def]
-    """An INSERT that overwrites the other columns of the row with the same `keys`."""
+def upsert(engine: Engine, table: Table, keys: list[str], *, newer: str | None = None):  # type: ignore[no-untyped-def]
+    """An INSERT that overwrites the other columns of the row with the same `keys`; with
+    `newer` (a column), only when the incoming value of that column is greater (an older
+    revision arriving late changes nothing)."""
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(table)
     cols = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    return stmt.on_conflict_do_update(index_elements=keys, set_=cols)
+    where = table.c[newer] < stmt.excluded[newer] if newer else None
+    return stmt.on_conflict_do_update(index_elements=keys, set_=cols, where=where)

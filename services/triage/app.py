@@ -123,7 +123,7 @@ def add_ticket_triage(rt: Runtime, app: FastAPI, settings: TriageSettings) -> Ti
     # Signals and tickets in one group: both keyed by tenant, handled in order per partition.
     rt.add_consumer(
         [TicketEvent.topic, SignalClustered.topic],
-        triage.handle,
+        batch_handler=triage.handle_batch,
         on_revoke=triage.on_revoke,
         group_id=f"{settings.effective_consumer_group}-tickets",
     )

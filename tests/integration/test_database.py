@@ -189,6 +189,15 @@ def test_ticket_triage_tables_keep_signals_cases_and_decisions_per_tenant(
     assert tickets.signals_near(engine, a, ["FS01"], None)
     tickets.apply_signal(engine, a, {**signal, "revision": 3, "state": "resolved"})
     assert tickets.signals_near(engine, a, ["FS01"], None) == []
+    # In bulk, as the consumer writes them: several revisions of one signal, out of order.
+    reopened = [
+        (a, {**signal, "revision": r, "state": s})
+        for r, s in ((5, "updated"), (4, "opened"), (2, "resolved"))
+    ]
+    tickets.apply_signals(engine, reopened)
+    assert [s["signal_id"] for s in tickets.signals_near(engine, a, ["FS01"], None)] == [
+        str(signal["signal_id"])
+    ]
 
     vector = np.arange(384, dtype=np.float32) / 384
     tickets.save_case(engine, a, Case("T-1", "printer jammed", "Printers", "P3", "cleared it", None), vector)

@@ -206,14 +206,19 @@ class TicketTriage:
 
     # --- the stream -------------------------------------------------------------------------
 
-    async def handle(self, event: Any, _record: Any) -> None:
+    async def handle_batch(self, items: list[tuple[Any, Any]]) -> None:
+        """Signal revisions are written in bulk (an alert storm sends many, and tickets share
+        their partitions); each ticket event is handled after the signals before it."""
         await self._ready.wait()
-        if isinstance(event, SignalClustered):
-            await asyncio.to_thread(
-                store.apply_signal, self.engine, event.tenant_id, event.payload.model_dump()
-            )
-        elif isinstance(event, TicketEvent):
-            await self._ticket(event)
+        pending: list[tuple[str, dict[str, Any]]] = []
+        for event, _record in items:
+            if isinstance(event, SignalClustered):
+                pending.append((event.tenant_id, event.payload.model_dump()))
+            elif isinstance(event, TicketEvent):
+                await asyncio.to_thread(store.apply_signals, self.engine, pending)
+                pending = []
+                await self._ticket(event)
+        await asyncio.to_thread(store.apply_signals, self.engine, pending)
 
     async def _ticket(self, event: TicketEvent) -> None:
         tenant, ticket = event.tenant_id, event.payload.ticket

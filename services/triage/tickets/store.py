@@ -254,21 +254,20 @@ def save_intent(engine: Engine, tenant_id: str, intent: dict[str, Any]) -> None:
 # --- open signals -----------------------------------------------------------------------------
 
 
-def apply_signal(engine: Engine, tenant_id: str, signal: dict[str, Any]) -> None:
-    """Keep the latest revision of a signal (an older one, redelivered, changes nothing).
-    `signal`: a `SignalPayload` as a dict."""
-    signal = {**signal, "signal_id": str(signal["signal_id"])}
-    with engine.begin() as conn:
-        known = conn.execute(
-            select(open_signals.c.revision).where(
-                open_signals.c.tenant_id == tenant_id, open_signals.c.signal_id == signal["signal_id"]
-            )
-        ).scalar()
-        if known is not None and known >= signal["revision"]:
-            return
-        row = {
+def apply_signals(engine: Engine, signals: list[tuple[str, dict[str, Any]]]) -> None:
+    """Keep the latest revision of each signal, in one statement: an older revision, late or
+    redelivered, changes nothing. `signals`: (tenant, `SignalPayload` as a dict)."""
+    latest: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for tenant_id, signal in signals:  # one row per signal: a multi-row upsert may not touch a row twice
+        key = (tenant_id, str(signal["signal_id"]))
+        if key not in latest or latest[key][1]["revision"] < signal["revision"]:
+            latest[key] = (tenant_id, signal)
+    if not latest:
+        return
+    rows = [
+        {
             "tenant_id": tenant_id,
-            "signal_id": signal["signal_id"],
+            "signal_id": str(signal["signal_id"]),
             "revision": signal["revision"],
             "state": signal["state"],
             "title": signal["title"],
@@ -277,7 +276,14 @@ def apply_signal(engine: Engine, tenant_id: str, signal: dict[str, Any]) -> None
             "sites": json.dumps(signal["sites"]),
             "last_seen": signal["last_seen"],
         }
-        conn.execute(upsert(engine, open_signals, ["tenant_id", "signal_id"]), [row])
+        for tenant_id, signal in latest.values()
+    ]
+    with engine.begin() as conn:
+        conn.execute(upsert(engine, open_signals, ["tenant_id", "signal_id"], newer="revision"), rows)
+
+
+def apply_signal(engine: Engine, tenant_id: str, signal: dict[str, Any]) -> None:
+    apply_signals(engine, [(tenant_id, signal)])
 
 
 def signals_near(
