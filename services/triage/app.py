@@ -58,7 +58,7 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
         commit_every_s=5.0,
     )
     rt.clustering = clustering  # type: ignore[attr-defined]
-    if settings.embeddings_enabled:
+    if settings.embeddings_enabled and settings.tickets_enabled:
         add_ticket_triage(rt, app, settings)
 
     @app.get("/v1/signals/{signal_id}", tags=["signals"], dependencies=[operator_only(settings)])

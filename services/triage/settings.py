@@ -26,7 +26,8 @@ class TriageSettings(ServiceSettings):
     # Off only where the embedding model cannot load: new-group detection (HDBSCAN over
     # template embeddings) stops and tickets are only counted, not triaged.
     embeddings_enabled: bool = True
-    # Ticket triage.
+    # Ticket triage (off: ticket events are only counted, for workers that cluster alerts only).
+    tickets_enabled: bool = True
     tickets_min_history: int = Field(default=50, ge=2)  # labelled cases before a tenant model
     tickets_abstain_below: float = Field(default=0.5, ge=0, le=1)
     tickets_default_mode: Literal["off", "shadow", "suggest", "auto"] = "shadow"

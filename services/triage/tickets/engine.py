@@ -165,6 +165,7 @@ class TicketTriage:
         self._loaded: set[str] = set()
         self._matchers: dict[str, tuple[str, IntentMatcher]] = {}
         self._drift: dict[str, Drift] = {}
+        self._signal_shapes: dict[tuple[str, str], tuple[Any, ...]] = {}  # last written, per signal
         self._tasks: set[asyncio.Task[None]] = set()
         self._train_slot = asyncio.Semaphore(1)  # one model trains at a time: it takes the CPU
         self._prepare: asyncio.Task[None] | None = None
@@ -200,6 +201,7 @@ class TicketTriage:
             if self.triager is not None:
                 self.triager.tenants.clear()
             self._loaded.clear()
+            self._signal_shapes.clear()
 
     async def on_revoke(self) -> None:
         self.forget_all()
@@ -213,7 +215,16 @@ class TicketTriage:
         pending: list[tuple[str, dict[str, Any]]] = []
         for event, _record in items:
             if isinstance(event, SignalClustered):
-                pending.append((event.tenant_id, event.payload.model_dump()))
+                # Context needs what a signal is, where and how bad, not its counts: most
+                # revisions (alerts joining) change nothing of that and are not written.
+                p = event.payload
+                shape = (p.state, p.severity, p.title, tuple(p.devices), tuple(p.sites))
+                key = (event.tenant_id, str(p.signal_id))
+                if self._signal_shapes.get(key) != shape:
+                    self._signal_shapes[key] = shape
+                    pending.append((event.tenant_id, p.model_dump()))
+                    if p.state in ("resolved", "merged"):
+                        self._signal_shapes.pop(key, None)
             elif isinstance(event, TicketEvent):
                 await asyncio.to_thread(store.apply_signals, self.engine, pending)
                 pending = []
