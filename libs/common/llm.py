@@ -204,6 +204,25 @@ def _restore(value: Any, redacted: Redacted) -> Any:
     return json.loads(redacted.restore(json.dumps(value)))
 
 
+async def attempt(
+    judgement: str,
+    claude_call: Callable[[], Awaitable[M]],
+    on_fallback: Callable[[str, str], Awaitable[None]] | None = None,
+) -> M | None:
+    """Claude's answer, or None when it gave none (counted, logged, and `on_fallback`, an
+    audit event say, is told why): the caller's local path then decides."""
+    try:
+        return await claude_call()
+    except JudgementFailed as exc:
+        LLM_FALLBACKS.labels(judgement, exc.reason).inc()
+        log.warning(
+            "llm judgement failed; local path decides", extra={"judgement": judgement, "reason": exc.reason}
+        )
+        if on_fallback is not None:
+            await on_fallback(exc.reason, str(exc))
+        return None
+
+
 async def with_fallback(
     judgement: str,
     claude_call: Callable[[], Awaitable[M]] | None,
@@ -211,17 +230,10 @@ async def with_fallback(
     on_fallback: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> tuple[M, str]:
     """The judgement and the method that made it ("claude" or "local"). Without Claude
-    configured the local path decides; when Claude fails it decides too, and `on_fallback`
-    (an audit event, say) is told why. The event being handled is never lost."""
+    configured the local path decides; when Claude fails it decides too. The event being
+    handled is never lost."""
     if claude_call is not None:
-        try:
-            return await claude_call(), "claude"
-        except JudgementFailed as exc:
-            LLM_FALLBACKS.labels(judgement, exc.reason).inc()
-            log.warning(
-                "llm judgement failed; local path decides",
-                extra={"judgement": judgement, "reason": exc.reason},
-            )
-            if on_fallback is not None:
-                await on_fallback(exc.reason, str(exc))
+        answer = await attempt(judgement, claude_call, on_fallback)
+        if answer is not None:
+            return answer, "claude"
     return await local_call(), "local"

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from libs.common.audit import AuditEmitter
-from libs.common.llm import Claude, claude_from_settings, with_fallback
+from libs.common.llm import Claude, attempt, claude_from_settings
 from libs.common.settings import ServiceSettings
 
 I = TypeVar("I", bound=BaseModel)  # noqa: E741
@@ -586,12 +586,4 @@ class Reasoning:
                 reference=reference,
             )
 
-        async def none() -> BaseModel:
-            return _NoAnswer()
-
-        out, method = await with_fallback(judgement, ask, none, on_fallback)
-        return out if method == "claude" else None
-
-
-class _NoAnswer(BaseModel):
-    pass
+        return await attempt(judgement, ask, on_fallback)

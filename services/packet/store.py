@@ -152,17 +152,7 @@ def _json(value: Any) -> str:
 # --- tickets ----------------------------------------------------------------------------------
 
 
-def get_ticket(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
-    with engine.connect() as conn:
-        row = (
-            conn.execute(
-                select(tickets).where(tickets.c.tenant_id == tenant_id, tickets.c.ticket_id == ticket_id)
-            )
-            .mappings()
-            .first()
-        )
-    if row is None:
-        return None
+def _ticket(row: Any) -> dict[str, Any]:
     return {
         "ticket_id": row["ticket_id"],
         "snapshot": json.loads(row["snapshot"]),
@@ -171,6 +161,13 @@ def get_ticket(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any]
         "escalated": row["escalated"],
         "closed": row["closed"],
     }
+
+
+def get_ticket(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        query = select(tickets).where(tickets.c.tenant_id == tenant_id, tickets.c.ticket_id == ticket_id)
+        row = conn.execute(query).mappings().first()
+    return None if row is None else _ticket(row)
 
 
 def save_ticket(engine: Engine, tenant_id: str, ticket: dict[str, Any]) -> None:
@@ -191,16 +188,12 @@ def save_ticket(engine: Engine, tenant_id: str, ticket: dict[str, Any]) -> None:
 def escalated_tickets(engine: Engine, tenant_id: str) -> list[dict[str, Any]]:
     """The tenant's escalated tickets still open (a signal change may concern them)."""
     with engine.connect() as conn:
-        ids = list(
-            conn.execute(
-                select(tickets.c.ticket_id).where(
-                    tickets.c.tenant_id == tenant_id,
-                    tickets.c.escalated.is_(True),
-                    tickets.c.closed.is_(False),
-                )
-            ).scalars()
-        )
-    return [t for t in (get_ticket(engine, tenant_id, i) for i in ids) if t is not None]
+        rows = conn.execute(
+            select(tickets).where(
+                tickets.c.tenant_id == tenant_id, tickets.c.escalated.is_(True), tickets.c.closed.is_(False)
+            )
+        ).mappings()
+        return [_ticket(r) for r in rows]
 
 
 # --- signals and triage -------------------------------------------------------------------------

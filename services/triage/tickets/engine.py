@@ -226,10 +226,12 @@ class TicketTriage:
                     if p.state in ("resolved", "merged"):
                         self._signal_shapes.pop(key, None)
             elif isinstance(event, TicketEvent):
-                await asyncio.to_thread(store.apply_signals, self.engine, pending)
-                pending = []
+                if pending:
+                    await asyncio.to_thread(store.apply_signals, self.engine, pending)
+                    pending = []
                 await self._ticket(event)
-        await asyncio.to_thread(store.apply_signals, self.engine, pending)
+        if pending:
+            await asyncio.to_thread(store.apply_signals, self.engine, pending)
 
     async def _ticket(self, event: TicketEvent) -> None:
         tenant, ticket = event.tenant_id, event.payload.ticket
@@ -239,10 +241,11 @@ class TicketTriage:
             await self._review(event, prior)
         if event.payload.kind in LEARN_KINDS and ticket.category:
             await self._learn(event)
-        elif prior is None or (
-            event.payload.kind in RECLASSIFY_KINDS and prior["text_hash"] != text_hash(ticket_text(ticket))
-        ):
-            await self._classify(event)
+            return
+        text = ticket_text(ticket)
+        digest = text_hash(text)
+        if prior is None or (event.payload.kind in RECLASSIFY_KINDS and prior["text_hash"] != digest):
+            await self._classify(event, text, digest)
 
     async def _load(self, tenant: str) -> None:
         if tenant in self._loaded:
@@ -362,13 +365,14 @@ class TicketTriage:
 
     # --- classifying ------------------------------------------------------------------------
 
-    async def _classify(self, event: TicketEvent) -> None:
+    async def _classify(self, event: TicketEvent, text: str, digest: str) -> None:
         tenant, ticket = event.tenant_id, event.payload.ticket
-        modes = await asyncio.to_thread(store.rollout_modes, self.engine, tenant)
-        if all(m == "off" for m, _ in self._modes_with_default(modes).values()):
+        stored = await asyncio.to_thread(store.rollout_modes, self.engine, tenant)
+        modes = {"*": (self.default_mode, self.auto_threshold), **stored}
+        if all(m == "off" for m, _ in modes.values()):
             return  # nothing would use the result: compute nothing
         started = time.perf_counter()
-        vector = (await asyncio.to_thread(self.embedder.encode, [ticket_text(ticket)]))[0]
+        vector = (await asyncio.to_thread(self.embedder.encode, [text]))[0]
         signals = await asyncio.to_thread(
             store.signals_near, self.engine, tenant, ticket.devices, ticket.site
         )
@@ -378,7 +382,7 @@ class TicketTriage:
         category = result.category
         if category.label is None and self.reasoning is not None and self.reasoning.claude is not None:
             category = await self._ask_claude(event, result)
-        mode, threshold = self._mode_for(modes, category.label)
+        mode, threshold = modes.get(category.label or "*", modes["*"])
         payload = TicketTriagedPayload(
             ticket_id=ticket.ticket_id,
             category=category,
@@ -411,7 +415,7 @@ class TicketTriage:
             {
                 "tenant_id": tenant,
                 "ticket_id": ticket.ticket_id,
-                "text_hash": text_hash(ticket_text(ticket)),
+                "text_hash": digest,
                 "input_category": ticket.category,
                 "label": category.label,
                 "confidence": category.confidence,
@@ -461,13 +465,6 @@ class TicketTriage:
             return self.triager.classify(
                 tenant, ticket, vector, matcher, [(str(s["signal_id"]), s["severity"]) for s in signals]
             )
-
-    def _modes_with_default(self, modes: dict[str, tuple[str, float]]) -> dict[str, tuple[str, float]]:
-        return {"*": (self.default_mode, self.auto_threshold), **modes}
-
-    def _mode_for(self, modes: dict[str, tuple[str, float]], category: str | None) -> tuple[str, float]:
-        known = self._modes_with_default(modes)
-        return known.get(category or "*", known["*"])
 
     async def _matcher(self, tenant: str) -> IntentMatcher:
         own = await asyncio.to_thread(store.tenant_intents, self.engine, tenant)

@@ -282,10 +282,6 @@ def apply_signals(engine: Engine, signals: list[tuple[str, dict[str, Any]]]) -> 
         conn.execute(upsert(engine, open_signals, ["tenant_id", "signal_id"], newer="revision"), rows)
 
 
-def apply_signal(engine: Engine, tenant_id: str, signal: dict[str, Any]) -> None:
-    apply_signals(engine, [(tenant_id, signal)])
-
-
 def signals_near(
     engine: Engine, tenant_id: str, devices: list[str], site: str | None, limit: int = 50
 ) -> list[dict[str, Any]]:
