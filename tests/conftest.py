@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -72,6 +73,23 @@ def scratch_topic(bootstrap: str):  # type: ignore[no-untyped-def]
     yield make
     for name in created:
         TOPICS.pop(name, None)
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
+    """Wait until `check()` (run off the event loop: it may query a database) holds."""
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def start_runtime(rt: Any, what: str, timeout_s: float = 30.0) -> None:
+    """Start a service runtime in this process and wait until its consumers have partitions."""
+    await rt.start()
+    deadline = time.monotonic() + timeout_s
+    while not all(c.assigned for c in rt.consumers):
+        assert time.monotonic() < deadline, f"{what} consumers never got partitions"
+        await asyncio.sleep(0.1)
 
 
 async def consume_until(consumer: Any, done: Callable[[], bool], timeout_s: float = 20.0) -> None:

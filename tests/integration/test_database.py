@@ -1,8 +1,14 @@
 """Migrations and stores on PostgreSQL: the audit trail is append-only and idempotent."""
 
 import asyncio
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
@@ -10,10 +16,13 @@ from sqlalchemy.exc import DBAPIError
 
 from libs.common.bus import EventConsumer, EventProducer
 from libs.common.db import make_engine, migrate
-from libs.common.events import AuditEvent
+from libs.common.events import AuditEvent, SignalPayload
 from libs.common.settings import REPO_ROOT
 from services.audit import store
 from services.audit.stream import make_handler
+from services.packet import store as packets
+from services.triage.tickets import store as tickets
+from services.triage.tickets.triager import Case
 from tests.conftest import unique
 from tests.samples import every_event
 
@@ -144,29 +153,26 @@ def test_sqlite_embedded_default_migrates_too(tmp_path: Path) -> None:
     engine.dispose()
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
-def test_ticket_triage_tables_keep_signals_cases_and_decisions_per_tenant(
-    backend: str, engine: Engine, tmp_path: Path
-) -> None:
-    import uuid
-    from datetime import UTC, datetime
+@contextmanager
+def on_backend(backend: str, engine: Engine, tmp_path: Path, service: str) -> Iterator[Engine]:
+    """The module's PostgreSQL engine, or a fresh SQLite file migrated for `service`."""
+    if backend == "postgresql":
+        yield engine
+        return
+    url = f"sqlite:///{tmp_path / (service + '.db')}"
+    migrate(url, REPO_ROOT / "services" / service / "migrations", service)
+    lite = make_engine(url)
+    try:
+        yield lite
+    finally:
+        lite.dispose()
 
-    import numpy as np
 
-    from libs.common.events import SignalPayload
-    from services.triage.tickets import store as tickets
-    from services.triage.tickets.triager import Case
-
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'triage.db'}"
-        migrate(url, REPO_ROOT / "services" / "triage" / "migrations", "triage")
-        engine = make_engine(url)
-    a, b = unique("a"), unique("b")
-    now = datetime.now(UTC)
-    signal = SignalPayload(
+def disk_signal(now: datetime, **fields: Any) -> SignalPayload:
+    """A signal revision on FS01 at site hq."""
+    return SignalPayload(
         signal_id=uuid.uuid4(),
         state="opened",
-        revision=2,
         title="Disk full on FS01",
         member_alert_ids=[uuid.uuid4()],
         devices=["FS01"],
@@ -176,91 +182,75 @@ def test_ticket_triage_tables_keep_signals_cases_and_decisions_per_tenant(
         last_seen=now,
         count=1,
         confidence=0.9,
-    ).model_dump()
-    tickets.apply_signal(engine, a, signal)
-    assert [s["signal_id"] for s in tickets.signals_near(engine, a, ["FS01"], None)] == [
-        str(signal["signal_id"])
-    ]
-    assert tickets.signals_near(engine, a, [], "hq") and not tickets.signals_near(
-        engine, a, ["WS-1"], "branch"
+        **fields,
     )
-    assert tickets.signals_near(engine, b, ["FS01"], "hq") == [], "another tenant's signal is not context"
-    tickets.apply_signal(engine, a, {**signal, "revision": 1, "state": "resolved"})  # older: ignored
-    assert tickets.signals_near(engine, a, ["FS01"], None)
-    tickets.apply_signal(engine, a, {**signal, "revision": 3, "state": "resolved"})
-    assert tickets.signals_near(engine, a, ["FS01"], None) == []
-    # In bulk, as the consumer writes them: several revisions of one signal, out of order.
-    reopened = [
-        (a, {**signal, "revision": r, "state": s})
-        for r, s in ((5, "updated"), (4, "opened"), (2, "resolved"))
-    ]
-    tickets.apply_signals(engine, reopened)
-    assert [s["signal_id"] for s in tickets.signals_near(engine, a, ["FS01"], None)] == [
-        str(signal["signal_id"])
-    ]
 
-    vector = np.arange(384, dtype=np.float32) / 384
-    tickets.save_case(engine, a, Case("T-1", "printer jammed", "Printers", "P3", "cleared it", None), vector)
-    tickets.save_case(engine, a, Case("T-1", "printer jammed", "Hardware", "P3", "cleared it", None), vector)
-    ((case, stored),) = tickets.load_cases(engine, a)
-    assert case.category == "Hardware" and np.array_equal(stored, vector)
-    assert tickets.load_cases(engine, b) == []
-    if backend == "sqlite":
-        engine.dispose()
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_ticket_triage_tables_keep_signals_cases_and_decisions_per_tenant(
+    backend: str, engine: Engine, tmp_path: Path
+) -> None:
+    with on_backend(backend, engine, tmp_path, "triage") as db:
+        a, b = unique("a"), unique("b")
+        now = datetime.now(UTC)
+        signal = disk_signal(now, revision=2).model_dump()
+        tickets.apply_signals(db, [(a, signal)])
+        assert [s["signal_id"] for s in tickets.signals_near(db, a, ["FS01"], None)] == [
+            str(signal["signal_id"])
+        ]
+        assert tickets.signals_near(db, a, [], "hq") and not tickets.signals_near(db, a, ["WS-1"], "branch")
+        assert tickets.signals_near(db, b, ["FS01"], "hq") == [], "another tenant's signal is not context"
+        tickets.apply_signals(db, [(a, {**signal, "revision": 1, "state": "resolved"})])  # older: ignored
+        assert tickets.signals_near(db, a, ["FS01"], None)
+        tickets.apply_signals(db, [(a, {**signal, "revision": 3, "state": "resolved"})])
+        assert tickets.signals_near(db, a, ["FS01"], None) == []
+        # In bulk, as the consumer writes them: several revisions of one signal, out of order.
+        reopened = [
+            (a, {**signal, "revision": r, "state": s})
+            for r, s in ((5, "updated"), (4, "opened"), (2, "resolved"))
+        ]
+        tickets.apply_signals(db, reopened)
+        assert [s["signal_id"] for s in tickets.signals_near(db, a, ["FS01"], None)] == [
+            str(signal["signal_id"])
+        ]
+
+        vector = np.arange(384, dtype=np.float32) / 384
+        tickets.save_case(db, a, Case("T-1", "printer jammed", "Printers", "P3", "cleared it", None), vector)
+        tickets.save_case(db, a, Case("T-1", "printer jammed", "Hardware", "P3", "cleared it", None), vector)
+        ((case, stored),) = tickets.load_cases(db, a)
+        assert case.category == "Hardware" and np.array_equal(stored, vector)
+        assert tickets.load_cases(db, b) == []
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_packet_tables_keep_signals_packets_and_deliveries_per_tenant(
     backend: str, engine: Engine, tmp_path: Path
 ) -> None:
-    import uuid
-    from datetime import UTC, datetime, timedelta
+    with on_backend(backend, engine, tmp_path, "packet") as db:
+        a, b = unique("a"), unique("b")
+        now = datetime.now(UTC)
+        signal = disk_signal(now).model_dump(mode="json")
+        assert packets.apply_signal(db, a, signal)
+        assert not packets.apply_signal(db, a, signal), "the same revision again changes nothing"
+        window = (now - timedelta(hours=1), now + timedelta(minutes=1))
+        assert [s["signal_id"] for s in packets.signals_around(db, a, ["FS01"], None, *window)] == [
+            signal["signal_id"]
+        ]
+        assert packets.signals_around(db, b, ["FS01"], "hq", *window) == []
+        assert (
+            packets.signals_around(db, a, ["FS01"], None, now + timedelta(hours=1), now + timedelta(hours=2))
+            == []
+        )
 
-    from libs.common.events import SignalPayload
-    from services.packet import store as packets
-
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'packet.db'}"
-        migrate(url, REPO_ROOT / "services" / "packet" / "migrations", "packet")
-        engine = make_engine(url)
-    a, b = unique("a"), unique("b")
-    now = datetime.now(UTC)
-    signal = SignalPayload(
-        signal_id=uuid.uuid4(),
-        state="opened",
-        title="Disk full on FS01",
-        member_alert_ids=[uuid.uuid4()],
-        devices=["FS01"],
-        sites=["hq"],
-        severity="critical",
-        first_seen=now,
-        last_seen=now,
-        count=1,
-        confidence=0.9,
-    ).model_dump(mode="json")
-    assert packets.apply_signal(engine, a, signal)
-    assert not packets.apply_signal(engine, a, signal), "the same revision again changes nothing"
-    window = (now - timedelta(hours=1), now + timedelta(minutes=1))
-    assert [s["signal_id"] for s in packets.signals_around(engine, a, ["FS01"], None, *window)] == [
-        signal["signal_id"]
-    ]
-    assert packets.signals_around(engine, b, ["FS01"], "hq", *window) == []
-    assert (
-        packets.signals_around(engine, a, ["FS01"], None, now + timedelta(hours=1), now + timedelta(hours=2))
-        == []
-    )
-
-    pid = uuid.uuid4()
-    packets.save_packet(
-        engine, tenant_id=a, ticket_id="T-1", packet_id=pid, version=1, content_hash="h", payload="{}",
-        cause_event_id=str(uuid.uuid4()), trigger_at=now, deliver=True,
-    )  # fmt: skip
-    due = packets.due_deliveries(engine)
-    assert any(d["packet_id"] == str(pid) for d in due)
-    assert packets.claim_delivery(engine, str(pid), 1, 60.0)
-    assert not packets.claim_delivery(engine, str(pid), 1, 60.0), "a claimed delivery is not taken twice"
-    packets.finish_delivery(engine, str(pid), 1, status="posted", attempts=1, remote_id="n-1")
-    assert packets.packet_versions(engine, a, str(pid))[0]["status"] == "posted"
-    assert packets.packet_versions(engine, b, str(pid)) == [], "a packet is not found under another tenant"
-    if backend == "sqlite":
-        engine.dispose()
+        pid = uuid.uuid4()
+        packets.save_packet(
+            db, tenant_id=a, ticket_id="T-1", packet_id=pid, version=1, content_hash="h", payload="{}",
+            cause_event_id=str(uuid.uuid4()), trigger_at=now, deliver=True,
+        )  # fmt: skip
+        due = packets.due_deliveries(db)
+        assert any(d["packet_id"] == str(pid) for d in due)
+        assert packets.claim_delivery(db, str(pid), 1, 60.0)
+        assert not packets.claim_delivery(db, str(pid), 1, 60.0), "a claimed delivery is not taken twice"
+        packets.finish_delivery(db, str(pid), 1, status="posted", attempts=1, remote_id="n-1")
+        assert packets.packet_versions(db, a, str(pid))[0]["status"] == "posted"
+        assert packets.packet_versions(db, b, str(pid)) == [], "a packet is not found under another tenant"

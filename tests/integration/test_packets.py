@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from libs.common.topics import ensure_topics
 from services.packet import store
 from services.packet.app import build
 from services.packet.settings import PacketSettings
-from tests.conftest import unique
+from tests.conftest import eventually, start_runtime, unique
 
 pytestmark = pytest.mark.integration
 
@@ -128,11 +127,7 @@ class Packets:
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, namespace=self.namespace)
         self.rt, self.app = build(self.settings)
-        await self.rt.start()
-        deadline = time.monotonic() + 30
-        while not all(c.assigned for c in self.rt.consumers):
-            assert time.monotonic() < deadline, "packet consumers never got partitions"
-            await asyncio.sleep(0.1)
+        await start_runtime(self.rt, "packet")
         self.producer = EventProducer(self.bootstrap, client_id="test", namespace=self.namespace)
         await self.producer.start()
 
@@ -147,12 +142,6 @@ class Packets:
     def versions(self, tenant: str, ticket_id: str) -> list[dict[str, Any]]:
         latest = store.latest_packet(self.rt.engine, tenant, ticket_id)
         return [] if latest is None else store.packet_versions(self.rt.engine, tenant, latest["packet_id"])
-
-    async def wait_for(self, check: Any, what: str, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not await asyncio.to_thread(check):
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +185,7 @@ async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_n
     assert packets.versions(tenant, "T-1") == [], "no packet before the ticket escalates"
     esc_id = uuid.uuid4()
     await packets.send(escalation(tenant, "T-1", esc_id))
-    await packets.wait_for(lambda: len(notes_for(psa, "T-1")) == 1, "the first note")
+    await eventually(lambda: len(notes_for(psa, "T-1")) == 1, "the first note")
     (v1,) = packets.versions(tenant, "T-1")
     body = json.loads(v1["payload"])
     assert body["version"] == 1
@@ -231,7 +220,7 @@ async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_n
             ),
         )
     )
-    await packets.wait_for(lambda: len(notes_for(psa, "T-1")) == 2, "the second note")
+    await eventually(lambda: len(notes_for(psa, "T-1")) == 2, "the second note")
     versions = packets.versions(tenant, "T-1")
     assert [v["version"] for v in versions] == [1, 2]
     v2 = json.loads(versions[1]["payload"])
@@ -242,7 +231,7 @@ async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_n
     )
     # The signal resolving on the ticket's device: version 3.
     await packets.send(signal(tenant, state="resolved", sid=sig.payload.signal_id, revision=2))
-    await packets.wait_for(lambda: len(notes_for(psa, "T-1")) == 3, "the third note")
+    await eventually(lambda: len(notes_for(psa, "T-1")) == 3, "the third note")
     assert all(v["status"] == "posted" and v["attempts"] == 1 for v in packets.versions(tenant, "T-1"))
 
 
@@ -261,7 +250,7 @@ async def test_a_psa_outage_is_retried_until_the_note_is_posted(
     )
     psa.failures = [503, 503, 429]
     await packets.send(escalation(tenant, "77"))
-    await packets.wait_for(
+    await eventually(
         lambda: any("/Tickets/77/" in n["path"] for n in psa.notes), "the note after the outage", 30
     )
     (version,) = packets.versions(tenant, "77")
@@ -294,7 +283,7 @@ async def test_packets_without_a_psa_are_kept_and_readable(packets: Packets) -> 
         ),
     )
     await packets.send(triaged, escalation(tenant, "9"))
-    await packets.wait_for(lambda: len(packets.versions(tenant, "9")) == 1, "the packet")
+    await eventually(lambda: len(packets.versions(tenant, "9")) == 1, "the packet")
     (version,) = packets.versions(tenant, "9")
     assert version["status"] is None, "no PSA target: nothing to deliver"
     body = json.loads(version["payload"])
@@ -430,7 +419,7 @@ async def test_claude_writes_the_summary_when_configured_and_sourceless_sentence
             await p.send(
                 first.model_copy(update={"payload": first.payload.model_copy(update={"ticket": snap})})
             )
-            await p.wait_for(lambda: len(p.versions(tenant, "L-1")) == 1, "the first packet")
+            await eventually(lambda: len(p.versions(tenant, "L-1")) == 1, "the first packet")
             body = json.loads(p.versions(tenant, "L-1")[0]["payload"])
             assert body["summary"] == [
                 {
@@ -442,7 +431,7 @@ async def test_claude_writes_the_summary_when_configured_and_sourceless_sentence
             assert body["summary"][0]["sources"][0]["id"] == "L-1"
             assert "maria@client.test" not in json.dumps(server.requests[0]["body"]), "personal data redacted"
             await p.send(escalation(tenant, "L-2"))
-            await p.wait_for(lambda: len(p.versions(tenant, "L-2")) == 1, "the second packet")
+            await eventually(lambda: len(p.versions(tenant, "L-2")) == 1, "the second packet")
             body = json.loads(p.versions(tenant, "L-2")[0]["payload"])
             assert body["summary"][0]["text"].startswith("Cannot save files"), (
                 "the extractive summary stood in"
@@ -466,7 +455,7 @@ async def test_platform_actions_on_the_ticket_make_a_new_version_and_a_growing_s
     tenant = unique("ran")
     sig = signal(tenant)
     await packets.send(sig, escalation(tenant, "R-1"))
-    await packets.wait_for(lambda: len(packets.versions(tenant, "R-1")) == 1, "the first version")
+    await eventually(lambda: len(packets.versions(tenant, "R-1")) == 1, "the first version")
     run_id = uuid.uuid4()
     now = datetime.now(UTC)
     envelope = {"tenant_id": tenant, "occurred_at": now}
@@ -491,7 +480,7 @@ async def test_platform_actions_on_the_ticket_make_a_new_version_and_a_growing_s
             **envelope,  # type: ignore[arg-type]
         ),
     )
-    await packets.wait_for(lambda: len(packets.versions(tenant, "R-1")) == 2, "the version with the run")
+    await eventually(lambda: len(packets.versions(tenant, "R-1")) == 2, "the version with the run")
     tried = json.loads(packets.versions(tenant, "R-1")[1]["payload"])["already_tried"]
     assert tried[-1]["text"] == "The platform ran rmm.run_script(script=cleanup): succeeded"
     assert tried[-1]["sources"][0]["kind"] == "execution" and tried[-1]["sources"][0]["id"] == f"{run_id}/0"
@@ -511,7 +500,7 @@ async def test_the_packet_apis_refuse_bad_input_clearly(packets: Packets) -> Non
     token = packets.settings.effective_admin_token()
     tenant = unique("papi")
     await packets.send(escalation(tenant, "A-1"))
-    await packets.wait_for(lambda: len(packets.versions(tenant, "A-1")) == 1, "the packet")
+    await eventually(lambda: len(packets.versions(tenant, "A-1")) == 1, "the packet")
     pid = packets.versions(tenant, "A-1")[0]["packet_id"]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=packets.app),

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
 from libs.common.events import (
@@ -26,10 +25,9 @@ from libs.common.events import (
     TicketNote,
     TicketSnapshot,
 )
-from libs.common.topics import physical
 from services.triage.tickets import store
 from services.triage.tickets.api import drift
-from tests.conftest import unique
+from tests.conftest import eventually, unique
 from tests.integration.test_triage_alerts import Triage
 from tests.messages_server import messages_server
 
@@ -92,10 +90,12 @@ def ticket_event(
 class TriageWithTickets(Triage):
     """The triage runtime with ticket triage on, and a reader of `tickets.triaged.v1`."""
 
+    reads = "tickets.triaged.v1"
+
     def __init__(self, *args: Any, **settings: Any) -> None:
         super().__init__(*args)
         self.settings = self.settings.model_copy(update={"embeddings_enabled": True, **settings})
-        self.triaged: list[dict[str, Any]] = []
+        self.triaged = self.read
 
     async def start(self) -> None:
         await super().start()
@@ -104,22 +104,6 @@ class TriageWithTickets(Triage):
             assert time.monotonic() < deadline, "ticket triage never got ready"
             await asyncio.sleep(0.1)
 
-    async def _read(self) -> None:
-        consumer = AIOKafkaConsumer(
-            physical("tickets.triaged.v1", self.namespace),
-            bootstrap_servers=self.bootstrap,
-            group_id=unique("reader"),
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=100)
-                for records in batch.values():
-                    self.triaged.extend(json.loads(r.value) for r in records)
-        finally:
-            await consumer.stop()
-
     async def result(self, tenant: str, ticket_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -127,12 +111,6 @@ class TriageWithTickets(Triage):
                 if ev["tenant_id"] == tenant and ev["payload"]["ticket_id"] == ticket_id:
                     return ev["payload"]
             assert time.monotonic() < deadline, f"no triage of {ticket_id}; got {len(self.triaged)} results"
-            await asyncio.sleep(0.1)
-
-    async def wait_for(self, check: Any, what: str, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not await asyncio.to_thread(check):
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
             await asyncio.sleep(0.1)
 
 
@@ -162,7 +140,7 @@ async def teach(t: TriageWithTickets, tenant: str) -> None:
         for i, text in enumerate(texts)
     ]
     await t.send(*events)  # type: ignore[arg-type]
-    await t.wait_for(lambda: t.rt.tickets.status(tenant).get("model") == "tenant_model", "the tenant model")  # type: ignore[attr-defined]
+    await eventually(lambda: t.rt.tickets.status(tenant).get("model") == "tenant_model", "the tenant model")  # type: ignore[attr-defined]
 
 
 async def test_a_new_tenant_falls_back_to_the_global_model_and_gets_its_client_context(
@@ -189,9 +167,7 @@ async def test_a_new_tenant_falls_back_to_the_global_model_and_gets_its_client_c
         ),
     )
     await triage.send(signal)  # type: ignore[arg-type]
-    await triage.wait_for(
-        lambda: store.signals_near(triage.rt.engine, tenant, ["fs-01"], None), "the open signal"
-    )
+    await eventually(lambda: store.signals_near(triage.rt.engine, tenant, ["fs-01"], None), "the open signal")
     await triage.send(
         ticket_event(tenant, "T-1", "file share on fs-01 is very slow", devices=["fs-01"], site="hq")
     )  # type: ignore[arg-type]
@@ -218,7 +194,7 @@ async def test_a_resolved_ticket_is_a_similar_case_at_once_and_never_for_another
     await triage.send(
         ticket_event(a, "A-1", text, kind="resolved", category="Network", note="reissued the vpn certificate")  # type: ignore[arg-type]
     )
-    await triage.wait_for(lambda: triage.rt.tickets.status(a).get("cases") == 1, "the case to be learned")  # type: ignore[attr-defined]
+    await eventually(lambda: triage.rt.tickets.status(a).get("cases") == 1, "the case to be learned")  # type: ignore[attr-defined]
     await triage.send(ticket_event(a, "A-2", text), ticket_event(b, "B-2", text))  # type: ignore[arg-type]
     mine = await triage.result(a, "A-2")
     assert mine["similar_cases"][0]["ticket_id"] == "A-1"
@@ -241,30 +217,19 @@ async def test_a_tenant_model_decides_once_history_allows_and_a_correction_is_co
     assert got["intent"]["label"] == "printer"
     sources = got["category"]["rationale"]["sources"]
     assert sources and all(s["id"].startswith("p-") for s in sources), sources
+
     # An engineer files it elsewhere: a correction, counted and in the drift figures.
-    await triage.send(
-        ticket_event(
-            tenant,
-            "N-1",
-            "the printer in room 4 is jammed and will not print",
-            kind="updated",
-            category="Accounts",
-        )  # type: ignore[arg-type]
-    )
-    await triage.wait_for(lambda: drift(triage.rt.engine, tenant, 200)["corrected"] == 1, "the correction")
+    def refiled() -> TicketEvent:
+        text = "the printer in room 4 is jammed and will not print"
+        return ticket_event(tenant, "N-1", text, kind="updated", category="Accounts")
+
+    await triage.send(refiled())  # type: ignore[arg-type]
+    await eventually(lambda: drift(triage.rt.engine, tenant, 200)["corrected"] == 1, "the correction")
     figures = drift(triage.rt.engine, tenant, 200)
     assert figures["reviewed"] == 1 and figures["correction_share"] == 1.0
     assert 0 < figures["mean_confidence"] <= 1
     # The same category again is not a second correction.
-    await triage.send(
-        ticket_event(
-            tenant,
-            "N-1",
-            "the printer in room 4 is jammed and will not print",
-            kind="updated",
-            category="Accounts",
-        )  # type: ignore[arg-type]
-    )
+    await triage.send(refiled())  # type: ignore[arg-type]
     await asyncio.sleep(1.0)
     assert drift(triage.rt.engine, tenant, 200)["corrected"] == 1
 

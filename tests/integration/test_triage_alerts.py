@@ -19,7 +19,7 @@ from libs.common.events import AlertPayload, AlertReceived, EventSource
 from libs.common.topics import ensure_topics, physical
 from services.triage.app import build
 from services.triage.settings import TriageSettings
-from tests.conftest import unique
+from tests.conftest import start_runtime, unique
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,10 @@ def alert(
 
 
 class Triage:
-    """The triage runtime on a topic namespace of its own, plus a reader of its signals."""
+    """The triage runtime on a topic namespace of its own, plus a reader of its output topic
+    (`reads`) into `read`."""
+
+    reads = "signals.clustered.v1"
 
     def __init__(self, bootstrap: str, db_url: str, tmp: Path, *, namespace: str | None = None) -> None:
         self.bootstrap = bootstrap
@@ -68,17 +71,14 @@ class Triage:
             consumer_group=f"g-{self.namespace}",
             embeddings_enabled=False,
         )
-        self.signals: list[dict[str, Any]] = []
+        self.read: list[dict[str, Any]] = []
+        self.signals = self.read
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, namespace=self.namespace)
         self.rt, self.app = build(self.settings)
-        await self.rt.start()
-        deadline = time.monotonic() + 30
-        while not all(c.assigned for c in self.rt.consumers):
-            assert time.monotonic() < deadline, "triage consumers never got partitions"
-            await asyncio.sleep(0.1)
+        await start_runtime(self.rt, "triage")
         self.producer = EventProducer(self.bootstrap, client_id="test", namespace=self.namespace)
         await self.producer.start()
         if self._reader is None:
@@ -94,7 +94,7 @@ class Triage:
 
     async def _read(self) -> None:
         consumer = AIOKafkaConsumer(
-            physical("signals.clustered.v1", self.namespace),
+            physical(self.reads, self.namespace),
             bootstrap_servers=self.bootstrap,
             group_id=unique("reader"),
             auto_offset_reset="earliest",
@@ -104,7 +104,7 @@ class Triage:
             while True:
                 batch = await consumer.getmany(timeout_ms=100)
                 for records in batch.values():
-                    self.signals.extend(json.loads(r.value) for r in records)
+                    self.read.extend(json.loads(r.value) for r in records)
         finally:
             await consumer.stop()
 
