@@ -217,10 +217,26 @@ class GroupingReason(Frozen):
     weight: Confidence
 
 
+class SignalAlert(Frozen):
+    """One of a signal's recent alerts as its source sent it: its own text, device and link
+    (the source's page of the alert, such as Alertmanager's `generatorURL`), so a reader can
+    quote and link the alert itself rather than the signal's title."""
+
+    alert_id: uuid.UUID
+    title: ShortText
+    device: str | None = None
+    severity: Severity = "warning"
+    status: Literal["firing", "resolved"] = "firing"
+    rule: str | None = None  # the source's rule name (alertname, check, monitor), when it has one
+    url: str | None = None
+    occurred_at: AwareDatetime | None = None
+
+
 class SignalPayload(Frozen):
     """One revision of a signal. `member_alert_ids` holds its most recent alerts (at most 10;
     `count` is the total); `added_alert_ids` those that joined with this revision, so a reader
-    that follows every revision knows every member. Readers deduplicate on (signal_id, revision)."""
+    that follows every revision knows every member. Readers deduplicate on (signal_id, revision).
+    `alerts` describes the recent alerts themselves (text, device, rule, link)."""
 
     signal_id: uuid.UUID
     state: Literal["opened", "updated", "merged", "resolved"]
@@ -239,6 +255,9 @@ class SignalPayload(Frozen):
     reasons: list[GroupingReason] = Field(default_factory=list)
     flapping: bool = False
     merged_into: uuid.UUID | None = None
+    # The same recent alerts as `member_alert_ids`, with their own text and link (added in a
+    # compatible way: revisions published before it carry none).
+    alerts: list[SignalAlert] = Field(default_factory=list, max_length=50)
 
 
 class SignalClustered(Envelope):

@@ -61,6 +61,8 @@ class ServiceSettings(PlatformSettings):
     shutdown_grace_s: float = Field(default=10.0, gt=0)
     # Platform operators' token: the admin API and every read API that spans tenants.
     admin_token: SecretStr | None = None
+    # Ingest keeps the tenants' keys: services that accept tenant keys on their read APIs ask it.
+    ingest_url: str = "http://127.0.0.1:8081"
     # Claude, when a key is set; without one every judgement is made on the local path.
     anthropic_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "MSP_ANTHROPIC_API_KEY")

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from libs.common.events import StorableText, TenantId
 from services.ingest import tenants
-from services.ingest.tenants import RegistryError, signing_secret
+from services.ingest.tenants import KeyVerifier, RegistryError, signing_secret
 
 TenantPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -33,13 +33,23 @@ class NewKey(BaseModel):
     label: StorableText = Field(default="", max_length=200)
 
 
+class KeyToCheck(BaseModel):
+    key: str = Field(min_length=1, max_length=300)
+
+
+class KeyPrincipal(BaseModel):
+    tenant_id: str
+    key_id: str
+    role: str
+
+
 class IssuedKey(BaseModel):
     key_id: str
     key: str = Field(description="Shown once; stored only hashed.")
     signing_secret: str = Field(description="HMAC secret for sources that sign their posts; shown once.")
 
 
-def make_router(engine: Engine, operator: Any, pepper: str) -> APIRouter:
+def make_router(engine: Engine, operator: Any, pepper: str, verifier: KeyVerifier) -> APIRouter:
     router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[operator])
 
     async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -76,6 +86,19 @@ def make_router(engine: Engine, operator: Any, pepper: str) -> APIRouter:
     @router.get("/tenants/{tenant_id}/keys")
     async def list_keys(tenant_id: TenantPath) -> list[dict[str, Any]]:
         return await run(tenants.list_keys, tenant_id)
+
+    @router.post(
+        "/keys/introspect",
+        response_model=KeyPrincipal,
+        responses={404: {"description": "No active key matches"}},
+    )
+    async def introspect_key(body: KeyToCheck) -> KeyPrincipal:
+        """Which tenant and role an active key belongs to: how the other services check the
+        tenant keys presented to their read APIs (ingest keeps the keys)."""
+        found = await verifier.averify(body.key)
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no active key matches")
+        return KeyPrincipal(tenant_id=found.tenant_id, key_id=found.key_id, role=found.role)
 
     @router.delete("/tenants/{tenant_id}/keys/{key_id}", status_code=204)
     async def revoke_key(tenant_id: TenantPath, key_id: str) -> None:

@@ -25,7 +25,7 @@ from services.ingest.adapters import alertmanager, autotask, connectwise, datto,
 from services.ingest.adapters.canonical import CanonicalAlert, CanonicalTicketEvent, alert_event, ticket_event
 from services.ingest.adapters.common import TicketObservation
 from services.ingest.pipeline import RETRY_AFTER_UNAVAILABLE_S, IngestPipeline, Unavailable
-from services.ingest.tenants import KeyVerifier, Principal, key_id_of, signing_secret, verify_hmac_sha1
+from services.ingest.tenants import KeyVerifier, Principal, signing_secret, verify_hmac_sha1
 
 KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The tenant's sender key")
 KEY_QUERY = APIKeyQuery(name="api_key", auto_error=False, description="For tools that cannot send headers")
@@ -218,19 +218,26 @@ def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) ->
     ) -> JSONResponse:
         """Autotask ticket and ticket-note webhook, signed with HMAC-SHA1 (`X-Hook-Signature`).
 
-        The key is named by `key_id` (or a full key); the signature must match the key's
-        signing secret whenever a signature is sent, and is required when no full key is."""
+        Autotask is a signed source: every post must carry a signature made with the signing
+        secret of the key named by `key_id` (or by a full key). A full key alone is not enough:
+        a request without a valid signature is refused, whatever else it carries."""
         presented = _presented_key(request, x_api_key)
-        kid = key_id or (key_id_of(presented) if presented else None)
+        if not x_hook_signature:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "Autotask posts must be signed: X-Hook-Signature (HMAC-SHA1 of the body with the key's "
+                "signing secret) is missing",
+                headers={"WWW-Authenticate": "ApiKey"},
+            )
         who = await verifier.averify(presented) if presented else None
-        if who is None and kid and x_hook_signature:
+        kid = key_id or (who.key_id if who is not None else None)
+        if who is None and kid:
             who = await asyncio.to_thread(verifier.by_key_id, kid)
-        if who is None:
+        if who is None or (key_id and who.key_id != key_id):
             raise unauthorized()
-        if x_hook_signature or not presented:
-            raw = await request.body()
-            if not verify_hmac_sha1(signing_secret(pepper, who.key_id), raw, x_hook_signature):
-                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "X-Hook-Signature does not match the body")
+        raw = await request.body()
+        if not verify_hmac_sha1(signing_secret(pepper, who.key_id), raw, x_hook_signature):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "X-Hook-Signature does not match the body")
         return await accept(who, autotask.SYSTEM, mapped(autotask.to_observations, body))
 
     @router.post("/sources/halopsa", **common)

@@ -35,6 +35,7 @@ def build(settings: IngestSettings) -> tuple[Runtime, FastAPI]:
     app = rt.make_app("msp ingest", "Takes RMM alerts and PSA ticket events in, per tenant, onto Kafka.")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, api.malformed_json_is_400)  # type: ignore[arg-type]
-    app.include_router(api.make_router(pipeline, KeyVerifier(rt.engine, settings.key_cache_s), pepper))
-    app.include_router(admin.make_router(rt.engine, operator_only(settings), pepper))
+    verifier = KeyVerifier(rt.engine, settings.key_cache_s)
+    app.include_router(api.make_router(pipeline, verifier, pepper))
+    app.include_router(admin.make_router(rt.engine, operator_only(settings), pepper, verifier))
     return rt, app

@@ -1,6 +1,10 @@
-"""HTTP API of the packet service: packets (JSON, every version, and a readable page),
-engineers' feedback, the knowledge base and each tenant's PSA target. Operator token
-required; the tenant is always a parameter, and a packet is only found within its tenant."""
+"""HTTP API of the packet service: packets (a tenant's list, every version of one, and a
+readable page), engineers' feedback, the knowledge base and each tenant's PSA target.
+
+Reading packets and runbooks takes the operator token, an engineer-side key of the tenant or a
+signed link (`libs/common/access.py`); changing the knowledge base or a PSA target takes the
+operator token. The tenant is always a parameter, and a packet is only found within its tenant.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +19,15 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from libs.common.access import Access, link_secret, sign_url, tenant_reader
 from libs.common.events import EscalationPacketPayload
 from libs.common.service import operator_only
-from libs.common.settings import ServiceSettings
+from services.packet import builder, psa, store
 from services.packet import engine as packet_engine
-from services.packet import psa, store
 from services.packet.engine import PacketEngine
-from services.packet.kb.base import KnowledgeBase
+from services.packet.kb.base import KnowledgeBase, scope_of
+from services.packet.kb.markdown import parse
+from services.packet.settings import PacketSettings
 
 TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 TenantQuery = Annotated[str, Query(pattern=TENANT)]
@@ -62,9 +68,22 @@ REQUIRED_CREDENTIALS = {
 }
 
 
-def add_routes(app: FastAPI, settings: ServiceSettings, packets: PacketEngine, kb: KnowledgeBase) -> None:
+PAGE_STYLE = (
+    "<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto;line-height:1.45}"
+    "i{color:#555}li{margin:.3rem 0}:target{background:#fff3c4}pre{white-space:pre-wrap}</style>"
+)
+
+
+def add_routes(app: FastAPI, settings: PacketSettings, packets: PacketEngine, kb: KnowledgeBase) -> None:
     guard = [operator_only(settings)]
+    reader = tenant_reader(settings)
     engine = packets.engine
+    secret = link_secret(settings.effective_admin_token())
+    own_bases = tuple(b.rstrip("/") + "/" for b in (settings.effective_page_base_url, settings.triage_url))
+
+    def signed(url: str) -> str:
+        """Links into the platform's own pages open from the page as it did (signed)."""
+        return sign_url(url, secret) if url.startswith(own_bases) else url
 
     async def versions_of(tenant_id: str, packet_id: str) -> list[dict[str, Any]]:
         rows = await asyncio.to_thread(store.packet_versions, engine, tenant_id, packet_id)
@@ -72,11 +91,29 @@ def add_routes(app: FastAPI, settings: ServiceSettings, packets: PacketEngine, k
             raise HTTPException(404, f"no packet {packet_id} for tenant {tenant_id}")
         return rows
 
-    @app.get("/v1/packets", tags=["packets"], dependencies=guard)
-    async def packet_of_ticket(
-        tenant_id: TenantQuery, ticket_id: Annotated[str, Query(min_length=1, max_length=1000)]
+    @app.get("/v1/packets", tags=["packets"], dependencies=[reader])
+    async def list_or_find_packets(
+        tenant_id: TenantQuery,
+        ticket_id: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> dict[str, Any]:
-        """The packet of a ticket, latest version."""
+        """A tenant's packets, most recently changed first (`limit`, `offset`; `next_offset`
+        when there are more); with `ticket_id`, that ticket's packet in its latest version."""
+        if ticket_id is None:
+            rows = await asyncio.to_thread(store.list_packets, engine, tenant_id, limit + 1, offset)
+            base = settings.effective_page_base_url
+            return {
+                "tenant_id": tenant_id,
+                "packets": [
+                    {
+                        **r,
+                        "page": f"{base}/v1/packets/{r['packet_id']}/page?tenant_id={tenant_id}",
+                    }
+                    for r in rows[:limit]
+                ],
+                "next_offset": offset + limit if len(rows) > limit else None,
+            }
         row = await asyncio.to_thread(store.latest_packet, engine, tenant_id, ticket_id)
         if row is None:
             raise HTTPException(404, f"no packet for ticket {ticket_id} of tenant {tenant_id}")
@@ -86,7 +123,7 @@ def add_routes(app: FastAPI, settings: ServiceSettings, packets: PacketEngine, k
             "packet": json.loads(row["payload"]),
         }
 
-    @app.get("/v1/packets/{packet_id}", tags=["packets"], dependencies=guard)
+    @app.get("/v1/packets/{packet_id}", tags=["packets"], dependencies=[reader])
     async def get_packet(packet_id: PacketId, tenant_id: TenantQuery) -> dict[str, Any]:
         """Every version of a packet, with its PSA delivery and the feedback on it."""
         rows = await versions_of(tenant_id, packet_id)
@@ -113,28 +150,35 @@ def add_routes(app: FastAPI, settings: ServiceSettings, packets: PacketEngine, k
         }
 
     @app.get(
-        "/v1/packets/{packet_id}/page", tags=["packets"], dependencies=guard, response_class=HTMLResponse
+        "/v1/packets/{packet_id}/page", tags=["packets"], dependencies=[reader], response_class=HTMLResponse
     )
     async def packet_page(packet_id: PacketId, tenant_id: TenantQuery) -> HTMLResponse:
-        """The latest version as a page: claims with their confidence and sources."""
+        """The latest version as a page: claims with their confidence and sources, then the
+        ticket and its notes as the platform knows them (what the sources point at when the
+        PSA gave no link of its own)."""
         rows = await versions_of(tenant_id, packet_id)
         packet = EscalationPacketPayload.model_validate_json(rows[-1]["payload"])
+        ticket = await asyncio.to_thread(store.get_ticket, engine, tenant_id, packet.ticket_id)
         e = html.escape
-        body = psa.render_html(packet)
+        body = psa.render_html(packet, link=signed)
         older = ", ".join(f"v{r['version']}" for r in rows[:-1]) or "none"
         page = (
             "<!doctype html><html><head><meta charset='utf-8'>"
-            f"<title>Packet {e(packet.ticket_id)} v{packet.version}</title>"
-            "<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto;line-height:1.45}"
-            "i{color:#555}li{margin:.3rem 0}</style></head><body>"
+            f"<title>Packet {e(packet.ticket_id)} v{packet.version}</title>{PAGE_STYLE}</head><body>"
             f"<h1>Ticket {e(packet.ticket_id)}</h1><p>Tenant {e(tenant_id)}; earlier versions: {e(older)}</p>"
-            f"{body}</body></html>"
+            f"{body}{_ticket_html(ticket)}</body></html>"
         )
         return HTMLResponse(page)
 
-    @app.post("/v1/packets/{packet_id}/feedback", tags=["packets"], dependencies=guard, status_code=201)
-    async def post_feedback(packet_id: PacketId, body: FeedbackIn) -> dict[str, Any]:
+    @app.post(
+        "/v1/packets/{packet_id}/feedback",
+        tags=["packets"],
+        status_code=201,
+        responses={401: {"description": "No credential"}, 403: {"description": "Another tenant"}},
+    )
+    async def post_feedback(packet_id: PacketId, body: FeedbackIn, who: Access = reader) -> dict[str, Any]:
         """An engineer marks a claim useful or wrong, and/or says how long the review took."""
+        who.require(body.tenant_id)
         rows = await versions_of(body.tenant_id, packet_id)
         version = next((r for r in rows if r["version"] == body.version), None)
         if version is None:
@@ -177,6 +221,33 @@ def add_routes(app: FastAPI, settings: ServiceSettings, packets: PacketEngine, k
         scope = "global" if tenant_id is None else f"tenant:{tenant_id}"
         return {"scope": scope, "runbooks": await asyncio.to_thread(store.list_runbooks, engine, scope)}
 
+    @app.get(
+        "/v1/kb/runbooks/page", tags=["knowledge base"], dependencies=[reader], response_class=HTMLResponse
+    )
+    async def runbook_page(
+        tenant_id: TenantQuery,
+        path: Annotated[str, Query(min_length=1, max_length=500)],
+        scope: Annotated[Literal["tenant", "global"], Query()] = "tenant",
+    ) -> HTMLResponse:
+        """A runbook of the tenant (or of the global library) as a page, each section under an
+        anchor: where a packet's runbook claims link when the runbook has no URL of its own."""
+        key = "global" if scope == "global" else scope_of(tenant_id)
+        found = await asyncio.to_thread(store.get_runbook, engine, key, path)
+        if found is None:
+            where = "the global library" if scope == "global" else f"tenant {tenant_id}"
+            raise HTTPException(404, f"no runbook {path} in {where}")
+        book = parse(found["source"], fallback_title=found["title"])
+        e = html.escape
+        parts = [
+            f"<section id='{e(sec.anchor, quote=True)}'><h2>{e(sec.heading or book.title)}</h2>"
+            f"<pre>{e(sec.text)}</pre></section>"
+            for sec in book.sections
+        ]
+        return HTMLResponse(
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{e(book.title)}</title>{PAGE_STYLE}"
+            f"</head><body><h1>{e(book.title)}</h1><p>{e(key)}: {e(path)}</p>{''.join(parts)}</body></html>"
+        )
+
     @app.get("/v1/kb/search", tags=["knowledge base"], dependencies=guard)
     async def search(
         tenant_id: TenantQuery, q: Annotated[str, Query(min_length=1, max_length=4000)]
@@ -203,24 +274,60 @@ def add_routes(app: FastAPI, settings: ServiceSettings, packets: PacketEngine, k
         missing = [k for k in REQUIRED_CREDENTIALS[body.kind] if not body.credentials.get(k)]
         if missing:
             raise HTTPException(422, f"{body.kind} needs credentials: {', '.join(missing)}")
-        await asyncio.to_thread(
+        released = await asyncio.to_thread(
             store.set_target, engine, body.tenant_id, body.kind, body.base_url, body.credentials, body.options
         )
+        packets.wake()
         return {
             "tenant_id": body.tenant_id,
+            "configured": True,
             "kind": body.kind,
             "base_url": body.base_url,
             "options": body.options,
+            "released_notes": released,
         }
 
     @app.get("/v1/psa", tags=["psa"], dependencies=guard)
     async def get_target(tenant_id: TenantQuery) -> dict[str, Any]:
+        """The tenant's PSA target (never its credentials). Without one, packets are still
+        built and kept; their notes wait (`waiting_notes`) and are posted, the latest version
+        of each packet, as soon as a target is set with PUT /v1/psa."""
         found = await asyncio.to_thread(store.get_target, engine, tenant_id)
         if found is None:
-            raise HTTPException(404, f"no PSA target for tenant {tenant_id}")
+            waiting = await asyncio.to_thread(store.waiting_notes, engine, tenant_id)
+            return {
+                "tenant_id": tenant_id,
+                "configured": False,
+                "waiting_notes": waiting,
+                "detail": f"no PSA target: {waiting} packet note(s) wait until one is set with PUT /v1/psa",
+            }
         return {
             "tenant_id": tenant_id,
+            "configured": True,
             "kind": found["kind"],
             "base_url": found["base_url"],
             "options": found["options"],
         }
+
+
+def _ticket_html(ticket: dict[str, Any] | None) -> str:
+    """The ticket and its notes, each under the anchor its sources link to."""
+    if ticket is None:
+        return ""
+    e = html.escape
+    snap = ticket["snapshot"]
+    facts = [
+        f"<li>{e(k)}: {e(', '.join(v) if isinstance(v, list) else str(v))}</li>"
+        for k, v in snap.items()
+        if v not in (None, "", []) and k not in ("ticket_id", "title", "description")
+    ]
+    notes = [
+        f"<li id='{e(builder.anchor_of('note', str(n['note_id'])), quote=True)}'>"
+        f"<b>{e(n.get('author') or 'note')}</b>: {e(n.get('text') or '')}</li>"
+        for n in ticket["notes"]
+    ]
+    return (
+        f"<hr><section id='ticket'><h2>The ticket: {e(snap.get('title', ''))}</h2>"
+        f"<p>{e(snap.get('description') or '')}</p><ul>{''.join(facts)}</ul>"
+        f"<h3>Notes</h3><ul>{''.join(notes) or '<li>none</li>'}</ul></section>"
+    )

@@ -10,9 +10,10 @@ the service may replace it with Claude's, validated to cite the same sources.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from libs.common.events import Claim, Source, Unknown
 from services.packet.kb.markdown import Section
@@ -21,6 +22,57 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _STEP = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.+)$")
 _WORD = re.compile(r"[a-z0-9]{3,}")
 RUNBOOK_MIN_SCORE = 0.25  # best-section cosine under which a runbook is not offered
+
+# Whether each check (first list) is answered by any of the note sentences (second list).
+CheckMatcher = Callable[[Sequence[str], Sequence[str]], list[bool]]
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where the platform's own pages of a packet's sources are: the packet page (the ticket
+    and its notes when the PSA gave no link), the signal API of triage, the runbook pages of
+    the knowledge base. Links carry no credentials: the page signs them when it shows them."""
+
+    tenant_id: str
+    packet_base: str | None = None  # the packet service, e.g. http://127.0.0.1:8083
+    triage_base: str | None = None  # the triage service
+
+    def packet_page(self, packet_id: str, anchor: str) -> str | None:
+        if not self.packet_base:
+            return None
+        query = urlencode({"tenant_id": self.tenant_id})
+        return f"{self.packet_base.rstrip('/')}/v1/packets/{packet_id}/page?{query}#{anchor}"
+
+    def signal(self, signal_id: str) -> str | None:
+        if not self.triage_base:
+            return None
+        query = urlencode({"tenant_id": self.tenant_id})
+        return f"{self.triage_base.rstrip('/')}/v1/signals/{signal_id}?{query}"
+
+    def runbook(self, scope: str, path: str, anchor: str | None) -> str | None:
+        if not self.packet_base:
+            return None
+        query = {"tenant_id": self.tenant_id, "path": path}
+        if scope == "global":
+            query["scope"] = "global"
+        url = f"{self.packet_base.rstrip('/')}/v1/kb/runbooks/page?{urlencode(query, quote_via=quote)}"
+        return f"{url}#{anchor}" if anchor else url
+
+
+def anchor_of(kind: str, ident: str) -> str:
+    """The id of a ticket's or note's element on the packet page."""
+    return f"{kind}-" + re.sub(r"[^A-Za-z0-9_-]", "_", ident)[:100]
+
+
+def lexical_matcher(checks: Sequence[str], sentences: Sequence[str]) -> list[bool]:
+    """A check counts as answered when at least half of its words were written in a note: the
+    fallback when no embedding model is at hand."""
+    said = set(_WORD.findall(" ".join(sentences).lower()))
+    out = []
+    for check in checks:
+        words = set(_WORD.findall(check.lower()))
+        out.append(bool(words) and len(words & said) / len(words) >= 0.5)
+    return out
 
 
 @dataclass(frozen=True)
@@ -50,23 +102,31 @@ def clip(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def ticket_source(ticket: dict[str, Any], excerpt: str) -> Source:
+def ticket_source(ticket: dict[str, Any], excerpt: str, links: Links | None = None) -> Source:
     snap = ticket["snapshot"]
-    return Source(kind="ticket", id=str(snap["ticket_id"]), url=snap.get("url"), excerpt=clip(excerpt))
+    url = snap.get("url") or (links and links.packet_page(ticket.get("packet_id", ""), "ticket"))
+    return Source(kind="ticket", id=str(snap["ticket_id"]), url=url, excerpt=clip(excerpt))
 
 
-def note_source(ticket: dict[str, Any], note: dict[str, Any]) -> Source:
+def note_source(ticket: dict[str, Any], note: dict[str, Any], links: Links | None = None) -> Source:
+    # The PSA's ticket page holds its notes; without one, the note on the packet page.
+    url = ticket["snapshot"].get("url") or (
+        links and links.packet_page(ticket.get("packet_id", ""), anchor_of("note", str(note["note_id"])))
+    )
     return Source(
         kind="note",
         id=f"{ticket['snapshot']['ticket_id']}/{note['note_id']}",
-        url=ticket["snapshot"].get("url"),
+        url=url,
         excerpt=clip(note["text"]),
     )
 
 
-def runbook_source(m: RunbookMatch, section: Section | None = None) -> Source:
+def runbook_source(m: RunbookMatch, section: Section | None = None, links: Links | None = None) -> Source:
     section = section or m.section
-    url = f"{m.url}#{section.anchor}" if m.url and section.anchor else m.url
+    if m.url:
+        url: str | None = f"{m.url}#{section.anchor}" if section.anchor else m.url
+    else:
+        url = links.runbook(m.scope, m.path, section.anchor or None) if links else None
     return Source(
         kind="runbook",
         id=f"{m.scope}:{m.path}#{section.anchor}" if section.anchor else f"{m.scope}:{m.path}",
@@ -81,7 +141,13 @@ def build(
     runbooks: Sequence[RunbookMatch],
     triage: dict[str, Any] | None,
     runs: Sequence[dict[str, Any]] = (),
+    *,
+    links: Links | None = None,
+    answered: CheckMatcher = lexical_matcher,
 ) -> PacketParts:
+    """`ticket` may carry its `packet_id` (for links to the packet page); `answered` decides
+    which runbook checks the notes already answer (by meaning, when the service has its
+    embedding model)."""
     snap = ticket["snapshot"]
     notes = [n for n in ticket["notes"] if (n.get("text") or "").strip()]
     sources: dict[str, Source] = {}
@@ -95,7 +161,11 @@ def build(
     first = _SENTENCE.split((snap.get("description") or "").strip())[0] if snap.get("description") else ""
     what = f"{snap['title']}" + (f": {first}" if first else "")
     summary.append(
-        Claim(text=clip(what, 600), confidence=0.95, sources=[cite("ticket", ticket_source(ticket, what))])
+        Claim(
+            text=clip(what, 600),
+            confidence=0.95,
+            sources=[cite("ticket", ticket_source(ticket, what, links))],
+        )
     )
     who = [x for x in (snap.get("requester"), snap.get("site")) if x]
     if who or snap.get("devices"):
@@ -114,12 +184,12 @@ def build(
                 Claim(
                     text=clip("Escalated: " + "; ".join(moves) + "."),
                     confidence=0.95,
-                    sources=[ticket_source(ticket, "escalation: " + "; ".join(moves))],
+                    sources=[ticket_source(ticket, "escalation: " + "; ".join(moves), links)],
                 )
             )
     if notes:
         last = notes[-1]
-        src = cite(f"note:{last['note_id']}", note_source(ticket, last))
+        src = cite(f"note:{last['note_id']}", note_source(ticket, last, links))
         summary.append(
             Claim(
                 text=clip(
@@ -137,15 +207,14 @@ def build(
         where = ", ".join(sig.get("devices") or sig.get("sites") or [])
         text = f"{sig['title']} ({sig['severity']}, {state}) on {where}: "
         text += f"{sig['count']} alert(s) since {sig['first_seen']}"
+        signal_url = links.signal(str(sig["signal_id"])) if links else None
         srcs = [
             cite(
                 f"signal:{sig['signal_id']}",
-                Source(kind="signal", id=str(sig["signal_id"]), excerpt=clip(sig["title"])),
+                Source(kind="signal", id=str(sig["signal_id"]), url=signal_url, excerpt=clip(sig["title"])),
             )
         ]
-        srcs += [
-            Source(kind="alert", id=str(a), excerpt=clip(sig["title"])) for a in sig.get("alert_ids", [])[-3:]
-        ]
+        srcs += _alert_sources(sig, snap, signal_url)
         related.append(Claim(text=clip(text), confidence=float(sig.get("confidence", 0.8)), sources=srcs))
     if related:
         open_ = [s for s in signals if s.get("state") in ("opened", "updated")]
@@ -163,7 +232,7 @@ def build(
     for n, m in enumerate(offered):
         heading = m.section.heading or m.title
         conf = round(min(0.95, max(0.05, (m.score - 0.1) / 0.6)), 3)
-        src = cite(f"runbook:{n}", runbook_source(m))
+        src = cite(f"runbook:{n}", runbook_source(m, links=links))
         runbook.append(
             Claim(text=clip(f"Runbook '{m.title}', section '{heading}'"), confidence=conf, sources=[src])
         )
@@ -173,7 +242,7 @@ def build(
         Claim(
             text=clip(f"{n.get('author') or 'An engineer'} noted: {n['text']}"),
             confidence=0.9,
-            sources=[note_source(ticket, n)],
+            sources=[note_source(ticket, n, links)],
         )
         for n in notes
     ]
@@ -197,27 +266,24 @@ def build(
 
     # --- still unknown
     unknown: list[Unknown] = []
-    said = set(_WORD.findall(" ".join(n["text"] for n in notes).lower()))
     if offered:
         best = offered[0]
-        for sec in best.sections:
-            if sec.heading.lower() not in (
-                "diagnosis",
-                "diagnose",
-                "checks",
-                "troubleshooting",
-                "investigation",
-            ):
-                continue
-            for step in _steps(sec.text)[:5]:
-                words = set(_WORD.findall(step.lower()))
-                if words and len(words & said) / len(words) < 0.5:
-                    unknown.append(
-                        Unknown(
-                            text=clip(f"Not yet checked ({best.title}, {sec.heading}): {step}", 900),
-                            missing_evidence="no note on the ticket reports this check",
-                        )
+        checks = [
+            (sec.heading, step)
+            for sec in best.sections
+            if sec.heading.lower() in ("diagnosis", "diagnose", "checks", "troubleshooting", "investigation")
+            for step in _steps(sec.text)[:5]
+        ]
+        said = [sentence for n in notes for sentence in note_sentences(n["text"])]
+        done = answered([step for _, step in checks], said) if checks and said else [False] * len(checks)
+        for (heading, step), answered_already in zip(checks, done, strict=True):
+            if not answered_already:
+                unknown.append(
+                    Unknown(
+                        text=clip(f"Not yet checked ({best.title}, {heading}): {step}", 900),
+                        missing_evidence="no note on the ticket reports this check",
                     )
+                )
     if not snap.get("devices"):
         unknown.append(
             Unknown(text="Which device is affected", missing_evidence="the ticket names no device")
@@ -251,6 +317,41 @@ def build(
             )
         )
     return PacketParts(summary, related, runbook, tried, unknown, similar, sources)
+
+
+_CLAUSE = re.compile(r"(?<=[.!?;])\s+|\n+")
+
+
+def note_sentences(text: str) -> list[str]:
+    """A note's sentences (engineers write several checks in one note)."""
+    return [c.strip() for c in _CLAUSE.split(text) if len(c.strip()) > 3]
+
+
+def _alert_sources(sig: dict[str, Any], snap: dict[str, Any], signal_url: str | None) -> list[Source]:
+    """The signal's alerts, each quoted with its own text and linked to its source's page
+    (the signal's page when the source gave none); those on the ticket's devices first."""
+    described = sig.get("alerts") or []
+    if not described:  # a revision from before alerts were described: ids only
+        return [
+            Source(kind="alert", id=str(a), url=signal_url, excerpt=f"an alert of signal {sig['signal_id']}")
+            for a in sig.get("alert_ids", [])[-3:]
+        ]
+    mine = set(snap.get("devices") or [])
+    ranked = sorted(
+        enumerate(described), key=lambda ia: (ia[1].get("device") not in mine, -ia[0])
+    )  # on the ticket's devices first, then the latest
+    out = []
+    for _, a in ranked[:3]:
+        where = f" ({a['device']})" if a.get("device") and a["device"] not in a["title"] else ""
+        out.append(
+            Source(
+                kind="alert",
+                id=str(a["alert_id"]),
+                url=a.get("url") or signal_url,
+                excerpt=clip(a["title"] + where),
+            )
+        )
+    return out
 
 
 def _steps(text: str) -> list[str]:

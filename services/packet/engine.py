@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -119,6 +120,8 @@ class PacketEngine:
         kb: KnowledgeBase,
         reasoning: Reasoning | None = None,
         page_base_url: str | None = None,
+        triage_url: str | None = None,
+        check_match_threshold: float = 0.58,
         retry_base_s: float = 1.0,
         retry_max_s: float = 60.0,
         max_attempts: int = 10,
@@ -131,6 +134,8 @@ class PacketEngine:
         self.kb = kb
         self.reasoning = reasoning
         self.page_base_url = page_base_url
+        self.triage_url = triage_url
+        self.check_match_threshold = check_match_threshold
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.max_attempts = max_attempts
@@ -148,6 +153,10 @@ class PacketEngine:
         self._client = httpx.AsyncClient(timeout=self.psa_timeout_s)
         self.running = True
         self._worker = asyncio.create_task(self._deliver_forever(), name="packet-deliveries")
+
+    def wake(self) -> None:
+        """Look for due deliveries now (a PSA target was just set)."""
+        self._wake.set()
 
     async def stop(self) -> None:
         self.running = False
@@ -323,7 +332,20 @@ class PacketEngine:
         runbooks = self.kb.search(tenant, query, k=3)
         triage = store.get_triage(self.engine, tenant, ticket["ticket_id"])
         runs = store.runs_on(self.engine, tenant, ticket["ticket_id"])
-        return builder.build(ticket, signals, runbooks, triage, runs)
+        links = builder.Links(tenant, packet_base=self.page_base_url, triage_base=self.triage_url)
+        ticket = {**ticket, "packet_id": str(packet_id_for(tenant, ticket["ticket_id"]))}
+        return builder.build(ticket, signals, runbooks, triage, runs, links=links, answered=self._answered)
+
+    def _answered(self, checks: Sequence[str], sentences: Sequence[str]) -> list[bool]:
+        """Which runbook checks a note already reports, by meaning: a check is answered when a
+        note sentence is close to it in the sentence model's space ("Checked shadow copies:
+        they use 2%" answers "Check whether shadow copies take more than 10% of the volume"),
+        or when the note uses most of the check's own words."""
+        lexical = builder.lexical_matcher(checks, sentences)
+        vectors = self.kb.embedder.encode([*checks, *sentences])
+        similarity = vectors[: len(checks)] @ vectors[len(checks) :].T
+        best = similarity.max(axis=1)
+        return [bool(w or b >= self.check_match_threshold) for w, b in zip(lexical, best, strict=True)]
 
     async def _summary(
         self, tenant: str, ticket: dict[str, Any], parts: builder.PacketParts, cause: Any

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +70,11 @@ def render_markdown(p: EscalationPacketPayload, page_url: str | None = None) -> 
     return "\n".join(lines)
 
 
-def render_html(p: EscalationPacketPayload, page_url: str | None = None) -> str:
+def render_html(
+    p: EscalationPacketPayload, page_url: str | None = None, link: Callable[[str], str] = str
+) -> str:
+    """The packet as HTML; `link` maps each source URL to the one shown (the packet page signs
+    links into the platform's own pages)."""
     e = html.escape
     out = [f"<p><b>Escalation packet</b> v{p.version} for ticket {e(p.ticket_id)}</p>"]
     for field, title in PARTS:
@@ -81,7 +86,7 @@ def render_html(p: EscalationPacketPayload, page_url: str | None = None) -> str:
             cites = []
             for s in c.sources:
                 label = e(f"{s.kind} {s.id}")
-                cites.append(f'<a href="{e(s.url, quote=True)}">{label}</a>' if s.url else label)
+                cites.append(f'<a href="{e(link(s.url), quote=True)}">{label}</a>' if s.url else label)
             out.append(f"<li>{e(c.text)} <i>(confidence {c.confidence:.2f}; {', '.join(cites)})</i></li>")
         out.append("</ul>")
     if p.still_unknown:

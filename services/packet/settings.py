@@ -8,8 +8,21 @@ from libs.common.settings import ServiceSettings
 class PacketSettings(ServiceSettings):
     service_name: str = "packet"
     http_port: int = 8083
-    # Where engineers reach this service's packet pages (linked from the PSA note); unset: no link.
+    # Where engineers reach this service (packet pages linked from PSA notes, runbook pages and
+    # the packet page's ticket and notes cited as sources); unset: this process's own address.
     page_base_url: str | None = None
+    # Where engineers reach the triage service (signals cited as sources).
+    triage_url: str = "http://127.0.0.1:8082"
+    # Sentence-model cosine above which a note sentence answers a runbook check.
+    check_match_threshold: float = Field(default=0.58, ge=0.0, le=1.0)
+
+    @property
+    def effective_page_base_url(self) -> str:
+        if self.page_base_url:
+            return self.page_base_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        return f"http://{host}:{self.http_port}"
+
     psa_timeout_s: float = Field(default=10.0, gt=0)
     psa_retry_base_s: float = Field(default=1.0, gt=0)  # doubles per attempt...
     psa_retry_max_s: float = Field(default=60.0, gt=0)  # ...up to this

@@ -105,7 +105,9 @@ deliveries = Table(
     Column("packet_id", String(36), primary_key=True),
     Column("version", Integer, primary_key=True),
     Column("tenant_id", String(63), nullable=False),
-    Column("status", String(16), nullable=False),  # pending, posted, failed (gave up), skipped
+    # waiting (no PSA target yet), pending, posting, posted, failed (gave up), skipped,
+    # superseded (a later version of the packet was posted instead)
+    Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("next_at", DateTime(timezone=True), nullable=False),
     Column("last_error", Text),
@@ -405,6 +407,29 @@ def list_runbooks(engine: Engine, scope: str) -> list[dict[str, Any]]:
 # --- packets ----------------------------------------------------------------------------------
 
 
+NO_TARGET = "no PSA target configured for the tenant: the note is posted once one is (PUT /v1/psa)"
+
+
+def list_packets(engine: Engine, tenant_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    """A tenant's packets, the most recently changed first: each with its latest version."""
+    latest = (
+        select(
+            packets.c.packet_id,
+            packets.c.ticket_id,
+            func.max(packets.c.version).label("version"),
+            func.min(packets.c.created_at).label("created_at"),
+            func.max(packets.c.created_at).label("updated_at"),
+        )
+        .where(packets.c.tenant_id == tenant_id)
+        .group_by(packets.c.packet_id, packets.c.ticket_id)
+        .order_by(func.max(packets.c.created_at).desc(), packets.c.packet_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(latest).mappings()]
+
+
 def latest_packet(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = (
@@ -433,8 +458,9 @@ def save_packet(
     trigger_at: datetime,
     deliver: bool,
 ) -> None:
-    """The packet version and, when the tenant has a PSA target, its pending delivery, in one
-    transaction (the outbox: a crash never leaves a version without its delivery)."""
+    """The packet version and its delivery, in one transaction (the outbox: a crash never
+    leaves a version without its delivery). Without a PSA target the delivery waits, visibly,
+    until one is configured."""
     now = utcnow()
     with engine.begin() as conn:
         conn.execute(
@@ -450,17 +476,17 @@ def save_packet(
                 created_at=now,
             )
         )
-        if deliver:
-            conn.execute(
-                deliveries.insert().values(
-                    packet_id=str(packet_id),
-                    version=version,
-                    tenant_id=tenant_id,
-                    status="pending",
-                    attempts=0,
-                    next_at=now,
-                )
+        conn.execute(
+            deliveries.insert().values(
+                packet_id=str(packet_id),
+                version=version,
+                tenant_id=tenant_id,
+                status="pending" if deliver else "waiting",
+                attempts=0,
+                next_at=now,
+                last_error=None if deliver else NO_TARGET,
             )
+        )
 
 
 def packet_versions(engine: Engine, tenant_id: str, packet_id: str) -> list[dict[str, Any]]:
@@ -498,7 +524,10 @@ def set_target(
     base_url: str,
     credentials: dict[str, Any],
     options: dict[str, Any],
-) -> None:
+) -> int:
+    """Set the tenant's PSA target; the notes that waited for one are released: the latest
+    version of each packet is posted, its older waiting versions are superseded by it.
+    Returns how many notes were released."""
     row = {
         "tenant_id": tenant_id,
         "kind": kind,
@@ -509,6 +538,51 @@ def set_target(
     }
     with engine.begin() as conn:
         conn.execute(upsert(engine, targets, ["tenant_id"]), [row])
+        waiting = conn.execute(
+            select(deliveries.c.packet_id, deliveries.c.version).where(
+                deliveries.c.tenant_id == tenant_id, deliveries.c.status == "waiting"
+            )
+        ).all()
+        newest: dict[str, int] = {}
+        for packet_id, version in waiting:
+            newest[packet_id] = max(version, newest.get(packet_id, 0))
+        for packet_id, version in waiting:
+            released = version == newest[packet_id]
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.packet_id == packet_id, deliveries.c.version == version)
+                .values(
+                    status="pending" if released else "superseded",
+                    next_at=utcnow(),
+                    last_error=None if released else "a later version of the packet was posted instead",
+                )
+            )
+    return len(newest)
+
+
+def waiting_notes(engine: Engine, tenant_id: str) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).where(
+                    deliveries.c.tenant_id == tenant_id, deliveries.c.status == "waiting"
+                )
+            ).scalar_one()
+        )
+
+
+def get_runbook(engine: Engine, scope: str, path: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(runbooks.c.title, runbooks.c.url, runbooks.c.source, runbooks.c.updated_at).where(
+                    runbooks.c.scope == scope, runbooks.c.path == path
+                )
+            )
+            .mappings()
+            .first()
+        )
+    return dict(row) if row else None
 
 
 def get_target(engine: Engine, tenant_id: str) -> dict[str, Any] | None:

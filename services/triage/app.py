@@ -14,13 +14,15 @@ from typing import Annotated, Any
 from fastapi import FastAPI, HTTPException, Query
 from fastapi import Path as PathParam
 
+from libs.common.access import tenant_reader
 from libs.common.counting import build_counting_service
 from libs.common.embeddings import shared_embedder
 from libs.common.events import AlertReceived, SignalClustered, TicketEvent
 from libs.common.reasoning import reasoning_from_settings
-from libs.common.service import Runtime, operator_only
+from libs.common.service import Runtime
 from libs.common.settings import SettingsError
 from services.triage.alerts import store
+from services.triage.alerts.clusterer import Signal, signal_payload
 from services.triage.alerts.engine import AlertClustering
 from services.triage.settings import TriageSettings
 from services.triage.tickets.api import add_ticket_routes
@@ -61,17 +63,22 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
     if settings.embeddings_enabled and settings.tickets_enabled:
         add_ticket_triage(rt, app, settings)
 
-    @app.get("/v1/signals/{signal_id}", tags=["signals"], dependencies=[operator_only(settings)])
+    reader = tenant_reader(settings)
+
+    @app.get("/v1/signals/{signal_id}", tags=["signals"], dependencies=[reader])
     async def get_signal(
         signal_id: Annotated[str, PathParam(pattern=r"^[0-9a-f-]{36}$")], tenant_id: TenantQuery
     ) -> dict[str, Any]:
-        """A signal's stored state: its members, why they were grouped, its status."""
-        found = await asyncio.to_thread(store.get_signal, rt.engine, tenant_id, signal_id)
+        """A signal as it is now, in the form of its revisions on `signals.clustered.v1`
+        (title, severity, devices, sites, times in ISO 8601, confidence, reasons, its recent
+        alerts with their own text and link), plus its `status`."""
+        live = clustering.snapshot(tenant_id).get(signal_id)
+        found = live or await asyncio.to_thread(store.get_signal, rt.engine, tenant_id, signal_id)
         if found is None:
             raise HTTPException(404, f"no signal {signal_id} for tenant {tenant_id}")
-        return found
+        return signal_view(found)
 
-    @app.get("/v1/signals", tags=["signals"], dependencies=[operator_only(settings)])
+    @app.get("/v1/signals", tags=["signals"], dependencies=[reader])
     async def list_signals(
         tenant_id: TenantQuery,
         status: Annotated[str | None, Query(pattern=r"^(open|resolved|merged|closed)$")] = None,
@@ -84,9 +91,9 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
         out = [live.pop(s["signal_id"], s) for s in stored]
         out += [s for s in live.values() if status is None or s["status"] == status]
         out.sort(key=lambda s: -s["last_seen"])
-        return {"tenant_id": tenant_id, "signals": out[:limit]}
+        return {"tenant_id": tenant_id, "signals": [signal_view(s) for s in out[:limit]]}
 
-    @app.get("/v1/correlations", tags=["signals"], dependencies=[operator_only(settings)])
+    @app.get("/v1/correlations", tags=["signals"], dependencies=[reader])
     async def correlations(
         tenant_id: TenantQuery, limit: Annotated[int, Query(ge=1, le=500)] = 20
     ) -> dict[str, Any]:
@@ -94,6 +101,19 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
         return {"tenant_id": tenant_id, "links": clustering.learned_links(tenant_id, limit)}
 
     return rt, app
+
+
+_STATE_OF = {"resolved": "resolved", "merged": "merged"}
+
+
+def signal_view(state: dict[str, Any]) -> dict[str, Any]:
+    """The public form of a signal held by the clusterer (in memory or checkpointed): what its
+    latest revision says, not the clusterer's working state."""
+    sig = Signal.from_state({k: v for k, v in state.items() if k != "stored_status"})
+    name = _STATE_OF.get(sig.status, "opened" if sig.revision <= 1 else "updated")
+    doc = signal_payload(sig, name, []).model_dump(mode="json")
+    doc["status"] = sig.status
+    return doc
 
 
 def add_ticket_triage(rt: Runtime, app: FastAPI, settings: TriageSettings) -> TicketTriage:

@@ -228,6 +228,14 @@ def test_autotask_posts_are_checked_against_the_keys_signing_secret(client: Test
         == 401
     )
     assert client.post(url, content=body, headers=headers).status_code == 401  # no signature, no key
+    # A full sender key does not replace the signature: Autotask is a signed source.
+    for creds in ({"X-API-Key": issued["key"]}, {"Authorization": f"Bearer {issued['key']}"}):
+        unsigned = client.post(url, content=body, headers={**headers, **creds})
+        assert unsigned.status_code == 401 and "X-Hook-Signature" in unsigned.text
+    full_key_only = client.post(
+        f"/v1/sources/autotask?api_key={issued['key']}", content=body, headers=headers
+    )
+    assert full_key_only.status_code == 401
     other_secret = base64.b64encode(hmac.new(b"guess", body, hashlib.sha1).digest()).decode()
     assert (
         client.post(url, content=body, headers={**headers, "X-Hook-Signature": other_secret}).status_code

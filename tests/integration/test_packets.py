@@ -21,6 +21,7 @@ from libs.common.events import (
     Envelope,
     Escalation,
     EventSource,
+    SignalAlert,
     SignalClustered,
     SignalPayload,
     SimilarCase,
@@ -192,7 +193,7 @@ async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_n
     assert body["related_alerts"][0]["sources"][0] == {
         "kind": "signal",
         "id": str(sig.payload.signal_id),
-        "url": None,
+        "url": f"http://127.0.0.1:8082/v1/signals/{sig.payload.signal_id}?tenant_id={tenant}",
         "excerpt": sig.payload.title,
     }
     runbook = body["runbook"][0]
@@ -285,11 +286,36 @@ async def test_packets_without_a_psa_are_kept_and_readable(packets: Packets) -> 
     await packets.send(triaged, escalation(tenant, "9"))
     await eventually(lambda: len(packets.versions(tenant, "9")) == 1, "the packet")
     (version,) = packets.versions(tenant, "9")
-    assert version["status"] is None, "no PSA target: nothing to deliver"
+    # No PSA target: the packet is kept and its note waits, visibly.
+    assert version["status"] == "waiting" and "PUT /v1/psa" in version["last_error"]
     body = json.loads(version["payload"])
     assert body["similar_cases"][0]["sources"][0]["id"] == "4"
     assert "archived old CAD files" in body["similar_cases"][0]["text"]
     assert any(u["text"].startswith("Which runbook") for u in body["still_unknown"])
+    assert store.waiting_notes(packets.rt.engine, tenant) == 1
+
+
+async def test_notes_that_waited_for_a_psa_target_are_posted_once_one_is_set(
+    packets: Packets, sink: tuple[PsaSink, str]
+) -> None:
+    psa, url = sink
+    tenant = unique("later")
+    await packets.send(escalation(tenant, "31"))
+    await eventually(lambda: len(packets.versions(tenant, "31")) == 1, "version 1")
+    note = TicketNote(note_id="n1", text="Rebooted the file server.", author="l1")
+    await packets.send(ticket(tenant, "31", "note_added", note=note))
+    await eventually(lambda: len(packets.versions(tenant, "31")) == 2, "version 2")
+    assert [v["status"] for v in packets.versions(tenant, "31")] == ["waiting", "waiting"]
+    assert not any("/tickets/31/notes" in n["path"] for n in psa.notes)
+    released = store.set_target(packets.rt.engine, tenant, "halopsa", url, {"token": "t"}, {})
+    packets.rt.packets.wake()  # type: ignore[attr-defined]
+    assert released == 1
+    await eventually(
+        lambda: [v["status"] for v in packets.versions(tenant, "31")] == ["superseded", "posted"],
+        "the latest version posted, the older one superseded",
+    )
+    posted = [n for n in psa.notes if n["kind"] == "halopsa" and n["body"][0]["ticket_id"] == 31]
+    assert len(posted) == 1 and ":v2" in posted[0]["body"][0]["note_html"]
 
 
 async def test_near_identical_tenants_never_cite_each_others_sources_over_thousands_of_packets(
@@ -517,7 +543,8 @@ async def test_the_packet_apis_refuse_bad_input_clearly(packets: Packets) -> Non
         assert r.status_code == 422 and "public_key" in r.text
         r = await client.put("/v1/psa", json={**cw, "base_url": "ftp://cw.example"})
         assert r.status_code == 422
-        assert (await client.get("/v1/psa", params={"tenant_id": tenant})).status_code == 404
+        none = (await client.get("/v1/psa", params={"tenant_id": tenant})).json()
+        assert none["configured"] is False and none["waiting_notes"] == 1 and "PUT /v1/psa" in none["detail"]
         r = await client.post(
             f"/v1/packets/{pid}/feedback",
             json={"tenant_id": tenant, "version": 1, "claim": "runbook/7", "verdict": "wrong"},
@@ -542,3 +569,135 @@ async def test_the_packet_apis_refuse_bad_input_clearly(packets: Packets) -> Non
         assert r.status_code == 404
         page = await client.get(f"/v1/packets/{pid}/page", params={"tenant_id": tenant})
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+
+async def test_a_packet_cites_each_alert_with_its_own_text_and_every_source_links_somewhere(
+    packets: Packets,
+) -> None:
+    """Escalation packets quote an alert with its own text (not its signal's title), link every
+    source (the alert's own page, the signal, the ticket and its notes on the packet page, the
+    runbook's page), and take a paraphrased note as the answer to a runbook check."""
+    import httpx
+
+    tenant = unique("links")
+    packets.rt.kb.put(tenant, "fileserver/disk-full.md", RUNBOOK, None)  # type: ignore[attr-defined]
+    sig = signal(tenant)
+    fs02 = uuid.uuid4()
+    alerts = [
+        SignalAlert(
+            alert_id=sig.payload.member_alert_ids[0],
+            title="Filesystem D: on FS01 has less than 5% space left",
+            device="FS01",
+            rule="FilesystemAlmostFull",
+            url="http://prom.client.test/graph?g0.expr=fs01",
+        ),
+        SignalAlert(
+            alert_id=fs02,
+            title="Filesystem D: on FS02 has less than 3% space left",
+            device="FS02",
+            rule="FilesystemAlmostFull",
+            url=None,
+        ),
+    ]
+    sig = sig.model_copy(
+        update={
+            "payload": sig.payload.model_copy(
+                update={"alerts": alerts, "member_alert_ids": [a.alert_id for a in alerts]}
+            )
+        }
+    )
+    snap = {"url": None}
+    created = ticket(tenant, "L-1", "created")
+    created = created.model_copy(
+        update={
+            "payload": created.payload.model_copy(
+                update={"ticket": created.payload.ticket.model_copy(update=snap)}
+            )
+        }
+    )
+    # A paraphrase of the runbook's shadow-copy check, and a note that answers none of them.
+    paraphrase = TicketNote(
+        note_id="n-1", text="Looked at shadow copies: they use only 2% of the volume.", author="l1"
+    )
+    unrelated = TicketNote(note_id="n-2", text="Rebooted the user's laptop.", author="l1")
+    esc = escalation(tenant, "L-1")
+    esc = esc.model_copy(
+        update={
+            "payload": esc.payload.model_copy(update={"ticket": esc.payload.ticket.model_copy(update=snap)})
+        }
+    )
+    notes = [
+        ticket(tenant, "L-1", "note_added", note=n).model_copy(
+            update={
+                "payload": ticket(tenant, "L-1", "note_added", note=n).payload.model_copy(
+                    update={"ticket": created.payload.ticket}
+                )
+            }
+        )
+        for n in (paraphrase, unrelated)
+    ]
+    await packets.send(sig, created, *notes, esc)
+    await eventually(lambda: len(packets.versions(tenant, "L-1")) == 1, "the packet")
+    body = json.loads(packets.versions(tenant, "L-1")[-1]["payload"])
+    cited = [
+        src
+        for part in ("summary", "related_alerts", "runbook", "already_tried")
+        for c in body[part]
+        for src in c["sources"]
+    ]
+    assert cited and all(src["url"] for src in cited), [s for s in cited if not s["url"]]
+    alert_sources = {src["id"]: src for src in cited if src["kind"] == "alert"}
+    assert alert_sources[str(fs02)]["excerpt"].startswith("Filesystem D: on FS02 has less than 3%")
+    assert alert_sources[str(alerts[0].alert_id)]["url"] == "http://prom.client.test/graph?g0.expr=fs01"
+    assert "/v1/signals/" in alert_sources[str(fs02)]["url"]  # no link of its own: its signal's
+    kinds = {src["kind"] for src in cited}
+    assert {"ticket", "note", "signal", "alert", "runbook"} <= kinds
+    unknown = " ".join(u["text"] for u in body["still_unknown"])
+    assert "shadow copies" not in unknown, "a paraphrased note answers the shadow-copy check"
+    assert "backup" in unknown and "folders grew" in unknown
+
+    # Every platform link on the page opens, signed, with no other credential.
+    pid = body["packet_id"]
+    token = packets.settings.effective_admin_token()
+    transport = httpx.ASGITransport(app=packets.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://packet") as anonymous:
+        r = await anonymous.get(f"/v1/packets/{pid}/page", params={"tenant_id": tenant})
+        assert (
+            r.status_code == 401 and "engineer" in r.json()["detail"] and "admin-token" in r.json()["detail"]
+        )
+        page = await anonymous.get(
+            f"/v1/packets/{pid}/page",
+            params={"tenant_id": tenant},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert page.status_code == 200
+        import re
+
+        hrefs = [h.replace("&amp;", "&") for h in re.findall(r'href="([^"]+)"', page.text)]
+        own = [h for h in hrefs if h.startswith(packets.settings.effective_page_base_url)]
+        assert own and all("sig=" in h for h in own)
+        for h in own:
+            path = h[len(packets.settings.effective_page_base_url) :].split("#")[0]
+            opened = await anonymous.get(path)
+            assert opened.status_code == 200, (h, opened.text)
+            anchor = h.split("#", 1)[1] if "#" in h else None
+            if anchor:
+                assert f"id='{anchor}'" in opened.text, (anchor, h)
+        # A signed link opens its own path only, its own tenant only, and not after it expires.
+        link = next(h for h in own if "/page?" in h)[len(packets.settings.effective_page_base_url) :].split(
+            "#"
+        )[0]
+        assert (await anonymous.get(link.replace("/page?", "?"))).status_code == 401
+        assert (
+            await anonymous.get(link.replace(f"tenant_id={tenant}", "tenant_id=other"))
+        ).status_code == 401
+        from libs.common.access import link_secret, sign_url
+
+        old = sign_url(f"http://x{link}", link_secret(token), ttl_s=-1)[len("http://x") :]
+        expired = await anonymous.get(old)
+        assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+        # The operator lists the tenant's packets, newest first.
+        listed = await anonymous.get(
+            "/v1/packets", params={"tenant_id": tenant}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert [p["packet_id"] for p in listed.json()["packets"]] == [pid]

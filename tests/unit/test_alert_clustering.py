@@ -246,3 +246,75 @@ def test_new_group_detection_survives_any_micro_batch_and_keeps_only_tight_group
         for label in set(labels.tolist()) - {-1}:
             idx = np.where(labels == label)[0]
             assert len(idx) >= 2 and dist[np.ix_(idx, idx)].max() <= MAX_TEMPLATE_DISTANCE
+
+
+def test_one_rule_on_two_devices_is_not_related_alert_types() -> None:
+    # The same Alertmanager rule on two file servers of a site, with texts that differ in
+    # more than what templates mask (the drive letter): one kind of alert, not two.
+    c = TenantClusterer("acme", ClusterConfig())
+    rule = {"alertname": "FilesystemAlmostFull"}
+    c.add(
+        alert(
+            "fs1",
+            "Filesystem D: on FS01 has less than 5% space left",
+            0,
+            device="FS01",
+            site="hq",
+            labels=rule,
+        )
+    )
+    c.add(
+        alert(
+            "fs2",
+            "Filesystem E: on FS02 has less than 4% space left",
+            60,
+            device="FS02",
+            site="hq",
+            labels=rule,
+        )
+    )
+    # Their templates differ (D: vs E:), so it is the embedding step that puts them together
+    # (a tight cluster on one site): the merge it performs.
+    a, b = sorted(c.signals.values(), key=lambda s: s.first_seen)
+    c._merge(a, b, "hq")
+    sig = a
+    assert sig.count == 2
+    title = c.payload(sig, "updated", []).title
+    assert "related alert types" not in title and "across 2 devices" in title
+    # A different rule in the same signal is a related type.
+    backup = c.add(
+        alert(
+            "bk1",
+            "Backup to FS01 failed: target full",
+            90,
+            device="FS01",
+            site="hq",
+            labels={"alertname": "BackupFailed"},
+        )
+    )
+    assert backup is not None
+    if backup is not sig:
+        c._merge(sig, backup, "hq")
+    assert "(+1 related alert types)" in c.payload(sig, "updated", []).title
+
+
+def test_a_revision_describes_its_alerts_with_their_own_text_and_link() -> None:
+    c = TenantClusterer("acme", ClusterConfig())
+    first = alert("fs1", "Filesystem D: on FS01 has less than 5% space left", 0, device="FS01", site="hq")
+    second = alert("fs2", "Filesystem D: on FS02 has less than 4% space left", 60, device="FS02", site="hq")
+    second = second.model_copy(
+        update={"payload": second.payload.model_copy(update={"url": "http://prom.example/graph?g0.expr=x"})}
+    )
+    c.add(first)
+    c.add(second)
+    ((sig, state, added),) = c.take_changes()
+    described = {str(a.alert_id): a for a in c.payload(sig, state, added).alerts}
+    assert described[str(second.event_id)].title == "Filesystem D: on FS02 has less than 4% space left"
+    assert described[str(second.event_id)].device == "FS02"
+    assert described[str(second.event_id)].url == "http://prom.example/graph?g0.expr=x"
+    assert described[str(first.event_id)].title.startswith("Filesystem D: on FS01")
+    # What is kept survives a checkpoint and a restart.
+    restored = TenantClusterer("acme", ClusterConfig())
+    restored.restore(c.learner_state(), [sig.to_state()])
+    again = restored.payload(restored.signals[sig.signal_id], "updated", [])
+    assert {str(a.alert_id) for a in again.alerts} == set(described)

@@ -31,9 +31,9 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
-from libs.common.events import AlertReceived, GroupingReason, Severity, SignalPayload
+from libs.common.events import AlertReceived, GroupingReason, Severity, SignalAlert, SignalPayload
 from services.triage.alerts.correlation import CorrelationLearner
-from services.triage.alerts.templates import template_of
+from services.triage.alerts.templates import rule_of, template_of
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class Member:
     last_active: float
     active: list[float] = field(default_factory=list)  # start times of occurrences still firing
     refires: list[float] = field(default_factory=list)
+    rule: str | None = None  # the source's rule name, when the alert carries one
 
     @property
     def firing(self) -> bool:
@@ -90,6 +91,8 @@ class Signal:
     severity: str
     members: dict[str, Member] = field(default_factory=dict)
     recent_ids: list[str] = field(default_factory=list)
+    # The same recent alerts as they were sent: [id, title, device, severity, rule, url, time].
+    recent_alerts: list[list[Any]] = field(default_factory=list)
     count: int = 0
     devices: dict[str, int] = field(default_factory=dict)
     sites: list[str] = field(default_factory=list)
@@ -417,7 +420,12 @@ class TenantClusterer:
         member = sig.members.get(a.fingerprint)
         if member is None:
             member = sig.members[a.fingerprint] = Member(
-                fingerprint=a.fingerprint, template=template, device=a.device, site=a.site, last_active=t
+                fingerprint=a.fingerprint,
+                template=template,
+                device=a.device,
+                site=a.site,
+                last_active=t,
+                rule=rule_of(a),
             )
         start = a.starts_at.timestamp() if a.starts_at else t
         if start not in member.active:
@@ -442,8 +450,12 @@ class TenantClusterer:
         if a.group_key and a.group_key not in sig.group_keys:
             sig.group_keys.append(a.group_key)
         sig.recent_ids.append(str(event.event_id))
-        if len(sig.recent_ids) > self.config.max_ids_in_event:
-            del sig.recent_ids[: len(sig.recent_ids) - self.config.max_ids_in_event]
+        sig.recent_alerts.append([str(event.event_id), a.title, a.device, a.severity, member.rule, a.url, t])
+        keep = self.config.max_ids_in_event
+        if len(sig.recent_ids) > keep:
+            del sig.recent_ids[: len(sig.recent_ids) - keep]
+        if len(sig.recent_alerts) > keep:
+            del sig.recent_alerts[: len(sig.recent_alerts) - keep]
         if sig.status == "resolved":
             sig.status = "open"
         if sig.pending is None:
@@ -513,6 +525,9 @@ class TenantClusterer:
         if SEVERITY_RANK[other.severity] > SEVERITY_RANK[into.severity]:
             into.severity = other.severity
         into.recent_ids = (into.recent_ids + other.recent_ids)[-self.config.max_ids_in_event :]
+        into.recent_alerts = sorted(into.recent_alerts + other.recent_alerts, key=lambda r: r[6])[
+            -self.config.max_ids_in_event :
+        ]
         into.added.extend(other.added)
         for aid in other.added:
             self.seen_alerts[aid] = into.signal_id
@@ -589,40 +604,7 @@ class TenantClusterer:
         return out
 
     def payload(self, sig: Signal, state: str, added: list[str]) -> SignalPayload:
-        reasons = sorted(sig.reasons.values(), key=lambda r: -r[2])
-        members = sig.members.values()
-        templates = sorted({m.template for m in members})
-        title = sig.title
-        if len(templates) > 1:
-            title = f"{sig.title} (+{len(templates) - 1} related alert types)"
-        if len(sig.devices) > 1:
-            title += f" across {len(sig.devices)} devices"
-        # Built from values this class itself keeps valid, so constructed without a second
-        # validation (the hot path at thousands of revisions a second); a unit test checks that
-        # what is built this way validates to the same payload.
-        to_uuid = uuid.UUID
-        return SignalPayload.model_construct(
-            signal_id=to_uuid(sig.signal_id),
-            state=cast(SignalState, state),
-            title=title[:1000],
-            member_alert_ids=[to_uuid(x) for x in (sig.recent_ids or added[:1])],
-            added_alert_ids=[to_uuid(x) for x in added],
-            revision=sig.revision,
-            devices=sorted(sig.devices),
-            sites=list(sig.sites),
-            open_alerts=sum(1 for m in members if m.active),
-            severity=cast(Severity, sig.severity),
-            first_seen=_ts(sig.first_seen),
-            last_seen=_ts(sig.last_seen),
-            count=sig.count,
-            confidence=min(1.0, max(0.0, sig.confidence)),
-            reasons=[
-                GroupingReason.model_construct(feature=r[0], detail=r[1][:1000], weight=min(1.0, r[2]))
-                for r in reasons[:6]
-            ],
-            flapping=sig.flapping,
-            merged_into=to_uuid(sig.merged_into) if sig.merged_into else None,
-        )
+        return signal_payload(sig, state, added)
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -649,6 +631,63 @@ class TenantClusterer:
             # signals' latest alerts (and those not yet published).
             for alert_id in (*sig.recent_ids, *sig.added):
                 self._remember(alert_id, sig.signal_id)
+
+
+def alert_kinds(sig: Signal) -> set[str | int]:
+    """The kinds of alert a signal holds: the source's rule name where the alert carries one
+    (the same rule on two devices is one kind, whatever its text says), else its template."""
+    return {m.rule if m.rule else m.template for m in sig.members.values()}
+
+
+def signal_payload(sig: Signal, state: str, added: list[str]) -> SignalPayload:
+    """The published form of one signal revision (also what the API shows of a signal)."""
+    reasons = sorted(sig.reasons.values(), key=lambda r: -r[2])
+    members = sig.members.values()
+    kinds = alert_kinds(sig)
+    title = sig.title
+    if len(kinds) > 1:
+        title = f"{sig.title} (+{len(kinds) - 1} related alert types)"
+    if len(sig.devices) > 1:
+        title += f" across {len(sig.devices)} devices"
+    # Built from values the clusterer itself keeps valid, so constructed without a second
+    # validation (the hot path at thousands of revisions a second); a unit test checks that
+    # what is built this way validates to the same payload.
+    to_uuid = uuid.UUID
+    return SignalPayload.model_construct(
+        signal_id=to_uuid(sig.signal_id),
+        state=cast(SignalState, state),
+        title=title[:1000],
+        member_alert_ids=[to_uuid(x) for x in (sig.recent_ids or added[:1])],
+        added_alert_ids=[to_uuid(x) for x in added],
+        revision=sig.revision,
+        devices=sorted(sig.devices),
+        sites=list(sig.sites),
+        open_alerts=sum(1 for m in members if m.active),
+        severity=cast(Severity, sig.severity),
+        first_seen=_ts(sig.first_seen),
+        last_seen=_ts(sig.last_seen),
+        count=sig.count,
+        confidence=min(1.0, max(0.0, sig.confidence)),
+        reasons=[
+            GroupingReason.model_construct(feature=r[0], detail=r[1][:1000], weight=min(1.0, r[2]))
+            for r in reasons[:6]
+        ],
+        flapping=sig.flapping,
+        merged_into=to_uuid(sig.merged_into) if sig.merged_into else None,
+        alerts=[
+            SignalAlert.model_construct(
+                alert_id=to_uuid(r[0]),
+                title=r[1],
+                device=r[2],
+                severity=r[3],
+                status="firing",
+                rule=r[4],
+                url=r[5],
+                occurred_at=_ts(r[6]),
+            )
+            for r in sig.recent_alerts
+        ],
+    )
 
 
 MAX_TEMPLATE_DISTANCE = 0.45  # cosine distance: "Disk C: almost full" vs "Low disk space" ~0.37

@@ -45,9 +45,15 @@ def mask(text: str) -> str:
     return _SPACES.sub(" ", masked).strip()
 
 
+def rule_of(alert: AlertPayload) -> str | None:
+    """The source's own rule name of an alert (Alertmanager's `alertname`, an RMM's check or
+    monitor), when it carries one."""
+    return next((alert.labels[k] for k in RULE_LABELS if alert.labels.get(k)), None)
+
+
 def template_of(alert: AlertPayload) -> str:
     """The template key of an alert: its rule name when the source gives one, then its masked
     title."""
-    rule = next((alert.labels[k] for k in RULE_LABELS if alert.labels.get(k)), None)
+    rule = rule_of(alert)
     title = mask(alert.title)
     return f"{rule}: {title}" if rule else title

@@ -1,6 +1,7 @@
 """HTTP API of ticket triage: a ticket's triage result, a tenant's rollout modes and intents,
-its case memory and the drift of its classifications. Operator token required; the tenant is
-always a required parameter."""
+its case memory and the drift of its classifications. A ticket's triage result is read with the
+operator token, an engineer-side key of the tenant or a signed link; the rest takes the
+operator token. The tenant is always a required parameter."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, select
 
+from libs.common.access import tenant_reader
 from libs.common.events import RolloutMode
 from libs.common.service import operator_only
 from libs.common.settings import ServiceSettings
@@ -66,7 +68,7 @@ def drift(engine: Engine, tenant_id: str, window: int) -> dict[str, Any]:
 def add_ticket_routes(app: FastAPI, settings: ServiceSettings, engine: Engine, triage: TicketTriage) -> None:
     guard = [operator_only(settings)]
 
-    @app.get("/v1/tickets/{ticket_id}/triage", tags=["tickets"], dependencies=guard)
+    @app.get("/v1/tickets/{ticket_id}/triage", tags=["tickets"], dependencies=[tenant_reader(settings)])
     async def ticket_triage(ticket_id: str, tenant_id: TenantQuery) -> dict[str, Any]:
         """The latest triage result of a ticket (shadow results included: this is the record)."""
         row = await asyncio.to_thread(store.last_decision, engine, tenant_id, ticket_id)
