@@ -200,7 +200,7 @@ def main() -> None:
     args = ap.parse_args()
     bootstrap = args.bootstrap
     if not bootstrap:
-        from libs.cli import broker
+        from cli import broker
         from libs.common.settings import REPO_ROOT
 
         bootstrap = broker.start(broker.BrokerConfig(port=19092, var_dir=REPO_ROOT / "var" / "test"))

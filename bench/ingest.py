@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 
 from bench.raw_kafka import Record, raw_produce_eps  # noqa: E402
-from libs.cli import broker, debian  # noqa: E402
-from libs.cli.platform import wait_spawned  # noqa: E402
+from cli import broker, debian  # noqa: E402
+from cli.processes import wait_spawned  # noqa: E402
 from libs.common.settings import REPO_ROOT  # noqa: E402
 from libs.common.topics import drop_namespace, ensure_topics  # noqa: E402
 

@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
-from libs.cli import broker, postgres  # noqa: E402
-from libs.cli.platform import spawn_service, wait_spawned  # noqa: E402
-from libs.cli.psa_sink import PsaSink, psa_sink  # noqa: E402
+from cli import broker, postgres  # noqa: E402
+from cli.processes import spawn_service, wait_spawned  # noqa: E402
 from libs.common.bus import EventProducer  # noqa: E402
 from libs.common.events import (  # noqa: E402
     Escalation,
@@ -48,6 +47,7 @@ from libs.common.events import (  # noqa: E402
 )
 from libs.common.settings import REPO_ROOT  # noqa: E402
 from libs.common.topics import drop_namespace, ensure_topics, physical  # noqa: E402
+from tests.fakes.psa_sink import PsaSink, psa_sink  # noqa: E402
 
 OPERATOR = "bench-operator-token-" + "x" * 20
 PROBLEMS = [

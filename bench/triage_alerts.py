@@ -41,8 +41,8 @@ from aiokafka import AIOKafkaConsumer  # noqa: E402
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 from bench.raw_kafka import raw_produce_eps, raw_producer  # noqa: E402
-from libs.cli import broker  # noqa: E402
-from libs.cli.platform import spawn_service, wait_spawned  # noqa: E402
+from cli import broker  # noqa: E402
+from cli.processes import spawn_service, wait_spawned  # noqa: E402
 from libs.common.bus import encode  # noqa: E402
 from libs.common.events import AlertPayload, AlertReceived, EventSource, utcnow  # noqa: E402
 from libs.common.settings import REPO_ROOT  # noqa: E402
@@ -221,7 +221,7 @@ def main() -> None:
         "MSP_CONSUMER_GROUP": f"msp-{namespace}",
         "MSP_LOG_LEVEL": os.environ.get("MSP_LOG_LEVEL", "WARNING"),
     }
-    from libs.cli import postgres
+    from cli import postgres
 
     with postgres.scratch_database(f"bench_{namespace.replace('-', '_')}") as db_url:
         env["MSP_DATABASE_URL"] = db_url

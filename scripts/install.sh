@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 
 say() { printf '[install] %s\n' "$*" >&2; }
 
+# The common case first, and at once: installed, and pyproject.toml unchanged since.
+stamp=.venv/.installed
+if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(sha256sum pyproject.toml | cut -d' ' -f1)" ]; then
+  exit 0
+fi
+
 PY=${MSP_PYTHON:-}
 if [ -z "$PY" ]; then
   for c in python3.11 python3; do
@@ -36,11 +42,7 @@ if ! "$PY" -m uv --version >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check uv==0.13.8
 fi
 
-stamp=.venv/.installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
-fi
 [ -x .venv/bin/python ] || "$PY" -m uv venv -q --python "$PY" .venv
 say "installing the platform into .venv"
 "$PY" -m uv pip install -q --python .venv/bin/python -e '.[dev]'

@@ -29,7 +29,7 @@ def unique(prefix: str) -> str:
 def bootstrap() -> str:
     servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not servers:
-        from libs.cli import broker
+        from cli import broker
         from libs.common.settings import REPO_ROOT
 
         servers = broker.start(broker.BrokerConfig(port=19092, var_dir=REPO_ROOT / "var" / "test"))
@@ -43,7 +43,7 @@ def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards."""
     admin_url = os.environ.get("MSP_TEST_DATABASE_URL")
     if not admin_url:
-        from libs.cli import postgres
+        from cli import postgres
 
         admin_url = postgres.start()
     name = f"msp_test_{uuid.uuid4().hex[:12]}"

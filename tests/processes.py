@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from libs.cli.platform import free_port, spawn_service, wait_spawned
+from cli.processes import free_port, spawn_service, wait_spawned
 
 __all__ = ["free_port", "spawn_service", "wait_ready"]
 

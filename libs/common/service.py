@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -233,6 +234,7 @@ class Runtime:
             telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         )
         app.add_middleware(TraceRequests)
+        app.add_exception_handler(RequestValidationError, request_errors)  # type: ignore[arg-type]
 
         @app.get("/healthz", tags=["ops"])
         async def healthz() -> dict[str, str]:
@@ -274,6 +276,40 @@ class Runtime:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.settings.http_host, self.settings.http_port))
         self._server.run(sockets=[sock])
+
+
+_NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
+
+
+async def request_errors(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI answers 422 for everything. A body that is not JSON, or not a JSON object, is
+    the sender's framing, not a field: say so (400, or 415 for another content type); field
+    errors stay 422, one entry per field."""
+    errors = exc.errors()
+    body_level = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if body_level and ctype and not ctype.endswith("json"):
+        return JSONResponse(
+            {"detail": f"the body must be JSON, sent with Content-Type: application/json (got {ctype})"},
+            status_code=415,
+        )
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return JSONResponse({"detail": "malformed JSON body"}, status_code=400)
+    if any(e.get("type") in _NOT_AN_OBJECT for e in body_level):
+        return JSONResponse(
+            {"detail": "the body must be a JSON object (several items go in the batch endpoints' lists)"},
+            status_code=400,
+        )
+    if any(e.get("type") == "missing" for e in body_level):
+        return JSONResponse({"detail": "a JSON object body is required"}, status_code=400)
+    return JSONResponse(
+        {
+            "detail": [
+                {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
+            ]
+        },
+        status_code=422,
+    )
 
 
 def operator_only(settings: ServiceSettings) -> Any:

@@ -258,18 +258,3 @@ def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) ->
         return await accept(who, halopsa.SYSTEM, mapped(halopsa.to_observations, doc))
 
     return router
-
-
-async def malformed_json_is_400(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI answers 422 for everything; a body that is not JSON at all is a 400."""
-    errors = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return JSONResponse({"detail": "malformed JSON body"}, status_code=status.HTTP_400_BAD_REQUEST)
-    return JSONResponse(
-        {
-            "detail": [
-                {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
-            ]
-        },
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-    )

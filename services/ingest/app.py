@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 
 from libs.common.bus import AtomicPublisher
 from libs.common.service import BodyLimit, Runtime, operator_only
@@ -34,7 +33,6 @@ def build(settings: IngestSettings) -> tuple[Runtime, FastAPI]:
     pepper = settings.effective_signing_pepper()
     app = rt.make_app("msp ingest", "Takes RMM alerts and PSA ticket events in, per tenant, onto Kafka.")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_exception_handler(RequestValidationError, api.malformed_json_is_400)  # type: ignore[arg-type]
     verifier = KeyVerifier(rt.engine, settings.key_cache_s)
     app.include_router(api.make_router(pipeline, verifier, pepper))
     app.include_router(admin.make_router(rt.engine, operator_only(settings), pepper, verifier))

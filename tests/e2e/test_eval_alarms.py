@@ -50,7 +50,7 @@ def test_eval_alarms_replays_the_stream_and_scores_the_signals(bootstrap: str, t
         [
             sys.executable,
             "-m",
-            "libs.cli.main",
+            "cli.main",
             "eval",
             "alarms",
             "--data",

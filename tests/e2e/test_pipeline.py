@@ -43,6 +43,12 @@ class Platform:
         engine.dispose()
         return tenant, key
 
+    def engineer_key(self, tenant: str) -> str:
+        engine = make_engine(self.pg_url)
+        key = tenants.issue_key(engine, tenant, role="engineer")
+        engine.dispose()
+        return key
+
 
 @pytest.fixture(scope="module")
 def platform(bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
@@ -52,8 +58,8 @@ def platform(bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFacto
     # The run's own topics: the services see this run's events, not the history of the
     # shared broker that other tests filled.
     asyncio.run(ensure_topics(bootstrap, namespace=run))
-    started = {}
-    for name in SERVICES:
+    started: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
+    for name in SERVICES:  # ingest first: the others check tenant keys with it
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "MSP_TOPIC_NAMESPACE": run,
@@ -61,6 +67,7 @@ def platform(bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFacto
             "MSP_DATABASE_URL": pg_url,
             "MSP_CONSUMER_GROUP": f"{run}-{name}",
             "MSP_VAR_DIR": str(var),
+            **({"MSP_INGEST_URL": started["ingest"][1]} if "ingest" in started else {}),
         }
         log = var / f"{name}.log"
         proc, url = spawn_service(name, env, log)
@@ -138,7 +145,10 @@ def test_an_alert_posted_to_ingest_reaches_the_audit_trail_with_its_trace_id(pla
     opened = next(row for row in rows if row["actor"] == "service:triage")
     (signal,) = signals(platform, tenant)
     assert opened["subject_id"] == signal["signal_id"]
-    assert signal["recent_ids"] == [event_id] and signal["devices"] == {"FS01": 1}
+    # The documented revision, not the clusterer's working state.
+    assert signal["member_alert_ids"] == [event_id] and signal["devices"] == ["FS01"]
+    assert signal["alerts"][0]["title"] == ALERT["title"] and signal["status"] == "open"
+    assert signal["first_seen"].startswith("2026-11-25T09:00:00") and "members" not in signal
     assert all(row["trace_id"] == trace_id for row in rows)
     verify = op_get(platform, "audit", "/v1/audit/verify", tenant)
     assert verify["ok"] and verify["entries"] == 3
@@ -193,7 +203,6 @@ def test_read_apis_need_the_operator_token(platform: Platform) -> None:
         ("audit", "/v1/audit/events"),
         ("audit", "/v1/audit/verify"),
         ("triage", "/v1/counts"),
-        ("triage", "/v1/signals"),
         ("triage", "/v1/tickets/drift"),
         ("triage", "/v1/rollout"),
     ):
@@ -206,6 +215,45 @@ def test_read_apis_need_the_operator_token(platform: Platform) -> None:
             ).status_code
             == 401
         )
+
+
+def test_engineers_read_their_own_tenants_signals_and_packets_with_their_key(platform: Platform) -> None:
+    tenant, sender = platform.new_tenant()
+    other, _ = platform.new_tenant()
+    engineer = platform.engineer_key(tenant)
+    assert (
+        httpx.post(
+            f"{platform.urls['ingest']}/v1/alerts", json=ALERT, headers={"X-API-Key": sender}
+        ).status_code
+        == 202
+    )
+    assert wait_for(lambda: len(signals(platform, tenant)) == 1)
+    reads = (("triage", "/v1/signals"), ("packet", "/v1/packets"))
+    for service, path in reads:
+        url = f"{platform.urls[service]}{path}"
+        own = httpx.get(url, params={"tenant_id": tenant}, headers={"X-API-Key": engineer})
+        assert own.status_code == 200, own.text
+        bearer = httpx.get(url, params={"tenant_id": tenant}, headers={"Authorization": f"Bearer {engineer}"})
+        assert bearer.status_code == 200
+        # Never another tenant's, whatever parameter says so.
+        theirs = httpx.get(url, params={"tenant_id": other}, headers={"X-API-Key": engineer})
+        assert theirs.status_code == 403 and other in theirs.json()["detail"]
+        # A sender key posts events; it does not read.
+        sent = httpx.get(url, params={"tenant_id": tenant}, headers={"X-API-Key": sender})
+        assert sent.status_code == 403 and "engineer" in sent.json()["detail"]
+        # No credential: the answer says what is expected and where a local user finds it.
+        none = httpx.get(url, params={"tenant_id": tenant})
+        assert none.status_code == 401
+        assert "admin-token" in none.json()["detail"] and "--role engineer" in none.json()["detail"]
+    (sig,) = httpx.get(
+        f"{platform.urls['triage']}/v1/signals", params={"tenant_id": tenant}, headers={"X-API-Key": engineer}
+    ).json()["signals"]
+    one = httpx.get(
+        f"{platform.urls['triage']}/v1/signals/{sig['signal_id']}",
+        params={"tenant_id": tenant},
+        headers={"X-API-Key": engineer},
+    )
+    assert one.status_code == 200 and one.json()["signal_id"] == sig["signal_id"]
 
 
 def test_a_key_can_never_publish_as_another_tenant(platform: Platform) -> None:
@@ -241,7 +289,7 @@ def test_an_escalated_ticket_gets_a_packet_posted_into_the_tenants_psa(
     import os
     import sys
 
-    from libs.cli.psa_sink import psa_sink
+    from tests.fakes.psa_sink import psa_sink
 
     tenant, key = platform.new_tenant()
     other, _ = platform.new_tenant()
@@ -258,7 +306,7 @@ def test_an_escalated_ticket_gets_a_packet_posted_into_the_tenants_psa(
         [
             sys.executable,
             "-m",
-            "libs.cli.main",
+            "cli.main",
             "kb",
             "add",
             str(books),

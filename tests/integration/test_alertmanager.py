@@ -19,7 +19,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from libs.cli.platform import wait_http_ready
+from cli.processes import wait_http_ready
 from libs.common.db import make_engine, migrate
 from libs.common.events import AlertReceived
 from libs.common.settings import REPO_ROOT
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 def alertmanager_binary() -> str:
     # `msp test` installs it from Debian's packages when absent, as it does PostgreSQL.
-    from libs.cli import debian
+    from cli import debian
 
     return debian.ensure("prometheus-alertmanager", "prometheus-alertmanager")
 

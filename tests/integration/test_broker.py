@@ -3,7 +3,7 @@
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from libs.cli.broker import cluster_id
+from cli.broker import cluster_id
 from libs.common.topics import TOPICS, drop_namespace, ensure_topics
 from tests.conftest import unique
 

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi.testclient import TestClient
 
-from libs.cli import broker
+from cli import broker
 from libs.common.events import AlertReceived
 from libs.common.topics import ensure_topics
 from services.ingest.app import build

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from libs.cli.psa_sink import PsaSink, psa_sink
 from libs.common.bus import EventProducer
 from libs.common.events import (
     Decision,
@@ -37,6 +36,7 @@ from services.packet import store
 from services.packet.app import build
 from services.packet.settings import PacketSettings
 from tests.conftest import eventually, start_runtime, unique
+from tests.fakes.psa_sink import PsaSink, psa_sink
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from libs.cli.alarms_data import Alarm, pair_scores, quiet_gap_baseline
+from evals.alarms_data import Alarm, pair_scores, quiet_gap_baseline
 from libs.common.events import AlertPayload, AlertReceived, EventSource, SignalPayload
 from services.triage.alerts.clusterer import ClusterConfig, Signal, TenantClusterer
 from services.triage.alerts.correlation import CorrelationLearner

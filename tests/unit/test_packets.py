@@ -245,7 +245,7 @@ def test_eval_runbooks_writes_a_ranking_per_query_and_a_bm25_baseline(tmp_path: 
     )
     out = tmp_path / "rank.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "libs.cli.main", "--var-dir", str(tmp_path / "var"), "eval", "runbooks",
+        [sys.executable, "-m", "cli.main", "--var-dir", str(tmp_path / "var"), "eval", "runbooks",
          "--docs", str(docs), "--queries", str(queries), "--rankings", str(out)],
         cwd=REPO_ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -255,7 +255,7 @@ def test_eval_runbooks_writes_a_ranking_per_query_and_a_bm25_baseline(tmp_path: 
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert lines[0] == {"alert": "VpnTunnelDown", "ranked": ["net/VpnTunnelDown.md", "DiskFull.md"]}
     bad = subprocess.run(
-        [sys.executable, "-m", "libs.cli.main", "eval", "runbooks", "--docs", str(tmp_path / "nope"),
+        [sys.executable, "-m", "cli.main", "eval", "runbooks", "--docs", str(tmp_path / "nope"),
          "--queries", str(queries), "--rankings", str(out)],
         cwd=REPO_ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -240,7 +240,7 @@ def test_eval_reasoning_scores_the_local_path_on_a_cases_file(tmp_path: Path) ->
     cases.write_text("\n".join(json.dumps(r) for r in rows))
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
     proc = subprocess.run(
-        [sys.executable, "-m", "libs.cli.main", "eval", "reasoning", "--judgement", "analyse_failure",
+        [sys.executable, "-m", "cli.main", "eval", "reasoning", "--judgement", "analyse_failure",
          "--cases", str(cases)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -249,7 +249,7 @@ def test_eval_reasoning_scores_the_local_path_on_a_cases_file(tmp_path: Path) ->
     assert report["implementation"] == "local" and report["cases"] == 3
     assert report["agreement"] == round(2 / 3, 4) and report["disagreements"][0]["case"] == 2
     bad = subprocess.run(
-        [sys.executable, "-m", "libs.cli.main", "eval", "reasoning", "--judgement", "divine",
+        [sys.executable, "-m", "cli.main", "eval", "reasoning", "--judgement", "divine",
          "--cases", str(cases)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

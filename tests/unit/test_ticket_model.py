@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from libs.cli.eval_tickets import precision_at_coverage
+from evals.tickets import precision_at_coverage
 from libs.common.settings import REPO_ROOT
 from services.triage.tickets.model import TicketClassifier
 
@@ -101,7 +101,7 @@ def test_eval_tickets_writes_one_prediction_per_test_row_and_a_baseline(tmp_path
         [
             sys.executable,
             "-m",
-            "libs.cli.main",
+            "cli.main",
             "--var-dir",
             str(tmp_path / "var"),
             "eval",
@@ -129,7 +129,7 @@ def test_eval_tickets_writes_one_prediction_per_test_row_and_a_baseline(tmp_path
 
 
 def test_ndcg_rewards_relevant_cases_ranked_first() -> None:
-    from libs.cli.eval_tickets import _ndcg_at
+    from evals.tickets import _ndcg_at
 
     first = np.array([[True] + [False] * 9])
     last = np.array([[False] * 9 + [True]])
@@ -138,7 +138,7 @@ def test_ndcg_rewards_relevant_cases_ranked_first() -> None:
 
 
 def test_eval_similar_ranks_same_label_cases_and_reports_a_lexical_baseline(tmp_path: Path) -> None:
-    from libs.cli.eval_tickets import evaluate_similar
+    from evals.tickets import evaluate_similar
 
     texts, labels, _ = tickets(300, 6)
     data = write_csv(tmp_path / "tickets.csv", texts, labels)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from libs.common.settings import REPO_ROOT
+from cli.local import REPO_ROOT
 
 POM = REPO_ROOT / "scripts" / "kafka" / "pom.xml"
 CACHE = REPO_ROOT / ".cache" / "kafka"
@@ -136,7 +136,7 @@ def _server_properties(cfg: BrokerConfig) -> str:
     )
 
 
-def _pid(cfg: BrokerConfig) -> int | None:
+def pid_of(cfg: BrokerConfig) -> int | None:
     try:
         pid = int(cfg.pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
@@ -182,7 +182,7 @@ def wait_ready(bootstrap: str, timeout_s: float = 90.0, proc: subprocess.Popen[b
 
 def start(cfg: BrokerConfig) -> str:
     """Start the broker unless it already runs; returns its bootstrap address."""
-    if _pid(cfg) is not None:
+    if pid_of(cfg) is not None:
         wait_ready(cfg.bootstrap)
         _log(f"already running at {cfg.bootstrap}")
         return cfg.bootstrap
@@ -260,7 +260,7 @@ def start(cfg: BrokerConfig) -> str:
 
 def stop(cfg: BrokerConfig, timeout_s: float = 30.0) -> bool:
     """SIGTERM the broker (a controlled shutdown) and wait; SIGKILL only past the timeout."""
-    pid = _pid(cfg)
+    pid = pid_of(cfg)
     if pid is None:
         cfg.pid_file.unlink(missing_ok=True)
         return False
@@ -290,7 +290,7 @@ def _reap(pid: int) -> None:
 
 
 def status(cfg: BrokerConfig) -> dict[str, object]:
-    pid = _pid(cfg)
+    pid = pid_of(cfg)
     out: dict[str, object] = {"bootstrap": cfg.bootstrap, "pid": pid, "running": pid is not None}
     if pid is not None:
         try:

@@ -72,6 +72,12 @@ def is_ready(bindir: Path, port: int) -> bool:
     return proc.returncode == 0
 
 
+def running(port: int = 55432) -> bool:
+    """Whether the project's test server answers on `port` (False when PostgreSQL is absent)."""
+    bindir = _bindir()
+    return bindir is not None and is_ready(bindir, port)
+
+
 def start(port: int = 55432) -> str:
     """Start (or reuse) the test server; returns a SQLAlchemy URL of its `postgres` database."""
     bindir = ensure_installed()

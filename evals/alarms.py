@@ -26,7 +26,8 @@ import httpx
 import numpy as np
 from aiokafka import AIOKafkaConsumer
 
-from libs.cli.alarms_data import (
+from cli.processes import spawn_service, wait_spawned
+from evals.alarms_data import (
     Alarm,
     canonical_alert,
     grouping_report,
@@ -35,7 +36,6 @@ from libs.cli.alarms_data import (
     read_alarms,
     replay_order,
 )
-from libs.cli.platform import spawn_service, wait_spawned
 from libs.common.topics import drop_namespace, ensure_topics, physical
 
 TENANT = "eval-alarms"

@@ -1,4 +1,8 @@
-"""The `msp` command: run the platform locally, manage its broker, tenants and keys, run tests."""
+"""The `msp` command: run the platform locally, manage its broker, tenants and keys, run tests.
+
+Commands import what they need when they run: `msp status` or `msp key list` must not pay for
+the embedding model's libraries that `msp eval` loads.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from libs.cli import broker, platform
-from libs.common.settings import REPO_ROOT, PlatformSettings, SettingsError, load_settings
+from cli import broker
+from cli import processes as platform
+from cli.api import Api, ApiError
+from cli.local import REPO_ROOT, operator_token, url_of, var_dir
 
 TEST_BROKER_PORT = 19092
 TEST_POSTGRES_PORT = 55432
 
 
 def _var(args: argparse.Namespace) -> Path:
-    return Path(args.var_dir) if args.var_dir else load_settings(PlatformSettings).var_dir
+    return var_dir(args.var_dir)
 
 
 def _broker_cfg(args: argparse.Namespace) -> broker.BrokerConfig:
@@ -64,18 +70,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     ready = platform.wait_ready(var, procs)
     print(f"\n{'service':<11} {'ready':<6} url                      log")
     for name, ok in ready.items():
-        print(
-            f"{name:<11} {str(ok).lower():<6} http://127.0.0.1:{platform.port_of(name):<6}  "
-            f"{var / 'logs' / (name + '.log')}"
-        )
+        print(f"{name:<11} {str(ok).lower():<6} {url_of(name):<24} {var / 'logs' / (name + '.log')}")
     if not all(ready.values()):
         print("\nsome services are not ready; see their logs", file=sys.stderr)
         return 1
-    print(f"\nOpenAPI of ingest: http://127.0.0.1:{platform.port_of('ingest')}/docs")
+    print(f"\nOpenAPI of each service at its /docs, e.g. {url_of('ingest')}/docs")
+    print(f"operator token (read APIs of every tenant, admin API): {var / 'secrets' / 'admin-token'}")
     if args.demo:
-        print("\nreplaying the demo sample ...")
-        platform.print_json(platform.run_demo(var))
-        print(f"demo tenant key in {var / 'demo.key'}; `msp status` shows the counts")
+        from cli.demo import run_demo
+
+        print("\nreplaying the demo sample for a new demo tenant ...")
+        report = run_demo(var)
+        platform.print_json(report)
+        for p in report["packets"]:
+            print(f"\nthe escalated ticket's packet (the link opens for 24 hours):\n  {p['page']}")
+        print(f"\n`msp status` shows what the platform holds of {report['tenant']}")
     return 0
 
 
@@ -88,43 +97,46 @@ def cmd_down(args: argparse.Namespace) -> int:
         if state.get("own_broker"):
             broker.stop(broker.BrokerConfig(port=state["broker_port"], var_dir=var))
         state_file.unlink()
+    # What an interrupted `msp test` may have left running.
+    _stop_test_infrastructure(broker_too=True, postgres_too=True)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from cli.demo import last_demo
+
     var = _var(args)
     state_file = var / "platform.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    doc = {
-        "broker": broker.status(broker.BrokerConfig(port=state.get("broker_port", args.port), var_dir=var))
-        if state.get("own_broker", True)
-        else {"bootstrap": state.get("bootstrap")},
-        "services": platform.service_status(var, args.tenant),
-    }
-    platform.print_json(doc)
+    if state.get("own_broker", True):
+        cfg = broker.BrokerConfig(port=state.get("broker_port", args.port), var_dir=var)
+        pid = broker.pid_of(cfg)
+        broker_doc: dict[str, object] = {
+            "bootstrap": cfg.bootstrap,
+            "pid": pid,
+            "running": pid is not None and broker.port_open("127.0.0.1", cfg.port),
+        }
+    else:
+        broker_doc = {"bootstrap": state.get("bootstrap")}
+    tenant = args.tenant or (last_demo(var) or {}).get("tenant_id")
+    platform.print_json({"broker": broker_doc, **platform.service_status(var, tenant)})
     return 0
 
 
-def _ingest_engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from libs.common.db import make_engine, migrate
-    from services.ingest.settings import IngestSettings
-
-    overrides = {"var_dir": Path(args.var_dir)} if args.var_dir else {}
-    settings = load_settings(IngestSettings, **overrides)
-    migrate(settings.effective_database_url, REPO_ROOT / "services" / "ingest" / "migrations", "ingest")
-    return make_engine(settings.effective_database_url)
+def _admin(args: argparse.Namespace) -> Api:
+    return Api(args.ingest_url or url_of("ingest"), operator_token(_var(args)))
 
 
 def cmd_kb(args: argparse.Namespace) -> int:
     """The knowledge base through the packet service's API (it embeds and stores)."""
     import httpx
 
-    from libs.cli.platform import operator_headers, port_of
+    from cli.processes import operator_headers
     from services.packet.kb.loader import load_dir
 
     if (args.tenant is None) == (not args.global_library):
         raise ValueError("name --tenant T, or --global for the global library")
-    base = (args.packet_url or f"http://127.0.0.1:{port_of('packet')}").rstrip("/")
+    base = (args.packet_url or url_of("packet")).rstrip("/")
     scope = {"tenant_id": args.tenant} if args.tenant else {}
     with httpx.Client(timeout=120.0, headers=operator_headers(_var(args))) as client:
         if args.action == "add":
@@ -155,67 +167,87 @@ def cmd_kb(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant(args: argparse.Namespace) -> int:
-    from services.ingest import tenants
-
-    engine = _ingest_engine(args)
+    """Tenants and their source mappings, through ingest's admin API."""
+    admin = _admin(args)
     if args.action == "add":
-        tenants.add_tenant(engine, args.tenant_id, args.name or args.tenant_id)
+        body = {"tenant_id": args.tenant_id, "name": args.name or args.tenant_id}
+        admin.call("POST", "/v1/admin/tenants", body=body)
         print(f"tenant {args.tenant_id} added")
     elif args.action == "map":
         if not (args.source and args.external_id):
-            raise SystemExit("tenant map needs --source and --external-id")
-        tenants.map_source(engine, args.tenant_id, args.source, args.external_id)
-        print(f"{args.source} {args.external_id} -> {args.tenant_id}")
-    else:
-        platform.print_json(
-            {"tenants": tenants.list_tenants(engine)}
-            if args.tenant_id == "all"
-            else {"mappings": tenants.list_mappings(engine, args.tenant_id)}
+            raise ValueError("tenant map needs --source and --external-id")
+        admin.call(
+            "POST",
+            f"/v1/admin/tenants/{args.tenant_id}/mappings",
+            body={"source_system": args.source, "external_id": args.external_id},
         )
+        print(f"{args.source} {args.external_id} -> {args.tenant_id}")
+    elif args.tenant_id == "all":
+        platform.print_json({"tenants": admin.call("GET", "/v1/admin/tenants")})
+    else:
+        platform.print_json({"mappings": admin.call("GET", f"/v1/admin/tenants/{args.tenant_id}/mappings")})
     return 0
 
 
 def cmd_key(args: argparse.Namespace) -> int:
-    from services.ingest import tenants
-
-    engine = _ingest_engine(args)
+    """Keys of a tenant, through ingest's admin API."""
+    admin = _admin(args)
     if args.action == "issue":
-        from services.ingest.settings import IngestSettings
-
-        key = tenants.issue_key(engine, args.tenant, role=args.role, label=args.label)
-        overrides = {"var_dir": Path(args.var_dir)} if args.var_dir else {}
-        pepper = load_settings(IngestSettings, **overrides).effective_signing_pepper()
-        print(key)
+        issued = admin.call(
+            "POST", f"/v1/admin/tenants/{args.tenant}/keys", body={"role": args.role, "label": args.label}
+        )
+        print(issued["key"])
         print(
-            f"signing secret (for sources that sign, e.g. Autotask): "
-            f"{tenants.signing_secret(pepper, tenants.key_id_of(key) or '')}",
+            f"signing secret (for sources that sign, e.g. Autotask): {issued['signing_secret']}",
             file=sys.stderr,
         )
         print("store them now: the key is kept only hashed and neither is shown again", file=sys.stderr)
     elif args.action == "list":
-        platform.print_json(tenants.list_keys(engine, args.tenant))
+        platform.print_json(admin.call("GET", f"/v1/admin/tenants/{args.tenant}/keys"))
     else:
         if not args.key_id:
-            raise SystemExit("key revoke needs --key-id")
-        ok = tenants.revoke_key(engine, args.tenant, args.key_id)
-        print("revoked" if ok else f"no active key {args.key_id} for tenant {args.tenant}")
-        return 0 if ok else 1
+            raise ValueError("key revoke needs --key-id")
+        try:
+            admin.call("DELETE", f"/v1/admin/tenants/{args.tenant}/keys/{args.key_id}")
+        except ApiError as exc:
+            if ": 404:" not in str(exc):
+                raise
+            print(f"no active key {args.key_id} for tenant {args.tenant}")
+            return 1
+        print("revoked")
     return 0
 
 
+def _stop_test_infrastructure(*, broker_too: bool, postgres_too: bool) -> None:
+    if broker_too:
+        broker.stop(broker.BrokerConfig(port=TEST_BROKER_PORT, var_dir=REPO_ROOT / "var" / "test"))
+    if postgres_too:
+        from cli import postgres
+
+        postgres.stop(TEST_POSTGRES_PORT)
+
+
 def cmd_test(args: argparse.Namespace) -> int:
-    """Start what the tests need (PostgreSQL, the broker), then run pytest."""
-    from libs.cli import debian, postgres
+    """Start what the tests need (PostgreSQL, the broker), run pytest, stop what it started."""
+    from cli import debian, postgres
 
     env = dict(os.environ)
-    env.setdefault("MSP_TEST_DATABASE_URL", postgres.start(TEST_POSTGRES_PORT))
-    # A real Alertmanager posts to ingest in the integration tests.
-    debian.ensure("prometheus-alertmanager", "prometheus-alertmanager")
-    if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
-        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.start(
-            broker.BrokerConfig(port=TEST_BROKER_PORT, var_dir=REPO_ROOT / "var" / "test")
-        )
-    rc = subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args], env=env, cwd=REPO_ROOT)
+    # What this command starts, it stops when the tests end (what was already running stays).
+    started_postgres = started_broker = False
+    try:
+        if not env.get("MSP_TEST_DATABASE_URL"):
+            started_postgres = not postgres.running(TEST_POSTGRES_PORT)
+            env["MSP_TEST_DATABASE_URL"] = postgres.start(TEST_POSTGRES_PORT)
+        # A real Alertmanager posts to ingest in the integration tests.
+        debian.ensure("prometheus-alertmanager", "prometheus-alertmanager")
+        if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
+            cfg = broker.BrokerConfig(port=TEST_BROKER_PORT, var_dir=REPO_ROOT / "var" / "test")
+            started_broker = broker.pid_of(cfg) is None
+            env["KAFKA_BOOTSTRAP_SERVERS"] = broker.start(cfg)
+        rc = subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args], env=env, cwd=REPO_ROOT)
+    finally:
+        if not args.keep_running:
+            _stop_test_infrastructure(broker_too=started_broker, postgres_too=started_postgres)
     if rc == 5:
         print("pytest collected no tests: that is a failure, not a pass", file=sys.stderr)
     return rc
@@ -223,7 +255,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.what == "similar":
-        from libs.cli import eval_tickets
+        from evals import tickets as eval_tickets
 
         if not args.data:
             raise ValueError("eval similar needs --data CSV")
@@ -236,14 +268,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     if args.what == "reasoning":
-        from libs.cli import eval_reasoning
+        from evals import reasoning as eval_reasoning
 
         if not args.judgement or not args.cases:
             raise ValueError("eval reasoning needs --judgement NAME and --cases FILE.jsonl")
         print(json.dumps(eval_reasoning.evaluate(judgement=args.judgement, cases=Path(args.cases)), indent=2))
         return 0
     if args.what == "runbooks":
-        from libs.cli import eval_runbooks
+        from evals import runbooks as eval_runbooks
 
         if not args.docs or not args.queries or not args.rankings:
             raise ValueError("eval runbooks needs --docs DIR, --queries FILE.json and --rankings OUT.jsonl")
@@ -256,7 +288,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     if args.what == "tickets":
-        from libs.cli import eval_tickets
+        from evals import tickets as eval_tickets
 
         if not args.predictions or not (args.data or (args.train and args.test)):
             raise ValueError(
@@ -274,7 +306,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     if args.what == "alarms":
-        from libs.cli import eval_alarms
+        from evals import alarms as eval_alarms
 
         if not args.data or not args.assignments:
             raise ValueError("eval alarms needs --data DIR and --assignments OUT.csv")
@@ -320,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop the services and the broker `up` started").set_defaults(fn=cmd_down)
 
     s = sub.add_parser("status", help="what runs, whether it is ready, and event counts")
-    s.add_argument("--tenant", default=platform.DEMO_TENANT, help="tenant whose counts to show")
+    s.add_argument("--tenant", help="tenant whose counts to show (default: the latest demo run's)")
     s.set_defaults(fn=cmd_status)
 
     tn = sub.add_parser("tenant", help="the tenant registry and its source mappings")
@@ -329,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--name")
     tn.add_argument("--source", help="with map: the source system (connectwise, datto-rmm, ...)")
     tn.add_argument("--external-id", help="with map: the PSA company or RMM site id in that source")
+    tn.add_argument("--ingest-url", help="the ingest service (default: the local one)")
     tn.set_defaults(fn=cmd_tenant)
 
     k = sub.add_parser("key", help="sender keys of a tenant")
@@ -337,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--role", default="integration", choices=["integration", "engineer", "approver", "admin"])
     k.add_argument("--label", default="")
     k.add_argument("--key-id")
+    k.add_argument("--ingest-url", help="the ingest service (default: the local one)")
     k.set_defaults(fn=cmd_key)
 
     kb = sub.add_parser("kb", help="runbooks of a tenant or of the global library (via the packet service)")
@@ -374,7 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--rankings", help="runbooks: where to write the ranking per query (JSON lines)")
     ev.set_defaults(fn=cmd_eval)
 
-    te = sub.add_parser("test", help="start PostgreSQL and the broker, then run pytest")
+    te = sub.add_parser("test", help="start PostgreSQL and the broker, run pytest, stop what it started")
+    te.add_argument(
+        "--keep-running", action="store_true", help="leave the test broker and PostgreSQL running afterwards"
+    )
     te.add_argument("pytest_args", nargs=argparse.REMAINDER)
     te.set_defaults(fn=cmd_test)
     return p
@@ -393,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         sys.exit(args.fn(args))
-    except (broker.BrokerError, SettingsError, ValueError, RuntimeError) as exc:
+    except (broker.BrokerError, ApiError, ValueError, RuntimeError) as exc:
         print(f"msp {args.command}: {exc}", file=sys.stderr)
         sys.exit(1)
 

@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from libs.cli.platform import free_port
+from cli.processes import free_port
 
 
 class PsaSink:
