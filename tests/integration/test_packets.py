@@ -701,3 +701,28 @@ async def test_a_packet_cites_each_alert_with_its_own_text_and_every_source_link
             "/v1/packets", params={"tenant_id": tenant}, headers={"Authorization": f"Bearer {token}"}
         )
         assert [p["packet_id"] for p in listed.json()["packets"]] == [pid]
+
+
+@pytest.mark.parametrize(
+    ("note", "answers"),
+    [
+        ("Checked shadow copies: they use 2% of the volume.", "shadow"),
+        ("Shadow copy storage is only 3% of D:, not the problem.", "shadow"),
+        ("Ran a disk usage report: the Projects folder grew by 40 GB this week.", "folders"),
+        ("Last night's backup of the volume finished successfully.", "backup"),
+        ("Rebooted the server and cleared the print queue.", None),
+        ("Cleared temp folders on FS01, freed 2 GB; still 96% full.", None),
+    ],
+)
+def test_a_note_answers_a_runbook_check_by_meaning_not_by_its_words(
+    packets: Packets, note: str, answers: str | None
+) -> None:
+    from services.packet.builder import note_sentences
+
+    checks = {
+        "folders": "Check which folders grew in the last week with a disk usage report.",
+        "shadow": "Check whether the shadow copies take more than 10% of the volume.",
+        "backup": "Confirm the last backup of the volume completed.",
+    }
+    done = packets.rt.packets._answered(list(checks.values()), note_sentences(note))  # type: ignore[attr-defined]
+    assert {name for name, hit in zip(checks, done, strict=True) if hit} == ({answers} if answers else set())
