@@ -278,3 +278,49 @@ async def test_a_restart_keeps_the_open_signals(bootstrap: str, pg_url: str, tmp
     finally:
         await second.stop()
         await second.close()
+
+
+async def test_a_broker_error_while_publishing_keeps_what_the_revision_was_to_say(
+    triage: Triage,
+) -> None:
+    """The sweeper (and the batch path) publish a revision before marking it published: when
+    the broker refuses, the signal's changes stay pending and go out with the next revision,
+    whose number was never used, instead of vanishing."""
+    clustering = triage.rt.clustering  # type: ignore[attr-defined]
+    tenant = unique("nobroker")
+    first = alert(tenant, "disk-fs09", "Disk D: above 91% on FS09", at=0, device="FS09")
+    await triage.send(first)
+    await triage.until(lambda: str(first.event_id) in triage.signal_of())
+    sid = triage.signal_of()[str(first.event_id)]
+    resolved = alert(
+        tenant, "disk-fs09", "Disk D: above 91% on FS09", at=30, device="FS09", started=0, status="resolved"
+    )
+    working = clustering.producer
+    # A producer whose topics the broker does not have: every send fails after its timeout.
+    broken = EventProducer(
+        triage.bootstrap, client_id="refused", namespace=unique("gone").replace("-", ""), request_timeout_ms=1500
+    )
+    await broken.start()
+    clustering.producer = broken
+    try:
+        c = await clustering._tenant(tenant)
+        with pytest.raises(Exception):  # noqa: B017 - whatever the client raises, it raises
+            async with clustering._lock:
+                c.add(resolved)
+                c.signals[sid].published_at = 0.0  # due now, not after the growth interval
+                await clustering._publish([c])
+        sig = c.signals[sid]
+        assert sig.pending == "updated" and str(resolved.event_id) in sig.added, "nothing was dropped"
+        spent = sig.revision
+    finally:
+        clustering.producer = working
+        await broken.stop()
+    async with clustering._lock:
+        await clustering._publish([c])
+    await triage.until(lambda: str(resolved.event_id) in triage.signal_of())
+    (rev,) = [
+        e["payload"] for e in triage.signals if str(resolved.event_id) in e["payload"]["added_alert_ids"]
+    ]
+    assert rev["signal_id"] == sid and rev["revision"] == spent + 1 and rev["open_alerts"] == 0
+    numbers = [e["payload"]["revision"] for e in triage.signals if e["payload"]["signal_id"] == sid]
+    assert len(numbers) == len(set(numbers)), "no revision number published twice"

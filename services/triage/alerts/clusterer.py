@@ -124,6 +124,16 @@ class Signal:
         return cls(**{**state, "members": members})
 
 
+@dataclass(frozen=True)
+class Change:
+    """A signal revision due to be published."""
+
+    signal: Signal
+    state: str
+    added: list[str]
+    revision: int
+
+
 def _ts(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
@@ -162,6 +172,8 @@ class TenantClusterer:
         self.last_grouping = 0.0  # wall clock of the last new-group detection
         self.learner_dirty = False
         self.dirty: set[str] = set()  # signals changed since the state was last written
+        # Revision numbers reserved for signals this instance has not restored (see restore).
+        self.revision_floor: dict[str, int] = {}
         self.forgotten: list[str] = []  # signals dropped from memory since then
 
     # --- indexes ------------------------------------------------------------------------
@@ -391,6 +403,7 @@ class TenantClusterer:
             severity=a.severity,
             pending="opened",
         )
+        sig.revision = self.revision_floor.get(sig.signal_id, 0)
         self.signals[sig.signal_id] = sig
         self._join(sig, event, template, t, 1.0)
         self._batch_seeds.append(sig.signal_id)
@@ -579,23 +592,45 @@ class TenantClusterer:
     def open_count(self) -> int:
         return sum(1 for s in self.signals.values() if s.status == "open")
 
-    def take_changes(
-        self, now: float = 0.0, update_every_s: float = 0.0
-    ) -> list[tuple[Signal, str, list[str]]]:
-        """Each changed signal once, with its new revision, state and the alerts it took since
-        its last revision. Opening, resolving and merging are published at once; a signal that
-        merely grew is published at most every `update_every_s` (wall clock `now`)."""
+    def due_changes(self, now: float = 0.0, update_every_s: float = 0.0) -> list[Change]:
+        """Each changed signal once, with the revision it is to be published as, its state and
+        the alerts it took since its last revision; nothing is marked until the caller says the
+        revisions went out (`published`) or did not (`not_published`). Opening, resolving and
+        merging are due at once; a signal that merely grew at most every `update_every_s`
+        (wall clock `now`)."""
         out = []
         for sig in self.signals.values():
             if sig.pending is not None:
                 if sig.pending == "updated" and now - sig.published_at < update_every_s:
                     continue
-                sig.published_at = now
-                self.dirty.add(sig.signal_id)
-                sig.revision += 1
-                out.append((sig, sig.pending, sig.added))
-                sig.pending, sig.added = None, []
+                out.append(Change(sig, sig.pending, list(sig.added), sig.revision + 1))
         return out
+
+    def published(self, changes: Iterable[Change], now: float = 0.0) -> None:
+        """The revisions are on the topic: what they said is no longer pending."""
+        for ch in changes:
+            sig = ch.signal
+            sig.revision = max(sig.revision, ch.revision)
+            sig.published_at = now
+            sig.pending = None
+            del sig.added[: len(ch.added)]
+            self.dirty.add(sig.signal_id)
+
+    def not_published(self, changes: Iterable[Change]) -> None:
+        """Publishing failed (perhaps half-way): the revision numbers are spent, since some may
+        have reached the topic, and what they said stays pending for the next revision. A
+        revision number names one content forever."""
+        for ch in changes:
+            ch.signal.revision = max(ch.signal.revision, ch.revision)
+            self.dirty.add(ch.signal.signal_id)
+
+    def take_changes(
+        self, now: float = 0.0, update_every_s: float = 0.0
+    ) -> list[tuple[Signal, str, list[str]]]:
+        """`due_changes`, taken as published at once (for callers that publish nothing)."""
+        changes = self.due_changes(now, update_every_s)
+        self.published(changes, now)
+        return [(ch.signal, ch.state, ch.added) for ch in changes]
 
     def take_dirty(self) -> list[Signal]:
         """The signals whose state changed since the last call (to be written)."""
@@ -603,22 +638,37 @@ class TenantClusterer:
         self.dirty.clear()
         return out
 
-    def payload(self, sig: Signal, state: str, added: list[str]) -> SignalPayload:
-        return signal_payload(sig, state, added)
+    def payload(
+        self, sig: Signal, state: str, added: list[str], revision: int | None = None
+    ) -> SignalPayload:
+        return signal_payload(sig, state, added, revision)
 
     # --- persistence ------------------------------------------------------------------------
 
     def learner_state(self) -> dict[str, Any]:
         return {"templates": self.template_names, "learner": self.learner.snapshot(), "clock": self.clock}
 
-    def restore(self, learner_state: dict[str, Any] | None, signals: Iterable[dict[str, Any]]) -> None:
+    def restore(
+        self,
+        learner_state: dict[str, Any] | None,
+        signals: Iterable[dict[str, Any]],
+        reserved: dict[str, int] | None = None,
+    ) -> None:
+        """Take back a checkpoint. `reserved`: the highest revision number reserved per signal;
+        revisions published after the checkpoint lie at or below it, so numbering continues
+        after it (never reusing a number that may name other content)."""
         if learner_state:
             self.template_names = list(learner_state["templates"])
             self.templates = {name: i for i, name in enumerate(self.template_names)}
             self.learner.restore(learner_state["learner"])
             self.clock = float(learner_state.get("clock", 0.0))
+        # A signal opened and published after the checkpoint is opened again by the replay,
+        # under the same id: its numbering, too, continues after what was reserved for it.
+        self.revision_floor.update(reserved or {})
         for state in signals:
             sig = Signal.from_state(state)
+            if sig.signal_id in self.revision_floor:
+                sig.revision = max(sig.revision, self.revision_floor[sig.signal_id])
             self.signals[sig.signal_id] = sig
             for m in sig.members.values():
                 self._index(sig, m, None)
@@ -639,7 +689,7 @@ def alert_kinds(sig: Signal) -> set[str | int]:
     return {m.rule if m.rule else m.template for m in sig.members.values()}
 
 
-def signal_payload(sig: Signal, state: str, added: list[str]) -> SignalPayload:
+def signal_payload(sig: Signal, state: str, added: list[str], revision: int | None = None) -> SignalPayload:
     """The published form of one signal revision (also what the API shows of a signal)."""
     reasons = sorted(sig.reasons.values(), key=lambda r: -r[2])
     members = sig.members.values()
@@ -659,7 +709,7 @@ def signal_payload(sig: Signal, state: str, added: list[str]) -> SignalPayload:
         title=title[:1000],
         member_alert_ids=[to_uuid(x) for x in (sig.recent_ids or added[:1])],
         added_alert_ids=[to_uuid(x) for x in added],
-        revision=sig.revision,
+        revision=sig.revision if revision is None else revision,
         devices=sorted(sig.devices),
         sites=list(sig.sites),
         open_alerts=sum(1 for m in members if m.active),

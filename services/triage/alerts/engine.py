@@ -26,7 +26,7 @@ from libs.common.bus import EventProducer, StateLost
 from libs.common.embeddings import Embedder
 from libs.common.events import AlertReceived, AuditEvent, EventSource, SignalClustered
 from services.triage.alerts import store
-from services.triage.alerts.clusterer import ClusterConfig, TenantClusterer
+from services.triage.alerts.clusterer import Change, ClusterConfig, TenantClusterer
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class AlertClustering:
         sweep_every_s: float = 0.5,
         update_every_s: float = 1.0,
         grouping_every_s: float = 2.0,
+        reserve_ahead: int = 64,
     ) -> None:
         self.engine = engine
         self.producer = producer
@@ -69,6 +70,10 @@ class AlertClustering:
         self.sweep_every_s = sweep_every_s
         self.update_every_s = update_every_s
         self.grouping_every_s = grouping_every_s
+        # Revision numbers are reserved in blocks of this size (one database write per block
+        # per signal); after a crash a signal's revisions continue after its block.
+        self.reserve_ahead = reserve_ahead
+        self._reserved: dict[str, int] = {}  # signal id -> highest revision number reserved
         self.tenants: dict[str, TenantClusterer] = {}
         self._last_event_wall: dict[str, float] = {}
         self._lock = asyncio.Lock()
@@ -119,8 +124,9 @@ class AlertClustering:
         c = self.tenants.get(tenant_id)
         if c is None:
             c = TenantClusterer(tenant_id, self.config, embed=self._embed if self.embedder else None)
-            learned, live = await asyncio.to_thread(store.load_tenant, self.engine, tenant_id)
-            c.restore(learned, live)
+            learned, live, reserved = await asyncio.to_thread(store.load_tenant, self.engine, tenant_id)
+            c.restore(learned, live, reserved)
+            self._reserved.update(reserved)
             self.tenants[tenant_id] = c
         return c
 
@@ -188,16 +194,25 @@ class AlertClustering:
                 log.exception("sweep failed")
 
     async def _publish(self, tenants: Any) -> int:
-        """Publish the signal revisions that are due."""
+        """Publish the signal revisions that are due. Their numbers are reserved in the
+        database first, and they are marked published only once the producer has them: a
+        crash or a broker error never reuses a revision number (nor its event id) for other
+        content, and never loses what a revision was to say."""
         events: list[SignalClustered | AuditEvent] = []
         published: list[str] = []
         wall = time.time()
-        for c in tenants:
-            for sig, state, added in c.take_changes(wall, self.update_every_s):
-                payload = c.payload(sig, state, added)
+        due = [(c, c.due_changes(wall, self.update_every_s)) for c in tenants]
+        due = [(c, changes) for c, changes in due if changes]
+        if not due:
+            return 0
+        await self._reserve(due)
+        for c, changes in due:
+            for ch in changes:
+                sig, state, added = ch.signal, ch.state, ch.added
+                payload = c.payload(sig, state, added, ch.revision)
                 events.append(
                     SignalClustered.model_construct(  # parts built valid; see TenantClusterer.payload
-                        event_id=uuid.uuid5(REVISION_NAMESPACE, f"{sig.signal_id}:{sig.revision}"),
+                        event_id=uuid.uuid5(REVISION_NAMESPACE, f"{sig.signal_id}:{ch.revision}"),
                         tenant_id=c.tenant_id,
                         occurred_at=payload.last_seen,
                         ingested_at=datetime.now(UTC),
@@ -207,15 +222,22 @@ class AlertClustering:
                         payload=payload,
                     )
                 )
-                SIGNAL_EVENTS.labels(state).inc()
                 if state != "updated":  # decisions are audited; growth is in the stream
-                    events.append(self._audit(c.tenant_id, sig, state, added))
-                if state == "opened":
+                    events.append(self._audit(c.tenant_id, sig, state, added, ch.revision))
+                published.extend(added)
+        try:
+            await self.producer.publish_many(events)
+        except BaseException:
+            for c, changes in due:
+                c.not_published(changes)
+            raise
+        for c, changes in due:
+            c.published(changes, wall)
+            for ch in changes:
+                SIGNAL_EVENTS.labels(ch.state).inc()
+                if ch.state == "opened":
                     self._opened += 1
                     SIGNALS_OPENED.inc()
-                published.extend(added)
-        if events:
-            await self.producer.publish_many(events)
         now = time.time()
         observe = CLUSTER_LATENCY.observe
         for aid in published:
@@ -226,8 +248,26 @@ class AlertClustering:
             NOISE_REDUCTION.set(1 - self._opened / self._firing_in)
         return len(events)
 
+    async def _reserve(self, due: list[tuple[TenantClusterer, list[Change]]]) -> None:
+        """Make sure every revision about to go out lies within its signal's reserved block,
+        reserving the next block in the database where it does not."""
+        rows = [
+            {
+                "signal_id": ch.signal.signal_id,
+                "tenant_id": c.tenant_id,
+                "reserved": ch.revision + self.reserve_ahead,
+            }
+            for c, changes in due
+            for ch in changes
+            if ch.revision > self._reserved.get(ch.signal.signal_id, 0)
+        ]
+        if rows:
+            await asyncio.to_thread(store.reserve_revisions, self.engine, rows)
+            for r in rows:
+                self._reserved[r["signal_id"]] = r["reserved"]
+
     @staticmethod
-    def _audit(tenant_id: str, sig: Any, state: str, added: list[str]) -> AuditEvent:
+    def _audit(tenant_id: str, sig: Any, state: str, added: list[str], revision: int) -> AuditEvent:
         cause = {"opened": added[0] if added else sig.signal_id, "merged": sig.merged_into or sig.signal_id}
         return audit_event(
             service="triage",
@@ -235,9 +275,9 @@ class AlertClustering:
             action=f"triage.signal.{state}",
             subject_kind="signal",
             subject_id=sig.signal_id,
-            cause_id=cause.get(state) or f"{sig.signal_id}:{sig.revision}",
+            cause_id=cause.get(state) or f"{sig.signal_id}:{revision}",
             details={
-                "revision": sig.revision,
+                "revision": revision,
                 "alerts": sig.count,
                 "devices": sorted(sig.devices)[:20],
                 "grouped_by": sorted({r[0] for r in sig.reasons.values()}),

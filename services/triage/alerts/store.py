@@ -30,6 +30,16 @@ signals = Table(
     Column("state", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+# The revision numbers a signal may have published: reserved in blocks before they are used,
+# so a restart continues after every number that may have reached the topic.
+reservations = Table(
+    "triage_revision_reservations",
+    metadata,
+    Column("signal_id", String(36), primary_key=True),
+    Column("tenant_id", String(63), nullable=False, index=True),
+    Column("reserved", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
 correlations = Table(
     "triage_correlations",
     metadata,
@@ -72,8 +82,21 @@ def write(engine: Engine, batch: BatchWrite) -> None:
             )
 
 
-def load_tenant(engine: Engine, tenant_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The tenant's learned correlations and its signals still held open."""
+def reserve_revisions(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """Reserve revision numbers up to `reserved` for each row's signal (never lowering one)."""
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            upsert(engine, reservations, ["signal_id"], newer="reserved"),
+            [{**r, "updated_at": now} for r in rows],
+        )
+
+
+def load_tenant(
+    engine: Engine, tenant_id: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, int]]:
+    """The tenant's learned correlations, its signals still held open, and the revision
+    numbers reserved per signal."""
     with engine.connect() as conn:
         row = conn.execute(select(correlations.c.state).where(correlations.c.tenant_id == tenant_id)).first()
         learned = json.loads(row[0]) if row else None
@@ -83,7 +106,15 @@ def load_tenant(engine: Engine, tenant_id: str) -> tuple[dict[str, Any] | None, 
                 select(signals.c.state).where(signals.c.tenant_id == tenant_id, signals.c.status != "closed")
             )
         ]
-    return learned, live
+        reserved = {
+            sid: int(n)
+            for sid, n in conn.execute(
+                select(reservations.c.signal_id, reservations.c.reserved).where(
+                    reservations.c.tenant_id == tenant_id
+                )
+            )
+        }
+    return learned, live, reserved
 
 
 def get_signal(engine: Engine, tenant_id: str, signal_id: str) -> dict[str, Any] | None:

@@ -1,0 +1,204 @@
+"""Triage killed with SIGKILL in the middle of an alert stream and restarted: every alert that
+ingest accepted ends up in exactly one signal, and no revision number or event id ever names
+two different contents (a reader that deduplicates on either, as the README says, loses
+nothing)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from libs.common.db import make_engine, migrate
+from libs.common.settings import REPO_ROOT
+from libs.common.topics import ensure_topics, physical
+from services.ingest import tenants
+from tests.conftest import unique
+from tests.processes import spawn_service, wait_ready
+
+pytestmark = pytest.mark.e2e
+ALERTS = int(os.environ.get("MSP_CRASH_ALERTS", "20000"))
+DEVICES = 20
+BATCH = 250
+
+
+class SignalReader(threading.Thread):
+    """Every record of the signal topic, in a thread of its own."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic = bootstrap, topic
+        self.records: list[dict[str, Any]] = []
+        self.added = 0  # alert ids announced so far, duplicates included (a cheap progress figure)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        async def read() -> None:
+            consumer = AIOKafkaConsumer(
+                self.topic,
+                bootstrap_servers=self.bootstrap,
+                group_id=unique("crash-reader"),
+                auto_offset_reset="earliest",
+            )
+            await consumer.start()
+            try:
+                while not self.stop.is_set():
+                    for records in (await consumer.getmany(timeout_ms=50)).values():
+                        docs = [json.loads(r.value) for r in records]
+                        self.added += sum(len(d["payload"]["added_alert_ids"]) for d in docs)
+                        self.records.extend(docs)
+            finally:
+                await consumer.stop()
+
+        asyncio.run(read())
+
+    def as_deduplicated(self) -> tuple[dict[str, set[str]], int, int]:
+        """What a reader that keeps the first record per (signal, revision) and per event id
+        learns: each signal's alerts. Also how many revision numbers and event ids were reused
+        for other content."""
+        by_revision: dict[tuple[str, int], str] = {}
+        by_event: dict[str, str] = {}
+        reused_revisions = reused_ids = 0
+        alerts: dict[str, set[str]] = defaultdict(set)
+        for r in list(self.records):
+            p = r["payload"]
+            content = json.dumps({k: v for k, v in p.items()}, sort_keys=True)
+            key = (p["signal_id"], p["revision"])
+            if key in by_revision:
+                reused_revisions += by_revision[key] != content
+                continue
+            if r["event_id"] in by_event:
+                reused_ids += by_event[r["event_id"]] != content
+                continue
+            by_revision[key] = by_event[r["event_id"]] = content
+            alerts[p["signal_id"]].update(p["added_alert_ids"])
+        return alerts, reused_revisions, reused_ids
+
+
+def test_triage_killed_mid_stream_loses_and_doubles_no_alert(
+    bootstrap: str, pg_url: str, tmp_path: Path
+) -> None:
+    migrate(pg_url, REPO_ROOT / "services" / "ingest" / "migrations", "ingest")
+    run = unique("crash").replace("-", "")
+    asyncio.run(ensure_topics(bootstrap, namespace=run))
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "MSP_TOPIC_NAMESPACE": run,
+        "MSP_ADMIN_TOKEN": "k" * 40,
+        "MSP_DATABASE_URL": pg_url,
+        "MSP_VAR_DIR": str(tmp_path),
+        "MSP_EMBEDDINGS_ENABLED": "false",
+        "MSP_TICKETS_ENABLED": "false",
+        "MSP_RATE_LIMIT_EPS": "100000",
+        "MSP_RATE_LIMIT_BURST": "100000",
+    }
+    started = {
+        name: (
+            *spawn_service(name, {**env, "MSP_CONSUMER_GROUP": f"{run}-{name}"}, tmp_path / f"{name}-1.log"),
+            tmp_path / f"{name}-1.log",
+        )
+        for name in ("ingest", "triage")
+    }
+    wait_ready(started)
+    ingest_proc, ingest_url, _ = started["ingest"]
+    triage_proc = started["triage"][0]
+    engine = make_engine(pg_url)
+    tenant = unique("storm")
+    tenants.add_tenant(engine, tenant, "crash test")
+    key = tenants.issue_key(engine, tenant)
+    engine.dispose()
+    reader = SignalReader(bootstrap, physical("signals.clustered.v1", run))
+    reader.start()
+    t0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    accepted: set[str] = set()
+
+    def post(first: int, last: int) -> None:
+        with httpx.Client(timeout=30.0, headers={"X-API-Key": key}) as client:
+            for start in range(first, last, BATCH):
+                alerts = [
+                    {
+                        "fingerprint": f"disk-{n % DEVICES}",
+                        "title": f"Disk D: above 90% on FS{n % DEVICES:02d}",
+                        "device": f"FS{n % DEVICES:02d}",
+                        "site": f"site-{n % DEVICES}",
+                        "severity": "warning",
+                        "starts_at": (t0 + timedelta(seconds=n)).isoformat(),
+                    }
+                    for n in range(start, min(last, start + BATCH))
+                ]
+                r = client.post(f"{ingest_url}/v1/alerts/batch", json={"alerts": alerts})
+                assert r.status_code == 202, r.text
+                accepted.update(r.json()["event_ids"])
+
+    def seen() -> int:
+        return sum(len(a) for a in reader.as_deduplicated()[0].values())
+
+    try:
+        # The whole stream is posted at full speed from a thread; triage is killed as soon as it
+        # has published revisions for a quarter of it, in the middle of its work.
+        poster = threading.Thread(target=post, args=(0, ALERTS), daemon=True)
+        poster.start()
+        deadline = time.monotonic() + 60
+        while reader.added < ALERTS // 4 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert reader.added < ALERTS, "triage finished before it could be killed; the test proves nothing"
+        triage_proc.send_signal(signal.SIGKILL)
+        triage_proc.wait()
+        killed_at = seen()
+        poster.join(timeout=120)  # ingest goes on accepting while triage is down
+        log = tmp_path / "triage-2.log"
+        proc, url = spawn_service("triage", {**env, "MSP_CONSUMER_GROUP": f"{run}-triage"}, log)
+        wait_ready({"triage": (proc, url, log)})
+        deadline = time.monotonic() + 120
+        while seen() < ALERTS and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # A sentinel after the stream: once its signal is read, every revision before it is too.
+        post_sentinel = {
+            "fingerprint": "sentinel",
+            "title": "sentinel",
+            "device": "SENTINEL",
+            "starts_at": t0.isoformat(),
+        }
+        r = httpx.post(f"{ingest_url}/v1/alerts", json=post_sentinel, headers={"X-API-Key": key})
+        sentinel = r.json()["event_ids"][0]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            sentinel in rec["payload"]["added_alert_ids"] for rec in list(reader.records)
+        ):
+            time.sleep(0.2)
+        (tmp_path / "signal-records.json").write_text(json.dumps(reader.records))
+        alerts, reused_revisions, reused_ids = reader.as_deduplicated()
+        alerts = {sid: ids - {sentinel} for sid, ids in alerts.items() if ids - {sentinel}}
+        holders: dict[str, int] = defaultdict(int)
+        for ids in alerts.values():
+            for a in ids:
+                holders[a] += 1
+        lost = len(accepted - set(holders))
+        doubled = sum(1 for n in holders.values() if n > 1)
+        print(
+            f"\ncrash test (triage SIGKILL after {killed_at} alerts were in published signals): "
+            f"sent {ALERTS}, accepted {len(accepted)}, "
+            f"in signals {len(holders)}, lost {lost}, doubled {doubled}, "
+            f"revision numbers reused {reused_revisions}, event ids reused {reused_ids}"
+        )
+        assert len(accepted) == ALERTS
+        assert lost == 0 and doubled == 0
+        assert reused_revisions == 0 and reused_ids == 0
+        assert len(alerts) == DEVICES
+        proc.kill()
+    finally:
+        reader.stop.set()
+        for p in (ingest_proc, triage_proc):
+            if p.poll() is None:
+                p.kill()
