@@ -167,6 +167,17 @@ class EventProducer:
             topics.append(dest)
         return await self._await_acks(futures, topics)
 
+    async def send_raw_many(
+        self, records: Sequence[tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]]]]
+    ) -> list[RecordMetadata]:
+        """Send records already encoded (physical topic, key, value, headers), then wait until
+        Kafka has every one (an outbox relays what it stored, byte for byte)."""
+        futures = [
+            await self._producer.send(topic, value, key=key, headers=list(headers))
+            for topic, key, value, headers in records
+        ]
+        return await self._await_acks(futures, [r[0] for r in records])
+
     async def send_raw(
         self, topic: str, value: bytes, *, key: bytes | None, headers: Sequence[tuple[str, bytes]] = ()
     ) -> RecordMetadata:

@@ -47,6 +47,7 @@ def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
         retry_max_s=settings.psa_retry_max_s,
         max_attempts=settings.psa_max_attempts,
         psa_timeout_s=settings.psa_timeout_s,
+        namespace=settings.topic_namespace,
     )
     rt.add_component("packets", packets.start, packets.stop, lambda: packets.running)
     # One group for everything a packet is built from: keyed by tenant, so a tenant's events

@@ -23,7 +23,7 @@ import httpx
 from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine
 
-from libs.common.audit import AuditEmitter
+from libs.common.audit import AuditEmitter, audit_event
 from libs.common.bus import EventProducer
 from libs.common.events import (
     AutomationResult,
@@ -38,6 +38,7 @@ from libs.common.events import (
     derive_event_id,
     utcnow,
 )
+from libs.common.outbox import OutboxRelay
 from libs.common.reasoning import Evidence, Reasoning, SummariseInput, SummariseOutput, audit_fallback
 from services.packet import builder, psa, store
 from services.packet.kb.base import KnowledgeBase
@@ -127,6 +128,7 @@ class PacketEngine:
         max_attempts: int = 10,
         psa_timeout_s: float = 10.0,
         signal_update_every_s: float = 60.0,
+        namespace: str = "",
     ) -> None:
         self.engine = engine
         self.producer = producer
@@ -141,6 +143,9 @@ class PacketEngine:
         self.max_attempts = max_attempts
         self.psa_timeout_s = psa_timeout_s
         self.signal_update_every_s = signal_update_every_s
+        self.namespace = namespace
+        # What the service says (packet events, audits) leaves through the outbox.
+        self.outbox = OutboxRelay(engine, store.outbox, producer, "packet")
         self._last_version: dict[tuple[str, str], float] = {}
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -151,6 +156,7 @@ class PacketEngine:
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=self.psa_timeout_s)
+        await self.outbox.start()
         self.running = True
         self._worker = asyncio.create_task(self._deliver_forever(), name="packet-deliveries")
 
@@ -165,6 +171,7 @@ class PacketEngine:
             await asyncio.gather(self._worker, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
+        await self.outbox.stop()
 
     # --- the stream -------------------------------------------------------------------------
 
@@ -274,6 +281,29 @@ class PacketEngine:
             packet_id=packet_id, ticket_id=ticket["ticket_id"], version=version, **content
         )  # type: ignore[arg-type]
         target = await asyncio.to_thread(store.get_target, self.engine, tenant)
+        created = utcnow()
+        link = ticket["snapshot"].get("url")
+        packet_event = EscalationPacket(
+            event_id=derive_event_id(tenant, "packet", str(packet_id), str(version)),
+            tenant_id=tenant,
+            occurred_at=created,
+            ingested_at=created,
+            source=EventSource(system="msp.packet", reference=ticket["ticket_id"], link=link),
+            payload=payload,
+        )
+        built = audit_event(
+            service="packet",
+            tenant_id=tenant,
+            action="packet.version.built",
+            subject_kind="packet",
+            subject_id=f"{packet_id}:v{version}",
+            cause_id=str(cause.event_id),
+            details={
+                "ticket_id": ticket["ticket_id"],
+                "trigger": trigger,
+                "psa": target["kind"] if target else None,
+            },
+        )
         await asyncio.to_thread(
             store.save_packet,
             self.engine,
@@ -286,32 +316,13 @@ class PacketEngine:
             cause_event_id=str(cause.event_id),
             trigger_at=cause.ingested_at,
             deliver=target is not None,
+            events=[packet_event, built],
+            namespace=self.namespace,
         )
+        self.outbox.wake()
         if target is not None:
             self._wake.set()
         self._last_version[(tenant, ticket["ticket_id"])] = time.monotonic()
-        link = ticket["snapshot"].get("url")
-        await self.producer.publish(
-            EscalationPacket(
-                event_id=derive_event_id(tenant, "packet", str(packet_id), str(version)),
-                tenant_id=tenant,
-                occurred_at=utcnow(),
-                source=EventSource(system="msp.packet", reference=ticket["ticket_id"], link=link),
-                payload=payload,
-            )
-        )
-        await self.audit.emit(
-            tenant_id=tenant,
-            action="packet.version.built",
-            subject_kind="packet",
-            subject_id=f"{packet_id}:v{version}",
-            cause_id=str(cause.event_id),
-            details={
-                "ticket_id": ticket["ticket_id"],
-                "trigger": trigger,
-                "psa": target["kind"] if target else None,
-            },
-        )
         claims = [c for k, v in content.items() if k != "still_unknown" for c in v]
         _VERSIONS.labels(trigger).inc()
         _CLAIMS.observe(len(claims))
@@ -433,6 +444,16 @@ class PacketEngine:
         except psa.DeliveryError as exc:
             give_up = not exc.retry or attempts >= self.max_attempts
             delay = min(self.retry_max_s, self.retry_base_s * 2 ** (attempts - 1))
+            failed = audit_event(
+                service="packet",
+                tenant_id=tenant,
+                action="packet.note.failed",
+                subject_kind="packet",
+                subject_id=f"{packet.packet_id}:v{packet.version}",
+                cause_id=f"{packet.packet_id}:v{packet.version}:failed",
+                outcome="failed",
+                details={"psa": kind, "attempts": attempts, "error": str(exc)[:500]},
+            )
             await asyncio.to_thread(
                 store.finish_delivery,
                 self.engine,
@@ -442,23 +463,25 @@ class PacketEngine:
                 attempts=attempts,
                 next_at=utcnow() + timedelta(seconds=delay),
                 error=str(exc)[:1000],
+                events=[failed] if give_up else [],
+                namespace=self.namespace,
             )
+            self.outbox.wake()
             _DELIVERIES.labels(kind, "failed" if give_up else "retry").inc()
             log.warning(
                 "PSA note post failed",
                 extra={"tenant_id": tenant, "psa": kind, "attempt": attempts, "error": str(exc)[:200]},
             )
-            if give_up:
-                await self.audit.emit(
-                    tenant_id=tenant,
-                    action="packet.note.failed",
-                    subject_kind="packet",
-                    subject_id=f"{packet.packet_id}:v{packet.version}",
-                    cause_id=f"{packet.packet_id}:v{packet.version}:failed",
-                    outcome="failed",
-                    details={"psa": kind, "attempts": attempts, "error": str(exc)[:500]},
-                )
             return 0
+        posted = audit_event(
+            service="packet",
+            tenant_id=tenant,
+            action="packet.note.posted",
+            subject_kind="packet",
+            subject_id=f"{packet.packet_id}:v{packet.version}",
+            cause_id=f"{packet.packet_id}:v{packet.version}:posted",
+            details={"psa": kind, "attempts": attempts, "remote_id": remote},
+        )
         await asyncio.to_thread(
             store.finish_delivery,
             self.engine,
@@ -467,16 +490,11 @@ class PacketEngine:
             status="posted",
             attempts=attempts,
             remote_id=remote,
+            events=[posted],
+            namespace=self.namespace,
         )
+        self.outbox.wake()
         _DELIVERIES.labels(kind, "posted").inc()
         at = trigger_at if trigger_at.tzinfo else trigger_at.replace(tzinfo=UTC)
         _LATENCY.observe(max(0.0, (datetime.now(UTC) - at).total_seconds()))
-        await self.audit.emit(
-            tenant_id=tenant,
-            action="packet.note.posted",
-            subject_kind="packet",
-            subject_id=f"{packet.packet_id}:v{packet.version}",
-            cause_id=f"{packet.packet_id}:v{packet.version}:posted",
-            details={"psa": kind, "attempts": attempts, "remote_id": remote},
-        )
         return 1

@@ -31,7 +31,8 @@ from sqlalchemy import (
 )
 
 from libs.common.db import upsert
-from libs.common.events import utcnow
+from libs.common.events import Envelope, utcnow
+from libs.common.outbox import outbox_table, stage
 
 metadata = MetaData()
 tickets = Table(
@@ -128,6 +129,8 @@ feedback = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+
+outbox = outbox_table(metadata, "packet")
 
 actions = Table(
     "packet_actions",
@@ -457,6 +460,8 @@ def save_packet(
     cause_event_id: str,
     trigger_at: datetime,
     deliver: bool,
+    events: list[Envelope] = (),  # type: ignore[assignment]
+    namespace: str = "",
 ) -> None:
     """The packet version and its delivery, in one transaction (the outbox: a crash never
     leaves a version without its delivery). Without a PSA target the delivery waits, visibly,
@@ -487,6 +492,8 @@ def save_packet(
                 last_error=None if deliver else NO_TARGET,
             )
         )
+        # The version's event and its audit go out through the outbox: with the version, or not at all.
+        stage(conn, outbox, list(events), namespace)
 
 
 def packet_versions(engine: Engine, tenant_id: str, packet_id: str) -> list[dict[str, Any]]:
@@ -649,6 +656,8 @@ def finish_delivery(
     next_at: datetime | None = None,
     error: str | None = None,
     remote_id: str | None = None,
+    events: list[Envelope] = (),  # type: ignore[assignment]
+    namespace: str = "",
 ) -> None:
     values: dict[str, Any] = {"status": status, "attempts": attempts, "last_error": error}
     if next_at is not None:
@@ -661,6 +670,7 @@ def finish_delivery(
             .where(deliveries.c.packet_id == packet_id, deliveries.c.version == version)
             .values(**values)
         )
+        stage(conn, outbox, list(events), namespace)
 
 
 # --- feedback -----------------------------------------------------------------------------------

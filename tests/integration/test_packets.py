@@ -726,3 +726,49 @@ def test_a_note_answers_a_runbook_check_by_meaning_not_by_its_words(
     }
     done = packets.rt.packets._answered(list(checks.values()), note_sentences(note))  # type: ignore[attr-defined]
     assert {name for name, hit in zip(checks, done, strict=True) if hit} == ({answers} if answers else set())
+
+
+async def test_a_version_its_event_and_its_audit_are_written_together_and_published_as_written(
+    packets: Packets,
+) -> None:
+    """The version, its packets.escalation.v1 event and its audit are written in one
+    transaction; the outbox relay publishes the stored bytes (a retry of the same escalation
+    finds the version and stages nothing new)."""
+    from aiokafka import AIOKafkaConsumer
+    from sqlalchemy import select
+
+    from libs.common.topics import physical
+
+    tenant = unique("outbox")
+    esc = escalation(tenant, "O-1")
+    await packets.send(esc, esc)  # the second one: a redelivery
+    await eventually(lambda: len(packets.versions(tenant, "O-1")) == 1, "the version")
+
+    def staged() -> list[Any]:
+        with packets.rt.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(store.outbox.c.value, store.outbox.c.published_at).where(
+                        store.outbox.c.value.contains(tenant.encode())
+                    )
+                )
+            )
+
+    await eventually(lambda: len(staged()) == 2 and all(r.published_at for r in staged()), "relayed")
+    consumer = AIOKafkaConsumer(
+        physical("packets.escalation.v1", packets.namespace),
+        bootstrap_servers=packets.bootstrap,
+        group_id=unique("packet-reader"),
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    found: list[bytes] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while not found and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                found += [r.value for r in records if tenant.encode() in r.value]
+    finally:
+        await consumer.stop()
+    assert len(packets.versions(tenant, "O-1")) == 1
+    assert found == [r.value for r in staged() if b'"packet_id"' in r.value]

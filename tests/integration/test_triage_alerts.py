@@ -297,9 +297,8 @@ async def test_a_broker_error_while_publishing_keeps_what_the_revision_was_to_sa
     )
     working = clustering.producer
     # A producer whose topics the broker does not have: every send fails after its timeout.
-    broken = EventProducer(
-        triage.bootstrap, client_id="refused", namespace=unique("gone").replace("-", ""), request_timeout_ms=1500
-    )
+    gone = unique("gone").replace("-", "")
+    broken = EventProducer(triage.bootstrap, client_id="refused", namespace=gone, request_timeout_ms=1500)
     await broken.start()
     clustering.producer = broken
     try:
