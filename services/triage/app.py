@@ -138,6 +138,7 @@ def add_ticket_triage(rt: Runtime, app: FastAPI, settings: TriageSettings) -> Ti
         auto_threshold=settings.tickets_auto_threshold,
         reasoning=reasoning_from_settings(settings),
         global_corpus=corpus,
+        namespace=settings.topic_namespace,
     )
     rt.add_component("ticket_triage", triage.start, triage.stop, lambda: triage.ready)
     # Signals and tickets in one group: both keyed by tenant, handled in order per partition.

@@ -390,3 +390,37 @@ async def test_the_rollout_and_intent_apis_validate_and_keep_per_tenant_settings
         drift = (await client.get("/v1/tickets/drift", params={"tenant_id": tenant})).json()
         assert drift["window"] == 0 and drift["mean_confidence"] is None
         assert (await client.get("/v1/tickets/drift", params={"tenant_id": "Bad Tenant"})).status_code == 422
+
+
+async def test_a_global_model_that_cannot_be_built_makes_ticket_triage_unready_and_fail_loudly(
+    bootstrap: str, pg_url: str
+) -> None:
+    """Today's failure mode was a consumer waiting forever with no error: now readiness says
+    no, the reason is kept, and the consumer fails (its process exits for the supervisor)."""
+    from libs.common.audit import AuditEmitter
+    from libs.common.bus import EventProducer
+    from libs.common.db import make_engine
+    from libs.common.embeddings import shared_embedder
+    from services.triage.tickets.engine import TicketTriage
+    from services.triage.tickets.triager import TriageConfig
+
+    producer = EventProducer(bootstrap, client_id="t")
+    engine = make_engine(pg_url)
+    triage = TicketTriage(
+        engine=engine,
+        producer=producer,
+        audit=AuditEmitter(producer, "triage"),
+        embedder=shared_embedder(),
+        config=TriageConfig(),
+        global_corpus=(["printer jammed", "vpn down"], ["Hardware"]),  # texts and labels do not pair up
+    )
+    await triage.start()
+    try:
+        assert triage._prepare is not None
+        await asyncio.wait_for(asyncio.shield(triage._prepare), 120)
+        assert triage.ready is False and triage.failed and "global ticket model" in triage.failed
+        with pytest.raises(RuntimeError, match="global ticket model"):
+            await asyncio.wait_for(triage.handle_batch([]), 5)
+    finally:
+        await triage.stop()
+        engine.dispose()

@@ -33,7 +33,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Engine
 
-from libs.common.audit import AuditEmitter
+from libs.common.audit import AuditEmitter, audit_event
 from libs.common.bus import EventProducer
 from libs.common.embeddings import Embedder
 from libs.common.events import (
@@ -51,6 +51,7 @@ from libs.common.events import (
     derive_event_id,
     utcnow,
 )
+from libs.common.outbox import OutboxRelay
 from libs.common.reasoning import (
     Candidate,
     ClassifyInput,
@@ -148,8 +149,12 @@ class TicketTriage:
         reasoning: Reasoning | None = None,
         global_corpus: tuple[list[str], list[str]] | None = None,
         drift_window: int = 200,
+        namespace: str = "",
     ) -> None:
         self.engine = engine
+        self.namespace = namespace
+        # Triage results and their audits leave through the outbox, written with the decision.
+        self.outbox = OutboxRelay(engine, store.outbox, producer, "triage")
         self.producer = producer
         self.audit = audit
         self.embedder = embedder
@@ -169,19 +174,29 @@ class TicketTriage:
         self._tasks: set[asyncio.Task[None]] = set()
         self._train_slot = asyncio.Semaphore(1)  # one model trains at a time: it takes the CPU
         self._prepare: asyncio.Task[None] | None = None
+        self.failed: str | None = None  # why ticket triage cannot work, if it cannot
 
     # --- lifecycle ------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        return self._ready.is_set() and self.failed is None
 
     async def start(self) -> None:
+        await self.outbox.start()
         self._prepare = asyncio.create_task(self._build_global())
 
     async def _build_global(self) -> None:
         started = time.perf_counter()
-        triager, matcher = await asyncio.to_thread(self._global_parts)
+        try:
+            triager, matcher = await asyncio.to_thread(self._global_parts)
+        except Exception as exc:
+            # Without the global model nothing can be triaged: say so, stay unready, and let the
+            # consumer fail (the process exits for its supervisor) instead of waiting forever.
+            self.failed = f"the global ticket model could not be built: {exc!r}"
+            log.error(self.failed, exc_info=exc)
+            self._ready.set()
+            return
         self.triager = triager
         self._matchers[""] = ("", matcher)
         self._ready.set()
@@ -194,6 +209,7 @@ class TicketTriage:
         for task in [*self._tasks, *([self._prepare] if self._prepare else [])]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.outbox.stop()
 
     def forget_all(self) -> None:
         """Partitions moved: drop what is cached per tenant (the database has it all)."""
@@ -212,6 +228,8 @@ class TicketTriage:
         """Signal revisions are written in bulk (an alert storm sends many, and tickets share
         their partitions); each ticket event is handled after the signals before it."""
         await self._ready.wait()
+        if self.failed is not None:
+            raise RuntimeError(self.failed)
         pending: list[tuple[str, dict[str, Any]]] = []
         for event, _record in items:
             if isinstance(event, SignalClustered):
@@ -407,8 +425,23 @@ class TicketTriage:
             source=EventSource(system="msp.triage", reference=ticket.ticket_id, link=ticket.url),
             payload=payload,
         )
-        if mode != "off":
-            await self.producer.publish(triaged)
+        classified = audit_event(
+            service="triage",
+            tenant_id=tenant,
+            action="triage.ticket.classified",
+            subject_kind="ticket",
+            subject_id=ticket.ticket_id,
+            cause_id=str(event.event_id),
+            details={
+                "category": category.label,
+                "confidence": category.confidence,
+                "method": category.method,
+                "intent": result.intent.label,
+                "priority": result.priority.label,
+                "mode": mode,
+                "shown": mode in ("suggest", "auto"),
+            },
+        )
         await asyncio.to_thread(
             store.save_decision,
             self.engine,
@@ -426,23 +459,10 @@ class TicketTriage:
                 "result": triaged.model_dump_json(),
                 "event_id": str(triaged.event_id),
             },
+            [triaged, classified] if mode != "off" else [classified],
+            self.namespace,
         )
-        await self.audit.emit(
-            tenant_id=tenant,
-            action="triage.ticket.classified",
-            subject_kind="ticket",
-            subject_id=ticket.ticket_id,
-            cause_id=str(event.event_id),
-            details={
-                "category": category.label,
-                "confidence": category.confidence,
-                "method": category.method,
-                "intent": result.intent.label,
-                "priority": result.priority.label,
-                "mode": mode,
-                "shown": mode in ("suggest", "auto"),
-            },
-        )
+        self.outbox.wake()
         _DECISIONS.labels(category.method.split(":")[0], mode).inc()
         _CONFIDENCE.labels(category.method.split(":")[0]).observe(category.confidence)
         if category.label is None:

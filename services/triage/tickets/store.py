@@ -29,11 +29,13 @@ from sqlalchemy import (
 )
 
 from libs.common.db import upsert
-from libs.common.events import utcnow
+from libs.common.events import Envelope, utcnow
+from libs.common.outbox import outbox_table, stage
 from services.triage.tickets.model import TicketClassifier
 from services.triage.tickets.triager import Case
 
 metadata = MetaData()
+outbox = outbox_table(metadata, "triage")
 cases = Table(
     "triage_cases",
     metadata,
@@ -180,9 +182,17 @@ def last_decision(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, A
     return dict(row) if row else None
 
 
-def save_decision(engine: Engine, row: dict[str, Any]) -> None:
+def save_decision(
+    engine: Engine,
+    row: dict[str, Any],
+    events: list[Envelope] = (),
+    namespace: str = "",  # type: ignore[assignment]
+) -> None:
+    """The decision and what announces it (the triage result, its audit), in one transaction:
+    the outbox relay publishes the events once Kafka takes them."""
     with engine.begin() as conn:
         conn.execute(upsert(engine, tickets, ["tenant_id", "ticket_id"]), [{**row, "decided_at": utcnow()}])
+        stage(conn, outbox, list(events), namespace)
 
 
 def mark_final(engine: Engine, tenant_id: str, ticket_id: str, category: str, corrected: bool) -> None:
