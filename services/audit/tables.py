@@ -1,6 +1,17 @@
 """The audit service's tables: the append-only trail and one chain head per tenant."""
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 
@@ -22,6 +33,9 @@ audit_events = Table(
     Column("body", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    UniqueConstraint("tenant_id", "tenant_seq", name="uq_audit_tenant_seq"),
+    Index("ix_audit_tenant_trace", "tenant_id", "trace_id"),
+    Index("ix_audit_tenant_subject", "tenant_id", "subject_id"),
 )
 
 chain_heads = Table(

@@ -1,6 +1,6 @@
 """The ingest service's tables: tenants and the keys their senders post with."""
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -17,12 +17,13 @@ api_keys = Table(
     "ingest_api_keys",
     metadata,
     Column("key_id", String(32), primary_key=True),
-    Column("tenant_id", String(63), ForeignKey("ingest_tenants.tenant_id"), nullable=False, index=True),
+    Column("tenant_id", String(63), ForeignKey("ingest_tenants.tenant_id"), nullable=False),
     Column("secret_hash", String(64), nullable=False),
     Column("role", String(20), nullable=False),
     Column("label", String(200), nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    Index("ix_ingest_api_keys_tenant", "tenant_id"),
 )
 
 # A PSA company, RMM site or organisation, mapped to the tenant it belongs to. Unique per
@@ -32,8 +33,9 @@ source_mappings = Table(
     metadata,
     Column("source_system", String(100), primary_key=True),
     Column("external_id", String(200), primary_key=True),
-    Column("tenant_id", String(63), ForeignKey("ingest_tenants.tenant_id"), nullable=False, index=True),
+    Column("tenant_id", String(63), ForeignKey("ingest_tenants.tenant_id"), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ingest_source_mappings_tenant", "tenant_id"),
 )
 
 # The last known state of each PSA ticket, to tell an escalation or a reopen from an update.

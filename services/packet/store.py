@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -46,6 +47,7 @@ tickets = Table(
     Column("escalated", Boolean, nullable=False),
     Column("closed", Boolean, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_packet_tickets_open", "tenant_id", "escalated", "closed"),
 )
 signals = Table(
     "packet_signals",
@@ -56,6 +58,7 @@ signals = Table(
     Column("payload", Text, nullable=False),  # the SignalPayload of that revision
     Column("alert_ids", Text, nullable=False),  # every member alert seen, JSON list
     Column("last_seen", DateTime(timezone=True), nullable=False),
+    Index("ix_packet_signals_seen", "tenant_id", "last_seen"),
 )
 triage = Table(
     "packet_triage",
@@ -89,6 +92,7 @@ packets = Table(
     Column("cause_event_id", String(36), nullable=False),
     Column("trigger_at", DateTime(timezone=True), nullable=False),  # when the causing event was ingested
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_packet_packets_ticket", "tenant_id", "ticket_id", "version"),
 )
 targets = Table(
     "packet_psa_targets",
@@ -114,6 +118,7 @@ deliveries = Table(
     Column("last_error", Text),
     Column("remote_id", Text),
     Column("posted_at", DateTime(timezone=True)),
+    Index("ix_packet_deliveries_due", "status", "next_at"),
 )
 feedback = Table(
     "packet_feedback",
@@ -127,6 +132,7 @@ feedback = Table(
     Column("review_seconds", Float),
     Column("engineer", String(200)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_packet_feedback_packet", "tenant_id", "packet_id"),
 )
 
 
@@ -143,6 +149,7 @@ actions = Table(
     Column("results", Text, nullable=False),  # the steps' results
     Column("logs_url", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_packet_actions_ticket", "tenant_id", "ticket_id"),
 )
 
 

@@ -56,15 +56,16 @@ def test_every_service_migrates_postgres_and_a_second_run_changes_nothing(
         for name in SERVICES
     }
     assert versions == heads
-    assert heads["audit"] == "audit_0001" and heads["ingest"] == "ingest_0002"
+    assert heads["audit"] == "audit_0002" and heads["ingest"] == "ingest_0002"
 
 
-def test_the_audit_table_refuses_updates_and_deletes(engine: Engine) -> None:
+def test_the_audit_table_refuses_updates_deletes_and_truncate(engine: Engine) -> None:
     tenant = unique("acme")
     assert store.append(engine, audit(tenant))
     for stmt in (
         "UPDATE audit_events SET actor = 'x' WHERE tenant_id = :t",
         "DELETE FROM audit_events WHERE tenant_id = :t",
+        "TRUNCATE audit_events",
     ):
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
             conn.execute(text(stmt), {"t": tenant})
@@ -254,3 +255,56 @@ def test_packet_tables_keep_signals_packets_and_deliveries_per_tenant(
         packets.finish_delivery(db, str(pid), 1, status="posted", attempts=1, remote_id="n-1")
         assert packets.packet_versions(db, a, str(pid))[0]["status"] == "posted"
         assert packets.packet_versions(db, b, str(pid)) == [], "a packet is not found under another tenant"
+
+
+def test_every_table_is_declared_as_its_migrations_create_it(pg_url: str) -> None:
+    """Each service's table definitions and its Alembic migrations describe the same schema
+    (the equivalent of `alembic check`): a column, index or constraint added to one and not the
+    other fails here."""
+    import uuid as _uuid
+
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from services.audit import tables as audit_tables
+    from services.ingest import tables as ingest_tables
+    from services.packet import store as packet_store
+    from services.triage.alerts import store as alert_store
+    from services.triage.tickets import store as ticket_store
+
+    declared = {
+        "audit": [audit_tables.metadata],
+        "ingest": [ingest_tables.metadata],
+        "packet": [packet_store.metadata],
+        "triage": [alert_store.metadata, ticket_store.metadata],
+    }
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    name = f"msp_schema_{_uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    fresh = make_engine(url)
+    try:
+        for service in declared:
+            migrate(url, REPO_ROOT / "services" / service / "migrations", service)
+        drift = []
+        with fresh.connect() as conn:
+            context = MigrationContext.configure(conn)
+            for service, metadatas in declared.items():
+                for metadata in metadatas:
+                    for diff in compare_metadata(context, metadata):
+                        # Tables of other metadata (other services, Alembic's own) are not drift.
+                        op, obj = (diff[0], diff[1]) if isinstance(diff, tuple) else (diff[0][0], diff[0][2])
+                        table = getattr(obj, "name", None) if op.endswith("_table") else None
+                        table = table or getattr(getattr(obj, "table", None), "name", None) or str(obj)
+                        if op.startswith("remove_") and table not in metadata.tables:
+                            continue
+                        drift.append((service, op, str(obj)[:200]))
+        assert drift == []
+    finally:
+        fresh.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

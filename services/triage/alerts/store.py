@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, Text, select, update
+from sqlalchemy import Column, DateTime, Engine, Index, Integer, MetaData, String, Table, Text, select, update
 
 from libs.common.db import upsert
 from libs.common.events import utcnow
@@ -29,6 +29,7 @@ signals = Table(
     Column("revision", Integer, nullable=False),
     Column("state", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_triage_signals_tenant_status", "tenant_id", "status"),
 )
 # The revision numbers a signal may have published: reserved in blocks before they are used,
 # so a restart continues after every number that may have reached the topic.
@@ -36,9 +37,10 @@ reservations = Table(
     "triage_revision_reservations",
     metadata,
     Column("signal_id", String(36), primary_key=True),
-    Column("tenant_id", String(63), nullable=False, index=True),
+    Column("tenant_id", String(63), nullable=False),
     Column("reserved", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_triage_revision_reservations_tenant_id", "tenant_id"),
 )
 correlations = Table(
     "triage_correlations",

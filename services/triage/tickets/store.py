@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -65,6 +66,7 @@ tickets = Table(
     Column("result", Text, nullable=False),  # the triaged payload, as published
     Column("event_id", String(36), nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=False),
+    Index("ix_triage_tickets_tenant_decided", "tenant_id", "decided_at"),
 )
 rollout = Table(
     "triage_rollout",
@@ -98,6 +100,7 @@ open_signals = Table(
     Column("devices", Text, nullable=False),
     Column("sites", Text, nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
+    Index("ix_triage_open_signals_tenant_state", "tenant_id", "state", "last_seen"),
 )
 
 
