@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 PACKET_NAMESPACE = uuid.UUID("0b6f3a52-6a8e-4d59-b3a4-2f0f6f3e1c7d")
 SIGNAL_TRIGGERS = {"opened", "resolved", "merged"}
+SHOWN_MODES = ("suggest", "auto")
 CONTEXT_WINDOW = timedelta(hours=24)
 
 _LATENCY = Histogram(
@@ -179,13 +180,20 @@ class PacketEngine:
         if isinstance(event, TicketEvent):
             await self._ticket(event)
         elif isinstance(event, TicketTriaged):
-            await asyncio.to_thread(
-                store.save_triage,
-                self.engine,
-                event.tenant_id,
-                event.payload.ticket_id,
-                event.payload.model_dump(mode="json"),
-            )
+            # Only what the tenant's rollout mode shows engineers (suggest, auto) reaches a
+            # packet; a shadow result is for measurement and is shown to nobody.
+            if event.payload.rollout_mode in SHOWN_MODES:
+                await asyncio.to_thread(
+                    store.save_triage,
+                    self.engine,
+                    event.tenant_id,
+                    event.payload.ticket_id,
+                    event.payload.model_dump(mode="json"),
+                )
+            else:
+                await asyncio.to_thread(
+                    store.drop_triage, self.engine, event.tenant_id, event.payload.ticket_id
+                )
         elif isinstance(event, SignalClustered):
             await self._signal(event)
         elif isinstance(event, AutomationRun):

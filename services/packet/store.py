@@ -268,6 +268,11 @@ def save_triage(engine: Engine, tenant_id: str, ticket_id: str, payload: dict[st
         conn.execute(upsert(engine, triage, ["tenant_id", "ticket_id"]), [row])
 
 
+def drop_triage(engine: Engine, tenant_id: str, ticket_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(triage).where(triage.c.tenant_id == tenant_id, triage.c.ticket_id == ticket_id))
+
+
 def get_triage(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(

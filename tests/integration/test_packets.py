@@ -263,6 +263,26 @@ async def test_a_psa_outage_is_retried_until_the_note_is_posted(
 
 async def test_packets_without_a_psa_are_kept_and_readable(packets: Packets) -> None:
     tenant = unique("nopsa")
+    shadow = TicketTriaged(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=datetime.now(UTC),
+        source=EventSource(system="msp.triage"),
+        payload=TicketTriagedPayload(
+            ticket_id="8",
+            category=Decision(label="Storage", confidence=0.9, method="tenant_model"),
+            intent=Decision(label="disk_space", confidence=0.8, method="intent_catalogue"),
+            priority=Decision(label="high", confidence=0.6, method="priority_rules"),
+            similar_cases=[SimilarCase(ticket_id="3", score=0.93, resolution_summary="shadow-only advice")],
+            rollout_mode="shadow",
+        ),
+    )
+    await packets.send(shadow, escalation(tenant, "8"))
+    await eventually(lambda: len(packets.versions(tenant, "8")) == 1, "the packet of the shadow ticket")
+    hidden = json.loads(packets.versions(tenant, "8")[0]["payload"])
+    assert hidden["similar_cases"] == [] and "shadow-only advice" not in json.dumps(hidden), (
+        "shadow is shown to nobody"
+    )
     triaged = TicketTriaged(
         event_id=uuid.uuid4(),
         tenant_id=tenant,
@@ -281,6 +301,7 @@ async def test_packets_without_a_psa_are_kept_and_readable(packets: Packets) -> 
                     url="https://psa/4",
                 )
             ],
+            rollout_mode="suggest",
         ),
     )
     await packets.send(triaged, escalation(tenant, "9"))
@@ -292,7 +313,7 @@ async def test_packets_without_a_psa_are_kept_and_readable(packets: Packets) -> 
     assert body["similar_cases"][0]["sources"][0]["id"] == "4"
     assert "archived old CAD files" in body["similar_cases"][0]["text"]
     assert any(u["text"].startswith("Which runbook") for u in body["still_unknown"])
-    assert store.waiting_notes(packets.rt.engine, tenant) == 1
+    assert store.waiting_notes(packets.rt.engine, tenant) == 2  # tickets 8 and 9
 
 
 async def test_notes_that_waited_for_a_psa_target_are_posted_once_one_is_set(

@@ -249,6 +249,16 @@ async def test_rollout_modes_decide_what_the_result_is_for(triage: TriageWithTic
     assert (auto["rollout_mode"], auto["apply_category"]) == ("auto", True)
     shadow = await triage.result(tenant, "R-2")
     assert (shadow["rollout_mode"], shadow["apply_category"]) == ("shadow", False)
+    # One category off while another is on: nothing stored, published or audited for it. The
+    # printer ticket sent after it is the marker that triage has moved past it.
+    await asyncio.to_thread(store.set_rollout, engine, tenant, "Accounts", "off", 0.9)
+    await triage.send(
+        ticket_event(tenant, "R-5", "forgot my password again, please reset it"),  # type: ignore[arg-type]
+        ticket_event(tenant, "R-6", "printer jammed on floor three"),  # type: ignore[arg-type]
+    )
+    assert (await triage.result(tenant, "R-6"))["rollout_mode"] == "auto"
+    assert await asyncio.to_thread(store.last_decision, engine, tenant, "R-5") is None
+    assert not [e for e in triage.triaged if e["payload"]["ticket_id"] == "R-5"]
     # All off: nothing computed, nothing published.
     await asyncio.to_thread(store.set_rollout, engine, tenant, "Printers", "off", 0.9)
     await asyncio.to_thread(store.set_rollout, engine, tenant, "Accounts", "off", 0.9)

@@ -93,6 +93,7 @@ _CONFIDENCE = Histogram(
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
 )
 _DECISIONS = Counter("msp_triage_tickets_triaged_total", "Tickets triaged", ["method", "mode"])
+_OFF = Counter("msp_triage_ticket_off_total", "Tickets classified into a category whose rollout mode is off")
 _ABSTAINED = Counter("msp_triage_ticket_abstentions_total", "Tickets left for a human to categorise")
 _REVIEWS = Counter(
     "msp_triage_ticket_reviews_total", "Categories engineers set after triage", ["outcome"]
@@ -401,6 +402,11 @@ class TicketTriage:
         if category.label is None and self.reasoning is not None and self.reasoning.claude is not None:
             category = await self._ask_claude(event, result)
         mode, threshold = modes.get(category.label or "*", modes["*"])
+        if mode == "off":
+            # Off for this category: the ticket was classified only to learn that; nothing is
+            # stored, published or audited.
+            _OFF.inc()
+            return
         payload = TicketTriagedPayload(
             ticket_id=ticket.ticket_id,
             category=category,
@@ -459,7 +465,7 @@ class TicketTriage:
                 "result": triaged.model_dump_json(),
                 "event_id": str(triaged.event_id),
             },
-            [triaged, classified] if mode != "off" else [classified],
+            [triaged, classified],
             self.namespace,
         )
         self.outbox.wake()
