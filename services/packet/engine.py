@@ -446,9 +446,19 @@ class PacketEngine:
         attempts = row["attempts"] + 1
         kind = target["kind"]
         try:
-            remote = await psa.post(
-                self._client, psa.Target(**target), tenant, packet.ticket_id, packet, page
+            # An earlier attempt may have reached the PSA before its outcome was recorded (the
+            # process died, or the answer timed out): look for the note before posting again.
+            remote = (
+                await psa.find_posted(self._client, psa.Target(**target), packet.ticket_id, packet)
+                if row["status"] == "posting" or row["attempts"] > 0
+                else None
             )
+            if remote is not None:
+                _DELIVERIES.labels(kind, "found").inc()
+            else:
+                remote = await psa.post(
+                    self._client, psa.Target(**target), tenant, packet.ticket_id, packet, page
+                )
         except psa.DeliveryError as exc:
             give_up = not exc.retry or attempts >= self.max_attempts
             delay = min(self.retry_max_s, self.retry_base_s * 2 ** (attempts - 1))

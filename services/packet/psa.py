@@ -172,6 +172,50 @@ def request_for(
     raise ValueError(f"unknown PSA kind {target.kind!r} (known: {', '.join(KINDS)})")
 
 
+async def find_posted(
+    client: httpx.AsyncClient, target: Target, ticket_id: str, p: EscalationPacketPayload
+) -> str | None:
+    """The PSA's id of this version's note when the ticket already has it (looked up by its
+    marker), else None. Asked before posting again a version whose earlier attempt may have
+    reached the PSA (a crash or a timeout between the post and its record). A generic webhook
+    cannot be asked: its receiver deduplicates on the `Idempotency-Key` header instead."""
+    c, base, mark = target.credentials, target.base_url.rstrip("/"), marker(p)
+    if target.kind == "connectwise":
+        auth = base64.b64encode(f"{c['company']}+{c['public_key']}:{c['private_key']}".encode()).decode()
+        url = f"{base}/v4_6_release/apis/3.0/service/tickets/{ticket_id}/notes"
+        headers = {"Authorization": f"Basic {auth}", "clientId": str(c.get("client_id", ""))}
+        params: dict[str, Any] = {"conditions": f'text like "%{mark}%"', "fields": "id,text", "pageSize": 100}
+        text_of, items_of = "text", (lambda doc: doc)
+    elif target.kind == "autotask":
+        url = f"{base}/ATServicesRest/V1.0/Tickets/{ticket_id}/Notes"
+        headers = {
+            "ApiIntegrationCode": str(c["integration_code"]),
+            "UserName": str(c["username"]),
+            "Secret": str(c["secret"]),
+        }
+        params = {}
+        text_of, items_of = "description", (lambda doc: doc.get("items", []))
+    elif target.kind == "halopsa":
+        url = f"{base}/api/Actions"
+        headers = {"Authorization": f"Bearer {c['token']}"}
+        params = {"ticket_id": ticket_id, "count": 200}
+        text_of, items_of = "note_html", (lambda doc: doc.get("actions", []))
+    else:
+        return None
+    try:
+        r = await client.get(url, headers=headers, params=params)
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"looking for the note: {type(exc).__name__}: {exc}", retry=True) from exc
+    if r.status_code >= 400:
+        raise DeliveryError(
+            f"looking for the note: HTTP {r.status_code}: {r.text[:300]}", retry=r.status_code >= 500
+        )
+    for item in items_of(r.json()) or []:
+        if isinstance(item, dict) and mark in str(item.get(text_of) or ""):
+            return str(item.get("id")) if item.get("id") is not None else ""
+    return None
+
+
 async def post(
     client: httpx.AsyncClient,
     target: Target,

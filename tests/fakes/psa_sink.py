@@ -30,6 +30,11 @@ class PsaSink:
         self.app.post("/api/Actions")(self._note("halopsa"))
         self.app.post("/hook")(self._note("webhook"))
         self.app.get("/notes")(self._list)
+        # Each PSA's own way of listing a ticket's notes.
+        self.app.get("/v4_6_release/apis/3.0/service/tickets/{ticket_id}/notes")(self._listed("connectwise"))
+        self.app.get("/ATServicesRest/V1.0/Tickets/{ticket_id}/Notes")(self._listed("autotask"))
+        self.app.get("/api/Actions")(self._listed("halopsa"))
+        self.lookups = 0
 
     def _note(self, kind: str) -> Any:
         async def receive(request: Request) -> JSONResponse:
@@ -53,8 +58,35 @@ class PsaSink:
 
         return receive
 
+    def _listed(self, kind: str) -> Any:
+        async def listed(request: Request) -> JSONResponse:
+            ticket = request.path_params.get("ticket_id") or request.query_params.get("ticket_id", "")
+            with self._lock:
+                self.lookups += 1
+                mine = [n for n in self.notes if n["kind"] == kind and _ticket_of(n) == str(ticket)]
+            if kind == "connectwise":
+                return JSONResponse([{"id": n["id"], "text": n["body"]["text"]} for n in mine])
+            if kind == "autotask":
+                return JSONResponse(
+                    {"items": [{"id": n["id"], "description": n["body"]["description"]} for n in mine]}
+                )
+            return JSONResponse(
+                {"actions": [{"id": n["id"], "note_html": n["body"][0]["note_html"]} for n in mine]}
+            )
+
+        return listed
+
     async def _list(self) -> dict[str, Any]:
         return {"notes": self.notes}
+
+
+def _ticket_of(note: dict[str, Any]) -> str:
+    body = note["body"]
+    if note["kind"] == "halopsa":
+        return str(body[0]["ticket_id"])
+    if note["kind"] == "autotask":
+        return str(body["ticketID"])
+    return note["path"].split("/tickets/")[1].split("/")[0] if "/tickets/" in note["path"] else ""
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from libs.common.events import (
     Decision,
     Envelope,
     Escalation,
+    EscalationPacketPayload,
     EventSource,
     SignalAlert,
     SignalClustered,
@@ -793,3 +794,59 @@ async def test_a_version_its_event_and_its_audit_are_written_together_and_publis
         await consumer.stop()
     assert len(packets.versions(tenant, "O-1")) == 1
     assert found == [r.value for r in staged() if b'"packet_id"' in r.value]
+
+
+@pytest.mark.parametrize("kind", ["connectwise", "autotask", "halopsa"])
+async def test_a_note_posted_just_before_a_crash_is_found_in_the_psa_and_not_posted_again(
+    packets: Packets, sink: tuple[PsaSink, str], kind: str
+) -> None:
+    """The process died after the PSA took the note and before the delivery was marked posted:
+    the delivery is left `posting` with its lease running out. The next worker looks the note
+    up in the PSA by its version marker and records it instead of posting a second one."""
+    import httpx
+
+    from services.packet import psa
+
+    psa_fake, url = sink
+    credentials = {
+        "connectwise": {"company": "msp", "public_key": "pk", "private_key": "sk", "client_id": "c1"},
+        "autotask": {"integration_code": "x", "username": "u", "secret": "s"},
+        "halopsa": {"token": "t"},
+    }[kind]
+    tenant = unique(f"crash-{kind[:4]}")
+    engine = packets.rt.engine
+    await packets.send(escalation(tenant, "555"))
+    await eventually(lambda: len(packets.versions(tenant, "555")) == 1, "the version")
+    (version,) = packets.versions(tenant, "555")
+    # What the dead worker did: it held the delivery (a lease of two seconds, as a claim
+    # leaves it) and the PSA took its post; then it died before recording the outcome.
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    with engine.begin() as conn:
+        conn.execute(
+            update(store.deliveries)
+            .where(store.deliveries.c.packet_id == version["packet_id"])
+            .values(status="posting", next_at=datetime.now(UTC) + timedelta(seconds=2))
+        )
+    store.set_target(engine, tenant, kind, url, credentials, {})
+    packet = EscalationPacketPayload.model_validate_json(version["payload"])
+    async with httpx.AsyncClient() as client:
+        await psa.post(client, psa.Target(kind, url, credentials, {}), tenant, "555", packet, None)
+
+    def posted_for_555() -> list[dict[str, Any]]:
+        return [n for n in psa_fake.notes if n["kind"] == kind and psa_marker(n, packet)]
+
+    assert len(posted_for_555()) == 1
+    looked = psa_fake.lookups
+    packets.rt.packets.wake()  # type: ignore[attr-defined]
+    await eventually(lambda: packets.versions(tenant, "555")[0]["status"] == "posted", "recorded as posted")
+    assert psa_fake.lookups > looked, "the PSA was asked first"
+    assert len(posted_for_555()) == 1, "exactly one note for the version"
+
+
+def psa_marker(note: dict[str, Any], packet: EscalationPacketPayload) -> bool:
+    from services.packet.psa import marker
+
+    return marker(packet) in json.dumps(note["body"])
