@@ -7,11 +7,15 @@ and refuse to start with a clear message when missing or unsafe.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from libs.common.crypto import SecretBox
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
@@ -63,6 +67,9 @@ class ServiceSettings(PlatformSettings):
     admin_token: SecretStr | None = None
     # Ingest keeps the tenants' keys: services that accept tenant keys on their read APIs ask it.
     ingest_url: str = "http://127.0.0.1:8081"
+    # Encrypts tenant credentials at rest (a Fernet key); required in prod, locally a random one
+    # kept in var/secrets/secrets-key.
+    secrets_key: SecretStr | None = None
     # Claude, when a key is set; without one every judgement is made on the local path.
     anthropic_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "MSP_ANTHROPIC_API_KEY")
@@ -91,6 +98,13 @@ class ServiceSettings(PlatformSettings):
             return self.admin_token.get_secret_value()
         return dev_secret(self.var_dir, "admin-token")
 
+    def secret_box(self) -> SecretBox:
+        from libs.common.crypto import SecretBox, new_key
+
+        if self.secrets_key:
+            return SecretBox(self.secrets_key.get_secret_value())
+        return SecretBox(dev_secret(self.var_dir, "secrets-key", make=new_key))
+
     @model_validator(mode="after")
     def _safe_for_environment(self) -> ServiceSettings:
         if self.environment == "prod":
@@ -103,6 +117,10 @@ class ServiceSettings(PlatformSettings):
                 raise ValueError("MSP_ADMIN_TOKEN must be set to at least 32 characters in prod")
             if self.http_host not in ("127.0.0.1", "::1", "localhost") and self.log_level == "DEBUG":
                 raise ValueError("MSP_LOG_LEVEL=DEBUG on a public interface would log payloads")
+            if self.secrets_key is None:
+                raise ValueError(
+                    "MSP_SECRETS_KEY (a Fernet key) must be set in prod: credentials are stored encrypted"
+                )
         return self
 
 
@@ -122,7 +140,7 @@ def load_settings(cls: type[S], **overrides: object) -> S:
         raise SettingsError("\n".join(lines)) from None
 
 
-def dev_secret(var_dir: Path, name: str) -> str:
+def dev_secret(var_dir: Path, name: str, make: Callable[[], str] | None = None) -> str:
     """A random secret kept in `var/secrets/NAME` (mode 0600), for local runs only: production
     settings refuse to start without the real value."""
     path = var_dir / "secrets" / name
@@ -131,7 +149,7 @@ def dev_secret(var_dir: Path, name: str) -> str:
     import secrets
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
+    value = make() if make is not None else secrets.token_urlsafe(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process made it first

@@ -9,6 +9,7 @@ operator token. The tenant is always a parameter, and a packet is only found wit
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
 import uuid
@@ -275,7 +276,13 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: PacketEngine, kb
         if missing:
             raise HTTPException(422, f"{body.kind} needs credentials: {', '.join(missing)}")
         released = await asyncio.to_thread(
-            store.set_target, engine, body.tenant_id, body.kind, body.base_url, body.credentials, body.options
+            functools.partial(store.set_target, box=packets.box),
+            engine,
+            body.tenant_id,
+            body.kind,
+            body.base_url,
+            body.credentials,
+            body.options,
         )
         packets.wake()
         return {
@@ -292,7 +299,9 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: PacketEngine, kb
         """The tenant's PSA target (never its credentials). Without one, packets are still
         built and kept; their notes wait (`waiting_notes`) and are posted, the latest version
         of each packet, as soon as a target is set with PUT /v1/psa."""
-        found = await asyncio.to_thread(store.get_target, engine, tenant_id)
+        found = await asyncio.to_thread(
+            functools.partial(store.get_target, box=packets.box), engine, tenant_id
+        )
         if found is None:
             waiting = await asyncio.to_thread(store.waiting_notes, engine, tenant_id)
             return {

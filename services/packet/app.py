@@ -48,6 +48,7 @@ def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
         max_attempts=settings.psa_max_attempts,
         psa_timeout_s=settings.psa_timeout_s,
         namespace=settings.topic_namespace,
+        box=settings.secret_box(),
     )
     rt.add_component("packets", packets.start, packets.stop, lambda: packets.running)
     # One group for everything a packet is built from: keyed by tenant, so a tenant's events

@@ -10,6 +10,7 @@ a worker posts due deliveries, retrying with backoff while the PSA fails.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from sqlalchemy import Engine
 
 from libs.common.audit import AuditEmitter, audit_event
 from libs.common.bus import EventProducer
+from libs.common.crypto import SecretBox, new_key
 from libs.common.events import (
     AutomationResult,
     AutomationRun,
@@ -130,6 +132,7 @@ class PacketEngine:
         psa_timeout_s: float = 10.0,
         signal_update_every_s: float = 60.0,
         namespace: str = "",
+        box: SecretBox | None = None,
     ) -> None:
         self.engine = engine
         self.producer = producer
@@ -145,6 +148,8 @@ class PacketEngine:
         self.psa_timeout_s = psa_timeout_s
         self.signal_update_every_s = signal_update_every_s
         self.namespace = namespace
+        # Tenants' PSA credentials are stored encrypted with this box.
+        self.box = box or SecretBox(new_key())
         # What the service says (packet events, audits) leaves through the outbox.
         self.outbox = OutboxRelay(engine, store.outbox, producer, "packet")
         self._last_version: dict[tuple[str, str], float] = {}
@@ -288,7 +293,9 @@ class PacketEngine:
         payload = EscalationPacketPayload(
             packet_id=packet_id, ticket_id=ticket["ticket_id"], version=version, **content
         )  # type: ignore[arg-type]
-        target = await asyncio.to_thread(store.get_target, self.engine, tenant)
+        target = await asyncio.to_thread(
+            functools.partial(store.get_target, box=self.box), self.engine, tenant
+        )
         created = utcnow()
         link = ticket["snapshot"].get("url")
         packet_event = EscalationPacket(
@@ -424,7 +431,9 @@ class PacketEngine:
     async def _deliver(self, row: dict[str, Any]) -> int:
         assert self._client is not None
         found = await asyncio.to_thread(store.packet_payload, self.engine, row["packet_id"], row["version"])
-        target = await asyncio.to_thread(store.get_target, self.engine, row["tenant_id"])
+        target = await asyncio.to_thread(
+            functools.partial(store.get_target, box=self.box), self.engine, row["tenant_id"]
+        )
         if found is None or target is None:
             await asyncio.to_thread(
                 store.finish_delivery,

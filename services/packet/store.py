@@ -31,6 +31,7 @@ from sqlalchemy import (
     update,
 )
 
+from libs.common.crypto import SecretBox
 from libs.common.db import upsert
 from libs.common.events import Envelope, utcnow
 from libs.common.outbox import outbox_table, stage
@@ -100,7 +101,7 @@ targets = Table(
     Column("tenant_id", String(63), primary_key=True),
     Column("kind", String(32), nullable=False),
     Column("base_url", Text, nullable=False),
-    Column("credentials", Text, nullable=False),  # JSON; never returned by the API
+    Column("credentials", Text, nullable=False),  # encrypted (libs/common/crypto.py); never returned
     Column("options", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -543,6 +544,8 @@ def set_target(
     base_url: str,
     credentials: dict[str, Any],
     options: dict[str, Any],
+    *,
+    box: SecretBox,
 ) -> int:
     """Set the tenant's PSA target; the notes that waited for one are released: the latest
     version of each packet is posted, its older waiting versions are superseded by it.
@@ -551,7 +554,7 @@ def set_target(
         "tenant_id": tenant_id,
         "kind": kind,
         "base_url": base_url,
-        "credentials": _json(credentials),
+        "credentials": box.seal(credentials),  # encrypted at rest
         "options": _json(options),
         "updated_at": utcnow(),
     }
@@ -604,7 +607,7 @@ def get_runbook(engine: Engine, scope: str, path: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def get_target(engine: Engine, tenant_id: str) -> dict[str, Any] | None:
+def get_target(engine: Engine, tenant_id: str, *, box: SecretBox) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(select(targets).where(targets.c.tenant_id == tenant_id)).mappings().first()
     if row is None:
@@ -612,7 +615,7 @@ def get_target(engine: Engine, tenant_id: str) -> dict[str, Any] | None:
     return {
         "kind": row["kind"],
         "base_url": row["base_url"],
-        "credentials": json.loads(row["credentials"]),
+        "credentials": box.open(row["credentials"]),
         "options": json.loads(row["options"]),
     }
 

@@ -179,6 +179,7 @@ async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_n
         url,
         {"company": "msp", "public_key": "pk", "private_key": "sk", "client_id": "c1"},
         {},
+        box=packets.rt.packets.box,  # type: ignore[attr-defined]
     )
     packets.rt.kb.put(tenant, "fileserver/disk-full.md", RUNBOOK, "https://kb.client.test/disk-full")  # type: ignore[attr-defined]
     sig = signal(tenant)
@@ -249,6 +250,7 @@ async def test_a_psa_outage_is_retried_until_the_note_is_posted(
         url,
         {"integration_code": "x", "username": "u", "secret": "s"},
         {},
+        box=packets.rt.packets.box,  # type: ignore[attr-defined]
     )
     psa.failures = [503, 503, 429]
     await packets.send(escalation(tenant, "77"))
@@ -329,7 +331,9 @@ async def test_notes_that_waited_for_a_psa_target_are_posted_once_one_is_set(
     await eventually(lambda: len(packets.versions(tenant, "31")) == 2, "version 2")
     assert [v["status"] for v in packets.versions(tenant, "31")] == ["waiting", "waiting"]
     assert not any("/tickets/31/notes" in n["path"] for n in psa.notes)
-    released = store.set_target(packets.rt.engine, tenant, "halopsa", url, {"token": "t"}, {})
+    released = store.set_target(
+        packets.rt.engine, tenant, "halopsa", url, {"token": "t"}, {}, box=packets.rt.packets.box
+    )
     packets.rt.packets.wake()  # type: ignore[attr-defined]
     assert released == 1
     await eventually(
@@ -830,7 +834,7 @@ async def test_a_note_posted_just_before_a_crash_is_found_in_the_psa_and_not_pos
             .where(store.deliveries.c.packet_id == version["packet_id"])
             .values(status="posting", next_at=datetime.now(UTC) + timedelta(seconds=2))
         )
-    store.set_target(engine, tenant, kind, url, credentials, {})
+    store.set_target(engine, tenant, kind, url, credentials, {}, box=packets.rt.packets.box)  # type: ignore[attr-defined]
     packet = EscalationPacketPayload.model_validate_json(version["payload"])
     async with httpx.AsyncClient() as client:
         await psa.post(client, psa.Target(kind, url, credentials, {}), tenant, "555", packet, None)
@@ -850,3 +854,37 @@ def psa_marker(note: dict[str, Any], packet: EscalationPacketPayload) -> bool:
     from services.packet.psa import marker
 
     return marker(packet) in json.dumps(note["body"])
+
+
+async def test_psa_credentials_are_stored_encrypted_and_never_returned(packets: Packets) -> None:
+    import httpx
+    from sqlalchemy import select
+
+    tenant = unique("secret")
+    token = packets.settings.effective_admin_token()
+    body = {
+        "tenant_id": tenant,
+        "kind": "halopsa",
+        "base_url": "https://halo.client.test",
+        "credentials": {"token": "hunter2-very-secret-token"},
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=packets.app),
+        base_url="http://packet",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        put = await client.put("/v1/psa", json=body)
+        got = await client.get("/v1/psa", params={"tenant_id": tenant})
+    assert put.status_code == got.status_code == 200
+    assert "hunter2" not in put.text and "hunter2" not in got.text
+    with packets.rt.engine.connect() as conn:
+        stored = conn.execute(
+            select(store.targets.c.credentials).where(store.targets.c.tenant_id == tenant)
+        ).scalar()
+    assert stored and "hunter2" not in stored, "encrypted at rest"
+    box = packets.rt.packets.box  # type: ignore[attr-defined]
+    assert store.get_target(packets.rt.engine, tenant, box=box)["credentials"] == body["credentials"]
+    from libs.common.crypto import SecretBox, SecretBoxError, new_key
+
+    with pytest.raises(SecretBoxError, match="cannot be decrypted"):
+        store.get_target(packets.rt.engine, tenant, box=SecretBox(new_key()))

@@ -34,3 +34,11 @@ def test_embedded_default_is_one_sqlite_file_per_service(tmp_path) -> None:  # t
     s = ServiceSettings(service_name="audit", var_dir=tmp_path)
     assert s.effective_database_url == f"sqlite:///{tmp_path}/db/audit.db"
     assert s.effective_consumer_group == "msp-audit"
+
+
+def test_prod_refuses_to_start_without_a_key_for_credentials_at_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MSP_ENVIRONMENT", "prod")
+    monkeypatch.setenv("MSP_DATABASE_URL", "postgresql+psycopg://msp@db/msp")
+    monkeypatch.setenv("MSP_ADMIN_TOKEN", "a" * 40)
+    with pytest.raises(SettingsError, match="MSP_SECRETS_KEY"):
+        load_settings(ServiceSettings)
