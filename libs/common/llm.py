@@ -10,7 +10,6 @@ restored in the answer. Timeouts and retries with backoff on 429/5xx are the SDK
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -198,10 +197,17 @@ def _repair_content(block: Any, error: str) -> list[dict[str, Any]] | str:
 
 
 def _restore(value: Any, redacted: Redacted) -> Any:
-    """Put redacted values back into every string of the answer."""
+    """Put redacted values back into every string of the parsed answer (keys included), never
+    into its JSON text: a value holding a quote or a backslash stays a value."""
     if not redacted.mapping:
         return value
-    return json.loads(redacted.restore(json.dumps(value)))
+    if isinstance(value, str):
+        return redacted.restore(value)
+    if isinstance(value, list):
+        return [_restore(v, redacted) for v in value]
+    if isinstance(value, dict):
+        return {_restore(k, redacted): _restore(v, redacted) for k, v in value.items()}
+    return value
 
 
 async def attempt(

@@ -60,3 +60,22 @@ def test_personal_data_can_be_kept_when_the_judgement_needs_it(kinds: set[str], 
     red = Redactor(kinds=kinds).redact(TICKET)
     assert kept in red.text
     assert "Winter2026!Blue" not in red.text  # secrets are always redacted
+
+
+def test_values_with_quotes_and_backslashes_are_put_back_into_the_parsed_answer() -> None:
+    from libs.common.llm import _restore
+
+    from libs.common.redaction import Redacted
+
+    # A value that holds a quote and backslashes: restored into JSON text, it broke the answer.
+    redacted = Redacted("the password is <SECRET_1>", {"<SECRET_1>": 'Pa"ss\\word9!\\'})
+    placeholders = list(redacted.mapping)
+    answer = {
+        "steps": [{"action": "identity.reset_password", "params": {"password": placeholders[0]}}],
+        "note": f"use {placeholders[0]} once",
+        placeholders[0]: "as a key too",
+    }
+    back = _restore(answer, redacted)
+    original = redacted.mapping[placeholders[0]]
+    assert back["steps"][0]["params"]["password"] == original
+    assert back["note"] == f"use {original} once" and back[original] == "as a key too"
