@@ -390,3 +390,62 @@ def test_services_expose_metrics_and_stop_cleanly_on_sigterm(platform: Platform)
     for name, proc in platform.procs.items():
         assert proc.wait(timeout=30) == 0, platform.logs[name].read_text()[-3000:]
         assert '"msg": "service stopped"' in platform.logs[name].read_text()
+
+
+def test_the_headline_path_alerts_and_a_ticket_become_a_psa_note_citing_their_signal(
+    platform: Platform,
+) -> None:
+    """Raw alerts and a ticket about the same device, through ingest; the ticket escalates; the
+    note that lands in the tenant's PSA cites the signal those alerts formed."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from tests.fakes.psa_sink import psa_sink
+
+    tenant, key = platform.new_tenant()
+    ingest, auth = platform.urls["ingest"], {"X-API-Key": key}
+    alerts = [
+        {
+            **ALERT,
+            "fingerprint": "fs07-disk",
+            "title": f"Disk D: above {p}% on FS07",
+            "device": "FS07",
+            # Within the packet's look-back window (24 hours before the escalation).
+            "starts_at": (datetime.now(UTC) - timedelta(minutes=30 - i)).isoformat(),
+        }
+        for i, p in enumerate((91, 95, 97))
+    ]
+    r = httpx.post(f"{ingest}/v1/alerts/batch", json={"alerts": alerts}, headers=auth)
+    assert r.status_code == 202, r.text
+    alert_ids = set(r.json()["event_ids"])
+    assert wait_for(lambda: sum(s["count"] for s in signals(platform, tenant)) == 3)
+    (sig,) = signals(platform, tenant)
+    with psa_sink() as (sink, url):
+        put = httpx.put(
+            f"{platform.urls['packet']}/v1/psa",
+            json={"tenant_id": tenant, "kind": "webhook", "base_url": f"{url}/hook"},
+            headers=AS_OPERATOR,
+        )
+        assert put.status_code == 200, put.text
+        snap = {"ticket_id": "7001", "title": "S: drive full again", "devices": ["FS07"], "site": "hq"}
+        for body in (
+            {"kind": "created", "event_ref": "7001-c", "ticket": snap},
+            {
+                "kind": "escalated",
+                "event_ref": "7001-e",
+                "ticket": snap,
+                "escalation": {"from_tier": "L1", "to_tier": "L2"},
+            },
+        ):
+            assert httpx.post(f"{ingest}/v1/tickets/events", json=body, headers=auth).status_code == 202
+        assert wait_for(lambda: any(n["body"].get("ticket_id") == "7001" for n in sink.notes), timeout_s=60)
+        note = next(n for n in sink.notes if n["body"].get("ticket_id") == "7001")
+    packet = note["body"]["packet"]
+    cited = [src for claim in packet["related_alerts"] for src in claim["sources"]]
+    assert {"kind": "signal", "id": sig["signal_id"]}.items() <= next(
+        s for s in cited if s["kind"] == "signal"
+    ).items()
+    quoted = {s["id"]: s["excerpt"] for s in cited if s["kind"] == "alert"}
+    assert set(quoted) <= alert_ids and quoted, "the alerts themselves, quoted"
+    assert all(e.startswith("Disk D: above 9") for e in quoted.values())
+    assert sig["signal_id"] in note["body"]["markdown"] or sig["title"] in json.dumps(note["body"])

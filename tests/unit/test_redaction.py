@@ -64,7 +64,6 @@ def test_personal_data_can_be_kept_when_the_judgement_needs_it(kinds: set[str], 
 
 def test_values_with_quotes_and_backslashes_are_put_back_into_the_parsed_answer() -> None:
     from libs.common.llm import _restore
-
     from libs.common.redaction import Redacted
 
     # A value that holds a quote and backslashes: restored into JSON text, it broke the answer.
