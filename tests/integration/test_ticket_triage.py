@@ -434,3 +434,42 @@ async def test_a_global_model_that_cannot_be_built_makes_ticket_triage_unready_a
     finally:
         await triage.stop()
         engine.dispose()
+
+
+def test_a_planted_pickle_in_the_models_table_is_never_loaded(pg_url: str, tmp_path: Path) -> None:
+    """Whoever can write the models table must not run code in triage: a pickle that would
+    create a file when loaded is refused (the tenant's model is trained again instead)."""
+    import pickle
+
+    from libs.common.db import make_engine, migrate
+    from libs.common.events import utcnow
+    from libs.common.settings import REPO_ROOT
+    from services.triage.tickets.model import TicketClassifier
+    from tests.unit.test_ticket_model import tickets
+
+    migrate(pg_url, REPO_ROOT / "services" / "triage" / "migrations", "triage")
+    engine = make_engine(pg_url)
+    tenant = unique("pickle")
+    texts, labels, vectors = tickets(300, seed=3)
+    model = TicketClassifier().fit(texts, labels, vectors)
+    assert store.save_model(engine, tenant, model, 300) > 0
+    loaded, trained_on = store.load_model(engine, tenant)  # type: ignore[misc]
+    assert trained_on == 300 and loaded.predict(texts[:3], vectors[:3])[0].label in set(labels)
+
+    witness = tmp_path / "code-ran"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (open, (str(witness), "w"))
+
+    evil = pickle.dumps(Exploit())
+    for blob in (evil, store.MODEL_MAGIC[:-1] + evil, store.MODEL_MAGIC + evil):
+        with engine.begin() as conn:
+            conn.execute(
+                store.models.update()
+                .where(store.models.c.tenant_id == tenant)
+                .values(model=blob, created_at=utcnow())
+            )
+        assert store.load_model(engine, tenant) is None
+    assert not witness.exists()
+    engine.dispose()

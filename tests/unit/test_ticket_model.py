@@ -148,3 +148,21 @@ def test_eval_similar_ranks_same_label_cases_and_reports_a_lexical_baseline(tmp_
     assert report["queries"] == 60 and report["candidates"] == 240
     assert report["precision_at_5"] > 0.9, "three well-separated categories: neighbours share the label"
     assert 0 < report["baseline_tfidf"]["ndcg_at_10"] <= 1
+
+
+def test_a_stored_model_predicts_exactly_as_the_model_it_was_stored_from() -> None:
+    import io
+
+    texts, labels, vectors = tickets(400, seed=7)
+    model = TicketClassifier().fit(texts, labels, vectors)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **model.to_arrays())
+    with np.load(io.BytesIO(buffer.getvalue()), allow_pickle=False) as arrays:
+        again = TicketClassifier.from_arrays(arrays)
+    light = model.without_training_cases()
+    memory = (vectors[:5].astype(np.float32) @ vectors.astype(np.float32).T, light.label_index(labels))
+    a = light.predict(texts[:5], vectors[:5], memory)
+    b = again.predict(texts[:5], vectors[:5], memory)
+    assert [(p.label, round(p.confidence, 9)) for p in a] == [(p.label, round(p.confidence, 9)) for p in b]
+    assert a[0].scores == pytest.approx(b[0].scores)
+    assert light.evidence_terms(texts[0], a[0].label) == again.evidence_terms(texts[0], a[0].label)

@@ -16,8 +16,10 @@ Embeddings are passed in (computed once, cached by normalised text by the caller
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.sparse import csr_matrix, hstack
@@ -184,6 +186,69 @@ class TicketClassifier:
         light.train_labels = np.zeros(0, dtype=np.int64)
         return light
 
+    # --- storage: arrays and JSON, never pickle (loading must not be able to run code) ----
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted model as plain arrays (numbers and strings), without the training cases:
+        what `from_arrays` rebuilds it from."""
+        meta = {
+            "format": MODEL_FORMAT,
+            "C": self.C,
+            "k": self.k,
+            "char_ngrams": self.char_ngrams,
+            "blend": self.blend,
+            "words": _vectorizer_params(self.words),
+            "chars": _vectorizer_params(self.chars) if self.char_ngrams else None,
+            "calibrated": self._calibration is not None,
+            "dimensions": int(self.train_vectors.shape[1]),
+        }
+        arrays = {
+            "meta": np.array(json.dumps(meta)),
+            "classes": np.asarray(self.classes_, dtype=str),
+            "svm_coef": np.asarray(self.svm.coef_),
+            "svm_intercept": np.asarray(self.svm.intercept_),
+            "words_terms": _terms(self.words),
+            "words_idf": np.asarray(self.words.idf_),
+        }
+        if self.char_ngrams:
+            arrays["chars_terms"] = _terms(self.chars)
+            arrays["chars_idf"] = np.asarray(self.chars.idf_)
+        if self._calibration is not None:
+            arrays["cal_coef"] = np.asarray(self._calibration.coef_)
+            arrays["cal_intercept"] = np.asarray(self._calibration.intercept_)
+            arrays["cal_classes"] = np.asarray(self._calibration.classes_)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> TicketClassifier:
+        meta = json.loads(str(arrays["meta"]))
+        if meta.get("format") != MODEL_FORMAT:
+            raise ValueError(f"not a stored ticket model of format {MODEL_FORMAT}: {meta.get('format')!r}")
+        model = cls(C=float(meta["C"]), neighbours=int(meta["k"]), char_ngrams=bool(meta["char_ngrams"]))
+        model.blend = float(meta["blend"])
+        classes = np.asarray(arrays["classes"]).astype(object)
+        svm = LinearSVC(C=model.C)
+        svm.coef_ = np.asarray(arrays["svm_coef"])
+        svm.intercept_ = np.asarray(arrays["svm_intercept"])
+        svm.classes_ = classes
+        svm.n_features_in_ = svm.coef_.shape[1]
+        model.svm = svm
+        model.classes_ = classes
+        model.words = _vectorizer(meta["words"], arrays["words_terms"], arrays["words_idf"])
+        if model.char_ngrams:
+            model.chars = _vectorizer(meta["chars"], arrays["chars_terms"], arrays["chars_idf"])
+        model._vocabulary = None
+        if meta["calibrated"]:
+            cal = LogisticRegression()
+            cal.coef_ = np.asarray(arrays["cal_coef"])
+            cal.intercept_ = np.asarray(arrays["cal_intercept"])
+            cal.classes_ = np.asarray(arrays["cal_classes"])
+            cal.n_features_in_ = 1
+            model._calibration = cal
+        model.train_vectors = np.zeros((0, int(meta["dimensions"])), dtype=np.float32)
+        model.train_labels = np.zeros(0, dtype=np.int64)
+        return model
+
     def evidence_terms(self, text: str, label: str, limit: int = 3) -> list[str]:
         """The words and word pairs of `text` that weigh most for `label` in the linear model."""
         where = np.flatnonzero(self.classes_ == label)
@@ -205,6 +270,39 @@ class TicketClassifier:
         if self._calibration is None:
             return 1.0 - 1.0 / (1.0 + np.clip(gap, 0.0, None))
         return self._calibration.predict_proba(gap.reshape(-1, 1))[:, 1]
+
+
+MODEL_FORMAT = "msp-ticket-model/1"
+_VECTORIZER_PARAMS = (
+    "sublinear_tf",
+    "ngram_range",
+    "min_df",
+    "analyzer",
+    "max_features",
+    "lowercase",
+    "norm",
+)
+
+
+def _vectorizer_params(v: TfidfVectorizer) -> dict[str, Any]:
+    params = v.get_params()
+    return {k: list(params[k]) if isinstance(params[k], tuple) else params[k] for k in _VECTORIZER_PARAMS}
+
+
+def _terms(v: TfidfVectorizer) -> np.ndarray:
+    """The vocabulary as an array of terms, each at its feature index."""
+    terms = np.empty(len(v.vocabulary_), dtype=object)
+    for term, i in v.vocabulary_.items():
+        terms[i] = term
+    return terms.astype(str)
+
+
+def _vectorizer(params: dict[str, Any], terms: np.ndarray, idf: np.ndarray) -> TfidfVectorizer:
+    v = TfidfVectorizer(**{**params, "ngram_range": tuple(params["ngram_range"])})
+    v.vocabulary_ = {str(t): i for i, t in enumerate(terms.tolist())}
+    v.fixed_vocabulary_ = False
+    v.idf_ = np.asarray(idf, dtype=np.float64)
+    return v
 
 
 def margin(scores: np.ndarray) -> np.ndarray:

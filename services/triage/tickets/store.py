@@ -7,9 +7,9 @@ Every function takes the tenant explicitly; no query spans tenants.
 
 from __future__ import annotations
 
+import io
 import json
-import pickle
-import zlib
+import logging
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,8 @@ from libs.common.outbox import outbox_table, stage
 from services.triage.tickets.model import TicketClassifier
 from services.triage.tickets.triager import Case
 
+log = logging.getLogger(__name__)
+MODEL_MAGIC = b"MSPMODEL1\n"  # then a NumPy .npz archive: arrays and JSON, loaded without pickle
 metadata = MetaData()
 outbox = outbox_table(metadata, "triage")
 cases = Table(
@@ -148,12 +150,14 @@ def load_cases(engine: Engine, tenant_id: str) -> list[tuple[Case, np.ndarray]]:
 
 
 # --- models -----------------------------------------------------------------------------------
-# A tenant's model is the service's own artefact, written and read only by this service in its
-# own database: pickled (scikit-learn's format), compressed.
+# A tenant's model is kept as plain arrays and JSON in a compressed NumPy archive (never
+# pickle: whoever can write this table must not be able to run code in triage).
 
 
 def save_model(engine: Engine, tenant_id: str, model: TicketClassifier, trained_on: int) -> int:
-    blob = zlib.compress(pickle.dumps(model.without_training_cases(), protocol=5), level=1)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **model.to_arrays())
+    blob = MODEL_MAGIC + buffer.getvalue()
     row = {"tenant_id": tenant_id, "trained_on": trained_on, "model": blob, "created_at": utcnow()}
     with engine.begin() as conn:
         conn.execute(upsert(engine, models, ["tenant_id"]), [row])
@@ -161,13 +165,29 @@ def save_model(engine: Engine, tenant_id: str, model: TicketClassifier, trained_
 
 
 def load_model(engine: Engine, tenant_id: str) -> tuple[TicketClassifier, int] | None:
+    """The tenant's stored model; None when there is none, or when what is stored is not a
+    model in the platform's own format (an older pickled one, or anything else): such a blob
+    is never loaded (loading must not be able to run code), and the model is trained again."""
     with engine.connect() as conn:
         row = conn.execute(
             select(models.c.model, models.c.trained_on).where(models.c.tenant_id == tenant_id)
         ).first()
     if row is None:
         return None
-    return pickle.loads(zlib.decompress(row[0])), int(row[1])  # noqa: S301 (our own artefact)
+    blob = bytes(row[0])
+    if not blob.startswith(MODEL_MAGIC):
+        log.warning(
+            "stored ticket model is not in the platform's format; ignored", extra={"tenant_id": tenant_id}
+        )
+        return None
+    try:
+        with np.load(io.BytesIO(blob[len(MODEL_MAGIC) :]), allow_pickle=False) as arrays:
+            return TicketClassifier.from_arrays(arrays), int(row[1])
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign model is retrained, never trusted
+        log.warning(
+            "stored ticket model cannot be read; ignored", extra={"tenant_id": tenant_id, "error": repr(exc)}
+        )
+        return None
 
 
 # --- decisions --------------------------------------------------------------------------------
