@@ -10,15 +10,19 @@ restored in the answer. Timeouts and retries with backoff on 429/5xx are the SDK
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anthropic
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from libs.common.redaction import Redacted, Redactor
 from libs.common.settings import ServiceSettings
@@ -28,6 +32,9 @@ log = logging.getLogger(__name__)
 LLM_CALLS = Counter("msp_llm_calls_total", "Calls to the LLM", ["judgement", "outcome"])
 LLM_SECONDS = Histogram("msp_llm_seconds", "Latency of LLM calls", ["judgement"])
 LLM_TOKENS = Counter("msp_llm_tokens_total", "Tokens used", ["judgement", "direction"])
+_BUDGET_REFUSED = Counter(
+    "msp_llm_budget_refusals_total", "Questions not sent to Claude: the tenant's daily token budget was spent"
+)
 LLM_FALLBACKS = Counter(
     "msp_llm_fallbacks_total", "Judgements the local path made instead", ["judgement", "reason"]
 )
@@ -51,42 +58,101 @@ class ClaudeConfig:
     timeout_s: float = 30.0
     max_retries: int = 2
     max_tokens: int = 1024
-    tenant_token_budget: int = 200_000  # input + output tokens per tenant per process lifetime
+    tenant_token_budget: int = 200_000  # input + output tokens per tenant per UTC day
 
 
-def claude_from_settings(settings: ServiceSettings) -> Claude | None:
-    """Claude as the settings configure it, or None (the local path) without an API key."""
+def claude_from_settings(settings: ServiceSettings, engine: Engine | None = None) -> Claude | None:
+    """Claude as the settings configure it, or None (the local path) without an API key.
+    With the service's database `engine`, the tenants' token budgets are kept there, shared by
+    every process of the service."""
     if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
         return None
-    return Claude(
-        ClaudeConfig(
-            api_key=settings.anthropic_api_key.get_secret_value(),
-            model=settings.claude_model,
-            base_url=settings.anthropic_base_url,
-            timeout_s=settings.llm_timeout_s,
-            tenant_token_budget=settings.llm_tenant_token_budget,
-        )
+    config = ClaudeConfig(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        model=settings.claude_model,
+        base_url=settings.anthropic_base_url,
+        timeout_s=settings.llm_timeout_s,
+        tenant_token_budget=settings.llm_tenant_token_budget,
+    )
+    budget = TokenBudget(config.tenant_token_budget, engine, usage_table(MetaData(), settings.service_name))
+    return Claude(config, budget=budget)
+
+
+def usage_table(metadata: MetaData, service: str) -> Table:
+    """Tokens spent per tenant per UTC day (created by each service's migrations)."""
+    return Table(
+        f"{service}_llm_usage",
+        metadata,
+        Column("tenant_id", String(63), primary_key=True),
+        Column("day", String(10), primary_key=True),
+        Column("tokens", BigInteger, nullable=False),
     )
 
 
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
 class TokenBudget:
-    def __init__(self, limit: int) -> None:
+    """Input and output tokens a tenant may spend on Claude per UTC day. Kept in the service's
+    database when it has one, so every process of the service draws on one budget (in memory
+    otherwise: one process, for tests and tools)."""
+
+    def __init__(
+        self,
+        limit: int,
+        engine: Engine | None = None,
+        table: Table | None = None,
+        today: Callable[[], str] = _today,
+    ) -> None:
         self.limit = limit
-        self.used: dict[str, int] = {}
+        self.engine = engine
+        self.table = table
+        self.today = today
+        self.used: dict[tuple[str, str], int] = {}
 
-    def check(self, tenant_id: str) -> None:
-        if self.used.get(tenant_id, 0) >= self.limit:
-            raise JudgementFailed("budget", f"tenant {tenant_id} used its {self.limit} tokens")
+    def _used(self, tenant_id: str) -> int:
+        day = self.today()
+        if self.engine is None or self.table is None:
+            return self.used.get((tenant_id, day), 0)
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(self.table.c.tokens).where(
+                    self.table.c.tenant_id == tenant_id, self.table.c.day == day
+                )
+            ).scalar()
+        return int(found or 0)
 
-    def spend(self, tenant_id: str, tokens: int) -> None:
-        self.used[tenant_id] = self.used.get(tenant_id, 0) + tokens
+    async def check(self, tenant_id: str) -> None:
+        used = await asyncio.to_thread(self._used, tenant_id)
+        if used >= self.limit:
+            _BUDGET_REFUSED.inc()
+            raise JudgementFailed("budget", f"tenant {tenant_id} used its {self.limit} tokens of today")
+
+    def _spend(self, tenant_id: str, tokens: int) -> None:
+        day = self.today()
+        if self.engine is None or self.table is None:
+            self.used[(tenant_id, day)] = self.used.get((tenant_id, day), 0) + tokens
+            return
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(self.table).values(tenant_id=tenant_id, day=day, tokens=tokens)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "day"], set_={"tokens": self.table.c.tokens + stmt.excluded.tokens}
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    async def spend(self, tenant_id: str, tokens: int) -> None:
+        await asyncio.to_thread(self._spend, tenant_id, tokens)
 
 
 class Claude:
-    def __init__(self, config: ClaudeConfig, redactor: Redactor | None = None) -> None:
+    def __init__(
+        self, config: ClaudeConfig, redactor: Redactor | None = None, budget: TokenBudget | None = None
+    ) -> None:
         self.config = config
         self.redactor = redactor or Redactor()
-        self.budget = TokenBudget(config.tenant_token_budget)
+        self.budget = budget or TokenBudget(config.tenant_token_budget)
         self.client = anthropic.AsyncAnthropic(
             api_key=config.api_key,
             base_url=config.base_url,
@@ -110,7 +176,7 @@ class Claude:
         ValueError counts like a validation error, with one repair. `reference` is material
         that stays the same from call to call (an action catalogue): sent as a cached system
         block rather than with every question."""
-        self.budget.check(tenant_id)
+        await self.budget.check(tenant_id)
         redacted = self.redactor.redact(prompt if reference is None else f"{reference}\n\x1e\n{prompt}")
         reference_text = None
         if reference is not None:
@@ -184,7 +250,7 @@ class Claude:
         usage = message.usage
         LLM_TOKENS.labels(judgement, "in").inc(usage.input_tokens)
         LLM_TOKENS.labels(judgement, "out").inc(usage.output_tokens)
-        self.budget.spend(tenant_id, usage.input_tokens + usage.output_tokens)
+        await self.budget.spend(tenant_id, usage.input_tokens + usage.output_tokens)
         LLM_CALLS.labels(judgement, "ok").inc()
         return message
 

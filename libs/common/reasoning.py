@@ -25,6 +25,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine
 
 from libs.common.audit import AuditEmitter
 from libs.common.llm import Claude, attempt, claude_from_settings
@@ -531,8 +532,11 @@ def audit_fallback(
     return record
 
 
-def reasoning_from_settings(settings: ServiceSettings, embed: Embed | None = None) -> Reasoning:
-    return Reasoning(claude_from_settings(settings), LocalReasoner(embed))
+def reasoning_from_settings(
+    settings: ServiceSettings, embed: Embed | None = None, engine: Engine | None = None
+) -> Reasoning:
+    """`engine`: the service's database, where the tenants' daily token budgets are kept."""
+    return Reasoning(claude_from_settings(settings, engine), LocalReasoner(embed))
 
 
 class Reasoning:

@@ -39,7 +39,7 @@ def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
         producer=rt.producer,
         audit=rt.audit,
         kb=kb,
-        reasoning=reasoning_from_settings(settings),
+        reasoning=reasoning_from_settings(settings, engine=rt.engine),
         page_base_url=settings.effective_page_base_url,
         triage_url=settings.triage_url,
         check_match_threshold=settings.check_match_threshold,

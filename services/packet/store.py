@@ -34,6 +34,7 @@ from sqlalchemy import (
 from libs.common.crypto import SecretBox
 from libs.common.db import upsert
 from libs.common.events import Envelope, utcnow
+from libs.common.llm import usage_table
 from libs.common.outbox import outbox_table, stage
 
 metadata = MetaData()
@@ -138,6 +139,7 @@ feedback = Table(
 
 
 outbox = outbox_table(metadata, "packet")
+llm_usage = usage_table(metadata, "packet")  # the tenants' daily Claude token budgets
 
 actions = Table(
     "packet_actions",

@@ -126,3 +126,39 @@ async def test_the_token_budget_is_per_tenant(server) -> None:  # type: ignore[n
     _, method = await with_fallback("classify_intent", lambda: ask(c, "acme"), local)
     assert method == "local"
     assert (await ask(c, "globex")).intent == "vpn"  # another tenant has its own budget
+
+
+async def test_the_daily_budget_is_shared_by_every_process_of_a_service_and_renews_each_day(
+    server,
+    pg_url: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """Two Claude clients on one database, as two processes of a service are: what one spends
+    counts for the other (N processes no longer give N budgets); the next day starts afresh."""
+    from sqlalchemy import MetaData
+
+    from libs.common.db import make_engine
+    from libs.common.llm import TokenBudget, usage_table
+    from tests.conftest import unique
+
+    srv, url = server
+    srv.script = [{"input": {"intent": "vpn", "confidence": 0.9}}] * 4
+    engine = make_engine(pg_url)
+    table = usage_table(MetaData(), unique("svc").replace("-", "_"))
+    table.create(engine)
+    day = ["2026-11-28"]
+    one, two = (
+        Claude(
+            ClaudeConfig(api_key="sk-test-key", model="claude-test", base_url=url),
+            budget=TokenBudget(200, engine, table, today=lambda: day[0]),
+        )
+        for _ in range(2)
+    )
+    tenant = unique("acme")
+    await ask(one, tenant)  # 150 tokens: under 200
+    await ask(two, tenant)  # 300 now: the budget is spent, for both
+    for c in (one, two):
+        with pytest.raises(Exception, match="budget"):
+            await ask(c, tenant)
+    day[0] = "2026-11-29"
+    assert (await ask(one, tenant)).intent == "vpn"
+    engine.dispose()

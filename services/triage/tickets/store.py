@@ -31,6 +31,7 @@ from sqlalchemy import (
 
 from libs.common.db import upsert
 from libs.common.events import Envelope, utcnow
+from libs.common.llm import usage_table
 from libs.common.outbox import outbox_table, stage
 from services.triage.tickets.model import TicketClassifier
 from services.triage.tickets.triager import Case
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 MODEL_MAGIC = b"MSPMODEL1\n"  # then a NumPy .npz archive: arrays and JSON, loaded without pickle
 metadata = MetaData()
 outbox = outbox_table(metadata, "triage")
+llm_usage = usage_table(metadata, "triage")  # the tenants' daily Claude token budgets
 cases = Table(
     "triage_cases",
     metadata,
