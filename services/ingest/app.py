@@ -10,7 +10,7 @@ from libs.common.bus import AtomicPublisher
 from libs.common.service import BodyLimit, Runtime, operator_only
 from services.ingest import admin, api
 from services.ingest.pipeline import IngestPipeline
-from services.ingest.ratelimit import RateLimiter
+from services.ingest.ratelimit import SharedRateLimiter
 from services.ingest.settings import IngestSettings
 from services.ingest.tenants import KeyVerifier
 
@@ -27,7 +27,7 @@ def build(settings: IngestSettings) -> tuple[Runtime, FastAPI]:
     pipeline = IngestPipeline(
         rt.engine,
         publisher,
-        RateLimiter(settings.rate_limit_eps, settings.rate_limit_burst),
+        SharedRateLimiter(rt.engine, settings.rate_limit_eps, settings.rate_limit_burst),
         max_events=settings.max_events_per_request,
     )
     pepper = settings.effective_signing_pepper()

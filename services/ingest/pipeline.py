@@ -23,7 +23,7 @@ from libs.common.events import Envelope
 from services.ingest import tenants
 from services.ingest.adapters.common import TicketObservation
 from services.ingest.adapters.lifecycle import classify
-from services.ingest.ratelimit import RateLimiter, retry_after_header
+from services.ingest.ratelimit import SharedRateLimiter, retry_after_header
 from services.ingest.tenants import Principal
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class IngestPipeline:
         self,
         engine: Engine,
         publisher: AtomicPublisher,
-        limiter: RateLimiter,
+        limiter: SharedRateLimiter,
         *,
         max_events: int,
         mapping_cache_s: float = 5.0,
@@ -92,7 +92,7 @@ class IngestPipeline:
             i.company_ref for i in items if isinstance(i, TicketObservation) and i.company_ref
         }
         await self._check_refs(caller, source_system, refs)
-        wait = self.limiter.take(caller.tenant_id, max(1, len(items)))
+        wait = await self.limiter.take(caller.tenant_id, max(1, len(items)))
         if wait:
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,

@@ -1,6 +1,6 @@
 """The ingest service's tables: tenants and the keys their senders post with."""
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, DateTime, Float, ForeignKey, Index, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -47,4 +47,13 @@ ticket_state = Table(
     Column("ticket_id", String(200), primary_key=True),
     Column("state", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Each tenant's rate-limit bucket, shared by every ingest process (see ratelimit.py).
+rate_buckets = Table(
+    "ingest_rate_buckets",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),  # epoch seconds of the last lease
 )

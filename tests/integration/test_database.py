@@ -56,7 +56,7 @@ def test_every_service_migrates_postgres_and_a_second_run_changes_nothing(
         for name in SERVICES
     }
     assert versions == heads
-    assert heads["audit"] == "audit_0002" and heads["ingest"] == "ingest_0002"
+    assert heads["audit"] == "audit_0002" and heads["ingest"] == "ingest_0003"
 
 
 def test_the_audit_table_refuses_updates_deletes_and_truncate(engine: Engine) -> None:

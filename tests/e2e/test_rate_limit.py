@@ -1,0 +1,80 @@
+"""A tenant's rate limit holds across ingest processes: two processes on one database accept
+together what one would, not twice as much."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from libs.common.db import make_engine, migrate
+from libs.common.settings import REPO_ROOT
+from libs.common.topics import ensure_topics
+from services.ingest import tenants
+from tests.conftest import unique
+from tests.processes import spawn_service, wait_ready
+
+pytestmark = pytest.mark.e2e
+RATE, BURST = 40, 80
+
+
+def test_two_ingest_processes_share_one_tenant_rate_limit(
+    bootstrap: str, pg_url: str, tmp_path: Path
+) -> None:
+    migrate(pg_url, REPO_ROOT / "services" / "ingest" / "migrations", "ingest")
+    run = unique("rl").replace("-", "")
+    asyncio.run(ensure_topics(bootstrap, namespace=run))
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "MSP_TOPIC_NAMESPACE": run,
+        "MSP_ADMIN_TOKEN": "l" * 40,
+        "MSP_DATABASE_URL": pg_url,
+        "MSP_VAR_DIR": str(tmp_path),
+        "MSP_RATE_LIMIT_EPS": str(RATE),
+        "MSP_RATE_LIMIT_BURST": str(BURST),
+        "MSP_KEY_CACHE_S": "60",
+    }
+    started: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
+    for n in ("a", "b"):
+        log = tmp_path / f"ingest-{n}.log"
+        started[n] = (*spawn_service("ingest", env, log), log)
+    try:
+        wait_ready(started)
+        engine = make_engine(pg_url)
+        tenant = unique("busy")
+        tenants.add_tenant(engine, tenant, "rate limit")
+        key = tenants.issue_key(engine, tenant)
+        engine.dispose()
+        urls = [url for _, url, _ in started.values()]
+        accepted = refused = 0
+        retry_after: set[str] = set()
+        with httpx.Client(timeout=10.0, headers={"X-API-Key": key}) as client:
+            begin = time.monotonic()
+            n = 0
+            while time.monotonic() - begin < 2.0 and n < 2000:
+                alert = {"fingerprint": f"fp-{n}", "title": "load", "device": "D1"}
+                r = client.post(f"{urls[n % 2]}/v1/alerts", json=alert)
+                n += 1
+                if r.status_code == 202:
+                    accepted += 1
+                else:
+                    assert r.status_code == 429, r.text
+                    refused += 1
+                    retry_after.add(r.headers["Retry-After"])
+            elapsed = time.monotonic() - begin
+        allowed = BURST + RATE * elapsed
+        print(
+            f"\nrate limit across 2 processes: {n} posts in {elapsed:.1f} s, {accepted} accepted, "
+            f"{refused} refused; one bucket allows {allowed:.0f}"
+        )
+        assert refused > 0 and retry_after
+        # What one bucket allows, plus what each process may hold leased and unspent.
+        assert accepted <= allowed + 2 * max(1, min(BURST * 0.05, RATE * 0.05)) + 1
+        assert accepted >= BURST, "the burst itself is accepted"
+    finally:
+        for proc, _, _ in started.values():
+            proc.kill()
