@@ -419,6 +419,24 @@ class AuditEvent(Envelope):
     payload: AuditPayload
 
 
+class AuditCheckpointPayload(Frozen):
+    """A tenant's audit chain head as the audit service saw it, signed with a key the audit
+    database never holds: a trail rewritten in the database (every hash recomputed) no longer
+    contains this head, and `verify` says so."""
+
+    tenant_seq: int = Field(ge=0)
+    hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    signed_at: AwareDatetime
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class AuditCheckpoint(Envelope):
+    topic: ClassVar[str] = "audit.checkpoints.v1"
+    type: Literal["audit.checkpoint.v1"] = "audit.checkpoint.v1"
+    schema_version: Literal[1] = 1
+    payload: AuditCheckpointPayload
+
+
 # --- deadletter.v1 --------------------------------------------------------------------------
 
 
@@ -456,4 +474,5 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
     AutomationRun,
     AutomationResult,
     AuditEvent,
+    AuditCheckpoint,
 )

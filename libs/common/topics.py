@@ -12,6 +12,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from libs.common.events import (
     AlertReceived,
+    AuditCheckpoint,
     AuditEvent,
     AutomationResult,
     AutomationRun,
@@ -58,6 +59,8 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(AutomationRun.topic, AutomationRun, retention_ms=30 * DAY_MS),
         TopicSpec(AutomationResult.topic, AutomationResult, retention_ms=30 * DAY_MS),
         TopicSpec(AuditEvent.topic, AuditEvent, retention_ms=90 * DAY_MS),
+        # The latest signed head per tenant (keyed by tenant): compacted, kept for ever.
+        TopicSpec(AuditCheckpoint.topic, AuditCheckpoint, retention_ms=-1, cleanup_policy="compact"),
         TopicSpec(DeadLetter.topic, DeadLetter, retention_ms=30 * DAY_MS),
     )
 }

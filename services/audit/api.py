@@ -10,11 +10,12 @@ from fastapi import APIRouter, Query
 from sqlalchemy import Engine
 
 from services.audit import store
+from services.audit.anchor import Anchoring, check_against
 
 TenantQuery = Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
-def make_router(engine: Engine, operator: Any) -> APIRouter:
+def make_router(engine: Engine, operator: Any, anchoring: Anchoring | None = None) -> APIRouter:
     router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[operator])
 
     @router.get("/events")
@@ -39,8 +40,20 @@ def make_router(engine: Engine, operator: Any) -> APIRouter:
 
     @router.get("/verify")
     async def verify(tenant_id: TenantQuery) -> dict[str, Any]:
+        """The chain checked entry by entry, and against the latest signed checkpoint of its
+        head anchored outside the database (`anchored`): a trail rewritten in the database,
+        every hash recomputed, fails the second check."""
         result = await asyncio.to_thread(store.verify_tenant, engine, tenant_id)
-        return {"tenant_id": tenant_id, **result.__dict__}
+        doc: dict[str, Any] = {"tenant_id": tenant_id, **result.__dict__, "anchored": None}
+        if anchoring is not None:
+            anchor = anchoring.latest.get(tenant_id)
+            doc["anchored"] = anchoring.describe(tenant_id)
+            if result.ok and anchor is not None:
+                found = await asyncio.to_thread(store.hash_at, engine, tenant_id, anchor.tenant_seq)
+                reason = check_against(anchor, found)
+                if reason:
+                    doc.update(ok=False, first_bad_seq=anchor.tenant_seq, reason=reason)
+        return doc
 
     @router.get("/counts")
     async def counts(tenant_id: TenantQuery) -> dict[str, Any]:

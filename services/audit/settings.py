@@ -1,8 +1,21 @@
 """Settings of the audit service."""
 
-from libs.common.settings import ServiceSettings
+from pydantic import Field, SecretStr
+
+from libs.common.settings import ServiceSettings, dev_secret
 
 
 class AuditSettings(ServiceSettings):
     service_name: str = "audit"
     http_port: int = 8085
+    # Signs the chain heads anchored on audit.checkpoints.v1; kept away from the audit database
+    # (required in prod; locally a random one in var/secrets/audit-anchor-key).
+    audit_anchor_key: SecretStr | None = None
+    audit_checkpoint_every_s: float = Field(default=60.0, gt=0)
+
+    def effective_anchor_key(self) -> bytes:
+        if self.audit_anchor_key:
+            return self.audit_anchor_key.get_secret_value().encode()
+        if self.environment == "prod":
+            raise ValueError("MSP_AUDIT_ANCHOR_KEY must be set in prod")
+        return dev_secret(self.var_dir, "audit-anchor-key").encode()

@@ -123,3 +123,11 @@ def verify_tenant(engine: Engine, tenant_id: str) -> Verification:
             head.hash if head else None,
             head.tenant_seq if head else None,
         )
+
+
+def hash_at(engine: Engine, tenant_id: str, tenant_seq: int) -> str | None:
+    c = audit_events.c
+    with engine.connect() as conn:
+        return conn.execute(
+            select(c.hash).where(c.tenant_id == tenant_id, c.tenant_seq == tenant_seq)
+        ).scalar()
