@@ -1,6 +1,6 @@
 """Settings of the audit service."""
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from libs.common.settings import ServiceSettings, dev_secret
 
@@ -12,6 +12,12 @@ class AuditSettings(ServiceSettings):
     # (required in prod; locally a random one in var/secrets/audit-anchor-key).
     audit_anchor_key: SecretStr | None = None
     audit_checkpoint_every_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _anchor_key_in_prod(self) -> "AuditSettings":
+        if self.environment == "prod" and self.audit_anchor_key is None:
+            raise ValueError("MSP_AUDIT_ANCHOR_KEY must be set in prod: it signs the anchored audit heads")
+        return self
 
     def effective_anchor_key(self) -> bytes:
         if self.audit_anchor_key:

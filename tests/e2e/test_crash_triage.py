@@ -20,12 +20,11 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from libs.common.db import make_engine, migrate
-from libs.common.settings import REPO_ROOT
-from libs.common.topics import ensure_topics, physical
+from libs.common.db import make_engine
+from libs.common.topics import physical
 from services.ingest import tenants
 from tests.conftest import unique
-from tests.processes import spawn_service, wait_ready
+from tests.processes import platform_env, spawn_service, start_platform, wait_ready
 
 pytestmark = pytest.mark.e2e
 ALERTS = int(os.environ.get("MSP_CRASH_ALERTS", "20000"))
@@ -89,28 +88,15 @@ class SignalReader(threading.Thread):
 def test_triage_killed_mid_stream_loses_and_doubles_no_alert(
     bootstrap: str, pg_url: str, tmp_path: Path
 ) -> None:
-    migrate(pg_url, REPO_ROOT / "services" / "ingest" / "migrations", "ingest")
-    run = unique("crash").replace("-", "")
-    asyncio.run(ensure_topics(bootstrap, namespace=run))
     env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "MSP_TOPIC_NAMESPACE": run,
-        "MSP_ADMIN_TOKEN": "k" * 40,
-        "MSP_DATABASE_URL": pg_url,
-        "MSP_VAR_DIR": str(tmp_path),
+        **platform_env(bootstrap, pg_url, tmp_path, "k" * 40, "crash"),
         "MSP_EMBEDDINGS_ENABLED": "false",
         "MSP_TICKETS_ENABLED": "false",
         "MSP_RATE_LIMIT_EPS": "100000",
         "MSP_RATE_LIMIT_BURST": "100000",
     }
-    started = {
-        name: (
-            *spawn_service(name, {**env, "MSP_CONSUMER_GROUP": f"{run}-{name}"}, tmp_path / f"{name}-1.log"),
-            tmp_path / f"{name}-1.log",
-        )
-        for name in ("ingest", "triage")
-    }
-    wait_ready(started)
+    run = env["MSP_TOPIC_NAMESPACE"]
+    started = start_platform(["ingest", "triage"], env, tmp_path, suffix="-1")
     ingest_proc, ingest_url, _ = started["ingest"]
     triage_proc = started["triage"][0]
     engine = make_engine(pg_url)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import signal
 import subprocess
@@ -15,12 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from libs.common.db import make_engine, migrate
+from libs.common.db import make_engine
 from libs.common.settings import REPO_ROOT
-from libs.common.topics import ensure_topics
 from services.ingest import tenants
 from tests.conftest import unique
-from tests.processes import spawn_service, wait_ready
+from tests.processes import platform_env, start_platform, stop_platform
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("ingest", "triage", "packet", "audit")
@@ -52,34 +50,15 @@ class Platform:
 
 @pytest.fixture(scope="module")
 def platform(bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    migrate(pg_url, REPO_ROOT / "services" / "ingest" / "migrations", "ingest")
     var = tmp_path_factory.mktemp("var")
-    run = unique("e2e")
     # The run's own topics: the services see this run's events, not the history of the
     # shared broker that other tests filled.
-    asyncio.run(ensure_topics(bootstrap, namespace=run))
-    started: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
-    for name in SERVICES:  # ingest first: the others check tenant keys with it
-        env = {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "MSP_TOPIC_NAMESPACE": run,
-            "MSP_ADMIN_TOKEN": OPERATOR,
-            "MSP_DATABASE_URL": pg_url,
-            "MSP_CONSUMER_GROUP": f"{run}-{name}",
-            "MSP_VAR_DIR": str(var),
-            **({"MSP_INGEST_URL": started["ingest"][1]} if "ingest" in started else {}),
-        }
-        log = var / f"{name}.log"
-        proc, url = spawn_service(name, env, log)
-        started[name] = (proc, url, log)
-    wait_ready(started)
+    started = start_platform(SERVICES, platform_env(bootstrap, pg_url, var, OPERATOR, "e2e"), var)
     procs = {n: p for n, (p, _, _) in started.items()}
     urls = {n: u for n, (_, u, _) in started.items()}
     logs = {n: lg for n, (_, _, lg) in started.items()}
     yield Platform(urls, procs, logs, pg_url)
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.kill()
+    stop_platform(started)
 
 
 def op_get(platform: Platform, service: str, path: str, tenant: str, **params: str) -> Any:
@@ -382,14 +361,27 @@ def test_an_escalated_ticket_gets_a_packet_posted_into_the_tenants_psa(
     )
 
 
-def test_services_expose_metrics_and_stop_cleanly_on_sigterm(platform: Platform) -> None:
-    metrics = httpx.get(f"{platform.urls['triage']}/metrics").text
-    assert 'msp_events_consumed_total{outcome="ok",service="triage",topic="alerts.raw.v1"}' in metrics
-    for proc in platform.procs.values():
-        proc.send_signal(signal.SIGTERM)
-    for name, proc in platform.procs.items():
-        assert proc.wait(timeout=30) == 0, platform.logs[name].read_text()[-3000:]
-        assert '"msg": "service stopped"' in platform.logs[name].read_text()
+def test_services_expose_metrics_and_stop_cleanly_on_sigterm(
+    bootstrap: str, pg_url: str, tmp_path: Path
+) -> None:
+    # Its own processes: stopping them must not depend on (or disturb) the tests around it.
+    started = start_platform(SERVICES, platform_env(bootstrap, pg_url, tmp_path, OPERATOR, "term"), tmp_path)
+    try:
+        urls = {n: u for n, (_, u, _) in started.items()}
+        tenant, key = Platform(urls, {}, {}, pg_url).new_tenant()
+        assert (
+            httpx.post(f"{urls['ingest']}/v1/alerts", json=ALERT, headers={"X-API-Key": key}).status_code
+            == 202
+        )
+        series = 'msp_events_consumed_total{outcome="ok",service="triage",topic="alerts.raw.v1"}'
+        assert wait_for(lambda: series in httpx.get(f"{urls['triage']}/metrics").text)
+        for proc, _, _ in started.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc, _, log in started.values():
+            assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+            assert '"msg": "service stopped"' in log.read_text()
+    finally:
+        stop_platform(started)
 
 
 def test_the_headline_path_alerts_and_a_ticket_become_a_psa_note_citing_their_signal(

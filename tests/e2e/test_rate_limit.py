@@ -3,20 +3,16 @@ together what one would, not twice as much."""
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from libs.common.db import make_engine, migrate
-from libs.common.settings import REPO_ROOT
-from libs.common.topics import ensure_topics
+from libs.common.db import make_engine
 from services.ingest import tenants
 from tests.conftest import unique
-from tests.processes import spawn_service, wait_ready
+from tests.processes import platform_env, start_platform, stop_platform
 
 pytestmark = pytest.mark.e2e
 RATE, BURST = 40, 80
@@ -25,25 +21,19 @@ RATE, BURST = 40, 80
 def test_two_ingest_processes_share_one_tenant_rate_limit(
     bootstrap: str, pg_url: str, tmp_path: Path
 ) -> None:
-    migrate(pg_url, REPO_ROOT / "services" / "ingest" / "migrations", "ingest")
-    run = unique("rl").replace("-", "")
-    asyncio.run(ensure_topics(bootstrap, namespace=run))
     env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "MSP_TOPIC_NAMESPACE": run,
-        "MSP_ADMIN_TOKEN": "l" * 40,
-        "MSP_DATABASE_URL": pg_url,
-        "MSP_VAR_DIR": str(tmp_path),
+        **platform_env(bootstrap, pg_url, tmp_path, "l" * 40, "rl"),
         "MSP_RATE_LIMIT_EPS": str(RATE),
         "MSP_RATE_LIMIT_BURST": str(BURST),
         "MSP_KEY_CACHE_S": "60",
     }
-    started: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
-    for n in ("a", "b"):
-        log = tmp_path / f"ingest-{n}.log"
-        started[n] = (*spawn_service("ingest", env, log), log)
+    # Two ingest processes on one database, as a deployment scaled out runs them.
+    started = start_platform(["ingest"], env, tmp_path, suffix="-a")
+    started = {
+        "a": started["ingest"],
+        **{"b": start_platform(["ingest"], env, tmp_path, suffix="-b")["ingest"]},
+    }
     try:
-        wait_ready(started)
         engine = make_engine(pg_url)
         tenant = unique("busy")
         tenants.add_tenant(engine, tenant, "rate limit")
@@ -76,5 +66,4 @@ def test_two_ingest_processes_share_one_tenant_rate_limit(
         assert accepted <= allowed + 2 * max(1, min(BURST * 0.05, RATE * 0.05)) + 1
         assert accepted >= BURST, "the burst itself is accepted"
     finally:
-        for proc, _, _ in started.values():
-            proc.kill()
+        stop_platform(started)

@@ -3,22 +3,19 @@ example block's commands must answer the status codes the README documents for i
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from libs.common.db import make_engine, migrate
+from libs.common.db import make_engine
 from libs.common.settings import REPO_ROOT
-from libs.common.topics import ensure_topics
 from services.ingest import tenants
 from tests.conftest import unique
-from tests.processes import spawn_service, wait_ready
+from tests.processes import platform_env, start_platform, stop_platform
 
 pytestmark = pytest.mark.e2e
 OPERATOR = "r" * 40
@@ -37,28 +34,14 @@ def examples() -> list[tuple[str, list[int], str]]:
 def services(
     bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    migrate(pg_url, REPO_ROOT / "services" / "ingest" / "migrations", "ingest")
     var = tmp_path_factory.mktemp("readme")
-    run = unique("readme")
-    asyncio.run(ensure_topics(bootstrap, namespace=run))
-    started: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
-    for name in ("ingest", "triage", "packet"):
-        env = {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "MSP_TOPIC_NAMESPACE": run,
-            "MSP_ADMIN_TOKEN": OPERATOR,
-            "MSP_DATABASE_URL": pg_url,
-            "MSP_CONSUMER_GROUP": f"{run}-{name}",
-            "MSP_VAR_DIR": str(var),
-            **({"MSP_INGEST_URL": started["ingest"][1]} if "ingest" in started else {}),
-        }
-        started[name] = (*spawn_service(name, env, var / f"{name}.log"), var / f"{name}.log")
+    started = start_platform(
+        ("ingest", "triage", "packet"), platform_env(bootstrap, pg_url, var, OPERATOR, "readme"), var
+    )
     try:
-        wait_ready(started)
         yield {n: url for n, (_, url, _) in started.items()}
     finally:
-        for proc, _, _ in started.values():
-            proc.kill()
+        stop_platform(started)
 
 
 def test_the_readme_has_the_examples_this_test_runs() -> None:
