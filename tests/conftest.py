@@ -25,6 +25,21 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def partition_twin(tenant: str, partitions: int = 12) -> str:
+    """Another tenant whose events land on the same partition as `tenant`'s (the producer's own
+    partitioner): what it sends after `tenant`'s events is consumed after them, so seeing it
+    handled proves those were handled too (a positive marker for "nothing happened")."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    choose = DefaultPartitioner()
+    every = list(range(partitions))
+    want = choose(tenant.encode(), every, every)
+    while True:
+        twin = unique("twin")
+        if choose(twin.encode(), every, every) == want:
+            return twin
+
+
 @pytest.fixture(scope="session")
 def bootstrap() -> str:
     servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

@@ -61,14 +61,17 @@ class Anchoring:
         self._published: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.caught_up = asyncio.Event()
+        self.running = False
 
     async def start(self) -> None:
+        self.running = True
         self._tasks = [
             asyncio.create_task(self._read(), name="audit-anchor-reader"),
             asyncio.create_task(self._publish_forever(), name="audit-anchor-writer"),
         ]
 
     async def stop(self) -> None:
+        self.running = False
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -25,7 +25,7 @@ def build(settings: AuditSettings) -> tuple[Runtime, FastAPI]:
         namespace=settings.topic_namespace,
         every_s=settings.audit_checkpoint_every_s,
     )
-    rt.add_component("anchoring", anchoring.start, anchoring.stop, lambda: True)
+    rt.add_component("anchoring", anchoring.start, anchoring.stop, lambda: anchoring.running)
     app = rt.make_app("msp audit", "Append-only, tamper-evident audit trail of the platform.")
     app.include_router(make_router(rt.engine, operator_only(settings), anchoring))
     return rt, app

@@ -162,6 +162,15 @@ async def packets(
     await p.stop()
 
 
+async def handled_up_to_here(packets: Packets, tenant: str) -> str:
+    """Send a sentinel escalation of the same tenant (its partition, its order) and wait for its
+    packet: everything sent before it has been handled. Returns the sentinel's ticket id."""
+    sentinel = f"S-{uuid.uuid4().hex[:8]}"
+    await packets.send(escalation(tenant, sentinel))
+    await eventually(lambda: len(packets.versions(tenant, sentinel)) == 1, "the sentinel's packet")
+    return sentinel
+
+
 def notes_for(sink: PsaSink, ticket_id: str) -> list[dict[str, Any]]:
     return [n for n in sink.notes if f"/tickets/{ticket_id}/notes" in n["path"]]
 
@@ -184,7 +193,7 @@ async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_n
     packets.rt.kb.put(tenant, "fileserver/disk-full.md", RUNBOOK, "https://kb.client.test/disk-full")  # type: ignore[attr-defined]
     sig = signal(tenant)
     await packets.send(sig, ticket(tenant, "T-1", "created"))
-    await asyncio.sleep(1.0)
+    await handled_up_to_here(packets, tenant)
     assert packets.versions(tenant, "T-1") == [], "no packet before the ticket escalates"
     esc_id = uuid.uuid4()
     await packets.send(escalation(tenant, "T-1", esc_id))
@@ -209,7 +218,8 @@ async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_n
 
     # The same escalation again (a redelivery): nothing new, nothing posted.
     await packets.send(escalation(tenant, "T-1", esc_id))
-    await asyncio.sleep(1.5)
+    sentinel = await handled_up_to_here(packets, tenant)
+    await eventually(lambda: len(notes_for(psa, sentinel)) == 1, "the sentinel's note, posted after")
     assert len(packets.versions(tenant, "T-1")) == 1 and len(notes_for(psa, "T-1")) == 1
 
     # A note by L1 changes what the packet says: version 2, one more note.
@@ -542,7 +552,7 @@ async def test_platform_actions_on_the_ticket_make_a_new_version_and_a_growing_s
         update={"payload": grown.payload.model_copy(update={"added_alert_ids": [uuid.uuid4()], "count": 9})}
     )
     await packets.send(grown)
-    await asyncio.sleep(1.5)
+    await handled_up_to_here(packets, tenant)
     assert len(packets.versions(tenant, "R-1")) == 2
 
 

@@ -20,7 +20,12 @@ def test_readyz_is_503_until_the_consumer_is_assigned_and_200_after(bootstrap: s
     cold = TestClient(app)  # no lifespan: nothing started
     r = cold.get("/readyz")
     assert r.status_code == 503
-    assert r.json()["checks"] == {"producer": False, "consumers_assigned": False, "database": True}
+    assert r.json()["checks"] == {
+        "producer": False,
+        "consumers_assigned": False,
+        "database": True,
+        "anchoring": False,
+    }
     assert cold.get("/healthz").status_code == 200
 
     with TestClient(app) as client:  # runs the lifespan: migrate, producer, consumer
@@ -29,7 +34,7 @@ def test_readyz_is_503_until_the_consumer_is_assigned_and_200_after(bootstrap: s
             time.sleep(0.2)
         assert client.get("/readyz").json() == {
             "ready": True,
-            "checks": {"producer": True, "consumers_assigned": True, "database": True},
+            "checks": {"producer": True, "consumers_assigned": True, "database": True, "anchoring": True},
         }
 
 

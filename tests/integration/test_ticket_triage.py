@@ -27,7 +27,7 @@ from libs.common.events import (
 )
 from services.triage.tickets import store
 from services.triage.tickets.api import drift
-from tests.conftest import eventually, unique
+from tests.conftest import eventually, partition_twin, unique
 from tests.integration.test_triage_alerts import Triage
 from tests.messages_server import messages_server
 
@@ -230,7 +230,9 @@ async def test_a_tenant_model_decides_once_history_allows_and_a_correction_is_co
     assert 0 < figures["mean_confidence"] <= 1
     # The same category again is not a second correction.
     await triage.send(refiled())  # type: ignore[arg-type]
-    await asyncio.sleep(1.0)
+    marker = partition_twin(tenant)  # handled after the refiled ticket: then it was handled too
+    await triage.send(ticket_event(marker, "M-1", "printer jammed"))  # type: ignore[arg-type]
+    await triage.result(marker, "M-1")
     assert drift(triage.rt.engine, tenant, 200)["corrected"] == 1
 
 
@@ -263,7 +265,9 @@ async def test_rollout_modes_decide_what_the_result_is_for(triage: TriageWithTic
     await asyncio.to_thread(store.set_rollout, engine, tenant, "Printers", "off", 0.9)
     await asyncio.to_thread(store.set_rollout, engine, tenant, "Accounts", "off", 0.9)
     await triage.send(ticket_event(tenant, "R-3", "printer out of toner"), ticket_event(tenant, "R-4", "x"))  # type: ignore[arg-type]
-    await asyncio.sleep(2.0)
+    marker = partition_twin(tenant)  # another tenant on the same partition, handled after them
+    await triage.send(ticket_event(marker, "M-1", "printer jammed"))  # type: ignore[arg-type]
+    await triage.result(marker, "M-1")
     assert await asyncio.to_thread(store.last_decision, engine, tenant, "R-3") is None
     assert not [e for e in triage.triaged if e["payload"]["ticket_id"] in ("R-3", "R-4")]
 

@@ -1,0 +1,142 @@
+"""The packet service killed with SIGKILL in the middle of a stream of escalations and
+restarted: every escalation gets its packet, every version exactly one packets.escalation.v1
+event (the same bytes under one id, however often the outbox relays it) and exactly one note
+in the tenant's PSA."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import pytest
+
+from libs.common.db import make_engine
+from libs.common.topics import physical
+from services.ingest import tenants
+from tests.conftest import unique
+from tests.e2e.test_crash_triage import SignalReader
+from tests.fakes.psa_sink import psa_sink
+from tests.processes import platform_env, spawn_service, start_platform, stop_platform, wait_ready
+
+pytestmark = pytest.mark.e2e
+ESCALATIONS = 200
+
+
+def test_packet_killed_mid_stream_posts_one_event_and_one_note_per_version(
+    bootstrap: str, pg_url: str, tmp_path: Path
+) -> None:
+    env = {
+        **platform_env(bootstrap, pg_url, tmp_path, "p" * 40, "pcrash"),
+        "MSP_PSA_RETRY_BASE_S": "0.2",
+        "MSP_RATE_LIMIT_EPS": "100000",
+        "MSP_RATE_LIMIT_BURST": "100000",
+    }
+    run = env["MSP_TOPIC_NAMESPACE"]
+    started = start_platform(["ingest", "packet"], env, tmp_path, suffix="-1")
+    ingest_url, packet_url = started["ingest"][1], started["packet"][1]
+    engine = make_engine(pg_url)
+    tenant = unique("esc")
+    tenants.add_tenant(engine, tenant, "packet crash")
+    key = tenants.issue_key(engine, tenant)
+    engine.dispose()
+    reader = SignalReader(bootstrap, physical("packets.escalation.v1", run))
+    reader.start()
+    auth = {"Authorization": f"Bearer {env['MSP_ADMIN_TOKEN']}"}
+    with psa_sink() as (sink, sink_url):
+        r = httpx.put(
+            f"{packet_url}/v1/psa",
+            json={
+                "tenant_id": tenant,
+                "kind": "halopsa",
+                "base_url": sink_url,
+                "credentials": {"token": "t"},
+            },
+            headers=auth,
+        )
+        assert r.status_code == 200, r.text
+        restarted = None
+        try:
+
+            def post() -> None:
+                with httpx.Client(timeout=30.0, headers={"X-API-Key": key}) as client:
+                    for n in range(ESCALATIONS):
+                        snap = {
+                            "ticket_id": str(9000 + n),
+                            "title": f"Printer {n} jammed",
+                            "devices": [f"PR{n}"],
+                        }
+                        events = [
+                            {"kind": "created", "event_ref": f"{n}-c", "ticket": snap},
+                            {
+                                "kind": "escalated",
+                                "event_ref": f"{n}-e",
+                                "ticket": snap,
+                                "escalation": {"from_tier": "L1", "to_tier": "L2"},
+                            },
+                        ]
+                        r = client.post(f"{ingest_url}/v1/tickets/events/batch", json={"events": events})
+                        assert r.status_code == 202, r.text
+
+            poster = threading.Thread(target=post, daemon=True)
+            poster.start()
+            deadline = time.monotonic() + 60
+            while len(sink.notes) < ESCALATIONS // 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(sink.notes) < ESCALATIONS, "the packet service finished before it could be killed"
+            proc = started["packet"][0]
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed_at = len(sink.notes)
+            poster.join(timeout=120)
+            log = tmp_path / "packet-2.log"
+            consumer = {"MSP_CONSUMER_GROUP": f"{run}-packet", "MSP_INGEST_URL": ingest_url}
+            restarted, url = spawn_service("packet", {**env, **consumer}, log)
+            wait_ready({"packet": (restarted, url, log)})
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and len({_ticket(n) for n in sink.notes}) < ESCALATIONS:
+                time.sleep(0.2)
+            # Marker: every version recorded as posted means every note is in, and nothing is pending.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                listed = httpx.get(
+                    f"{url}/v1/packets", params={"tenant_id": tenant, "limit": 200}, headers=auth
+                )
+                if len(listed.json()["packets"]) == ESCALATIONS:
+                    break
+                time.sleep(0.2)
+        finally:
+            reader.stop.set()
+            stop_platform(started)
+            if restarted is not None and restarted.poll() is None:
+                restarted.kill()
+    notes_per_version: dict[tuple[str, str], int] = defaultdict(int)
+    for n in sink.notes:
+        body = n["body"][0]
+        marker = body["note_html"].rsplit("msp-packet:", 1)[1].split("<", 1)[0]
+        notes_per_version[(str(body["ticket_id"]), marker)] += 1
+    contents: dict[str, set[str]] = defaultdict(set)
+    versions: set[tuple[str, int]] = set()
+    for rec in reader.records:
+        contents[rec["event_id"]].add(json.dumps(rec, sort_keys=True))
+        versions.add((rec["payload"]["ticket_id"], rec["payload"]["version"]))
+    tickets = {t for t, _ in notes_per_version}
+    doubled_notes = sum(1 for c in notes_per_version.values() if c > 1)
+    reused_ids = sum(1 for c in contents.values() if len(c) > 1)
+    print(
+        f"\ncrash test (packet SIGKILL after {killed_at} notes): escalations {ESCALATIONS}, "
+        f"tickets with a note {len(tickets)}, notes {len(sink.notes)}, versions with a note "
+        f"{len(notes_per_version)}, doubled notes {doubled_notes}, packet events {len(contents)} "
+        f"for {len(versions)} versions, event ids with two contents {reused_ids}"
+    )
+    assert len(tickets) == ESCALATIONS, "lost: escalations without a note"
+    assert doubled_notes == 0 and reused_ids == 0
+    assert {(t, f"v{v}") for t, v in versions} <= {(t, m.rsplit(":", 1)[1]) for t, m in notes_per_version}
+
+
+def _ticket(note: dict) -> str:  # type: ignore[type-arg]
+    return str(note["body"][0]["ticket_id"])
