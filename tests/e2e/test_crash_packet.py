@@ -33,6 +33,9 @@ def test_packet_killed_mid_stream_posts_one_event_and_one_note_per_version(
     env = {
         **platform_env(bootstrap, pg_url, tmp_path, "p" * 40, "pcrash"),
         "MSP_PSA_RETRY_BASE_S": "0.2",
+        # Where engineers reach the service stays the same across the restart (the packets link
+        # to it; a new address would rightly make new versions).
+        "MSP_PAGE_BASE_URL": "http://packet.msp.test",
         "MSP_RATE_LIMIT_EPS": "100000",
         "MSP_RATE_LIMIT_BURST": "100000",
     }
@@ -134,6 +137,7 @@ def test_packet_killed_mid_stream_posts_one_event_and_one_note_per_version(
         f"for {len(versions)} versions, event ids with two contents {reused_ids}"
     )
     assert len(tickets) == ESCALATIONS, "lost: escalations without a note"
+    assert len(versions) == len(notes_per_version) == ESCALATIONS, "one version each: nothing rebuilt twice"
     assert doubled_notes == 0 and reused_ids == 0
     assert {(t, f"v{v}") for t, v in versions} <= {(t, m.rsplit(":", 1)[1]) for t, m in notes_per_version}
 

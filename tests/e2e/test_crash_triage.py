@@ -55,7 +55,7 @@ class SignalReader(threading.Thread):
                 while not self.stop.is_set():
                     for records in (await consumer.getmany(timeout_ms=50)).values():
                         docs = [json.loads(r.value) for r in records]
-                        self.added += sum(len(d["payload"]["added_alert_ids"]) for d in docs)
+                        self.added += sum(len(d["payload"].get("added_alert_ids", [])) for d in docs)
                         self.records.extend(docs)
             finally:
                 await consumer.stop()
