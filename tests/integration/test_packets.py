@@ -248,10 +248,13 @@ async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_n
     assert all(v["status"] == "posted" and v["attempts"] == 1 for v in packets.versions(tenant, "T-1"))
 
 
-async def test_a_psa_outage_is_retried_until_the_note_is_posted(
-    packets: Packets, sink: tuple[PsaSink, str]
-) -> None:
-    psa, url = sink
+async def test_a_psa_outage_is_retried_until_the_note_is_posted(packets: Packets) -> None:
+    # A PSA of its own: the scripted outage must meet this test's posts only.
+    with psa_sink() as (psa, url):
+        await _outage(packets, psa, url)
+
+
+async def _outage(packets: Packets, psa: PsaSink, url: str) -> None:
     tenant = unique("outage")
     store.set_target(
         packets.rt.engine,
