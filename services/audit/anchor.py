@@ -60,7 +60,6 @@ class Anchoring:
         self.latest: dict[str, Anchor] = {}
         self._published: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.caught_up = asyncio.Event()
         self.running = False
 
     async def start(self) -> None:
@@ -127,8 +126,6 @@ class Anchoring:
                 for records in batch.values():
                     for r in records:
                         self._take(r.value)
-                if not batch:
-                    self.caught_up.set()
         finally:
             await consumer.stop()
 

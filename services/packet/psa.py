@@ -107,16 +107,32 @@ class Target:
     options: dict[str, Any]
 
 
+def auth_headers(target: Target) -> dict[str, str]:
+    """The PSA's credentials as its API takes them (the same for posting and for listing)."""
+    c = target.credentials
+    if target.kind == "connectwise":
+        auth = base64.b64encode(f"{c['company']}+{c['public_key']}:{c['private_key']}".encode()).decode()
+        return {"Authorization": f"Basic {auth}", "clientId": str(c.get("client_id", ""))}
+    if target.kind == "autotask":
+        return {
+            "ApiIntegrationCode": str(c["integration_code"]),
+            "UserName": str(c["username"]),
+            "Secret": str(c["secret"]),
+        }
+    if target.kind == "halopsa":
+        return {"Authorization": f"Bearer {c['token']}"}
+    return {}
+
+
 def request_for(
     target: Target, tenant_id: str, ticket_id: str, p: EscalationPacketPayload, page_url: str | None
 ) -> tuple[str, dict[str, str], Any]:
     """(URL, headers, JSON body) of the call that adds the packet as an internal note."""
     c, base = target.credentials, target.base_url.rstrip("/")
     if target.kind == "connectwise":
-        auth = base64.b64encode(f"{c['company']}+{c['public_key']}:{c['private_key']}".encode()).decode()
         return (
             f"{base}/v4_6_release/apis/3.0/service/tickets/{ticket_id}/notes",
-            {"Authorization": f"Basic {auth}", "clientId": str(c.get("client_id", ""))},
+            auth_headers(target),
             {
                 "text": render_markdown(p, page_url),
                 "detailDescriptionFlag": False,
@@ -127,11 +143,7 @@ def request_for(
     if target.kind == "autotask":
         return (
             f"{base}/ATServicesRest/V1.0/Tickets/{ticket_id}/Notes",
-            {
-                "ApiIntegrationCode": str(c["integration_code"]),
-                "UserName": str(c["username"]),
-                "Secret": str(c["secret"]),
-            },
+            auth_headers(target),
             {
                 "ticketID": int(ticket_id) if ticket_id.isdigit() else ticket_id,
                 "title": f"Escalation packet v{p.version}",
@@ -144,7 +156,7 @@ def request_for(
     if target.kind == "halopsa":
         return (
             f"{base}/api/Actions",
-            {"Authorization": f"Bearer {c['token']}"},
+            auth_headers(target),
             [
                 {
                     "ticket_id": int(ticket_id) if ticket_id.isdigit() else ticket_id,
@@ -179,25 +191,17 @@ async def find_posted(
     marker), else None. Asked before posting again a version whose earlier attempt may have
     reached the PSA (a crash or a timeout between the post and its record). A generic webhook
     cannot be asked: its receiver deduplicates on the `Idempotency-Key` header instead."""
-    c, base, mark = target.credentials, target.base_url.rstrip("/"), marker(p)
+    base, mark, headers = target.base_url.rstrip("/"), marker(p), auth_headers(target)
     if target.kind == "connectwise":
-        auth = base64.b64encode(f"{c['company']}+{c['public_key']}:{c['private_key']}".encode()).decode()
         url = f"{base}/v4_6_release/apis/3.0/service/tickets/{ticket_id}/notes"
-        headers = {"Authorization": f"Basic {auth}", "clientId": str(c.get("client_id", ""))}
         params: dict[str, Any] = {"conditions": f'text like "%{mark}%"', "fields": "id,text", "pageSize": 100}
         text_of, items_of = "text", (lambda doc: doc)
     elif target.kind == "autotask":
         url = f"{base}/ATServicesRest/V1.0/Tickets/{ticket_id}/Notes"
-        headers = {
-            "ApiIntegrationCode": str(c["integration_code"]),
-            "UserName": str(c["username"]),
-            "Secret": str(c["secret"]),
-        }
         params = {}
         text_of, items_of = "description", (lambda doc: doc.get("items", []))
     elif target.kind == "halopsa":
         url = f"{base}/api/Actions"
-        headers = {"Authorization": f"Bearer {c['token']}"}
         params = {"ticket_id": ticket_id, "count": 200}
         text_of, items_of = "note_html", (lambda doc: doc.get("actions", []))
     else:
