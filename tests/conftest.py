@@ -19,6 +19,8 @@ from sqlalchemy.engine import make_url
 
 from libs.common.topics import TOPICS, TopicSpec, ensure_topics
 
+pytest_plugins = ["tests.peers.fixtures"]
+
 
 def unique(prefix: str) -> str:
     """Tests isolate by unique names (tenants, groups, topics), not by teardown."""

@@ -41,6 +41,17 @@ class Access:
     tenant_id: str | None = None
     key_id: str | None = None
     role: str | None = None
+    label: str = ""
+
+    @property
+    def person(self) -> str:
+        """Who this is, as the audit trail and approvals name them: the key's holder (its
+        label, else its id), or the operators."""
+        if self.kind == "operator":
+            return "operator"
+        if self.kind == "link":
+            return f"link:{self.tenant_id}"
+        return f"key:{self.label or self.key_id}"
 
     def require(self, tenant_id: str) -> None:
         """Refuse (403) a tenant this caller may not read."""
@@ -112,7 +123,13 @@ class KeyCheck:
             found = None
         elif r.status_code == 200:
             doc = r.json()
-            found = Access(kind="key", tenant_id=doc["tenant_id"], key_id=doc["key_id"], role=doc["role"])
+            found = Access(
+                kind="key",
+                tenant_id=doc["tenant_id"],
+                key_id=doc["key_id"],
+                role=doc["role"],
+                label=str(doc.get("label") or ""),
+            )
         else:
             raise HTTPException(503, f"ingest answered {r.status_code} when checking the key")
         if len(self._cache) > 10_000:

@@ -368,6 +368,9 @@ class AutomationRunPayload(Frozen):
     steps: list[ActionStep] = Field(min_length=1)
     requested_by: ShortText
     mode: Literal["manual", "suggested", "auto"]
+    # Additive: the plan it was confirmed from, and who approved it (None: no approval needed).
+    plan_id: uuid.UUID | None = None
+    approved_by: ShortText | None = None
 
 
 class AutomationRun(Envelope):
@@ -380,16 +383,24 @@ class AutomationRun(Envelope):
 class StepResult(Frozen):
     index: int = Field(ge=0)
     action: ShortText
-    outcome: Literal["succeeded", "failed", "skipped"]
+    outcome: Literal["succeeded", "failed", "skipped", "waiting"]
     error_class: str | None = None
     message: LongText = ""
+    # Additive: what ran, what the connector answered (never a credential), how long it took,
+    # and the key the step ran under.
+    params: dict[str, Any] = Field(default_factory=dict)
+    response: dict[str, Any] = Field(default_factory=dict)
+    duration_ms: float | None = None
+    idempotency_key: str | None = None
 
 
 class AutomationResultPayload(Frozen):
     run_id: uuid.UUID
-    outcome: Literal["succeeded", "failed", "partial"]
+    # running: steps so far, more to come; waiting: a step waits for a person (a code).
+    outcome: Literal["succeeded", "failed", "partial", "running", "waiting"]
     steps: list[StepResult] = Field(default_factory=list)
     logs_url: str | None = None
+    ticket_id: str | None = None
 
 
 class AutomationResult(Envelope):

@@ -109,8 +109,9 @@ def _check_summarise(data: SummariseInput, out: SummariseOutput) -> None:
 
 class ParamSpec(BaseModel):
     name: str
-    kind: Literal["user", "email", "device", "group", "text"]
+    kind: Literal["user", "email", "device", "group", "text", "boolean", "choice"]
     required: bool = True
+    choices: list[str] = Field(default_factory=list, description="the allowed values of a choice")
 
 
 class ActionSpec(BaseModel):
@@ -158,6 +159,10 @@ def _check_interpret(data: InterpretInput, out: InterpretOutput) -> None:
         extra = set(step.params) - {p.name for p in spec.params}
         if extra:
             raise ValueError(f"{step.action} has no parameters {sorted(extra)}")
+        for p in spec.params:
+            value = step.params.get(p.name)
+            if value and p.choices and value not in p.choices:
+                raise ValueError(f"{step.action}.{p.name} must be one of {p.choices}, not {value!r}")
 
 
 # --- extract steps from a resolution -----------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Wiring of the automation service.
 
-Today it consumes tickets.triaged.v1 and automation.results.v1, records and counts them per
-tenant and audits what it received. Actions, connectors and automations land with their own
-issues; until then it runs nothing.
+The API turns engineers' instructions into plans (planner.py, interpret.py), checks them
+against the tenant policy (policy.py), takes confirmations and approvals, and starts runs by
+writing `automation.runs.v1` through the outbox. The executor (executor.py; its own consumer
+group, so it scales apart with MSP_AUTOMATION_ROLE=executor) runs each step once through the
+tenant's connectors (connectors/) and reports on `automation.results.v1` and the audit trail.
 """
 
 from __future__ import annotations
@@ -11,17 +13,34 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from libs.common.counting import build_counting_service
-from libs.common.events import AutomationResult, TicketTriaged
+from libs.common.embeddings import shared_embedder
+from libs.common.events import AutomationRun
+from libs.common.outbox import OutboxRelay
+from libs.common.reasoning import reasoning_from_settings
 from libs.common.service import Runtime
+from services.automation import tables
+from services.automation.api import AutomationApi, add_routes
+from services.automation.executor import Executor
+from services.automation.interpret import LocalInterpreter
+from services.automation.planner import Planner
 from services.automation.settings import AutomationSettings
 
 
 def build(settings: AutomationSettings) -> tuple[Runtime, FastAPI]:
-    return build_counting_service(
-        settings,
-        topics=[AutomationResult.topic, TicketTriaged.topic],
-        migrations_dir=Path(__file__).parent / "migrations",
-        title="msp automation",
-        description=__doc__ or "",
-    )
+    rt = Runtime(settings, migrations_dir=Path(__file__).parent / "migrations")
+    box = settings.secret_box()
+    secret = settings.step_secret()
+    relay = OutboxRelay(rt.engine, tables.outbox, rt.producer, "automation")
+    rt.add_component("outbox", relay.start, relay.stop, lambda: relay.running)
+    app = rt.make_app("msp automation", __doc__ or "")
+    role = settings.automation_role
+    if role in ("all", "executor"):
+        executor = Executor(engine=rt.engine, box=box, secret=secret, relay=relay)
+        rt.add_consumer([AutomationRun.topic], executor.handle, group_id=f"{settings.effective_consumer_group}-executor",
+                        max_records=20)
+    if role in ("all", "api"):
+        embed = shared_embedder().encode
+        planner = Planner(reasoning_from_settings(settings, embed=embed, engine=rt.engine), LocalInterpreter(embed))
+        api = AutomationApi(settings=settings, engine=rt.engine, box=box, planner=planner, relay=relay, secret=secret)
+        add_routes(app, api, settings)
+    return rt, app

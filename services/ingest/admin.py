@@ -41,6 +41,7 @@ class KeyPrincipal(BaseModel):
     tenant_id: str
     key_id: str
     role: str
+    label: str = ""
 
 
 class IssuedKey(BaseModel):
@@ -98,7 +99,7 @@ def make_router(engine: Engine, operator: Any, pepper: str, verifier: KeyVerifie
         found = await verifier.averify(body.key)
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no active key matches")
-        return KeyPrincipal(tenant_id=found.tenant_id, key_id=found.key_id, role=found.role)
+        return KeyPrincipal(tenant_id=found.tenant_id, key_id=found.key_id, role=found.role, label=found.label)
 
     @router.delete("/tenants/{tenant_id}/keys/{key_id}", status_code=204)
     async def revoke_key(tenant_id: TenantPath, key_id: str) -> None:

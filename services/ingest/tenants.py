@@ -38,6 +38,7 @@ class Principal:
     tenant_id: str
     key_id: str
     role: str
+    label: str = ""  # who holds the key (a person for engineer-side keys)
 
 
 def _hash(secret: str) -> str:
@@ -148,7 +149,7 @@ class KeyVerifier:
         c = api_keys.c
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(c.tenant_id, c.secret_hash, c.role, c.revoked_at, tenants.c.active)
+                select(c.tenant_id, c.secret_hash, c.role, c.label, c.revoked_at, tenants.c.active)
                 .join(tenants, tenants.c.tenant_id == c.tenant_id)
                 .where(c.key_id == key_id)
             ).first()
@@ -161,7 +162,7 @@ class KeyVerifier:
         row = self._row(key_id)
         if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
             return None
-        return Principal(tenant_id=row.tenant_id, key_id=key_id, role=row.role)
+        return Principal(tenant_id=row.tenant_id, key_id=key_id, role=row.role, label=row.label or "")
 
     def by_key_id(self, key_id: str) -> Principal | None:
         """The active key with this id, for posts authenticated by a signature instead."""

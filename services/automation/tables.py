@@ -1,0 +1,107 @@
+"""The automation service's tables.
+
+- tools: a tenant's tool map (which connector serves each kind of system) with its
+  credentials, sealed with MSP_SECRETS_KEY; never returned by an API.
+- policies: a tenant's action policy (policy.py), JSON.
+- plans: an instruction interpreted for a ticket, its steps and what policy said of each.
+- always_allowed: actions an approver lets a tenant's engineers run without a second person.
+- runs: a confirmed plan being (or having been) run.
+- ledger: one row per step of a run, keyed by its idempotency key: what the executor started,
+  finished, and the connector's answer. A row left `started` after a crash means "may have
+  run": the executor asks the peer before running it again.
+"""
+
+from sqlalchemy import Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+
+from libs.common.outbox import outbox_table
+
+metadata = MetaData()
+
+tools = Table(
+    "automation_tools",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("sealed", Text, nullable=False),
+    Column("systems", Text, nullable=False),  # JSON {system: connector kind}: what may be shown
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+policies = Table(
+    "automation_policies",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("doc", Text, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+plans = Table(
+    "automation_plans",
+    metadata,
+    Column("plan_id", String(36), primary_key=True),
+    Column("tenant_id", String(63), nullable=False),
+    Column("ticket_id", String(200)),
+    Column("instruction", Text, nullable=False),
+    Column("ticket", Text, nullable=False),  # JSON: the ticket context the plan was made from
+    Column("steps", Text, nullable=False),  # JSON list of steps with params, sources, policy
+    Column("questions", Text, nullable=False),
+    Column("unmatched", Text, nullable=False),
+    Column("interpreter", String(20), nullable=False),
+    Column("status", String(30), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("approved_by", String(200)),
+    Column("approval_reason", Text),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("run_id", String(36)),
+    Index("ix_automation_plans_tenant", "tenant_id", "created_at"),
+)
+
+always_allowed = Table(
+    "automation_always_allowed",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("action", String(100), primary_key=True),
+    Column("granted_by", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("granted_at", DateTime(timezone=True), nullable=False),
+)
+
+runs = Table(
+    "automation_runs",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("tenant_id", String(63), nullable=False),
+    Column("plan_id", String(36)),
+    Column("ticket_id", String(200)),
+    Column("requested_by", String(200), nullable=False),
+    Column("approved_by", String(200)),
+    Column("steps", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # queued, running, succeeded, failed
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_automation_runs_tenant", "tenant_id", "created_at"),
+)
+
+ledger = Table(
+    "automation_ledger",
+    metadata,
+    Column("idempotency_key", String(32), primary_key=True),
+    Column("run_id", String(36), nullable=False),
+    Column("tenant_id", String(63), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("state", String(20), nullable=False),  # started, succeeded, failed, awaiting_code
+    Column("attempts", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("duration_ms", Float),
+    Column("response", Text),  # JSON: the connector's answer (never a credential)
+    Column("error_class", String(100)),
+    Column("message", Text),
+    Column("code_sealed", Text),  # the MFA code an engineer entered, sealed, until checked
+    UniqueConstraint("run_id", "step", name="uq_automation_ledger_run_step"),
+)
+
+outbox = outbox_table(metadata, "automation")

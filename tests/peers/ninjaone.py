@@ -1,0 +1,182 @@
+"""A NinjaOne API peer on loopback, for the RMM connector's tests.
+
+It follows NinjaOne's public API v2 documentation (app.ninjarmm.com/apidocs, "Public API v2":
+OAuth 2.0 client credentials at `/ws/oauth/token`; `GET /v2/devices`; `GET
+/v2/device/{id}/scripting/options`; `POST /v2/device/{id}/script/run` with
+`{"type": "SCRIPT"|"ACTION", "id": <script id>, "uid": <action uid>, "parameters": str,
+"runAs": str}`; `GET /v2/device/{id}/windows-services`; `POST
+/v2/device/{id}/windows-service/{serviceId}/control` with `{"action": "START"|"PAUSE"|"STOP"|
+"RESTART"}`; `POST /v2/device/{id}/reboot/{NORMAL|FORCED}` with `{"reason": str}`) and refuses
+(400) any request that departs from those shapes, so a connector that sends what NinjaOne
+would reject fails its test. It records the requests it accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Device:
+    id: int
+    name: str
+    services: list[str] = field(default_factory=lambda: ["Spooler", "W32Time", "wuauserv"])
+
+
+@dataclass
+class NinjaOnePeer:
+    client_id: str = "msp-connector"
+    client_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    devices: list[Device] = field(default_factory=list)
+    scripts: dict[str, int] = field(default_factory=dict)  # name -> id
+    calls: list[tuple[str, str, Any]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    tokens: set[str] = field(default_factory=set)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def tool(self) -> dict[str, object]:
+        return {"kind": "ninjaone", "base_url": self.url, "client_id": self.client_id,
+                "client_secret": self.client_secret}
+
+    def start(self) -> NinjaOnePeer:
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args: Any) -> None:
+                return None
+
+            def _send(self, status: int, body: Any = None) -> None:
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                if data:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _refuse(self, why: str) -> None:
+                peer.refused.append(f"{self.command} {self.path}: {why}")
+                self._send(400, {"resultCode": "BAD_REQUEST", "errorMessage": why})
+
+            def _body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._handle("POST")
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._handle("GET")
+
+            def _handle(self, method: str) -> None:
+                url = urlsplit(self.path)
+                raw = self._body() if method == "POST" else b""
+                if url.path == "/ws/oauth/token" and method == "POST":
+                    form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+                    if self.headers.get("Content-Type", "").split(";")[0] != "application/x-www-form-urlencoded":
+                        return self._refuse("the token request is a form")
+                    if form.get("grant_type") != "client_credentials":
+                        return self._refuse("grant_type must be client_credentials")
+                    if (form.get("client_id"), form.get("client_secret")) != (peer.client_id, peer.client_secret):
+                        return self._send(401, {"error": "invalid_client"})
+                    token = secrets.token_hex(16)
+                    peer.tokens.add(token)
+                    return self._send(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600,
+                                            "scope": form.get("scope", "")})
+                auth = self.headers.get("Authorization", "")
+                if not auth.startswith("Bearer ") or auth[7:] not in peer.tokens:
+                    return self._send(401, {"error": "unauthorized"})
+                body: Any = None
+                if raw:
+                    if self.headers.get("Content-Type", "").split(";")[0] != "application/json":
+                        return self._refuse("bodies are JSON")
+                    try:
+                        body = json.loads(raw)
+                    except ValueError:
+                        return self._refuse("the body is not JSON")
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                answer = peer.route(method, url.path, query, body)
+                if isinstance(answer, str):
+                    return self._refuse(answer)
+                status, payload = answer
+                if status < 400:
+                    peer.calls.append((method, url.path, body))
+                self._send(status, payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def _device(self, device_id: str) -> Device | None:
+        return next((d for d in self.devices if str(d.id) == device_id), None)
+
+    def route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any] | str:
+        if method == "GET" and path == "/v2/devices":
+            for k in query:
+                if k not in ("pageSize", "after", "df"):
+                    return f"unknown query parameter {k}"
+            if any(not query[k].isdigit() for k in ("pageSize", "after") if k in query):
+                return "pageSize and after are numbers"
+            after = int(query.get("after", 0))
+            size = int(query.get("pageSize", 100))
+            found = [d for d in self.devices if d.id > after][:size]
+            return 200, [{"id": d.id, "systemName": d.name, "dnsName": f"{d.name}.corp.test", "nodeClass":
+                          "WINDOWS_WORKSTATION", "offline": False} for d in found]
+        m = re.fullmatch(r"/v2/device/(\d+)/(.+)", path)
+        if not m:
+            return 404, {"resultCode": "NOT_FOUND"}
+        device = self._device(m.group(1))
+        if device is None:
+            return 404, {"resultCode": "DEVICE_NOT_FOUND"}
+        rest = m.group(2)
+        if method == "GET" and rest == "scripting/options":
+            return 200, {"scripts": [{"id": i, "name": n, "language": "powershell", "architecture": ["64"]}
+                                     for n, i in self.scripts.items()], "credentials": {"roles": ["system"]}}
+        if method == "POST" and rest == "script/run":
+            if not isinstance(body, dict) or body.get("type") not in ("SCRIPT", "ACTION"):
+                return "type must be SCRIPT or ACTION"
+            if set(body) - {"type", "id", "uid", "parameters", "runAs"}:
+                return f"unknown fields {sorted(set(body) - {'type', 'id', 'uid', 'parameters', 'runAs'})}"
+            if body["type"] == "SCRIPT" and not isinstance(body.get("id"), int):
+                return "a SCRIPT run names the script's numeric id"
+            if body.get("id") not in self.scripts.values():
+                return 404, {"resultCode": "SCRIPT_NOT_FOUND"}
+            if "parameters" in body and not isinstance(body["parameters"], str):
+                return "parameters is a string"
+            return 204, None
+        if method == "GET" and rest == "windows-services":
+            return 200, [{"name": s, "displayName": s, "state": "RUNNING", "startType": "AUTO_START"}
+                         for s in device.services]
+        svc = re.fullmatch(r"windows-service/([^/]+)/control", rest)
+        if method == "POST" and svc:
+            if not isinstance(body, dict) or set(body) != {"action"} or body["action"] not in (
+                    "START", "PAUSE", "STOP", "RESTART"):
+                return 'the body is {"action": START|PAUSE|STOP|RESTART}'
+            if svc.group(1) not in device.services:
+                return 404, {"resultCode": "SERVICE_NOT_FOUND"}
+            return 204, None
+        reboot = re.fullmatch(r"reboot/([A-Z]+)", rest)
+        if method == "POST" and reboot:
+            if reboot.group(1) not in ("NORMAL", "FORCED"):
+                return "the reboot mode is NORMAL or FORCED"
+            if body is not None and (not isinstance(body, dict) or set(body) - {"reason"}):
+                return 'the body is {"reason": str}'
+            return 204, None
+        return 404, {"resultCode": "NOT_FOUND"}
