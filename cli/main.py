@@ -274,6 +274,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError("eval reasoning needs --judgement NAME and --cases FILE.jsonl")
         print(json.dumps(eval_reasoning.evaluate(judgement=args.judgement, cases=Path(args.cases)), indent=2))
         return 0
+    if args.what == "plans":
+        from evals import plans as eval_plans
+
+        if not args.cases or not args.plans:
+            raise ValueError("eval plans needs --cases FILE.jsonl and --plans OUT.jsonl")
+        print(json.dumps(eval_plans.evaluate(cases=Path(args.cases), plans=Path(args.plans)), indent=2))
+        return 0
     if args.what == "runbooks":
         from evals import runbooks as eval_runbooks
 
@@ -385,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     kb.set_defaults(fn=cmd_kb)
 
     ev = sub.add_parser("eval", help="measure the platform on real data (prints JSON)")
-    ev.add_argument("what", choices=["alarms", "tickets", "similar", "runbooks", "reasoning"])
+    ev.add_argument("what", choices=["alarms", "tickets", "similar", "runbooks", "reasoning", "plans"])
     ev.add_argument("--data", help="alarms: the folder with Alarm.csv and DAG.npy; tickets: a labelled CSV")
     ev.add_argument("--train", help="tickets: an explicit training CSV (with --test)")
     ev.add_argument("--test", help="tickets: an explicit test CSV")
@@ -401,7 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--judgement", help="reasoning: classify, summarise, interpret, extract_steps or analyse_failure"
     )
-    ev.add_argument("--cases", help="reasoning: JSON lines of {input, expected}")
+    ev.add_argument(
+        "--cases", help="reasoning: JSON lines of {input, expected}; plans: {id, instruction, ticket, expected}"
+    )
+    ev.add_argument("--plans", help="plans: where to write one {id, plan} line per case")
     ev.add_argument(
         "--queries", help="runbooks: the alerts (JSON list with summary, description, runbook_path)"
     )

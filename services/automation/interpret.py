@@ -71,7 +71,7 @@ class Plan:
 _QUOTED = re.compile(r"\"([^\"]+)\"|“([^”]+)”|(?<![\w])'([^']+?)'(?![\w])|‘([^’]+)’")
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _AKEY = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,20}\b")
-_SKU = re.compile(r"\b(?=[A-Z0-9_]*[A-Z]{2})[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b|\b[A-Z]{6,}\b")
+_SKU = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b|\b[A-Z]{6,}\b")
 _HOST = re.compile(r"\b(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z]{2})[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*\b")
 _SCRIPT = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
 _CHANNEL = re.compile(r"#[\w-]+")
@@ -170,7 +170,7 @@ def correct(text: str) -> str:
         low = word.lower()
         if low in _ABBREVIATIONS:
             return _ABBREVIATIONS[low]
-        if len(low) < 5 or low in vocab or low.startswith("z") or not low.isalpha() or word != low:
+        if len(low) < 4 or low in vocab or low.startswith("z") or not low.isalpha() or word != low:
             return word
         if low in words_of_the_language():
             return word
@@ -195,19 +195,45 @@ _AFTER_TAIL = re.compile(r"\s+(?:after|once)\s+(?=\w+ing\b)", re.I)
 @dataclass
 class Clause:
     text: str  # masked and corrected, letter case kept
-    order: Literal["", "front", "before previous", "after next", "before current"] = ""
+    order: Literal["", "front", "before previous", "after next", "before current", "question"] = ""
+
+
+# A question asking for information ("what licence does she have?") asks nothing to be done;
+# a request put as a question ("could you add her to ...?") does.
+_QUESTION = re.compile(
+    r"^\s*(?:what|which|who|whom|whose|when|where|why|how|is|are|was|were|does|do|did|has|have)\b[^?]*\?",
+    re.I,
+)
 
 
 def clauses(masked: str) -> list[Clause]:
     out: list[Clause] = []
-    for sentence in _SENTENCES.split(masked):
-        if not sentence or not sentence.strip():
+    # A sentence ends at ".", "!", "?" or ";" followed by a space or the end ("sarah.lee" is one word).
+    for sentence in re.findall(r"(?:[^.!?;]|[.!?](?=\S))+[.!?;]*", masked):
+        if _QUESTION.match(sentence):
+            out.append(Clause(sentence.strip(), "question"))
             continue
-        for part in _COMMAS.split(sentence):
-            for piece in _THEN.split(part):
-                out.extend(_split_and(piece))
+        sentence = sentence.rstrip(".!?; ")
+        for sub in _SENTENCES.split(sentence):
+            if sub and sub.strip():
+                out.extend(_clauses_of(sub))
+    return _ordered(out)
+
+
+def _clauses_of(sentence: str) -> list[Clause]:
+    out: list[Clause] = []
+    for part in _COMMAS.split(sentence):
+        for piece in _THEN.split(part):
+            out.extend(_split_and(piece))
+    return out
+
+
+def _ordered(out: list[Clause]) -> list[Clause]:
     result: list[Clause] = []
     for c in out:
+        if c.order == "question":
+            result.append(c)
+            continue
         text = c.text.strip(" .,:")
         if not text:
             continue
@@ -244,8 +270,7 @@ def _split_and(piece: str) -> list[Clause]:
 
 
 def _cued(text: str) -> bool:
-    plain = _plain(text.lower())
-    return any(re.search(cue, plain) for a in catalogue().values() for cue in a.cues)
+    return match_action(_plain(text.lower())) is not None
 
 
 def arrange(groups: list[tuple[Clause, list[Step]]]) -> list[Step]:
@@ -274,12 +299,32 @@ def arrange(groups: list[tuple[Clause, list[Step]]]) -> list[Step]:
 
 _SYSTEM_HINTS: dict[str, str] = {
     "aws": r"\b(?:aws|iam|zakey)\b",
-    "teams": r"\bteams\b|#",
+    "teams": r"\bteams\b(?!\s+(?:cache|client|app)\b)|#",
     "m365": r"\b(?:mailbox|exchange|m365|o365|office 365|outlook)\b",
 }
 
 
+def base_forms(text: str) -> str:
+    """Verbs in their base form for key phrases ("resetting" -> "reset", "unlocked" ->
+    "unlock", "removing" -> "remove")."""
+    words = words_of_the_language() | _cue_words()
+
+    def base(m: re.Match[str]) -> str:
+        word = m.group(0)
+        for suffix in ("ing", "ed"):
+            if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+                stem = word[: -len(suffix)]
+                for candidate in (stem, stem[:-1] if stem[-1] == stem[-2] else "", stem + "e"):
+                    if candidate and candidate in words:
+                        return candidate
+                return stem
+        return word
+
+    return re.sub(r"\b[a-z]{5,}\b", base, text)
+
+
 def match_action(plain: str) -> tuple[Action, str] | None:
+    plain = base_forms(plain)
     best: tuple[float, Action, str] | None = None
     for action in catalogue().values():
         for cue in action.cues:
@@ -337,6 +382,8 @@ _LOGIN = re.compile(r"^(?=.*[a-z])[a-z][a-z0-9]*(?:[._-][a-z0-9]+)*$")
 _NAME = re.compile(r"\b([A-Z][a-z]{2,})\b")
 _PRONOUN = re.compile(r"\b(?:him|her|them|his|their|she|he|they|it)\b")
 _REQUESTER = re.compile(r"\b(?:the )?(?:requester|requestor|reporter|caller|customer)\b")
+# "reboot it", "on the same machine": the device an earlier clause named.
+_SAME_DEVICE = re.compile(r"\b(?:it|there|same (?:machine|device|box|server|pc))\b")
 _SUMMARY_LOGIN = re.compile(r"\(([a-z][a-z0-9._-]{1,40})\)")
 
 
@@ -414,7 +461,8 @@ def _word(token: str, vocabulary: frozenset[str]) -> bool:
     for suffix in ("ing", "ed", "es", "s", "d"):
         if token.endswith(suffix) and len(token) - len(suffix) >= 3:
             stem = token[: -len(suffix)]
-            if stem in vocabulary or f"{stem}e" in vocabulary:
+            if stem in vocabulary or f"{stem}e" in vocabulary or (len(stem) > 3 and stem[-1] == stem[-2]
+                                                                     and stem[:-1] in vocabulary):
                 return True
     return False
 
@@ -519,12 +567,18 @@ def fill(action: Action, cased: str, ctx: Context, extra: str) -> list[Step]:
             found = _values(clause, "zquote", ctx.masked)[:1]
         elif name == "to":
             channel = _CHANNEL.search(clause)
-            people = _people(cased, ctx, "user")
-            found = [channel.group(0)] if channel else people[0][:1]
-            source = "instruction" if channel else people[1]
+            if channel:
+                found, source = [channel.group(0)], "instruction"
+            elif re.search(r"\bchannel\b", clause):
+                found = []  # a channel not named: ask which
+            else:
+                people = _people(cased, ctx, "user")
+                found, source = people[0][:1], people[1]
         elif name == "device":
             found = _values(clause, "zhost", ctx.masked)
-            if not found:
+            if not found and "device" in ctx.last and _SAME_DEVICE.search(clause):
+                found, source = [ctx.last["device"]], "previous step"
+            elif not found:
                 found, source = ([ctx.ticket.device], "ticket") if ctx.ticket.device else ([], "ticket")
         elif name == "script":
             found = _script(clause, ctx, action.extra.get("library", ()))
@@ -627,8 +681,8 @@ class LocalInterpreter:
         matches: list[tuple[Action, str] | None] = []
         for clause in pieces:
             plain = _plain(clause.text.lower())
-            found = match_action(plain)
-            if found is None and self._meaning is not None and _worth_meaning(plain):
+            found = None if clause.order == "question" else match_action(plain)
+            if found is None and clause.order != "question" and self._meaning is not None and _worth_meaning(plain):
                 found = self._meaning(clause.text)
             matches.append(found)
         plan = Plan()

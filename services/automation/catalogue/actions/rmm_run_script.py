@@ -25,7 +25,9 @@ ACTION = Action(
     cues=(
         r"\b(?:run|execute|launch|kick off)\b",
         r"\bzscript\b",
-        *(r"\b" + r"[\s_]*".join(name.split("_")) + r"\b" for name in LIBRARY),
+        # "flush dns", "clear temp files", "clear the teams cache": a library script in words.
+        *(r"\b" + r"(?:[\s_]+(?:the|all|any|his|her|their)\b)?[\s_]*".join(name.split("_")) + r"\b"
+          for name in LIBRARY),
     ),
     examples=("run the flush_dns script on the laptop",),
     repeatable=("device", "script"),
