@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import datetime
 from typing import Any
 
@@ -88,6 +90,7 @@ def query(
         c.outcome,
         c.trace_id,
         c.hash,
+        c.body,
     ).where(c.tenant_id == tenant_id)
     if action:
         stmt = stmt.where(c.action == action)
@@ -99,7 +102,11 @@ def query(
         stmt = stmt.where(c.occurred_at >= since)
     stmt = stmt.order_by(c.tenant_seq.desc()).limit(limit)
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(stmt)]
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    for row in rows:  # what the entry says beyond who did what: its details
+        body = json.loads(row.pop("body"))
+        row["details"] = (body.get("payload") or body).get("details", {})
+    return rows
 
 
 def count(engine: Engine, tenant_id: str) -> int:

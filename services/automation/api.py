@@ -87,6 +87,7 @@ class AutomationApi:
         self.planner = planner
         self.relay = relay
         self.secret = secret
+        self.namespace = namespace
         self.clock = clock or (lambda: datetime.now(UTC))
 
     # --- who may ----------------------------------------------------------------------------
@@ -118,7 +119,7 @@ class AutomationApi:
             outcome="rejected",
             details={"caller_tenant": who.tenant_id, "role": who.role, "reason": reason},
         )
-        await asyncio.to_thread(store.stage_events, self.engine, [event])
+        await asyncio.to_thread(store.stage_events, self.engine, [event], namespace=self.namespace)
         self.relay.wake()
         raise HTTPException(403, reason)
 
@@ -154,11 +155,11 @@ class AutomationApi:
             "created_by": who.person,
             "created_at": utcnow(),
         }
-        audit = self._audit(body.tenant_id, who.person, "automation.plan.proposed", plan_id, "proposed", {
+        audit = self._audit(body.tenant_id, who.person, "automation.plan.proposed", plan_id, "ok", {
             "instruction": body.instruction, "ticket_id": body.ticket.ticket_id, "interpreter": interpreter,
             "steps": [{"action": s["action"], "params": s["params"], "status": s["status"]} for s in steps],
         })
-        await asyncio.to_thread(store.save_plan, self.engine, row, [audit])
+        await asyncio.to_thread(store.save_plan, self.engine, row, [audit], namespace=self.namespace)
         self.relay.wake()
         return {**_shown_plan(row), "answer": answer}
 
@@ -200,7 +201,7 @@ class AutomationApi:
         if problems:
             audit = self._audit(body.tenant_id, who.person, "automation.plan.refused", plan_id, "rejected",
                                 {"problems": problems})
-            await asyncio.to_thread(store.stage_events, self.engine, [audit])
+            await asyncio.to_thread(store.stage_events, self.engine, [audit], namespace=self.namespace)
             self.relay.wake()
             raise HTTPException(409, {"message": "the plan cannot run as it is", "problems": problems})
         now = utcnow()
@@ -213,7 +214,7 @@ class AutomationApi:
                 store.decide_plan, self.engine, body.tenant_id, plan_id, expect=["proposed"],
                 values={"status": "awaiting approval", "steps": _dumps(steps), "expires_at": expires,
                         "created_by": plan["created_by"]},
-                events=[audit],
+                events=[audit], namespace=self.namespace,
             )
             if not ok:
                 raise HTTPException(409, "the plan changed meanwhile; read it again")
@@ -230,7 +231,7 @@ class AutomationApi:
         if who.person == plan["created_by"]:
             audit = self._audit(body.tenant_id, who.person, "automation.approval.refused", plan_id, "rejected",
                                 {"reason": "the approver asked for the plan themselves"})
-            await asyncio.to_thread(store.stage_events, self.engine, [audit])
+            await asyncio.to_thread(store.stage_events, self.engine, [audit], namespace=self.namespace)
             self.relay.wake()
             raise HTTPException(403, "an approver may not approve a plan they asked for; another person must")
         expires = plan["expires_at"]
@@ -241,7 +242,7 @@ class AutomationApi:
                                 {"expired_at": expires.isoformat()})
             await asyncio.to_thread(
                 store.decide_plan, self.engine, body.tenant_id, plan_id, expect=["awaiting approval"],
-                values={"status": "expired", "decided_at": utcnow()}, events=[audit],
+                values={"status": "expired", "decided_at": utcnow()}, events=[audit], namespace=self.namespace,
             )
             self.relay.wake()
             raise HTTPException(409, f"the approval request expired at {expires.isoformat()}: not approved; "
@@ -253,7 +254,7 @@ class AutomationApi:
                 store.decide_plan, self.engine, body.tenant_id, plan_id, expect=["awaiting approval"],
                 values={"status": "rejected", "approved_by": who.person, "approval_reason": body.reason,
                         "decided_at": utcnow()},
-                events=[audit],
+                events=[audit], namespace=self.namespace,
             )
             if not ok:
                 raise HTTPException(409, "the plan changed meanwhile; read it again")
@@ -300,7 +301,7 @@ class AutomationApi:
         }
         ok = await asyncio.to_thread(
             store.decide_plan, self.engine, tenant, plan_id, expect=expect, values=values,
-            events=[event, audit], run=run,
+            events=[event, audit], run=run, namespace=self.namespace,
         )
         if not ok:
             raise HTTPException(409, "the plan changed meanwhile (confirmed or decided by someone else)")
@@ -357,7 +358,7 @@ class AutomationApi:
             ),
         )
         audit = self._audit(body.tenant_id, who.person, "automation.code.entered", run_id, "ok", {"step": body.step})
-        await asyncio.to_thread(store.stage_events, self.engine, [event, audit])
+        await asyncio.to_thread(store.stage_events, self.engine, [event, audit], namespace=self.namespace)
         self.relay.wake()
         return {"run_id": run_id, "step": body.step, "answer": "code taken; the run continues"}
 
@@ -370,7 +371,7 @@ class AutomationApi:
         if s["action"] != "identity.reset_password" or s["state"] != "succeeded":
             raise HTTPException(404, "this step set no temporary password")
         audit = self._audit(tenant_id, who.person, "automation.password.shown", run_id, "ok", {"step": step})
-        await asyncio.to_thread(store.stage_events, self.engine, [audit])
+        await asyncio.to_thread(store.stage_events, self.engine, [audit], namespace=self.namespace)
         self.relay.wake()
         return {"run_id": run_id, "step": step, "user": s["params"].get("user"),
                 "temporary_password": temporary_password(self.secret, idempotency_key(run_id, step))}
@@ -424,23 +425,22 @@ def _shown_plan(row: dict[str, Any]) -> dict[str, Any]:
 
 def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -> None:
     reader = tenant_reader(settings)
-    Who = Annotated[Access, reader]
 
     @app.get("/v1/actions", tags=["catalogue"])
-    async def actions(who: Who) -> dict[str, Any]:
+    async def actions(who: Access = reader) -> dict[str, Any]:
         """Every action the platform can plan and run: its parameters (JSON Schema), risk, the
         scope a tenant grants for it, whether it can be undone, and that it has a dry run."""
         return {"actions": [a.describe() for a in catalogue().values()]}
 
     @app.get("/v1/actions/{name}", tags=["catalogue"])
-    async def action(name: Annotated[str, PathParam(pattern=r"^[a-z0-9_.]{3,100}$")], who: Who) -> dict[str, Any]:
+    async def action(name: Annotated[str, PathParam(pattern=r"^[a-z0-9_.]{3,100}$")], who: Access = reader) -> dict[str, Any]:
         found = get(name)
         if found is None:
             raise HTTPException(404, f"no action {name}")
         return found.describe()
 
     @app.put("/v1/tools", tags=["tenants"])
-    async def put_tools(tenant_id: TenantQuery, body: dict[str, Any], who: Who) -> dict[str, Any]:
+    async def put_tools(tenant_id: TenantQuery, body: dict[str, Any], who: Access = reader) -> dict[str, Any]:
         """The tenant's tool map: for each kind of system, the connector and its settings
         (credentials included; they are stored encrypted and never shown again)."""
         await api.allow(who, tenant_id, frozenset({"admin"}), what="set the tool map")
@@ -451,17 +451,17 @@ def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -
         await asyncio.to_thread(store.put_tools, api.engine, api.box, tenant_id, tool_map)
         audit = api._audit(tenant_id, who.person, "automation.tools.set", tenant_id, "ok",
                            {"systems": {k: v["kind"] for k, v in tool_map.items()}})
-        await asyncio.to_thread(store.stage_events, api.engine, [audit])
+        await asyncio.to_thread(store.stage_events, api.engine, [audit], namespace=api.namespace)
         api.relay.wake()
         return {"tenant_id": tenant_id, "tools": shown(tool_map)}
 
     @app.get("/v1/tools", tags=["tenants"])
-    async def get_tools(tenant_id: TenantQuery, who: Who) -> dict[str, Any]:
+    async def get_tools(tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
         tool_map = await asyncio.to_thread(store.get_tools, api.engine, api.box, tenant_id)
         return {"tenant_id": tenant_id, "tools": shown(tool_map)}
 
     @app.put("/v1/policy", tags=["tenants"])
-    async def put_policy(tenant_id: TenantQuery, body: TenantPolicy, who: Who) -> dict[str, Any]:
+    async def put_policy(tenant_id: TenantQuery, body: TenantPolicy, who: Access = reader) -> dict[str, Any]:
         await api.allow(who, tenant_id, frozenset({"admin"}), what="set the action policy")
         unknown = [p for p in body.allowed_actions if "*" not in p and get(p) is None]
         if unknown:
@@ -469,18 +469,18 @@ def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -
         await asyncio.to_thread(store.put_policy, api.engine, tenant_id, body, who.person)
         audit = api._audit(tenant_id, who.person, "automation.policy.set", tenant_id, "ok",
                            {"policy": body.model_dump(mode="json")})
-        await asyncio.to_thread(store.stage_events, api.engine, [audit])
+        await asyncio.to_thread(store.stage_events, api.engine, [audit], namespace=api.namespace)
         api.relay.wake()
         return {"tenant_id": tenant_id, "policy": body.model_dump(mode="json")}
 
     @app.get("/v1/policy", tags=["tenants"])
-    async def get_policy(tenant_id: TenantQuery, who: Who) -> dict[str, Any]:
+    async def get_policy(tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
         policy = await asyncio.to_thread(store.get_policy, api.engine, tenant_id)
         always = await asyncio.to_thread(store.allowed_always, api.engine, tenant_id)
         return {"tenant_id": tenant_id, "policy": policy.model_dump(mode="json"), "always_allowed": always}
 
     @app.put("/v1/always-allowed/{name}", tags=["tenants"])
-    async def grant_always(name: str, body: DecisionIn, who: Who) -> dict[str, Any]:
+    async def grant_always(name: str, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         """An approver lets the tenant's engineers run this action without a second person."""
         await api.allow(who, body.tenant_id, APPROVERS, what="mark actions always allowed", operator=False)
         if get(name) is None:
@@ -488,64 +488,64 @@ def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -
         audit = api._audit(body.tenant_id, who.person, "automation.always_allowed.granted", name, "ok",
                            {"reason": body.reason})
         changed = await asyncio.to_thread(store.set_always_allowed, api.engine, body.tenant_id, name, by=who.person,
-                                          reason=body.reason, on=True, events=[audit])
+                                          reason=body.reason, on=True, events=[audit], namespace=api.namespace)
         api.relay.wake()
         return {"action": name, "always_allowed": True, "changed": changed}
 
     @app.delete("/v1/always-allowed/{name}", tags=["tenants"])
-    async def revoke_always(name: str, body: DecisionIn, who: Who) -> dict[str, Any]:
+    async def revoke_always(name: str, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         await api.allow(who, body.tenant_id, APPROVERS, what="revoke always-allowed actions", operator=False)
         audit = api._audit(body.tenant_id, who.person, "automation.always_allowed.revoked", name, "ok",
                            {"reason": body.reason})
         changed = await asyncio.to_thread(store.set_always_allowed, api.engine, body.tenant_id, name, by=who.person,
-                                          reason=body.reason, on=False, events=[audit])
+                                          reason=body.reason, on=False, events=[audit], namespace=api.namespace)
         api.relay.wake()
         return {"action": name, "always_allowed": False, "changed": changed}
 
     @app.post("/v1/instructions", tags=["plans"], status_code=201)
-    async def instructions(body: InstructionIn, who: Who) -> dict[str, Any]:
+    async def instructions(body: InstructionIn, who: Access = reader) -> dict[str, Any]:
         """An instruction and its ticket into a plan of catalogue actions: each step's
         parameters with where they came from, its risk, what the policy says, and the
         questions to answer before it can run. Nothing runs until the plan is confirmed."""
         return await api.propose(body, who)
 
     @app.get("/v1/plans", tags=["plans"])
-    async def plans(tenant_id: TenantQuery, who: Who,
+    async def plans(tenant_id: TenantQuery, who: Access = reader,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
         rows = await asyncio.to_thread(store.list_plans, api.engine, tenant_id, limit)
         return {"tenant_id": tenant_id, "plans": [_shown_plan(r) for r in rows]}
 
     @app.get("/v1/plans/{plan_id}", tags=["plans"])
-    async def plan(plan_id: Uuid, tenant_id: TenantQuery, who: Who) -> dict[str, Any]:
+    async def plan(plan_id: Uuid, tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
         return _shown_plan(await api._plan(tenant_id, plan_id))
 
     @app.post("/v1/plans/{plan_id}/confirm", tags=["plans"])
-    async def confirm(plan_id: Uuid, body: ConfirmIn, who: Who) -> dict[str, Any]:
+    async def confirm(plan_id: Uuid, body: ConfirmIn, who: Access = reader) -> dict[str, Any]:
         """Run the plan (with the engineer's edits); a step that needs approval makes the plan
         wait for an approver instead."""
         return await api.confirm(plan_id, body, who)
 
     @app.post("/v1/plans/{plan_id}/approve", tags=["plans"])
-    async def approve(plan_id: Uuid, body: DecisionIn, who: Who) -> dict[str, Any]:
+    async def approve(plan_id: Uuid, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         return await api.approve(plan_id, body, who, approve=True)
 
     @app.post("/v1/plans/{plan_id}/reject", tags=["plans"])
-    async def reject(plan_id: Uuid, body: DecisionIn, who: Who) -> dict[str, Any]:
+    async def reject(plan_id: Uuid, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         return await api.approve(plan_id, body, who, approve=False)
 
     @app.get("/v1/runs/{run_id}", tags=["runs"])
-    async def run(run_id: Uuid, tenant_id: TenantQuery, who: Who) -> dict[str, Any]:
+    async def run(run_id: Uuid, tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
         """A run's progress: each step's state, attempts, duration, error class and answer."""
         return await api.run_view(tenant_id, run_id)
 
     @app.post("/v1/runs/{run_id}/code", tags=["runs"])
-    async def code(run_id: Uuid, body: CodeIn, who: Who) -> dict[str, Any]:
+    async def code(run_id: Uuid, body: CodeIn, who: Access = reader) -> dict[str, Any]:
         """The code the person read out, for a step that challenged them (SMS or call)."""
         return await api.enter_code(run_id, body, who)
 
     @app.get("/v1/runs/{run_id}/steps/{step}/password", tags=["runs"])
     async def password(run_id: Uuid, step: Annotated[int, PathParam(ge=0, le=100)], tenant_id: TenantQuery,
-                       who: Who) -> dict[str, Any]:
+                       who: Access = reader) -> dict[str, Any]:
         """The temporary password a reset step set, for the engineer to pass on (audited)."""
         return await api.password(tenant_id, run_id, step, who)
 

@@ -56,8 +56,10 @@ class Executor:
         box: SecretBox,
         secret: bytes,
         relay: OutboxRelay,
+        namespace: str = "",
         clock: Any = None,
     ) -> None:
+        self.namespace = namespace
         self.engine = engine
         self.box = box
         self.secret = secret
@@ -148,7 +150,7 @@ class Executor:
             store.finish_step(
                 self.engine, key=key, state={"waiting": "awaiting_code"}.get(outcome, outcome),
                 duration_ms=result.duration_ms or 0.0, response=response, error_class=error, message=message,
-                events=events,
+                events=events, namespace=self.namespace,
             )
             return result
 

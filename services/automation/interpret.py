@@ -223,9 +223,23 @@ def clauses(masked: str) -> list[Clause]:
 def _clauses_of(sentence: str) -> list[Clause]:
     out: list[Clause] = []
     for part in _COMMAS.split(sentence):
+        if out and _list_item(part) and _cued(out[-1].text):
+            # "add her to Team-01, Team-02 and Team-03": the list goes on.
+            out[-1] = Clause(f"{out[-1].text}, {part}")
+            continue
         for piece in _THEN.split(part):
             out.extend(_split_and(piece))
     return out
+
+
+def _list_item(part: str) -> bool:
+    """A short piece naming things (group, device, sign-in names) and nothing to do."""
+    words = part.split()
+    return (
+        0 < len(words) <= 4
+        and not _cued(part)
+        and all(re.search(r"[-_\d]|^z(?:email|host|quote|sku)\d", w) or w.lower() in ("and", "&") for w in words)
+    )
 
 
 def _ordered(out: list[Clause]) -> list[Clause]:

@@ -64,7 +64,7 @@ def allowed_always(engine: Engine, tenant_id: str) -> list[dict[str, Any]]:
 
 def set_always_allowed(
     engine: Engine, tenant_id: str, action: str, *, by: str, reason: str, on: bool, events: Sequence[Envelope]
-) -> bool:
+, namespace: str = "") -> bool:
     """Grant or revoke; True when something changed. The audit goes out with the change."""
     with engine.begin() as conn:
         known = conn.execute(
@@ -84,7 +84,7 @@ def set_always_allowed(
             )
         else:
             return False
-        stage(conn, outbox, events)
+        stage(conn, outbox, events, namespace)
         return True
 
 
@@ -98,11 +98,11 @@ def _plan(row: Any) -> dict[str, Any]:
     return out
 
 
-def save_plan(engine: Engine, plan: dict[str, Any], events: Sequence[Envelope]) -> None:
+def save_plan(engine: Engine, plan: dict[str, Any], events: Sequence[Envelope], *, namespace: str = "") -> None:
     row = {**plan, **{k: _j(plan[k]) for k in ("ticket", "steps", "questions", "unmatched")}}
     with engine.begin() as conn:
         conn.execute(insert(plans).values(**row))
-        stage(conn, outbox, events)
+        stage(conn, outbox, events, namespace)
 
 
 def get_plan(engine: Engine, tenant_id: str, plan_id: str, conn: Connection | None = None) -> dict[str, Any] | None:
@@ -132,6 +132,7 @@ def decide_plan(
     values: dict[str, Any],
     events: Sequence[Envelope] = (),
     run: dict[str, Any] | None = None,
+    namespace: str = "",
 ) -> bool:
     """Move a plan on from one of the `expect`ed states, with its events (and its run, when it
     starts one) in the same transaction; False when it was no longer in such a state."""
@@ -145,7 +146,7 @@ def decide_plan(
             return False
         if run is not None:
             conn.execute(insert(runs).values(**{**run, "steps": _j(run["steps"])}))
-        stage(conn, outbox, events)
+        stage(conn, outbox, events, namespace)
         return True
 
 
@@ -229,6 +230,7 @@ def finish_step(
     message: str,
     events: Sequence[Envelope],
     finished_at: datetime | None = None,
+    namespace: str = "",
 ) -> None:
     """The step's outcome and the events that report it (its result, its audit), in one
     transaction: either all of them or, after a crash, none (and the step is `started`)."""
@@ -241,12 +243,12 @@ def finish_step(
                 error_class=error_class, message=message[:2000],
             )
         )
-        stage(conn, outbox, events)
+        stage(conn, outbox, events, namespace)
 
 
-def stage_events(engine: Engine, events: Sequence[Envelope]) -> None:
+def stage_events(engine: Engine, events: Sequence[Envelope], *, namespace: str = "") -> None:
     with engine.begin() as conn:
-        stage(conn, outbox, events)
+        stage(conn, outbox, events, namespace)
 
 
 def put_code(engine: Engine, tenant_id: str, run_id: str, step: int, sealed: str) -> bool:
