@@ -401,6 +401,7 @@ class AutomationResultPayload(Frozen):
     steps: list[StepResult] = Field(default_factory=list)
     logs_url: str | None = None
     ticket_id: str | None = None
+    requested_by: str | None = None
 
 
 class AutomationResult(Envelope):

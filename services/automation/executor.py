@@ -148,7 +148,8 @@ class Executor:
             )
             events = self._report(event, [*results, result], run_outcome, result)
             store.finish_step(
-                self.engine, key=key, state={"waiting": "awaiting_code"}.get(outcome, outcome),
+                self.engine, key=key, run_id=str(p.run_id), tenant_id=tenant, step=index, action=action_name,
+                state={"waiting": "awaiting_code"}.get(outcome, outcome),
                 duration_ms=result.duration_ms or 0.0, response=response, error_class=error, message=message,
                 events=events, namespace=self.namespace,
             )
@@ -233,7 +234,8 @@ class Executor:
             tenant_id=tenant,
             occurred_at=utcnow(),
             source=EventSource(system="msp.automation", reference=run_id),
-            payload=AutomationResultPayload(run_id=p.run_id, outcome=outcome, steps=steps, ticket_id=p.ticket_id),
+            payload=AutomationResultPayload(run_id=p.run_id, outcome=outcome, steps=steps, ticket_id=p.ticket_id,
+                                            requested_by=p.requested_by),
         )
         audit = audit_event(
             service="automation",

@@ -223,26 +223,35 @@ def finish_step(
     engine: Engine,
     *,
     key: str,
+    run_id: str,
+    tenant_id: str,
+    step: int,
+    action: str,
     state: str,
     duration_ms: float,
     response: dict[str, Any],
     error_class: str | None,
     message: str,
     events: Sequence[Envelope],
-    finished_at: datetime | None = None,
     namespace: str = "",
 ) -> None:
     """The step's outcome and the events that report it (its result, its audit), in one
-    transaction: either all of them or, after a crash, none (and the step is `started`)."""
+    transaction: either all of them or, after a crash, none (and the step is `started`). A
+    step refused before it ran (policy, bad parameters) gets its row here."""
+    now = utcnow()
+    values = {
+        "state": state, "finished_at": now, "duration_ms": duration_ms, "response": _j(response),
+        "error_class": error_class, "message": message[:2000],
+    }
     with engine.begin() as conn:
-        conn.execute(
-            update(ledger)
-            .where(ledger.c.idempotency_key == key)
-            .values(
-                state=state, finished_at=finished_at or utcnow(), duration_ms=duration_ms, response=_j(response),
-                error_class=error_class, message=message[:2000],
+        done = conn.execute(update(ledger).where(ledger.c.idempotency_key == key).values(**values)).rowcount
+        if not done:
+            conn.execute(
+                insert(ledger).values(
+                    idempotency_key=key, run_id=run_id, tenant_id=tenant_id, step=step, action=action,
+                    attempts=0, started_at=now, **values,
+                )
             )
-        )
         stage(conn, outbox, events, namespace)
 
 

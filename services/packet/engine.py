@@ -216,6 +216,7 @@ class PacketEngine:
 
     async def _result(self, event: AutomationResult) -> None:
         p = event.payload
+        await self._queue_action_notes(event)
         ticket_id = await asyncio.to_thread(
             store.record_result,
             self.engine,
@@ -230,6 +231,33 @@ class PacketEngine:
         ticket = await asyncio.to_thread(store.get_ticket, self.engine, event.tenant_id, ticket_id)
         if ticket is not None and ticket["escalated"] and not ticket["closed"]:
             await self.rebuild(event.tenant_id, ticket, event, trigger="automation_result")
+
+    async def _queue_action_notes(self, event: AutomationResult) -> None:
+        """A run's `psa.add_note` steps are posted into the ticket by this service's PSA
+        writers (the automation service never talks to a PSA), once per step."""
+        p = event.payload
+        notes = [s for s in p.steps if s.action == "psa.add_note" and s.outcome == "succeeded"]
+        if not notes or not p.ticket_id:
+            return
+        target = await asyncio.to_thread(
+            functools.partial(store.get_target, box=self.box), self.engine, event.tenant_id
+        )
+        added = False
+        for step in notes:
+            added |= await asyncio.to_thread(
+                functools.partial(store.add_action_note, has_target=target is not None),
+                self.engine,
+                {
+                    "note_key": step.idempotency_key or f"{p.run_id}:{step.index}",
+                    "tenant_id": event.tenant_id,
+                    "ticket_id": p.ticket_id,
+                    "run_id": str(p.run_id),
+                    "requested_by": p.requested_by or "an engineer",
+                    "text": str(step.params.get("text", "")),
+                },
+            )
+        if added:
+            self._wake.set()
 
     async def _ticket(self, event: TicketEvent) -> None:
         tenant, ticket_id = event.tenant_id, event.payload.ticket.ticket_id
@@ -420,6 +448,9 @@ class PacketEngine:
 
     async def deliver_due(self) -> int:
         posted = 0
+        for note in await asyncio.to_thread(store.due_action_notes, self.engine):
+            if await asyncio.to_thread(store.claim_action_note, self.engine, note["note_key"], 60.0):
+                posted += await self._deliver_action_note(note)
         for row in await asyncio.to_thread(store.due_deliveries, self.engine):
             if not await asyncio.to_thread(
                 store.claim_delivery, self.engine, row["packet_id"], row["version"], 60.0
@@ -427,6 +458,54 @@ class PacketEngine:
                 continue  # another instance has it
             posted += await self._deliver(row)
         return posted
+
+    async def _deliver_action_note(self, row: dict[str, Any]) -> int:
+        assert self._client is not None
+        tenant = row["tenant_id"]
+        target = await asyncio.to_thread(functools.partial(store.get_target, box=self.box), self.engine, tenant)
+        attempts = row["attempts"] + 1
+        if target is None:
+            await asyncio.to_thread(store.finish_action_note, self.engine, row["note_key"], status="waiting",
+                                    attempts=row["attempts"], error=store.NO_TARGET)
+            return 0
+        note = psa.action_note(row["note_key"], row["text"], row["run_id"], row["requested_by"])
+        kind = target["kind"]
+        try:
+            remote = (
+                await psa.find_posted(self._client, psa.Target(**target), row["ticket_id"], note)
+                if row["status"] == "posting" or row["attempts"] > 0
+                else None
+            )
+            if remote is None:
+                remote = await psa.post(self._client, psa.Target(**target), tenant, row["ticket_id"], note, None)
+        except psa.DeliveryError as exc:
+            give_up = not exc.retry or attempts >= self.max_attempts
+            delay = min(self.retry_max_s, self.retry_base_s * 2 ** (attempts - 1))
+            failed = audit_event(
+                service="packet", tenant_id=tenant, action="packet.action_note.failed", subject_kind="ticket",
+                subject_id=row["ticket_id"], cause_id=f"{row['note_key']}:failed", outcome="failed",
+                details={"psa": kind, "attempts": attempts, "run_id": row["run_id"], "error": str(exc)[:500]},
+            )
+            await asyncio.to_thread(
+                store.finish_action_note, self.engine, row["note_key"], status="failed" if give_up else "pending",
+                attempts=attempts, next_at=utcnow() + timedelta(seconds=delay), error=str(exc)[:1000],
+                events=[failed] if give_up else [], namespace=self.namespace,
+            )
+            self.outbox.wake()
+            _DELIVERIES.labels(kind, "failed" if give_up else "retry").inc()
+            return 0
+        posted = audit_event(
+            service="packet", tenant_id=tenant, action="packet.action_note.posted", subject_kind="ticket",
+            subject_id=row["ticket_id"], cause_id=f"{row['note_key']}:posted",
+            details={"psa": kind, "attempts": attempts, "run_id": row["run_id"], "remote_id": remote},
+        )
+        await asyncio.to_thread(
+            store.finish_action_note, self.engine, row["note_key"], status="posted", attempts=attempts,
+            remote_id=remote, events=[posted], namespace=self.namespace,
+        )
+        self.outbox.wake()
+        _DELIVERIES.labels(kind, "posted").inc()
+        return 1
 
     async def _deliver(self, row: dict[str, Any]) -> int:
         assert self._client is not None

@@ -44,6 +44,45 @@ def marker(p: EscalationPacketPayload) -> str:
     return f"msp-packet:{p.packet_id}:v{p.version}"
 
 
+@dataclass(frozen=True)
+class Note:
+    """What is posted into a ticket: an escalation packet version, or a note an automation
+    step asked for (`psa.add_note`). Its marker is in its text, so it can be found again."""
+
+    marker: str
+    title: str
+    markdown: str
+    html: str
+    webhook: dict[str, Any]
+
+
+def packet_note(p: EscalationPacketPayload, page_url: str | None = None) -> Note:
+    return Note(
+        marker=marker(p),
+        title=f"Escalation packet v{p.version}",
+        markdown=render_markdown(p, page_url),
+        html=render_html(p, page_url),
+        webhook={"packet": p.model_dump(mode="json")},
+    )
+
+
+def action_note(key: str, text: str, run_id: str, requested_by: str) -> Note:
+    """A note an engineer's run wrote (`psa.add_note`), marked with its step's key."""
+    mark = f"msp-action:{key}"
+    return Note(
+        marker=mark,
+        title="Note from the MSP platform",
+        markdown=f"{text}\n\n_Added by the MSP platform for {requested_by} (run {run_id})._\n{mark}",
+        html=f"<p>{html.escape(text)}</p><p><i>Added by the MSP platform for {html.escape(requested_by)} "
+        f"(run {html.escape(run_id)}).</i></p><p>{html.escape(mark)}</p>",
+        webhook={"action_note": {"text": text, "run_id": run_id, "requested_by": requested_by}},
+    )
+
+
+def _note(p: EscalationPacketPayload | Note, page_url: str | None) -> Note:
+    return p if isinstance(p, Note) else packet_note(p, page_url)
+
+
 def _cites(c: Claim) -> str:
     return ", ".join(f"{s.kind} {s.id}" for s in c.sources)
 
@@ -125,16 +164,22 @@ def auth_headers(target: Target) -> dict[str, str]:
 
 
 def request_for(
-    target: Target, tenant_id: str, ticket_id: str, p: EscalationPacketPayload, page_url: str | None
+    target: Target,
+    tenant_id: str,
+    ticket_id: str,
+    p: EscalationPacketPayload | Note,
+    page_url: str | None = None,
 ) -> tuple[str, dict[str, str], Any]:
-    """(URL, headers, JSON body) of the call that adds the packet as an internal note."""
+    """(URL, headers, JSON body) of the call that adds the note (a packet, or an automation
+    step's note) to the ticket, internal only."""
     c, base = target.credentials, target.base_url.rstrip("/")
+    note = _note(p, page_url)
     if target.kind == "connectwise":
         return (
             f"{base}/v4_6_release/apis/3.0/service/tickets/{ticket_id}/notes",
             auth_headers(target),
             {
-                "text": render_markdown(p, page_url),
+                "text": note.markdown,
                 "detailDescriptionFlag": False,
                 "internalAnalysisFlag": True,
                 "resolutionFlag": False,
@@ -146,8 +191,8 @@ def request_for(
             auth_headers(target),
             {
                 "ticketID": int(ticket_id) if ticket_id.isdigit() else ticket_id,
-                "title": f"Escalation packet v{p.version}",
-                "description": render_markdown(p, page_url),
+                "title": note.title,
+                "description": note.markdown,
                 "noteType": int(target.options.get("note_type", 1)),
                 # The tenant's picklist value for an internal-only note.
                 "publish": int(target.options.get("publish", 2)),
@@ -161,7 +206,7 @@ def request_for(
                 {
                     "ticket_id": int(ticket_id) if ticket_id.isdigit() else ticket_id,
                     "outcome": str(target.options.get("outcome", "Private Note")),
-                    "note_html": render_html(p, page_url),
+                    "note_html": note.html,
                     "hiddenfromuser": True,
                 }
             ],
@@ -170,9 +215,9 @@ def request_for(
         body = {
             "tenant_id": tenant_id,
             "ticket_id": ticket_id,
-            "packet": p.model_dump(mode="json"),
-            "markdown": render_markdown(p, page_url),
-            "html": render_html(p, page_url),
+            **note.webhook,
+            "markdown": note.markdown,
+            "html": note.html,
             "internal": True,
         }
         raw = json.dumps(body, separators=(",", ":"), sort_keys=True)
@@ -185,13 +230,13 @@ def request_for(
 
 
 async def find_posted(
-    client: httpx.AsyncClient, target: Target, ticket_id: str, p: EscalationPacketPayload
+    client: httpx.AsyncClient, target: Target, ticket_id: str, p: EscalationPacketPayload | Note
 ) -> str | None:
     """The PSA's id of this version's note when the ticket already has it (looked up by its
     marker), else None. Asked before posting again a version whose earlier attempt may have
     reached the PSA (a crash or a timeout between the post and its record). A generic webhook
     cannot be asked: its receiver deduplicates on the `Idempotency-Key` header instead."""
-    base, mark, headers = target.base_url.rstrip("/"), marker(p), auth_headers(target)
+    base, mark, headers = target.base_url.rstrip("/"), _note(p, None).marker, auth_headers(target)
     if target.kind == "connectwise":
         url = f"{base}/v4_6_release/apis/3.0/service/tickets/{ticket_id}/notes"
         params: dict[str, Any] = {"conditions": f'text like "%{mark}%"', "fields": "id,text", "pageSize": 100}
@@ -225,13 +270,14 @@ async def post(
     target: Target,
     tenant_id: str,
     ticket_id: str,
-    p: EscalationPacketPayload,
+    p: EscalationPacketPayload | Note,
     page_url: str | None,
 ) -> str | None:
     """Post the note; returns the PSA's id for it when it says one."""
-    url, headers, body = request_for(target, tenant_id, ticket_id, p, page_url)
+    note = _note(p, page_url)
+    url, headers, body = request_for(target, tenant_id, ticket_id, note)
     try:
-        r = await client.post(url, headers={**headers, "Idempotency-Key": marker(p)}, json=body)
+        r = await client.post(url, headers={**headers, "Idempotency-Key": note.marker}, json=body)
     except httpx.HTTPError as exc:
         raise DeliveryError(f"{type(exc).__name__}: {exc}", retry=True) from exc
     if r.status_code >= 500 or r.status_code in (408, 409, 425, 429):

@@ -138,6 +138,25 @@ feedback = Table(
 )
 
 
+# Notes an automation step asked for (psa.add_note), posted by the same PSA writers; keyed by
+# the step's idempotency key, so a redelivered result adds nothing.
+action_notes = Table(
+    "packet_action_notes",
+    metadata,
+    Column("note_key", String(64), primary_key=True),
+    Column("tenant_id", String(63), nullable=False),
+    Column("ticket_id", String(200), nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # waiting, pending, posting, posted, failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text),
+    Column("remote_id", Text),
+    Column("posted_at", DateTime(timezone=True)),
+    Index("ix_packet_action_notes_due", "status", "next_at"),
+)
 outbox = outbox_table(metadata, "packet")
 llm_usage = usage_table(metadata, "packet")  # the tenants' daily Claude token budgets
 
@@ -581,7 +600,12 @@ def set_target(
                     last_error=None if released else "a later version of the packet was posted instead",
                 )
             )
-    return len(newest)
+        notes = conn.execute(
+            update(action_notes)
+            .where(action_notes.c.tenant_id == tenant_id, action_notes.c.status == "waiting")
+            .values(status="pending", next_at=utcnow(), last_error=None)
+        ).rowcount
+    return len(newest) + notes
 
 
 def waiting_notes(engine: Engine, tenant_id: str) -> int:
@@ -688,6 +712,82 @@ def finish_delivery(
             .values(**values)
         )
         stage(conn, outbox, list(events), namespace)
+
+
+# --- notes automation steps asked for ------------------------------------------------------------------
+
+
+def add_action_note(engine: Engine, row: dict[str, Any], *, has_target: bool) -> bool:
+    """Queue a step's note (once: its key is the step's); False when it was already queued."""
+    with engine.begin() as conn:
+        known = conn.execute(
+            select(action_notes.c.note_key).where(action_notes.c.note_key == row["note_key"])
+        ).first()
+        if known is not None:
+            return False
+        conn.execute(
+            action_notes.insert().values(
+                **row, status="pending" if has_target else "waiting", attempts=0, next_at=utcnow(),
+                last_error=None if has_target else NO_TARGET,
+            )
+        )
+        return True
+
+
+def due_action_notes(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(action_notes)
+            .where(action_notes.c.status.in_(("pending", "posting")), action_notes.c.next_at <= utcnow())
+            .order_by(action_notes.c.next_at)
+            .limit(limit)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+def claim_action_note(engine: Engine, key: str, lease_s: float) -> bool:
+    now = utcnow()
+    with engine.begin() as conn:
+        taken = conn.execute(
+            update(action_notes)
+            .where(
+                action_notes.c.note_key == key,
+                action_notes.c.status.in_(("pending", "posting")),
+                action_notes.c.next_at <= now,
+            )
+            .values(status="posting", next_at=now + timedelta(seconds=lease_s))
+        )
+        return bool(taken.rowcount)
+
+
+def finish_action_note(
+    engine: Engine,
+    key: str,
+    *,
+    status: str,
+    attempts: int,
+    next_at: datetime | None = None,
+    error: str | None = None,
+    remote_id: str | None = None,
+    events: list[Envelope] = (),  # type: ignore[assignment]
+    namespace: str = "",
+) -> None:
+    values: dict[str, Any] = {"status": status, "attempts": attempts, "last_error": error}
+    if next_at is not None:
+        values["next_at"] = next_at
+    if status == "posted":
+        values.update(posted_at=utcnow(), remote_id=remote_id)
+    with engine.begin() as conn:
+        conn.execute(update(action_notes).where(action_notes.c.note_key == key).values(**values))
+        stage(conn, outbox, list(events), namespace)
+
+
+def action_notes_of(engine: Engine, tenant_id: str, ticket_id: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(action_notes).where(action_notes.c.tenant_id == tenant_id, action_notes.c.ticket_id == ticket_id)
+        ).mappings()
+        return [dict(r) for r in rows]
 
 
 # --- feedback -----------------------------------------------------------------------------------

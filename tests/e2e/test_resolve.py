@@ -21,6 +21,7 @@ from libs.common.db import make_engine
 from services.automation.catalogue import idempotency_key
 from services.ingest import tenants
 from tests.conftest import unique
+from tests.fakes.psa_sink import psa_sink
 from tests.peers import DomainController, Moto, start_dc
 from tests.peers.ninjaone import NinjaOnePeer
 from tests.processes import platform_env, spawn_service, start_platform, stop_platform, wait_ready
@@ -127,7 +128,20 @@ def test_an_instruction_runs_after_approval_and_reaches_the_packet_and_the_audit
     iam.create_user(UserName=iam_user)
     iam.create_login_profile(UserName=iam_user, Password="Console-Passw0rd-1!")
     tools(p, t, dc, moto, ninjaone)
+    sink_cm = psa_sink()
+    sink, sink_url = sink_cm.__enter__()
+    r = httpx.put(f"{p.packet}/v1/psa", headers=p.operator,
+                  json={"tenant_id": tenant, "kind": "halopsa", "base_url": sink_url, "credentials": {"token": "t"}})
+    assert r.status_code == 200, r.text
+    try:
+        _resolve(p, t, dc, iam, iam_user, ninjaone, sink)
+    finally:
+        sink_cm.__exit__(None, None, None)
 
+
+def _resolve(p: Platform, t: dict[str, str], dc: DomainController, iam: Any, iam_user: str,
+             ninjaone: NinjaOnePeer, sink: Any) -> None:
+    tenant = t["tenant"]
     # The ticket arrives and is escalated (a packet exists for it).
     snap = {"ticket_id": "T-100", "title": "Locked out after holiday", "requester": "mgarcia",
             "devices": ["ACME-LT-042"]}
@@ -138,7 +152,8 @@ def test_an_instruction_runs_after_approval_and_reaches_the_packet_and_the_audit
     assert r.status_code == 202, r.text
 
     instruction = ("unlock her and reset the password, add her to Domain Admins-Helpdesk, flush dns on the "
-                   f"laptop, then disable console login for iam user {iam_user}")
+                   f"laptop, then disable console login for iam user {iam_user}; note in the ticket: "
+                   "'Unlocked and reset through the platform'")
     ticket = {"ticket_id": "T-100", "requester": "mgarcia", "device": "ACME-LT-042",
               "summary": "Locked out after holiday"}
     r = p.call("POST", "/v1/instructions", t["engineer"], json={"tenant_id": tenant, "instruction": instruction,
@@ -147,9 +162,10 @@ def test_an_instruction_runs_after_approval_and_reaches_the_packet_and_the_audit
     plan = r.json()
     assert [s["action"] for s in plan["steps"]] == [
         "identity.unlock_account", "identity.reset_password", "identity.add_to_group", "rmm.run_script",
-        "aws.disable_console_login"]
+        "aws.disable_console_login", "psa.add_note"]
     assert plan["steps"][0]["sources"]["user"] == "ticket"
-    assert [s["status"] for s in plan["steps"]] == ["runnable", "runnable", "needs approval", "runnable", "runnable"]
+    assert [s["status"] for s in plan["steps"]] == [
+        "runnable", "runnable", "needs approval", "runnable", "runnable", "runnable"]
     assert plan["interpreter"] == "local" and plan["questions"] == []
 
     # A sender key may not interpret; the engineer confirms; the plan waits for an approver.
@@ -170,7 +186,7 @@ def test_an_instruction_runs_after_approval_and_reaches_the_packet_and_the_audit
     view = p.run_done(tenant, run_id, t["engineer"])
     assert view["status"] == "succeeded", view
     assert view["approved_by"] == f"key:bo@{tenant}" and view["requested_by"] == f"key:ana@{tenant}"
-    assert [s["state"] for s in view["steps"]] == ["succeeded"] * 5
+    assert [s["state"] for s in view["steps"]] == ["succeeded"] * 6
 
     # The effects, read back from the peers.
     password = p.call("GET", f"/v1/runs/{run_id}/steps/1/password", t["engineer"], params={"tenant_id": tenant})
@@ -190,18 +206,28 @@ def test_an_instruction_runs_after_approval_and_reaches_the_packet_and_the_audit
                             headers=p.operator).json()
             latest = doc["versions"][-1]["packet"] if "versions" in doc else doc
             tried = [c["text"] for c in latest.get("already_tried", [])]
-            if sum("The platform ran" in x and "succeeded" in x for x in tried) == 5:
+            if sum("The platform ran" in x and "succeeded" in x for x in tried) == 6:
                 return latest
         return None
 
-    until(packet_has_run, "the run's five steps in the packet's already-tried")
+    until(packet_has_run, "the run's six steps in the packet's already-tried")
+    # ... the note the engineer asked for is in the ticket, once, posted by the packet service ...
+    def action_notes() -> list[Any]:
+        return [n for n in sink.notes if "msp-action:" in n["body"][0]["note_html"]]
+
+    until(lambda: len(action_notes()) == 1, "the step's note in the PSA")
+    note = action_notes()[0]["body"][0]
+    assert "Unlocked and reset through the platform" in note["note_html"] and note["ticket_id"] == "T-100"
+    assert note["hiddenfromuser"] is True
     # ... and the audit trail: who asked, who approved, each step's outcome.
-    steps = until(lambda: (lambda e: e if len(e) == 5 else None)(p.audit(tenant, "automation.step.succeeded")),
-                  "five audited steps")
+    steps = until(lambda: (lambda e: e if len(e) == 6 else None)(p.audit(tenant, "automation.step.succeeded")),
+                  "six audited steps")
     assert {e["actor"] for e in steps} == {f"key:ana@{tenant}"}
     assert {e["details"]["approved_by"] for e in steps} == {f"key:bo@{tenant}"}
     assert "Tmp-" not in str(steps), "no temporary password in the audit trail"
     assert until(lambda: p.audit(tenant, "automation.run.requested"), "the audited request")
+    assert until(lambda: p.audit(tenant, "packet.action_note.posted"), "the audited note")
+    assert len(action_notes()) == 1
 
 
 def test_the_executor_killed_mid_run_runs_every_step_exactly_once(

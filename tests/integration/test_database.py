@@ -269,6 +269,7 @@ def test_every_table_is_declared_as_its_migrations_create_it(pg_url: str) -> Non
     from sqlalchemy.engine import make_url
 
     from services.audit import tables as audit_tables
+    from services.automation import tables as automation_tables
     from services.ingest import tables as ingest_tables
     from services.packet import store as packet_store
     from services.triage.alerts import store as alert_store
@@ -276,6 +277,7 @@ def test_every_table_is_declared_as_its_migrations_create_it(pg_url: str) -> Non
 
     declared = {
         "audit": [audit_tables.metadata],
+        "automation": [automation_tables.metadata],
         "ingest": [ingest_tables.metadata],
         "packet": [packet_store.metadata],
         "triage": [alert_store.metadata, ticket_store.metadata],
