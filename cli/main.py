@@ -166,6 +166,71 @@ def cmd_kb(args: argparse.Namespace) -> int:
     return 0
 
 
+def _automation(args: argparse.Namespace) -> Api:
+    """The automation API as the caller: their own key (--key or MSP_KEY), else the operator."""
+    key = args.key or os.environ.get("MSP_KEY")
+    return Api(args.automation_url or url_of("automation"), key or operator_token(_var(args)))
+
+
+def _show_plan(plan: dict) -> None:  # type: ignore[type-arg]
+    print(f"plan {plan['plan_id']} ({plan['status']}, by the {plan.get('interpreter', '?')} interpreter)")
+    for s in plan["steps"]:
+        params = ", ".join(f"{k}={v}" for k, v in s["params"].items())
+        extra = s.get("refused_by") or s.get("approval_rule") or ""
+        print(f"  {s['index']}. {s['action']}({params})  [{s['status']}, risk {s['risk']}]"
+              + (f" - {extra}" if extra else ""))
+    for q in plan.get("questions", []):
+        print(f"  ? {q}")
+    for u in plan.get("unmatched", []):
+        print(f"  not understood: {u}")
+    if plan.get("answer"):
+        print(plan["answer"])
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Plans: an instruction into a plan, then confirm, approve or reject it."""
+    api = _automation(args)
+    if args.action == "new":
+        ticket = {k: v for k, v in {"ticket_id": args.ticket_id, "requester": args.requester,
+                                     "device": args.device, "summary": args.summary or ""}.items() if v is not None}
+        _show_plan(api.call("POST", "/v1/instructions",
+                            body={"tenant_id": args.tenant, "instruction": args.target, "ticket": ticket}))
+    elif args.action == "show":
+        _show_plan(api.call("GET", f"/v1/plans/{args.target}", params={"tenant_id": args.tenant}))
+    elif args.action == "confirm":
+        platform.print_json(api.call("POST", f"/v1/plans/{args.target}/confirm", body={"tenant_id": args.tenant}))
+    else:
+        if not args.reason:
+            raise ValueError(f"plan {args.action} needs --reason")
+        platform.print_json(api.call("POST", f"/v1/plans/{args.target}/{args.action}",
+                                     body={"tenant_id": args.tenant, "reason": args.reason}))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """A run's progress, step by step; --watch follows it until it ends."""
+    import time
+
+    api = _automation(args)
+    deadline = time.monotonic() + args.timeout
+    shown = -1
+    while True:
+        view = api.call("GET", f"/v1/runs/{args.run_id}", params={"tenant_id": args.tenant})
+        done = sum(1 for s in view["steps"] if s["state"] in ("succeeded", "failed"))
+        if done != shown or view["status"] in ("succeeded", "failed") or not args.watch:
+            print(f"run {args.run_id}: {view['status']} ({view['progress']})")
+            for s in view["steps"]:
+                why = f" - {s['error_class']}: {s['message']}" if s["error_class"] else ""
+                print(f"  {s['index']}. {s['action']} {s['state']}{why}")
+            shown = done
+        if not args.watch or view["status"] in ("succeeded", "failed"):
+            return 0 if view["status"] != "failed" else 1
+        if time.monotonic() > deadline:
+            print(f"still {view['status']} after {args.timeout:.0f} s", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+
+
 def cmd_tenant(args: argparse.Namespace) -> int:
     """Tenants and their source mappings, through ingest's admin API."""
     admin = _admin(args)
@@ -379,6 +444,28 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--key-id")
     k.add_argument("--ingest-url", help="the ingest service (default: the local one)")
     k.set_defaults(fn=cmd_key)
+
+    pl = sub.add_parser("plan", help="turn an instruction into a plan of actions; confirm, approve or reject it")
+    pl.add_argument("action", choices=["new", "show", "confirm", "approve", "reject"])
+    pl.add_argument("target", help="new: the instruction; otherwise the plan id")
+    pl.add_argument("--tenant", required=True)
+    pl.add_argument("--ticket-id")
+    pl.add_argument("--requester")
+    pl.add_argument("--device")
+    pl.add_argument("--summary")
+    pl.add_argument("--reason", help="approve/reject: why (recorded with the decision)")
+    pl.add_argument("--key", help="your engineer or approver key (default: MSP_KEY, else the operator token)")
+    pl.add_argument("--automation-url", help="the automation service (default: the local one)")
+    pl.set_defaults(fn=cmd_plan)
+
+    rn = sub.add_parser("run", help="show a run's progress step by step")
+    rn.add_argument("run_id")
+    rn.add_argument("--tenant", required=True)
+    rn.add_argument("--watch", action="store_true", help="follow the run until it ends")
+    rn.add_argument("--timeout", type=float, default=600.0, help="--watch: give up after this many seconds")
+    rn.add_argument("--key", help="your key (default: MSP_KEY, else the operator token)")
+    rn.add_argument("--automation-url", help="the automation service (default: the local one)")
+    rn.set_defaults(fn=cmd_run)
 
     kb = sub.add_parser("kb", help="runbooks of a tenant or of the global library (via the packet service)")
     kb.add_argument("action", choices=["add", "remove", "list"])

@@ -228,6 +228,17 @@ def _resolve(p: Platform, t: dict[str, str], dc: DomainController, iam: Any, iam
     assert until(lambda: p.audit(tenant, "automation.run.requested"), "the audited request")
     assert until(lambda: p.audit(tenant, "packet.action_note.posted"), "the audited note")
     assert len(action_notes()) == 1
+    # `msp run` shows the same progress to an engineer with their key.
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "cli.main", "run", run_id, "--tenant", tenant, "--automation-url", p.api,
+         "--key", t["engineer"], "--watch", "--timeout", "30"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"run {run_id}: succeeded (6/6)" in shown.stdout and "5. psa.add_note succeeded" in shown.stdout
 
 
 def test_the_executor_killed_mid_run_runs_every_step_exactly_once(
