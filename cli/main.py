@@ -177,8 +177,10 @@ def _show_plan(plan: dict) -> None:  # type: ignore[type-arg]
     for s in plan["steps"]:
         params = ", ".join(f"{k}={v}" for k, v in s["params"].items())
         extra = s.get("refused_by") or s.get("approval_rule") or ""
-        print(f"  {s['index']}. {s['action']}({params})  [{s['status']}, risk {s['risk']}]"
-              + (f" - {extra}" if extra else ""))
+        print(
+            f"  {s['index']}. {s['action']}({params})  [{s['status']}, risk {s['risk']}]"
+            + (f" - {extra}" if extra else "")
+        )
     for q in plan.get("questions", []):
         print(f"  ? {q}")
     for u in plan.get("unmatched", []):
@@ -191,19 +193,39 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Plans: an instruction into a plan, then confirm, approve or reject it."""
     api = _automation(args)
     if args.action == "new":
-        ticket = {k: v for k, v in {"ticket_id": args.ticket_id, "requester": args.requester,
-                                     "device": args.device, "summary": args.summary or ""}.items() if v is not None}
-        _show_plan(api.call("POST", "/v1/instructions",
-                            body={"tenant_id": args.tenant, "instruction": args.target, "ticket": ticket}))
+        ticket = {
+            k: v
+            for k, v in {
+                "ticket_id": args.ticket_id,
+                "requester": args.requester,
+                "device": args.device,
+                "summary": args.summary or "",
+            }.items()
+            if v is not None
+        }
+        _show_plan(
+            api.call(
+                "POST",
+                "/v1/instructions",
+                body={"tenant_id": args.tenant, "instruction": args.target, "ticket": ticket},
+            )
+        )
     elif args.action == "show":
         _show_plan(api.call("GET", f"/v1/plans/{args.target}", params={"tenant_id": args.tenant}))
     elif args.action == "confirm":
-        platform.print_json(api.call("POST", f"/v1/plans/{args.target}/confirm", body={"tenant_id": args.tenant}))
+        platform.print_json(
+            api.call("POST", f"/v1/plans/{args.target}/confirm", body={"tenant_id": args.tenant})
+        )
     else:
         if not args.reason:
             raise ValueError(f"plan {args.action} needs --reason")
-        platform.print_json(api.call("POST", f"/v1/plans/{args.target}/{args.action}",
-                                     body={"tenant_id": args.tenant, "reason": args.reason}))
+        platform.print_json(
+            api.call(
+                "POST",
+                f"/v1/plans/{args.target}/{args.action}",
+                body={"tenant_id": args.tenant, "reason": args.reason},
+            )
+        )
     return 0
 
 
@@ -445,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--ingest-url", help="the ingest service (default: the local one)")
     k.set_defaults(fn=cmd_key)
 
-    pl = sub.add_parser("plan", help="turn an instruction into a plan of actions; confirm, approve or reject it")
+    pl = sub.add_parser(
+        "plan", help="turn an instruction into a plan of actions; confirm, approve or reject it"
+    )
     pl.add_argument("action", choices=["new", "show", "confirm", "approve", "reject"])
     pl.add_argument("target", help="new: the instruction; otherwise the plan id")
     pl.add_argument("--tenant", required=True)
@@ -496,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--judgement", help="reasoning: classify, summarise, interpret, extract_steps or analyse_failure"
     )
     ev.add_argument(
-        "--cases", help="reasoning: JSON lines of {input, expected}; plans: {id, instruction, ticket, expected}"
+        "--cases",
+        help="reasoning: JSON lines of {input, expected}; plans: {id, instruction, ticket, expected}",
     )
     ev.add_argument("--plans", help="plans: where to write one {id, plan} line per case")
     ev.add_argument(

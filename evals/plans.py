@@ -35,8 +35,14 @@ def read_cases(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-            cases.append({"id": str(row["id"]), "instruction": str(row["instruction"]),
-                          "ticket": dict(row.get("ticket") or {}), "expected": list(row["expected"])})
+            cases.append(
+                {
+                    "id": str(row["id"]),
+                    "instruction": str(row["instruction"]),
+                    "ticket": dict(row.get("ticket") or {}),
+                    "expected": list(row["expected"]),
+                }
+            )
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{n}: not a case ({exc})") from None
     if not cases:
@@ -101,7 +107,9 @@ def evaluate(*, cases: Path, plans: Path, settings: ServiceSettings | None = Non
 
     async def one(case: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         t = case["ticket"]
-        ticket = TicketIn(requester=t.get("requester"), device=t.get("device"), summary=t.get("summary") or "")
+        ticket = TicketIn(
+            requester=t.get("requester"), device=t.get("device"), summary=t.get("summary") or ""
+        )
         plan, method = await planner.interpret("eval", case["instruction"], ticket, policy)
         return plan.as_list(), method
 

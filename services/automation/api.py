@@ -28,7 +28,14 @@ from sqlalchemy import Engine
 from libs.common.access import Access, tenant_reader
 from libs.common.audit import audit_event
 from libs.common.crypto import SecretBox
-from libs.common.events import ActionStep, AutomationRun, AutomationRunPayload, EventSource, derive_event_id, utcnow
+from libs.common.events import (
+    ActionStep,
+    AutomationRun,
+    AutomationRunPayload,
+    EventSource,
+    derive_event_id,
+    utcnow,
+)
 from libs.common.outbox import OutboxRelay
 from services.automation import store
 from services.automation.catalogue import catalogue, get, idempotency_key, param_errors
@@ -92,8 +99,9 @@ class AutomationApi:
 
     # --- who may ----------------------------------------------------------------------------
 
-    async def allow(self, who: Access, tenant_id: str, roles: frozenset[str], *, what: str,
-                    operator: bool = True) -> None:
+    async def allow(
+        self, who: Access, tenant_id: str, roles: frozenset[str], *, what: str, operator: bool = True
+    ) -> None:
         """Refuse (403, audited in the tenant asked about) a caller of another tenant, or
         without a role that may do this."""
         reason = None
@@ -129,7 +137,9 @@ class AutomationApi:
         await self.allow(who, body.tenant_id, ENGINEERS, what="interpret instructions")
         policy = await asyncio.to_thread(store.get_policy, self.engine, body.tenant_id)
         always = await self._always(body.tenant_id)
-        plan, interpreter = await self.planner.interpret(body.tenant_id, body.instruction, body.ticket, policy)
+        plan, interpreter = await self.planner.interpret(
+            body.tenant_id, body.instruction, body.ticket, policy
+        )
         steps = judge_steps(plan, policy, now=self.clock(), always_allowed=always)
         plan_id = str(uuid.uuid4())
         if not steps:
@@ -155,10 +165,21 @@ class AutomationApi:
             "created_by": who.person,
             "created_at": utcnow(),
         }
-        audit = self._audit(body.tenant_id, who.person, "automation.plan.proposed", plan_id, "ok", {
-            "instruction": body.instruction, "ticket_id": body.ticket.ticket_id, "interpreter": interpreter,
-            "steps": [{"action": s["action"], "params": s["params"], "status": s["status"]} for s in steps],
-        })
+        audit = self._audit(
+            body.tenant_id,
+            who.person,
+            "automation.plan.proposed",
+            plan_id,
+            "ok",
+            {
+                "instruction": body.instruction,
+                "ticket_id": body.ticket.ticket_id,
+                "interpreter": interpreter,
+                "steps": [
+                    {"action": s["action"], "params": s["params"], "status": s["status"]} for s in steps
+                ],
+            },
+        )
         await asyncio.to_thread(store.save_plan, self.engine, row, [audit], namespace=self.namespace)
         self.relay.wake()
         return {**_shown_plan(row), "answer": answer}
@@ -188,8 +209,11 @@ class AutomationApi:
                 problems.append(f"step {s['index']} ({s['action']}): {'; '.join(param_errors(exc))}")
                 continue
             verdict = decide(policy, action, params, now=self.clock(), always_allowed=always)
-            s.update(refused_by=verdict.refused_by, approval_rule=verdict.approval_rule,
-                     always_allowed=verdict.always_allowed)
+            s.update(
+                refused_by=verdict.refused_by,
+                approval_rule=verdict.approval_rule,
+                always_allowed=verdict.always_allowed,
+            )
             if not verdict.allowed:
                 problems.append(f"step {s['index']} ({s['action']}) refused by {verdict.refused_by}")
                 s["status"] = "refused"
@@ -199,28 +223,54 @@ class AutomationApi:
             else:
                 s["status"] = "runnable"
         if problems:
-            audit = self._audit(body.tenant_id, who.person, "automation.plan.refused", plan_id, "rejected",
-                                {"problems": problems})
+            audit = self._audit(
+                body.tenant_id,
+                who.person,
+                "automation.plan.refused",
+                plan_id,
+                "rejected",
+                {"problems": problems},
+            )
             await asyncio.to_thread(store.stage_events, self.engine, [audit], namespace=self.namespace)
             self.relay.wake()
             raise HTTPException(409, {"message": "the plan cannot run as it is", "problems": problems})
         now = utcnow()
         if needs_approval:
             expires = now + timedelta(seconds=policy.approval_ttl_s)
-            audit = self._audit(body.tenant_id, who.person, "automation.approval.requested", plan_id, "ok",
-                                {"steps": needs_approval, "expires_at": expires.isoformat(),
-                                 "rules": [steps[i]["approval_rule"] for i in needs_approval]})
+            audit = self._audit(
+                body.tenant_id,
+                who.person,
+                "automation.approval.requested",
+                plan_id,
+                "ok",
+                {
+                    "steps": needs_approval,
+                    "expires_at": expires.isoformat(),
+                    "rules": [steps[i]["approval_rule"] for i in needs_approval],
+                },
+            )
             ok = await asyncio.to_thread(
-                store.decide_plan, self.engine, body.tenant_id, plan_id, expect=["proposed"],
-                values={"status": "awaiting approval", "steps": _dumps(steps), "expires_at": expires,
-                        "created_by": plan["created_by"]},
-                events=[audit], namespace=self.namespace,
+                store.decide_plan,
+                self.engine,
+                body.tenant_id,
+                plan_id,
+                expect=["proposed"],
+                values={
+                    "status": "awaiting approval",
+                    "steps": _dumps(steps),
+                    "expires_at": expires,
+                    "created_by": plan["created_by"],
+                },
+                events=[audit],
+                namespace=self.namespace,
             )
             if not ok:
                 raise HTTPException(409, "the plan changed meanwhile; read it again")
             self.relay.wake()
-            return {**_shown_plan({**plan, "steps": steps, "status": "awaiting approval", "expires_at": expires}),
-                    "answer": f"waiting for an approver (until {expires.isoformat()})"}
+            return {
+                **_shown_plan({**plan, "steps": steps, "status": "awaiting approval", "expires_at": expires}),
+                "answer": f"waiting for an approver (until {expires.isoformat()})",
+            }
         return await self._start(plan, steps, who, approver=None, reason=None, expect=["proposed"])
 
     async def approve(self, plan_id: str, body: DecisionIn, who: Access, *, approve: bool) -> dict[str, Any]:
@@ -229,8 +279,14 @@ class AutomationApi:
         if plan["status"] != "awaiting approval":
             raise HTTPException(409, f"this plan is {plan['status']}, not awaiting approval")
         if who.person == plan["created_by"]:
-            audit = self._audit(body.tenant_id, who.person, "automation.approval.refused", plan_id, "rejected",
-                                {"reason": "the approver asked for the plan themselves"})
+            audit = self._audit(
+                body.tenant_id,
+                who.person,
+                "automation.approval.refused",
+                plan_id,
+                "rejected",
+                {"reason": "the approver asked for the plan themselves"},
+            )
             await asyncio.to_thread(store.stage_events, self.engine, [audit], namespace=self.namespace)
             self.relay.wake()
             raise HTTPException(403, "an approver may not approve a plan they asked for; another person must")
@@ -238,33 +294,72 @@ class AutomationApi:
         if expires is not None and expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
         if expires is not None and expires <= self.clock():
-            audit = self._audit(body.tenant_id, who.person, "automation.approval.expired", plan_id, "rejected",
-                                {"expired_at": expires.isoformat()})
+            audit = self._audit(
+                body.tenant_id,
+                who.person,
+                "automation.approval.expired",
+                plan_id,
+                "rejected",
+                {"expired_at": expires.isoformat()},
+            )
             await asyncio.to_thread(
-                store.decide_plan, self.engine, body.tenant_id, plan_id, expect=["awaiting approval"],
-                values={"status": "expired", "decided_at": utcnow()}, events=[audit], namespace=self.namespace,
+                store.decide_plan,
+                self.engine,
+                body.tenant_id,
+                plan_id,
+                expect=["awaiting approval"],
+                values={"status": "expired", "decided_at": utcnow()},
+                events=[audit],
+                namespace=self.namespace,
             )
             self.relay.wake()
-            raise HTTPException(409, f"the approval request expired at {expires.isoformat()}: not approved; "
-                                     "confirm the plan again to ask anew")
+            raise HTTPException(
+                409,
+                f"the approval request expired at {expires.isoformat()}: not approved; "
+                "confirm the plan again to ask anew",
+            )
         if not approve:
-            audit = self._audit(body.tenant_id, who.person, "automation.plan.rejected", plan_id, "rejected",
-                                {"reason": body.reason})
+            audit = self._audit(
+                body.tenant_id,
+                who.person,
+                "automation.plan.rejected",
+                plan_id,
+                "rejected",
+                {"reason": body.reason},
+            )
             ok = await asyncio.to_thread(
-                store.decide_plan, self.engine, body.tenant_id, plan_id, expect=["awaiting approval"],
-                values={"status": "rejected", "approved_by": who.person, "approval_reason": body.reason,
-                        "decided_at": utcnow()},
-                events=[audit], namespace=self.namespace,
+                store.decide_plan,
+                self.engine,
+                body.tenant_id,
+                plan_id,
+                expect=["awaiting approval"],
+                values={
+                    "status": "rejected",
+                    "approved_by": who.person,
+                    "approval_reason": body.reason,
+                    "decided_at": utcnow(),
+                },
+                events=[audit],
+                namespace=self.namespace,
             )
             if not ok:
                 raise HTTPException(409, "the plan changed meanwhile; read it again")
             self.relay.wake()
             return {"plan_id": plan_id, "status": "rejected"}
-        return await self._start(plan, plan["steps"], who, approver=who.person, reason=body.reason,
-                                 expect=["awaiting approval"])
+        return await self._start(
+            plan, plan["steps"], who, approver=who.person, reason=body.reason, expect=["awaiting approval"]
+        )
 
-    async def _start(self, plan: dict[str, Any], steps: list[dict[str, Any]], who: Access, *,
-                     approver: str | None, reason: str | None, expect: list[str]) -> dict[str, Any]:
+    async def _start(
+        self,
+        plan: dict[str, Any],
+        steps: list[dict[str, Any]],
+        who: Access,
+        *,
+        approver: str | None,
+        reason: str | None,
+        expect: list[str],
+    ) -> dict[str, Any]:
         tenant, plan_id = plan["tenant_id"], plan["plan_id"]
         run_id = uuid.uuid4()
         requested_by = plan["created_by"] if approver else who.person
@@ -277,37 +372,73 @@ class AutomationApi:
             payload=AutomationRunPayload(
                 run_id=run_id,
                 ticket_id=plan["ticket_id"],
-                steps=[ActionStep(action=s["action"], params=cat[s["action"]].validate(s["params"]).model_dump(
-                    mode="json")) for s in steps],
+                steps=[
+                    ActionStep(
+                        action=s["action"],
+                        params=cat[s["action"]].validate(s["params"]).model_dump(mode="json"),
+                    )
+                    for s in steps
+                ],
                 requested_by=requested_by,
                 mode="manual",
                 plan_id=uuid.UUID(plan_id),
                 approved_by=approver,
             ),
         )
-        audit = self._audit(tenant, who.person, "automation.run.requested", str(run_id), "ok", {
-            "plan_id": plan_id, "requested_by": requested_by, "approved_by": approver, "reason": reason,
-            "ticket_id": plan["ticket_id"], "steps": [{"action": s["action"], "params": s["params"]} for s in steps],
-        })
-        values: dict[str, Any] = {"status": "running", "run_id": str(run_id), "steps": _dumps(steps),
-                                  "decided_at": utcnow()}
+        audit = self._audit(
+            tenant,
+            who.person,
+            "automation.run.requested",
+            str(run_id),
+            "ok",
+            {
+                "plan_id": plan_id,
+                "requested_by": requested_by,
+                "approved_by": approver,
+                "reason": reason,
+                "ticket_id": plan["ticket_id"],
+                "steps": [{"action": s["action"], "params": s["params"]} for s in steps],
+            },
+        )
+        values: dict[str, Any] = {
+            "status": "running",
+            "run_id": str(run_id),
+            "steps": _dumps(steps),
+            "decided_at": utcnow(),
+        }
         if approver:
             values.update(approved_by=approver, approval_reason=reason)
         run = {
-            "run_id": str(run_id), "tenant_id": tenant, "plan_id": plan_id, "ticket_id": plan["ticket_id"],
-            "requested_by": requested_by, "approved_by": approver,
-            "steps": [s.model_dump(mode="json") for s in event.payload.steps], "status": "queued",
+            "run_id": str(run_id),
+            "tenant_id": tenant,
+            "plan_id": plan_id,
+            "ticket_id": plan["ticket_id"],
+            "requested_by": requested_by,
+            "approved_by": approver,
+            "steps": [s.model_dump(mode="json") for s in event.payload.steps],
+            "status": "queued",
             "created_at": utcnow(),
         }
         ok = await asyncio.to_thread(
-            store.decide_plan, self.engine, tenant, plan_id, expect=expect, values=values,
-            events=[event, audit], run=run, namespace=self.namespace,
+            store.decide_plan,
+            self.engine,
+            tenant,
+            plan_id,
+            expect=expect,
+            values=values,
+            events=[event, audit],
+            run=run,
+            namespace=self.namespace,
         )
         if not ok:
             raise HTTPException(409, "the plan changed meanwhile (confirmed or decided by someone else)")
         self.relay.wake()
-        return {"plan_id": plan_id, "status": "running", "run_id": str(run_id),
-                "answer": f"running {len(steps)} step(s); follow it at /v1/runs/{run_id}?tenant_id={tenant}"}
+        return {
+            "plan_id": plan_id,
+            "status": "running",
+            "run_id": str(run_id),
+            "answer": f"running {len(steps)} step(s); follow it at /v1/runs/{run_id}?tenant_id={tenant}",
+        }
 
     # --- runs ---------------------------------------------------------------------------------
 
@@ -320,21 +451,32 @@ class AutomationApi:
         steps = []
         for n, s in enumerate(run["steps"]):
             d = by_step.get(n)
-            steps.append({
-                "index": n, "action": s["action"], "params": s["params"],
-                "state": d["state"] if d else "pending",
-                "attempts": d["attempts"] if d else 0,
-                "duration_ms": d["duration_ms"] if d else None,
-                "error_class": d["error_class"] if d else None,
-                "message": d["message"] if d else None,
-                "response": d["response"] if d else None,
-            })
+            steps.append(
+                {
+                    "index": n,
+                    "action": s["action"],
+                    "params": s["params"],
+                    "state": d["state"] if d else "pending",
+                    "attempts": d["attempts"] if d else 0,
+                    "duration_ms": d["duration_ms"] if d else None,
+                    "error_class": d["error_class"] if d else None,
+                    "message": d["message"] if d else None,
+                    "response": d["response"] if d else None,
+                }
+            )
         finished = sum(1 for s in steps if s["state"] in ("succeeded", "failed"))
         return {
-            "run_id": run_id, "tenant_id": tenant_id, "plan_id": run["plan_id"], "ticket_id": run["ticket_id"],
-            "status": run["status"], "requested_by": run["requested_by"], "approved_by": run["approved_by"],
-            "progress": f"{finished}/{len(steps)}", "steps": steps,
-            "created_at": run["created_at"], "finished_at": run["finished_at"],
+            "run_id": run_id,
+            "tenant_id": tenant_id,
+            "plan_id": run["plan_id"],
+            "ticket_id": run["ticket_id"],
+            "status": run["status"],
+            "requested_by": run["requested_by"],
+            "approved_by": run["approved_by"],
+            "progress": f"{finished}/{len(steps)}",
+            "steps": steps,
+            "created_at": run["created_at"],
+            "finished_at": run["finished_at"],
         }
 
     async def enter_code(self, run_id: str, body: CodeIn, who: Access) -> dict[str, Any]:
@@ -342,8 +484,9 @@ class AutomationApi:
         run = await asyncio.to_thread(store.get_run, self.engine, body.tenant_id, run_id)
         if run is None:
             raise HTTPException(404, f"no run {run_id} for tenant {body.tenant_id}")
-        ok = await asyncio.to_thread(store.put_code, self.engine, body.tenant_id, run_id, body.step,
-                                     self.box.seal({"code": body.code}))
+        ok = await asyncio.to_thread(
+            store.put_code, self.engine, body.tenant_id, run_id, body.step, self.box.seal({"code": body.code})
+        )
         if not ok:
             raise HTTPException(409, f"step {body.step} of this run is not waiting for a code")
         event = AutomationRun(
@@ -352,12 +495,18 @@ class AutomationApi:
             occurred_at=utcnow(),
             source=EventSource(system="msp.automation", reference=run_id),
             payload=AutomationRunPayload(
-                run_id=uuid.UUID(run_id), ticket_id=run["ticket_id"],
-                steps=[ActionStep(**s) for s in run["steps"]], requested_by=run["requested_by"], mode="manual",
-                plan_id=uuid.UUID(run["plan_id"]) if run["plan_id"] else None, approved_by=run["approved_by"],
+                run_id=uuid.UUID(run_id),
+                ticket_id=run["ticket_id"],
+                steps=[ActionStep(**s) for s in run["steps"]],
+                requested_by=run["requested_by"],
+                mode="manual",
+                plan_id=uuid.UUID(run["plan_id"]) if run["plan_id"] else None,
+                approved_by=run["approved_by"],
             ),
         )
-        audit = self._audit(body.tenant_id, who.person, "automation.code.entered", run_id, "ok", {"step": body.step})
+        audit = self._audit(
+            body.tenant_id, who.person, "automation.code.entered", run_id, "ok", {"step": body.step}
+        )
         await asyncio.to_thread(store.stage_events, self.engine, [event, audit], namespace=self.namespace)
         self.relay.wake()
         return {"run_id": run_id, "step": body.step, "answer": "code taken; the run continues"}
@@ -373,8 +522,12 @@ class AutomationApi:
         audit = self._audit(tenant_id, who.person, "automation.password.shown", run_id, "ok", {"step": step})
         await asyncio.to_thread(store.stage_events, self.engine, [audit], namespace=self.namespace)
         self.relay.wake()
-        return {"run_id": run_id, "step": step, "user": s["params"].get("user"),
-                "temporary_password": temporary_password(self.secret, idempotency_key(run_id, step))}
+        return {
+            "run_id": run_id,
+            "step": step,
+            "user": s["params"].get("user"),
+            "temporary_password": temporary_password(self.secret, idempotency_key(run_id, step)),
+        }
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -388,12 +541,18 @@ class AutomationApi:
         rows = await asyncio.to_thread(store.allowed_always, self.engine, tenant_id)
         return frozenset(r["action"] for r in rows)
 
-    def _audit(self, tenant: str, actor: str, action: str, subject: str, outcome: str,
-               details: dict[str, Any]) -> Any:
+    def _audit(
+        self, tenant: str, actor: str, action: str, subject: str, outcome: str, details: dict[str, Any]
+    ) -> Any:
         return audit_event(
-            service="automation", tenant_id=tenant, actor=actor, action=action,
+            service="automation",
+            tenant_id=tenant,
+            actor=actor,
+            action=action,
             subject_kind="automation.plan" if "plan" in action or "approval" in action else "automation.run",
-            subject_id=subject, cause_id=f"{action}:{subject}:{uuid.uuid4().hex}", outcome=outcome,  # type: ignore[arg-type]
+            subject_id=subject,
+            cause_id=f"{action}:{subject}:{uuid.uuid4().hex}",
+            outcome=outcome,  # type: ignore[arg-type]
             details=details,
         )
 
@@ -433,7 +592,9 @@ def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -
         return {"actions": [a.describe() for a in catalogue().values()]}
 
     @app.get("/v1/actions/{name}", tags=["catalogue"])
-    async def action(name: Annotated[str, PathParam(pattern=r"^[a-z0-9_.]{3,100}$")], who: Access = reader) -> dict[str, Any]:
+    async def action(
+        name: Annotated[str, PathParam(pattern=r"^[a-z0-9_.]{3,100}$")], who: Access = reader
+    ) -> dict[str, Any]:
         found = get(name)
         if found is None:
             raise HTTPException(404, f"no action {name}")
@@ -449,8 +610,14 @@ def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -
         except ToolMapError as exc:
             raise HTTPException(422, str(exc)) from None
         await asyncio.to_thread(store.put_tools, api.engine, api.box, tenant_id, tool_map)
-        audit = api._audit(tenant_id, who.person, "automation.tools.set", tenant_id, "ok",
-                           {"systems": {k: v["kind"] for k, v in tool_map.items()}})
+        audit = api._audit(
+            tenant_id,
+            who.person,
+            "automation.tools.set",
+            tenant_id,
+            "ok",
+            {"systems": {k: v["kind"] for k, v in tool_map.items()}},
+        )
         await asyncio.to_thread(store.stage_events, api.engine, [audit], namespace=api.namespace)
         api.relay.wake()
         return {"tenant_id": tenant_id, "tools": shown(tool_map)}
@@ -467,8 +634,14 @@ def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -
         if unknown:
             raise HTTPException(422, f"allowed_actions names actions not in the catalogue: {unknown}")
         await asyncio.to_thread(store.put_policy, api.engine, tenant_id, body, who.person)
-        audit = api._audit(tenant_id, who.person, "automation.policy.set", tenant_id, "ok",
-                           {"policy": body.model_dump(mode="json")})
+        audit = api._audit(
+            tenant_id,
+            who.person,
+            "automation.policy.set",
+            tenant_id,
+            "ok",
+            {"policy": body.model_dump(mode="json")},
+        )
         await asyncio.to_thread(store.stage_events, api.engine, [audit], namespace=api.namespace)
         api.relay.wake()
         return {"tenant_id": tenant_id, "policy": body.model_dump(mode="json")}
@@ -485,20 +658,50 @@ def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -
         await api.allow(who, body.tenant_id, APPROVERS, what="mark actions always allowed", operator=False)
         if get(name) is None:
             raise HTTPException(404, f"no action {name}")
-        audit = api._audit(body.tenant_id, who.person, "automation.always_allowed.granted", name, "ok",
-                           {"reason": body.reason})
-        changed = await asyncio.to_thread(store.set_always_allowed, api.engine, body.tenant_id, name, by=who.person,
-                                          reason=body.reason, on=True, events=[audit], namespace=api.namespace)
+        audit = api._audit(
+            body.tenant_id,
+            who.person,
+            "automation.always_allowed.granted",
+            name,
+            "ok",
+            {"reason": body.reason},
+        )
+        changed = await asyncio.to_thread(
+            store.set_always_allowed,
+            api.engine,
+            body.tenant_id,
+            name,
+            by=who.person,
+            reason=body.reason,
+            on=True,
+            events=[audit],
+            namespace=api.namespace,
+        )
         api.relay.wake()
         return {"action": name, "always_allowed": True, "changed": changed}
 
     @app.delete("/v1/always-allowed/{name}", tags=["tenants"])
     async def revoke_always(name: str, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         await api.allow(who, body.tenant_id, APPROVERS, what="revoke always-allowed actions", operator=False)
-        audit = api._audit(body.tenant_id, who.person, "automation.always_allowed.revoked", name, "ok",
-                           {"reason": body.reason})
-        changed = await asyncio.to_thread(store.set_always_allowed, api.engine, body.tenant_id, name, by=who.person,
-                                          reason=body.reason, on=False, events=[audit], namespace=api.namespace)
+        audit = api._audit(
+            body.tenant_id,
+            who.person,
+            "automation.always_allowed.revoked",
+            name,
+            "ok",
+            {"reason": body.reason},
+        )
+        changed = await asyncio.to_thread(
+            store.set_always_allowed,
+            api.engine,
+            body.tenant_id,
+            name,
+            by=who.person,
+            reason=body.reason,
+            on=False,
+            events=[audit],
+            namespace=api.namespace,
+        )
         api.relay.wake()
         return {"action": name, "always_allowed": False, "changed": changed}
 
@@ -510,8 +713,9 @@ def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -
         return await api.propose(body, who)
 
     @app.get("/v1/plans", tags=["plans"])
-    async def plans(tenant_id: TenantQuery, who: Access = reader,
-                    limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+    async def plans(
+        tenant_id: TenantQuery, who: Access = reader, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    ) -> dict[str, Any]:
         rows = await asyncio.to_thread(store.list_plans, api.engine, tenant_id, limit)
         return {"tenant_id": tenant_id, "plans": [_shown_plan(r) for r in rows]}
 
@@ -544,8 +748,11 @@ def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -
         return await api.enter_code(run_id, body, who)
 
     @app.get("/v1/runs/{run_id}/steps/{step}/password", tags=["runs"])
-    async def password(run_id: Uuid, step: Annotated[int, PathParam(ge=0, le=100)], tenant_id: TenantQuery,
-                       who: Access = reader) -> dict[str, Any]:
+    async def password(
+        run_id: Uuid,
+        step: Annotated[int, PathParam(ge=0, le=100)],
+        tenant_id: TenantQuery,
+        who: Access = reader,
+    ) -> dict[str, Any]:
         """The temporary password a reset step set, for the engineer to pass on (audited)."""
         return await api.password(tenant_id, run_id, step, who)
-

@@ -35,13 +35,28 @@ def build(settings: AutomationSettings) -> tuple[Runtime, FastAPI]:
     app = rt.make_app("msp automation", __doc__ or "")
     role = settings.automation_role
     if role in ("all", "executor"):
-        executor = Executor(engine=rt.engine, box=box, secret=secret, relay=relay, namespace=settings.topic_namespace)
-        rt.add_consumer([AutomationRun.topic], executor.handle, group_id=f"{settings.effective_consumer_group}-executor",
-                        max_records=20)
+        executor = Executor(
+            engine=rt.engine, box=box, secret=secret, relay=relay, namespace=settings.topic_namespace
+        )
+        rt.add_consumer(
+            [AutomationRun.topic],
+            executor.handle,
+            group_id=f"{settings.effective_consumer_group}-executor",
+            max_records=20,
+        )
     if role in ("all", "api"):
         embed = shared_embedder().encode
-        planner = Planner(reasoning_from_settings(settings, embed=embed, engine=rt.engine), LocalInterpreter(embed))
-        api = AutomationApi(settings=settings, engine=rt.engine, box=box, planner=planner, relay=relay, secret=secret,
-                            namespace=settings.topic_namespace)
+        planner = Planner(
+            reasoning_from_settings(settings, embed=embed, engine=rt.engine), LocalInterpreter(embed)
+        )
+        api = AutomationApi(
+            settings=settings,
+            engine=rt.engine,
+            box=box,
+            planner=planner,
+            relay=relay,
+            secret=secret,
+            namespace=settings.topic_namespace,
+        )
         add_routes(app, api, settings)
     return rt, app

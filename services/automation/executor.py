@@ -80,9 +80,15 @@ class Executor:
         store.ensure_run(
             self.engine,
             {
-                "run_id": run_id, "tenant_id": tenant, "plan_id": str(p.plan_id) if p.plan_id else None,
-                "ticket_id": p.ticket_id, "requested_by": p.requested_by, "approved_by": p.approved_by,
-                "steps": [s.model_dump(mode="json") for s in p.steps], "status": "queued", "created_at": utcnow(),
+                "run_id": run_id,
+                "tenant_id": tenant,
+                "plan_id": str(p.plan_id) if p.plan_id else None,
+                "ticket_id": p.ticket_id,
+                "requested_by": p.requested_by,
+                "approved_by": p.approved_by,
+                "steps": [s.model_dump(mode="json") for s in p.steps],
+                "status": "queued",
+                "created_at": utcnow(),
             },
         )
         tool_map = store.get_tools(self.engine, self.box, tenant)
@@ -100,8 +106,9 @@ class Executor:
                         status = "failed"
                         break
                     continue
-                outcome = self._step(event, index, key, row, step.action, step.params, tool_map, policy,
-                                     connectors, results)
+                outcome = self._step(
+                    event, index, key, row, step.action, step.params, tool_map, policy, connectors, results
+                )
                 results.append(outcome)
                 if outcome.outcome == "failed":
                     status = "failed"
@@ -112,8 +119,13 @@ class Executor:
         finally:
             for c in connectors.values():
                 c.close()
-        store.set_run_status(self.engine, tenant, run_id, "running" if status == "waiting" else status,
-                             finished=status in ("succeeded", "failed"))
+        store.set_run_status(
+            self.engine,
+            tenant,
+            run_id,
+            "running" if status == "waiting" else status,
+            finished=status in ("succeeded", "failed"),
+        )
         return status
 
     def _step(
@@ -134,24 +146,45 @@ class Executor:
         action = get(action_name)
         t0 = time.monotonic()
 
-        def finish(state: str, response: dict[str, Any], error: str | None = None, message: str = "") -> StepResult:
+        def finish(
+            state: str, response: dict[str, Any], error: str | None = None, message: str = ""
+        ) -> StepResult:
             outcome = {"ok": "succeeded", "failed": "failed", "waiting": "waiting"}[state]
             result = StepResult(
-                index=index, action=action_name, outcome=outcome, error_class=error, message=message[:2000],
-                params=raw_params, response=response, duration_ms=round((time.monotonic() - t0) * 1000, 1),
+                index=index,
+                action=action_name,
+                outcome=outcome,
+                error_class=error,
+                message=message[:2000],
+                params=raw_params,
+                response=response,
+                duration_ms=round((time.monotonic() - t0) * 1000, 1),
                 idempotency_key=key,
             )
             run_outcome = (
-                "failed" if outcome == "failed"
-                else "waiting" if outcome == "waiting"
-                else "succeeded" if last else "running"
+                "failed"
+                if outcome == "failed"
+                else "waiting"
+                if outcome == "waiting"
+                else "succeeded"
+                if last
+                else "running"
             )
             events = self._report(event, [*results, result], run_outcome, result)
             store.finish_step(
-                self.engine, key=key, run_id=str(p.run_id), tenant_id=tenant, step=index, action=action_name,
+                self.engine,
+                key=key,
+                run_id=str(p.run_id),
+                tenant_id=tenant,
+                step=index,
+                action=action_name,
                 state={"waiting": "awaiting_code"}.get(outcome, outcome),
-                duration_ms=result.duration_ms or 0.0, response=response, error_class=error, message=message,
-                events=events, namespace=self.namespace,
+                duration_ms=result.duration_ms or 0.0,
+                response=response,
+                error_class=error,
+                message=message,
+                events=events,
+                namespace=self.namespace,
             )
             return result
 
@@ -174,12 +207,15 @@ class Executor:
                     return finish("ok", {"verified_on_peer": True, "note": "it had run before a restart"})
                 if done is None and action.name not in connector.repeatable:
                     return finish(
-                        "failed", {}, "uncertain",
+                        "failed",
+                        {},
+                        "uncertain",
                         "the executor stopped while this step ran and the system cannot tell whether it took "
                         "effect: check by hand before running it again",
                     )
-            store.start_step(self.engine, key=key, run_id=str(p.run_id), tenant_id=tenant, step=index,
-                             action=action.name)
+            store.start_step(
+                self.engine, key=key, run_id=str(p.run_id), tenant_id=tenant, step=index, action=action.name
+            )
             response = connector.run(action, params, key=key)
             return finish("ok", response)
         except NeedsCode as wait:
@@ -195,12 +231,16 @@ class Executor:
         if system not in cache:
             phone_of = None
             if system in ("sms", "verify"):
+
                 def phone_of(user: str) -> str:
                     return self._connector_for_system("identity", tool_map, cache).phone_of(user)
+
             cache[system] = connector_for(tool_map, system, secret=self.secret, phone_of=phone_of)
         return cache[system]
 
-    def _connector_for_system(self, system: str, tool_map: dict[str, Any], cache: dict[str, Connector]) -> Connector:
+    def _connector_for_system(
+        self, system: str, tool_map: dict[str, Any], cache: dict[str, Connector]
+    ) -> Connector:
         if system not in cache:
             cache[system] = connector_for(tool_map, system, secret=self.secret)
         return cache[system]
@@ -213,8 +253,9 @@ class Executor:
                 raise
             return None
 
-    def _code(self, connector: Connector, action: Action, params: Any, key: str, row: dict[str, Any],
-              finish: Any) -> StepResult:
+    def _code(
+        self, connector: Connector, action: Action, params: Any, key: str, row: dict[str, Any], finish: Any
+    ) -> StepResult:
         sealed = store.take_code(self.engine, key)
         if sealed is None:
             return finish("waiting", {}, None, "waiting for the code the person was sent")
@@ -234,8 +275,13 @@ class Executor:
             tenant_id=tenant,
             occurred_at=utcnow(),
             source=EventSource(system="msp.automation", reference=run_id),
-            payload=AutomationResultPayload(run_id=p.run_id, outcome=outcome, steps=steps, ticket_id=p.ticket_id,
-                                            requested_by=p.requested_by),
+            payload=AutomationResultPayload(
+                run_id=p.run_id,
+                outcome=outcome,
+                steps=steps,
+                ticket_id=p.ticket_id,
+                requested_by=p.requested_by,
+            ),
         )
         audit = audit_event(
             service="automation",

@@ -154,7 +154,10 @@ def _one_slip(a: str, b: str) -> bool:
     if len(a) == len(b):
         diff = [i for i in range(len(a)) if a[i] != b[i]]
         return len(diff) == 1 or (
-            len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
         )
     short, long_ = (a, b) if len(a) < len(b) else (b, a)
     return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
@@ -238,7 +241,9 @@ def _list_item(part: str) -> bool:
     return (
         0 < len(words) <= 4
         and not _cued(part)
-        and all(re.search(r"[-_\d]|^z(?:email|host|quote|sku)\d", w) or w.lower() in ("and", "&") for w in words)
+        and all(
+            re.search(r"[-_\d]|^z(?:email|host|quote|sku)\d", w) or w.lower() in ("and", "&") for w in words
+        )
     )
 
 
@@ -368,8 +373,12 @@ class MeaningMatcher:
         self.vectors = embed(texts)
 
     def __call__(self, clause: str) -> tuple[Action, str] | None:
-        readable = _PLACEHOLDER.sub(lambda m: {"zquote": "the text", "zemail": "the user",
-                                               "zhost": "the device"}.get(m.group(1), "it"), clause)
+        readable = _PLACEHOLDER.sub(
+            lambda m: {"zquote": "the text", "zemail": "the user", "zhost": "the device"}.get(
+                m.group(1), "it"
+            ),
+            clause,
+        )
         sims = self.vectors @ self.embed([readable])[0]
         per_action: dict[str, float] = {}
         for owner, sim in zip(self.owners, sims, strict=True):
@@ -384,13 +393,16 @@ class MeaningMatcher:
 # --- 5. parameters ----------------------------------------------------------------------------------
 
 _STOP = frozenset(
-    "a an the to of in on for from and or with by via at as is it its this that her his him them their she he "
-    "they user users requester account password pw please thanks hi hey now new old back out off up all both "
-    "group groups mailbox device machine laptop pc desktop server also then first before after instead again "
-    "access full send read permission permissions sessions session mfa sms call push text message note ticket "
-    "kindly could would can you me my our your we need needs needed just only must keep sure iam aws script "
-    "service services policy license licence sku channel who what when where if ok be been being am are was "
-    "were has have had do does did not no dont don't but so re".split()
+    (
+        "a an the to of in on for from and or with by via at as is it its this that her his him "
+        "them their she he they user users requester account password pw please thanks hi hey now "
+        "new old back out off up all both group groups mailbox device machine laptop pc desktop "
+        "server also then first before after instead again access full send read permission "
+        "permissions sessions session mfa sms call push text message note ticket kindly could would "
+        "can you me my our your we need needs needed just only must keep sure iam aws script "
+        "service services policy license licence sku channel who what when where if ok be been "
+        "being am are was were has have had do does did not no dont don't but so re "
+    ).split()
 )
 _LOGIN = re.compile(r"^(?=.*[a-z])[a-z][a-z0-9]*(?:[._-][a-z0-9]+)*$")
 _NAME = re.compile(r"\b([A-Z][a-z]{2,})\b")
@@ -428,8 +440,14 @@ def _restore(token: str, m: Masked) -> str | None:
     p = _PLACEHOLDER.fullmatch(token)
     if not p:
         return None
-    store = {"zquote": m.quotes, "zemail": m.emails, "zhost": m.hosts, "zsku": m.skus, "zakey": m.akeys,
-             "zscript": m.scripts}[p.group(1)]
+    store = {
+        "zquote": m.quotes,
+        "zemail": m.emails,
+        "zhost": m.hosts,
+        "zsku": m.skus,
+        "zakey": m.akeys,
+        "zscript": m.scripts,
+    }[p.group(1)]
     return store[int(p.group(2))]
 
 
@@ -475,8 +493,11 @@ def _word(token: str, vocabulary: frozenset[str]) -> bool:
     for suffix in ("ing", "ed", "es", "s", "d"):
         if token.endswith(suffix) and len(token) - len(suffix) >= 3:
             stem = token[: -len(suffix)]
-            if stem in vocabulary or f"{stem}e" in vocabulary or (len(stem) > 3 and stem[-1] == stem[-2]
-                                                                     and stem[:-1] in vocabulary):
+            if (
+                stem in vocabulary
+                or f"{stem}e" in vocabulary
+                or (len(stem) > 3 and stem[-1] == stem[-2] and stem[:-1] in vocabulary)
+            ):
                 return True
     return False
 
@@ -550,7 +571,9 @@ def _script(clause: str, ctx: Context, library: Sequence[str]) -> list[str]:
 
 def _service(original_clause: str) -> list[str]:
     m = re.search(
-        r"\b(?:restart|bounce|recycle)\s+(?:the\s+)?([A-Za-z0-9$][\w$.-]*)(?:\s+service)?", original_clause, re.I
+        r"\b(?:restart|bounce|recycle)\s+(?:the\s+)?([A-Za-z0-9$][\w$.-]*)(?:\s+service)?",
+        original_clause,
+        re.I,
     )
     return [m.group(1)] if m else []
 
@@ -696,7 +719,12 @@ class LocalInterpreter:
         for clause in pieces:
             plain = _plain(clause.text.lower())
             found = None if clause.order == "question" else match_action(plain)
-            if found is None and clause.order != "question" and self._meaning is not None and _worth_meaning(plain):
+            if (
+                found is None
+                and clause.order != "question"
+                and self._meaning is not None
+                and _worth_meaning(plain)
+            ):
                 found = self._meaning(clause.text)
             matches.append(found)
         plan = Plan()
@@ -730,7 +758,7 @@ def _worth_meaning(plain: str) -> bool:
 
 
 def _fill_placeholders(text: str, masked: Masked) -> str:
-    return _PLACEHOLDER.sub(lambda m: (_restore(m.group(0), masked) or m.group(0)), text)
+    return _PLACEHOLDER.sub(lambda m: _restore(m.group(0), masked) or m.group(0), text)
 
 
 def _readable(clause: str, masked: Masked) -> str:

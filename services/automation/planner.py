@@ -16,7 +16,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from libs.common.reasoning import ActionSpec, InterpretInput, InterpretOutput, ParamSpec, Reasoning, TicketContext
+from libs.common.reasoning import (
+    ActionSpec,
+    InterpretInput,
+    InterpretOutput,
+    ParamSpec,
+    Reasoning,
+    TicketContext,
+)
 from services.automation.catalogue import Action, catalogue
 from services.automation.interpret import LocalInterpreter, Plan, Step, Ticket
 from services.automation.policy import TenantPolicy, decide
@@ -38,7 +45,9 @@ def action_specs(actions: list[Action]) -> list[ActionSpec]:
             choices = [str(c) for c in getattr(f.annotation, "__args__", ()) if isinstance(c, str)]
             kind = "boolean" if f.annotation is bool else "choice" if choices else "text"
             params.append(ParamSpec(name=name, kind=kind, required=f.is_required(), choices=choices))
-        specs.append(ActionSpec(name=a.name, description=a.description, examples=list(a.examples), params=params))
+        specs.append(
+            ActionSpec(name=a.name, description=a.description, examples=list(a.examples), params=params)
+        )
     return specs
 
 

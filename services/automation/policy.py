@@ -93,7 +93,9 @@ def decide(
     always_allowed: frozenset[str] = frozenset(),
 ) -> Decision:
     if not _match(action.name, policy.allowed_actions):
-        return Decision(allowed=False, refused_by=f"allowed_actions: {action.name} is not allowed for this tenant")
+        return Decision(
+            allowed=False, refused_by=f"allowed_actions: {action.name} is not allowed for this tenant"
+        )
     for name, value in params.items():
         if value is None:
             continue
@@ -102,7 +104,8 @@ def decide(
         if name in policy.allowed_targets and not _match(value, policy.allowed_targets[name]):
             return Decision(
                 allowed=False,
-                refused_by=f"allowed_targets.{name}: {value!r} matches none of {policy.allowed_targets[name]}",
+                refused_by=f"allowed_targets.{name}: {value!r} matches none of "
+                f"{policy.allowed_targets[name]}",
             )
     for n, window in enumerate(policy.windows):
         if not _match(action.name, window.actions):

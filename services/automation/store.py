@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
@@ -63,8 +62,16 @@ def allowed_always(engine: Engine, tenant_id: str) -> list[dict[str, Any]]:
 
 
 def set_always_allowed(
-    engine: Engine, tenant_id: str, action: str, *, by: str, reason: str, on: bool, events: Sequence[Envelope]
-, namespace: str = "") -> bool:
+    engine: Engine,
+    tenant_id: str,
+    action: str,
+    *,
+    by: str,
+    reason: str,
+    on: bool,
+    events: Sequence[Envelope],
+    namespace: str = "",
+) -> bool:
     """Grant or revoke; True when something changed. The audit goes out with the change."""
     with engine.begin() as conn:
         known = conn.execute(
@@ -80,7 +87,9 @@ def set_always_allowed(
             )
         elif not on and known is not None:
             conn.execute(
-                delete(always_allowed).where(always_allowed.c.tenant_id == tenant_id, always_allowed.c.action == action)
+                delete(always_allowed).where(
+                    always_allowed.c.tenant_id == tenant_id, always_allowed.c.action == action
+                )
             )
         else:
             return False
@@ -98,14 +107,18 @@ def _plan(row: Any) -> dict[str, Any]:
     return out
 
 
-def save_plan(engine: Engine, plan: dict[str, Any], events: Sequence[Envelope], *, namespace: str = "") -> None:
+def save_plan(
+    engine: Engine, plan: dict[str, Any], events: Sequence[Envelope], *, namespace: str = ""
+) -> None:
     row = {**plan, **{k: _j(plan[k]) for k in ("ticket", "steps", "questions", "unmatched")}}
     with engine.begin() as conn:
         conn.execute(insert(plans).values(**row))
         stage(conn, outbox, events, namespace)
 
 
-def get_plan(engine: Engine, tenant_id: str, plan_id: str, conn: Connection | None = None) -> dict[str, Any] | None:
+def get_plan(
+    engine: Engine, tenant_id: str, plan_id: str, conn: Connection | None = None
+) -> dict[str, Any] | None:
     query = select(plans).where(plans.c.tenant_id == tenant_id, plans.c.plan_id == plan_id)
     if conn is not None:
         row = conn.execute(query).mappings().first()
@@ -118,7 +131,10 @@ def get_plan(engine: Engine, tenant_id: str, plan_id: str, conn: Connection | No
 def list_plans(engine: Engine, tenant_id: str, limit: int = 50) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            select(plans).where(plans.c.tenant_id == tenant_id).order_by(plans.c.created_at.desc()).limit(limit)
+            select(plans)
+            .where(plans.c.tenant_id == tenant_id)
+            .order_by(plans.c.created_at.desc())
+            .limit(limit)
         ).mappings()
         return [_plan(r) for r in rows]
 
@@ -139,7 +155,9 @@ def decide_plan(
     with engine.begin() as conn:
         changed = conn.execute(
             update(plans)
-            .where(plans.c.tenant_id == tenant_id, plans.c.plan_id == plan_id, plans.c.status.in_(list(expect)))
+            .where(
+                plans.c.tenant_id == tenant_id, plans.c.plan_id == plan_id, plans.c.status.in_(list(expect))
+            )
             .values(**values)
         ).rowcount
         if not changed:
@@ -161,9 +179,11 @@ def _run(row: Any) -> dict[str, Any]:
 
 def get_run(engine: Engine, tenant_id: str, run_id: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
-        row = conn.execute(
-            select(runs).where(runs.c.tenant_id == tenant_id, runs.c.run_id == run_id)
-        ).mappings().first()
+        row = (
+            conn.execute(select(runs).where(runs.c.tenant_id == tenant_id, runs.c.run_id == run_id))
+            .mappings()
+            .first()
+        )
     return _run(row) if row else None
 
 
@@ -180,13 +200,17 @@ def set_run_status(engine: Engine, tenant_id: str, run_id: str, status: str, fin
     if finished:
         values["finished_at"] = utcnow()
     with engine.begin() as conn:
-        conn.execute(update(runs).where(runs.c.tenant_id == tenant_id, runs.c.run_id == run_id).values(**values))
+        conn.execute(
+            update(runs).where(runs.c.tenant_id == tenant_id, runs.c.run_id == run_id).values(**values)
+        )
 
 
 def steps_of(engine: Engine, tenant_id: str, run_id: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            select(ledger).where(ledger.c.tenant_id == tenant_id, ledger.c.run_id == run_id).order_by(ledger.c.step)
+            select(ledger)
+            .where(ledger.c.tenant_id == tenant_id, ledger.c.run_id == run_id)
+            .order_by(ledger.c.step)
         ).mappings()
         return [{**dict(r), "response": json.loads(r["response"]) if r["response"] else None} for r in rows]
 
@@ -206,8 +230,14 @@ def start_step(engine: Engine, *, key: str, run_id: str, tenant_id: str, step: i
         if row is None:
             conn.execute(
                 insert(ledger).values(
-                    idempotency_key=key, run_id=run_id, tenant_id=tenant_id, step=step, action=action,
-                    state="started", attempts=1, started_at=now,
+                    idempotency_key=key,
+                    run_id=run_id,
+                    tenant_id=tenant_id,
+                    step=step,
+                    action=action,
+                    state="started",
+                    attempts=1,
+                    started_at=now,
                 )
             )
             return 1
@@ -240,16 +270,26 @@ def finish_step(
     step refused before it ran (policy, bad parameters) gets its row here."""
     now = utcnow()
     values = {
-        "state": state, "finished_at": now, "duration_ms": duration_ms, "response": _j(response),
-        "error_class": error_class, "message": message[:2000],
+        "state": state,
+        "finished_at": now,
+        "duration_ms": duration_ms,
+        "response": _j(response),
+        "error_class": error_class,
+        "message": message[:2000],
     }
     with engine.begin() as conn:
         done = conn.execute(update(ledger).where(ledger.c.idempotency_key == key).values(**values)).rowcount
         if not done:
             conn.execute(
                 insert(ledger).values(
-                    idempotency_key=key, run_id=run_id, tenant_id=tenant_id, step=step, action=action,
-                    attempts=0, started_at=now, **values,
+                    idempotency_key=key,
+                    run_id=run_id,
+                    tenant_id=tenant_id,
+                    step=step,
+                    action=action,
+                    attempts=0,
+                    started_at=now,
+                    **values,
                 )
             )
         stage(conn, outbox, events, namespace)
@@ -268,7 +308,9 @@ def put_code(engine: Engine, tenant_id: str, run_id: str, step: int, sealed: str
             conn.execute(
                 update(ledger)
                 .where(
-                    ledger.c.tenant_id == tenant_id, ledger.c.run_id == run_id, ledger.c.step == step,
+                    ledger.c.tenant_id == tenant_id,
+                    ledger.c.run_id == run_id,
+                    ledger.c.step == step,
                     ledger.c.state == "awaiting_code",
                 )
                 .values(code_sealed=sealed)

@@ -462,11 +462,19 @@ class PacketEngine:
     async def _deliver_action_note(self, row: dict[str, Any]) -> int:
         assert self._client is not None
         tenant = row["tenant_id"]
-        target = await asyncio.to_thread(functools.partial(store.get_target, box=self.box), self.engine, tenant)
+        target = await asyncio.to_thread(
+            functools.partial(store.get_target, box=self.box), self.engine, tenant
+        )
         attempts = row["attempts"] + 1
         if target is None:
-            await asyncio.to_thread(store.finish_action_note, self.engine, row["note_key"], status="waiting",
-                                    attempts=row["attempts"], error=store.NO_TARGET)
+            await asyncio.to_thread(
+                store.finish_action_note,
+                self.engine,
+                row["note_key"],
+                status="waiting",
+                attempts=row["attempts"],
+                error=store.NO_TARGET,
+            )
             return 0
         note = psa.action_note(row["note_key"], row["text"], row["run_id"], row["requested_by"])
         kind = target["kind"]
@@ -477,31 +485,54 @@ class PacketEngine:
                 else None
             )
             if remote is None:
-                remote = await psa.post(self._client, psa.Target(**target), tenant, row["ticket_id"], note, None)
+                remote = await psa.post(
+                    self._client, psa.Target(**target), tenant, row["ticket_id"], note, None
+                )
         except psa.DeliveryError as exc:
             give_up = not exc.retry or attempts >= self.max_attempts
             delay = min(self.retry_max_s, self.retry_base_s * 2 ** (attempts - 1))
             failed = audit_event(
-                service="packet", tenant_id=tenant, action="packet.action_note.failed", subject_kind="ticket",
-                subject_id=row["ticket_id"], cause_id=f"{row['note_key']}:failed", outcome="failed",
+                service="packet",
+                tenant_id=tenant,
+                action="packet.action_note.failed",
+                subject_kind="ticket",
+                subject_id=row["ticket_id"],
+                cause_id=f"{row['note_key']}:failed",
+                outcome="failed",
                 details={"psa": kind, "attempts": attempts, "run_id": row["run_id"], "error": str(exc)[:500]},
             )
             await asyncio.to_thread(
-                store.finish_action_note, self.engine, row["note_key"], status="failed" if give_up else "pending",
-                attempts=attempts, next_at=utcnow() + timedelta(seconds=delay), error=str(exc)[:1000],
-                events=[failed] if give_up else [], namespace=self.namespace,
+                store.finish_action_note,
+                self.engine,
+                row["note_key"],
+                status="failed" if give_up else "pending",
+                attempts=attempts,
+                next_at=utcnow() + timedelta(seconds=delay),
+                error=str(exc)[:1000],
+                events=[failed] if give_up else [],
+                namespace=self.namespace,
             )
             self.outbox.wake()
             _DELIVERIES.labels(kind, "failed" if give_up else "retry").inc()
             return 0
         posted = audit_event(
-            service="packet", tenant_id=tenant, action="packet.action_note.posted", subject_kind="ticket",
-            subject_id=row["ticket_id"], cause_id=f"{row['note_key']}:posted",
+            service="packet",
+            tenant_id=tenant,
+            action="packet.action_note.posted",
+            subject_kind="ticket",
+            subject_id=row["ticket_id"],
+            cause_id=f"{row['note_key']}:posted",
             details={"psa": kind, "attempts": attempts, "run_id": row["run_id"], "remote_id": remote},
         )
         await asyncio.to_thread(
-            store.finish_action_note, self.engine, row["note_key"], status="posted", attempts=attempts,
-            remote_id=remote, events=[posted], namespace=self.namespace,
+            store.finish_action_note,
+            self.engine,
+            row["note_key"],
+            status="posted",
+            attempts=attempts,
+            remote_id=remote,
+            events=[posted],
+            namespace=self.namespace,
         )
         self.outbox.wake()
         _DELIVERIES.labels(kind, "posted").inc()

@@ -727,7 +727,10 @@ def add_action_note(engine: Engine, row: dict[str, Any], *, has_target: bool) ->
             return False
         conn.execute(
             action_notes.insert().values(
-                **row, status="pending" if has_target else "waiting", attempts=0, next_at=utcnow(),
+                **row,
+                status="pending" if has_target else "waiting",
+                attempts=0,
+                next_at=utcnow(),
                 last_error=None if has_target else NO_TARGET,
             )
         )
@@ -785,7 +788,9 @@ def finish_action_note(
 def action_notes_of(engine: Engine, tenant_id: str, ticket_id: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            select(action_notes).where(action_notes.c.tenant_id == tenant_id, action_notes.c.ticket_id == ticket_id)
+            select(action_notes).where(
+                action_notes.c.tenant_id == tenant_id, action_notes.c.ticket_id == ticket_id
+            )
         ).mappings()
         return [dict(r) for r in rows]
 

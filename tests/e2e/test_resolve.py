@@ -54,8 +54,12 @@ class Platform:
         self.operator = {"Authorization": f"Bearer {self.env['MSP_ADMIN_TOKEN']}"}
 
     def spawn(self, role: str, log: str) -> tuple[Any, str]:
-        env = {**self.env, "MSP_AUTOMATION_ROLE": role, "MSP_CONSUMER_GROUP": self.group,
-               "MSP_INGEST_URL": self.ingest}
+        env = {
+            **self.env,
+            "MSP_AUTOMATION_ROLE": role,
+            "MSP_CONSUMER_GROUP": self.group,
+            "MSP_INGEST_URL": self.ingest,
+        }
         proc, url = spawn_service("automation", env, self.tmp / log)
         wait_ready({f"automation-{role}": (proc, url, self.tmp / log)})
         return proc, url
@@ -83,8 +87,11 @@ class Platform:
         return httpx.request(method, f"{self.api}{path}", headers=headers, timeout=60, **kw)
 
     def audit(self, tenant: str, action: str) -> list[dict[str, Any]]:
-        r = httpx.get(f"{self.audit_url}/v1/audit/events", params={"tenant_id": tenant, "action": action,
-                                                                   "limit": 1000}, headers=self.operator)
+        r = httpx.get(
+            f"{self.audit_url}/v1/audit/events",
+            params={"tenant_id": tenant, "action": action, "limit": 1000},
+            headers=self.operator,
+        )
         assert r.status_code == 200, r.text
         return list(r.json())
 
@@ -103,8 +110,13 @@ def platform(bootstrap: str, pg_url: str, tmp_path: Path) -> Any:
     p.stop()
 
 
-def tools(p: Platform, t: dict[str, str], dc: DomainController, moto: Moto | None = None,
-          ninja: NinjaOnePeer | None = None) -> None:
+def tools(
+    p: Platform,
+    t: dict[str, str],
+    dc: DomainController,
+    moto: Moto | None = None,
+    ninja: NinjaOnePeer | None = None,
+) -> None:
     doc: dict[str, Any] = {"identity": dc.tool(), "psa": {"kind": "psa_bus"}}
     if moto:
         doc["aws"] = moto.tool()
@@ -123,15 +135,23 @@ def test_an_instruction_runs_after_approval_and_reaches_the_packet_and_the_audit
     dc.add_user("mgarcia", "Before-Passw0rd!")
     dc.add_group("Domain Admins-Helpdesk")
     iam_user = unique("mg-ci")
-    iam = boto3.client("iam", endpoint_url=moto.url, aws_access_key_id="testing", aws_secret_access_key="testing",
-                       region_name="us-east-1")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=moto.url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     iam.create_user(UserName=iam_user)
     iam.create_login_profile(UserName=iam_user, Password="Console-Passw0rd-1!")
     tools(p, t, dc, moto, ninjaone)
     sink_cm = psa_sink()
     sink, sink_url = sink_cm.__enter__()
-    r = httpx.put(f"{p.packet}/v1/psa", headers=p.operator,
-                  json={"tenant_id": tenant, "kind": "halopsa", "base_url": sink_url, "credentials": {"token": "t"}})
+    r = httpx.put(
+        f"{p.packet}/v1/psa",
+        headers=p.operator,
+        json={"tenant_id": tenant, "kind": "halopsa", "base_url": sink_url, "credentials": {"token": "t"}},
+    )
     assert r.status_code == 200, r.text
     try:
         _resolve(p, t, dc, iam, iam_user, ninjaone, sink)
@@ -139,47 +159,102 @@ def test_an_instruction_runs_after_approval_and_reaches_the_packet_and_the_audit
         sink_cm.__exit__(None, None, None)
 
 
-def _resolve(p: Platform, t: dict[str, str], dc: DomainController, iam: Any, iam_user: str,
-             ninjaone: NinjaOnePeer, sink: Any) -> None:
+def _resolve(
+    p: Platform,
+    t: dict[str, str],
+    dc: DomainController,
+    iam: Any,
+    iam_user: str,
+    ninjaone: NinjaOnePeer,
+    sink: Any,
+) -> None:
     tenant = t["tenant"]
     # The ticket arrives and is escalated (a packet exists for it).
-    snap = {"ticket_id": "T-100", "title": "Locked out after holiday", "requester": "mgarcia",
-            "devices": ["ACME-LT-042"]}
-    r = httpx.post(f"{p.ingest}/v1/tickets/events/batch", headers={"X-API-Key": t["sender"]}, json={"events": [
-        {"kind": "created", "event_ref": "c", "ticket": snap},
-        {"kind": "escalated", "event_ref": "e", "ticket": snap, "escalation": {"from_tier": "L1", "to_tier": "L2"}},
-    ]})
+    snap = {
+        "ticket_id": "T-100",
+        "title": "Locked out after holiday",
+        "requester": "mgarcia",
+        "devices": ["ACME-LT-042"],
+    }
+    r = httpx.post(
+        f"{p.ingest}/v1/tickets/events/batch",
+        headers={"X-API-Key": t["sender"]},
+        json={
+            "events": [
+                {"kind": "created", "event_ref": "c", "ticket": snap},
+                {
+                    "kind": "escalated",
+                    "event_ref": "e",
+                    "ticket": snap,
+                    "escalation": {"from_tier": "L1", "to_tier": "L2"},
+                },
+            ]
+        },
+    )
     assert r.status_code == 202, r.text
 
-    instruction = ("unlock her and reset the password, add her to Domain Admins-Helpdesk, flush dns on the "
-                   f"laptop, then disable console login for iam user {iam_user}; note in the ticket: "
-                   "'Unlocked and reset through the platform'")
-    ticket = {"ticket_id": "T-100", "requester": "mgarcia", "device": "ACME-LT-042",
-              "summary": "Locked out after holiday"}
-    r = p.call("POST", "/v1/instructions", t["engineer"], json={"tenant_id": tenant, "instruction": instruction,
-                                                                "ticket": ticket})
+    instruction = (
+        "unlock her and reset the password, add her to Domain Admins-Helpdesk, flush dns on the "
+        f"laptop, then disable console login for iam user {iam_user}; note in the ticket: "
+        "'Unlocked and reset through the platform'"
+    )
+    ticket = {
+        "ticket_id": "T-100",
+        "requester": "mgarcia",
+        "device": "ACME-LT-042",
+        "summary": "Locked out after holiday",
+    }
+    r = p.call(
+        "POST",
+        "/v1/instructions",
+        t["engineer"],
+        json={"tenant_id": tenant, "instruction": instruction, "ticket": ticket},
+    )
     assert r.status_code == 201, r.text
     plan = r.json()
     assert [s["action"] for s in plan["steps"]] == [
-        "identity.unlock_account", "identity.reset_password", "identity.add_to_group", "rmm.run_script",
-        "aws.disable_console_login", "psa.add_note"]
+        "identity.unlock_account",
+        "identity.reset_password",
+        "identity.add_to_group",
+        "rmm.run_script",
+        "aws.disable_console_login",
+        "psa.add_note",
+    ]
     assert plan["steps"][0]["sources"]["user"] == "ticket"
     assert [s["status"] for s in plan["steps"]] == [
-        "runnable", "runnable", "needs approval", "runnable", "runnable", "runnable"]
+        "runnable",
+        "runnable",
+        "needs approval",
+        "runnable",
+        "runnable",
+        "runnable",
+    ]
     assert plan["interpreter"] == "local" and plan["questions"] == []
 
     # A sender key may not interpret; the engineer confirms; the plan waits for an approver.
-    assert p.call("POST", "/v1/instructions", t["sender"], json={"tenant_id": tenant, "instruction": "x"}
-                  ).status_code == 403
+    assert (
+        p.call(
+            "POST", "/v1/instructions", t["sender"], json={"tenant_id": tenant, "instruction": "x"}
+        ).status_code
+        == 403
+    )
     r = p.call("POST", f"/v1/plans/{plan['plan_id']}/confirm", t["engineer"], json={"tenant_id": tenant})
     assert r.status_code == 200 and r.json()["status"] == "awaiting approval", r.text
     # Not the engineer (not an approver), not the operator token (names no person).
     for who in (t["engineer"], None):
-        r = p.call("POST", f"/v1/plans/{plan['plan_id']}/approve", who, json={"tenant_id": tenant,
-                                                                               "reason": "looks fine"})
+        r = p.call(
+            "POST",
+            f"/v1/plans/{plan['plan_id']}/approve",
+            who,
+            json={"tenant_id": tenant, "reason": "looks fine"},
+        )
         assert r.status_code == 403, r.text
-    r = p.call("POST", f"/v1/plans/{plan['plan_id']}/approve", t["approver"],
-               json={"tenant_id": tenant, "reason": "helpdesk role agreed with the client"})
+    r = p.call(
+        "POST",
+        f"/v1/plans/{plan['plan_id']}/approve",
+        t["approver"],
+        json={"tenant_id": tenant, "reason": "helpdesk role agreed with the client"},
+    )
     assert r.status_code == 200, r.text
     run_id = r.json()["run_id"]
 
@@ -189,21 +264,31 @@ def _resolve(p: Platform, t: dict[str, str], dc: DomainController, iam: Any, iam
     assert [s["state"] for s in view["steps"]] == ["succeeded"] * 6
 
     # The effects, read back from the peers.
-    password = p.call("GET", f"/v1/runs/{run_id}/steps/1/password", t["engineer"], params={"tenant_id": tenant})
+    password = p.call(
+        "GET", f"/v1/runs/{run_id}/steps/1/password", t["engineer"], params={"tenant_id": tenant}
+    )
     assert password.status_code == 200
-    assert dc.bind("mgarcia", password.json()["temporary_password"]) == (False, "773"), "new password, must change"
+    assert dc.bind("mgarcia", password.json()["temporary_password"]) == (False, "773"), (
+        "new password, must change"
+    )
     assert any("mgarcia" in m for m in dc.members("Domain Admins-Helpdesk"))
     with pytest.raises(iam.exceptions.NoSuchEntityException):
         iam.get_login_profile(UserName=iam_user)
     assert [c for c in ninjaone.calls if c[1].endswith("/script/run")] == [
-        ("POST", "/v2/device/101/script/run", {"type": "SCRIPT", "id": 11, "parameters": "", "runAs": "system"})]
+        (
+            "POST",
+            "/v2/device/101/script/run",
+            {"type": "SCRIPT", "id": 11, "parameters": "", "runAs": "system"},
+        )
+    ]
 
     # The results reach the packet ("already tried") ...
     def packet_has_run() -> dict[str, Any] | None:
         listed = httpx.get(f"{p.packet}/v1/packets", params={"tenant_id": tenant}, headers=p.operator).json()
         for item in listed.get("packets", []):
-            doc = httpx.get(f"{p.packet}/v1/packets/{item['packet_id']}", params={"tenant_id": tenant},
-                            headers=p.operator).json()
+            doc = httpx.get(
+                f"{p.packet}/v1/packets/{item['packet_id']}", params={"tenant_id": tenant}, headers=p.operator
+            ).json()
             latest = doc["versions"][-1]["packet"] if "versions" in doc else doc
             tried = [c["text"] for c in latest.get("already_tried", [])]
             if sum("The platform ran" in x and "succeeded" in x for x in tried) == 6:
@@ -211,6 +296,7 @@ def _resolve(p: Platform, t: dict[str, str], dc: DomainController, iam: Any, iam
         return None
 
     until(packet_has_run, "the run's six steps in the packet's already-tried")
+
     # ... the note the engineer asked for is in the ticket, once, posted by the packet service ...
     def action_notes() -> list[Any]:
         return [n for n in sink.notes if "msp-action:" in n["body"][0]["note_html"]]
@@ -220,8 +306,10 @@ def _resolve(p: Platform, t: dict[str, str], dc: DomainController, iam: Any, iam
     assert "Unlocked and reset through the platform" in note["note_html"] and note["ticket_id"] == "T-100"
     assert note["hiddenfromuser"] is True
     # ... and the audit trail: who asked, who approved, each step's outcome.
-    steps = until(lambda: (lambda e: e if len(e) == 6 else None)(p.audit(tenant, "automation.step.succeeded")),
-                  "six audited steps")
+    steps = until(
+        lambda: (lambda e: e if len(e) == 6 else None)(p.audit(tenant, "automation.step.succeeded")),
+        "six audited steps",
+    )
     assert {e["actor"] for e in steps} == {f"key:ana@{tenant}"}
     assert {e["details"]["approved_by"] for e in steps} == {f"key:bo@{tenant}"}
     assert "Tmp-" not in str(steps), "no temporary password in the audit trail"
@@ -233,9 +321,25 @@ def _resolve(p: Platform, t: dict[str, str], dc: DomainController, iam: Any, iam
     import sys
 
     shown = subprocess.run(
-        [sys.executable, "-m", "cli.main", "run", run_id, "--tenant", tenant, "--automation-url", p.api,
-         "--key", t["engineer"], "--watch", "--timeout", "30"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "run",
+            run_id,
+            "--tenant",
+            tenant,
+            "--automation-url",
+            p.api,
+            "--key",
+            t["engineer"],
+            "--watch",
+            "--timeout",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert shown.returncode == 0, shown.stderr
     assert f"run {run_id}: succeeded (6/6)" in shown.stdout and "5. psa.add_note succeeded" in shown.stdout
@@ -251,9 +355,16 @@ def test_the_executor_killed_mid_run_runs_every_step_exactly_once(
     for g in groups:
         dc.add_group(g)
     tools(p, t, dc)
-    r = p.call("POST", "/v1/instructions", t["engineer"], json={
-        "tenant_id": tenant, "instruction": f"add wkim to {', '.join(groups[:-1])} and {groups[-1]}",
-        "ticket": {"requester": "wkim"}})
+    r = p.call(
+        "POST",
+        "/v1/instructions",
+        t["engineer"],
+        json={
+            "tenant_id": tenant,
+            "instruction": f"add wkim to {', '.join(groups[:-1])} and {groups[-1]}",
+            "ticket": {"requester": "wkim"},
+        },
+    )
     assert r.status_code == 201, r.text
     plan = r.json()
     assert len(plan["steps"]) == 30 and {s["status"] for s in plan["steps"]} == {"runnable"}
@@ -279,9 +390,11 @@ def test_the_executor_killed_mid_run_runs_every_step_exactly_once(
     ledger = view["steps"]
     reran = [s for s in ledger if s["attempts"] > 1]
     verified = [s for s in ledger if (s["response"] or {}).get("verified_on_peer")]
-    print(f"\nexecutor SIGKILL after {done_at_kill}/30 steps: {len(ledger)} steps succeeded, "
-          f"{len(verified)} found done on the peer after the restart, {len(reran)} started again after the "
-          f"peer said not done")
+    print(
+        f"\nexecutor SIGKILL after {done_at_kill}/30 steps: {len(ledger)} steps succeeded, "
+        f"{len(verified)} found done on the peer after the restart, {len(reran)} started again after the "
+        f"peer said not done"
+    )
     # The step in flight at the kill was either found done on the peer (not run again) or, the
     # peer saying its effect was not there, run again: then the directory reports it made the
     # change (a first run that had taken effect would make the second say "already so").
@@ -289,10 +402,14 @@ def test_the_executor_killed_mid_run_runs_every_step_exactly_once(
     assert all(s["response"].get("changed") is True for s in ledger if s not in verified)
     assert all(s["attempts"] <= 2 for s in ledger)
     # One succeeded result per step, however often the run event was redelivered.
-    events = until(lambda: (lambda e: e if len(e) >= 30 else None)(p.audit(tenant, "automation.step.succeeded")),
-                   "30 audited steps")
+    events = until(
+        lambda: (lambda e: e if len(e) >= 30 else None)(p.audit(tenant, "automation.step.succeeded")),
+        "30 audited steps",
+    )
     assert sorted(e["details"]["step"] for e in events) == list(range(30))
-    assert {e["details"]["idempotency_key"] for e in events} == {idempotency_key(run_id, n) for n in range(30)}
+    assert {e["details"]["idempotency_key"] for e in events} == {
+        idempotency_key(run_id, n) for n in range(30)
+    }
 
 
 def test_a_tenant_cannot_plan_or_run_anything_of_another(
@@ -306,23 +423,49 @@ def test_a_tenant_cannot_plan_or_run_anything_of_another(
         dc_b.add_user("b-user", "B-Passw0rd-123!")
         tools(p, a, dc)
         tools(p, b, dc_b)
-        attack = {"tenant_id": b["tenant"], "instruction": "reset pw for b-user", "ticket": {"requester": "b-user"}}
+        attack = {
+            "tenant_id": b["tenant"],
+            "instruction": "reset pw for b-user",
+            "ticket": {"requester": "b-user"},
+        }
         assert p.call("POST", "/v1/instructions", a["engineer"], json=attack).status_code == 403
         # B's own plan, confirmed or approved with A's keys under either tenant's name.
         r = p.call("POST", "/v1/instructions", b["engineer"], json=attack)
         assert r.status_code == 201, r.text
         plan_b = r.json()["plan_id"]
         for key in (a["engineer"], a["approver"], a["admin"]):
-            assert p.call("POST", f"/v1/plans/{plan_b}/confirm", key, json={"tenant_id": b["tenant"]}
-                          ).status_code == 403
-            assert p.call("POST", f"/v1/plans/{plan_b}/confirm", key, json={"tenant_id": a["tenant"]}
-                          ).status_code == 404
-        assert p.call("GET", f"/v1/plans/{plan_b}", a["engineer"], params={"tenant_id": b["tenant"]}
-                      ).status_code == 403
-        assert p.call("PUT", "/v1/tools", a["admin"], params={"tenant_id": b["tenant"]},
-                      json={"identity": dc.tool()}).status_code == 403
-        assert p.call("GET", f"/v1/runs/{uuid.uuid4()}", a["engineer"], params={"tenant_id": b["tenant"]}
-                      ).status_code == 403
+            assert (
+                p.call(
+                    "POST", f"/v1/plans/{plan_b}/confirm", key, json={"tenant_id": b["tenant"]}
+                ).status_code
+                == 403
+            )
+            assert (
+                p.call(
+                    "POST", f"/v1/plans/{plan_b}/confirm", key, json={"tenant_id": a["tenant"]}
+                ).status_code
+                == 404
+            )
+        assert (
+            p.call("GET", f"/v1/plans/{plan_b}", a["engineer"], params={"tenant_id": b["tenant"]}).status_code
+            == 403
+        )
+        assert (
+            p.call(
+                "PUT",
+                "/v1/tools",
+                a["admin"],
+                params={"tenant_id": b["tenant"]},
+                json={"identity": dc.tool()},
+            ).status_code
+            == 403
+        )
+        assert (
+            p.call(
+                "GET", f"/v1/runs/{uuid.uuid4()}", a["engineer"], params={"tenant_id": b["tenant"]}
+            ).status_code
+            == 403
+        )
         # Naming B's user in A's own tenant runs against A's directory only: not found there.
         r = p.call("POST", "/v1/instructions", a["engineer"], json={**attack, "tenant_id": a["tenant"]})
         plan_a = r.json()["plan_id"]
@@ -330,8 +473,10 @@ def test_a_tenant_cannot_plan_or_run_anything_of_another(
         view = p.run_done(a["tenant"], r.json()["run_id"], a["engineer"])
         assert view["status"] == "failed" and view["steps"][0]["error_class"] == "not_found"
         assert dc_b.bind("b-user", "B-Passw0rd-123!") == (True, ""), "B's user is untouched"
-        refused = until(lambda: (lambda e: e if len(e) >= 4 else None)(
-            p.audit(b["tenant"], "automation.access.refused")), "the refusals in B's audit trail")
+        refused = until(
+            lambda: (lambda e: e if len(e) >= 4 else None)(p.audit(b["tenant"], "automation.access.refused")),
+            "the refusals in B's audit trail",
+        )
         assert {e["details"]["caller_tenant"] for e in refused} == {a["tenant"]}
     finally:
         dc_b.stop()

@@ -48,8 +48,12 @@ def ad(dc: DomainController, **over: Any) -> ActiveDirectory:
 def test_a_password_reset_is_proved_by_a_fresh_bind_with_the_new_password(dc: DomainController) -> None:
     dc.add_user("mgarcia", "Old-Passw0rd!")
     c = ad(dc)
-    answer = run(c, "identity.reset_password", key="run1-step0", user="mgarcia", must_change_at_next_logon=False)
-    assert answer["temporary_password_issued"] and "Tmp-" not in json.dumps(answer), "no password in the answer"
+    answer = run(
+        c, "identity.reset_password", key="run1-step0", user="mgarcia", must_change_at_next_logon=False
+    )
+    assert answer["temporary_password_issued"] and "Tmp-" not in json.dumps(answer), (
+        "no password in the answer"
+    )
     new = temporary_password(SECRET, "run1-step0")
     assert dc.bind("mgarcia", new) == (True, "")
     assert dc.bind("mgarcia", "Old-Passw0rd!")[0] is False
@@ -93,7 +97,9 @@ def test_disable_and_enable(dc: DomainController) -> None:
     run(c, "identity.disable_account", user="sortiz")
     assert dc.bind("sortiz", "Right-Passw0rd!") == (False, "533")
     assert done(c, "identity.disable_account", user="sortiz") is True
-    assert run(c, "identity.disable_account", user="sortiz")["changed"] is False, "disabling twice changes nothing"
+    assert run(c, "identity.disable_account", user="sortiz")["changed"] is False, (
+        "disabling twice changes nothing"
+    )
     run(c, "identity.enable_account", user="sortiz")
     assert dc.bind("sortiz", "Right-Passw0rd!") == (True, "")
 
@@ -147,8 +153,13 @@ def test_two_tenants_dcs_side_by_side_see_only_their_own_users(dc: DomainControl
 
 
 def iam(moto: Moto) -> Any:
-    return boto3.client("iam", endpoint_url=moto.url, aws_access_key_id="testing",
-                        aws_secret_access_key="testing", region_name="us-east-1")
+    return boto3.client(
+        "iam",
+        endpoint_url=moto.url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
 
 
 def test_aws_actions_and_their_already_done_answers(moto: Moto) -> None:
@@ -158,7 +169,9 @@ def test_aws_actions_and_their_already_done_answers(moto: Moto) -> None:
     key = client.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]
     client.create_login_profile(UserName=user, Password="Console-Passw0rd-1!")
     client.attach_user_policy(UserName=user, PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
-    c = AwsIam(AwsConfig(access_key_id="testing", secret_access_key="testing", endpoint_url=moto.url), secret=b"")
+    c = AwsIam(
+        AwsConfig(access_key_id="testing", secret_access_key="testing", endpoint_url=moto.url), secret=b""
+    )
 
     assert run(c, "aws.deactivate_access_key", iam_user=user, access_key_id=key)["deactivated"] == [key]
     assert client.list_access_keys(UserName=user)["AccessKeyMetadata"][0]["Status"] == "Inactive"
@@ -168,11 +181,16 @@ def test_aws_actions_and_their_already_done_answers(moto: Moto) -> None:
     assert run(c, "aws.detach_policy", iam_user=user, policy="AdministratorAccess")["changed"] is True
     assert run(c, "aws.detach_policy", iam_user=user, policy="AdministratorAccess")["changed"] is False
     run(c, "aws.attach_policy", iam_user=user, policy="SecurityAudit")
-    attached = [p["PolicyName"] for p in client.list_attached_user_policies(UserName=user)["AttachedPolicies"]]
+    attached = [
+        p["PolicyName"] for p in client.list_attached_user_policies(UserName=user)["AttachedPolicies"]
+    ]
     assert attached == ["SecurityAudit"]
-    for name, params in [("aws.attach_policy", {"policy": "SecurityAudit"}),
-                         ("aws.detach_policy", {"policy": "AdministratorAccess"}),
-                         ("aws.disable_console_login", {}), ("aws.deactivate_access_key", {})]:
+    for name, params in [
+        ("aws.attach_policy", {"policy": "SecurityAudit"}),
+        ("aws.detach_policy", {"policy": "AdministratorAccess"}),
+        ("aws.disable_console_login", {}),
+        ("aws.deactivate_access_key", {}),
+    ]:
         assert done(c, name, iam_user=user, **params) is True, name
     with pytest.raises(StepFailed) as missing:
         run(c, "aws.attach_policy", iam_user=user, policy="NoSuchPolicyAnywhere")
@@ -186,20 +204,37 @@ def test_a_connector_key_limited_to_some_actions_cannot_run_others(peers_dir: An
         admin = iam(guarded)
         admin.create_user(UserName="connector")  # 1
         admin.put_user_policy(  # 2
-            UserName="connector", PolicyName="keys-only",
-            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow",
-                "Action": ["iam:GetUser", "iam:ListAccessKeys", "iam:UpdateAccessKey"],
-                "Resource": "*"}]}),
+            UserName="connector",
+            PolicyName="keys-only",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["iam:GetUser", "iam:ListAccessKeys", "iam:UpdateAccessKey"],
+                            "Resource": "*",
+                        }
+                    ],
+                }
+            ),
         )
         creds = admin.create_access_key(UserName="connector")["AccessKey"]  # 3
         admin.create_user(UserName="leaky")  # 4
         leaked = admin.create_access_key(UserName="leaky")["AccessKey"]["AccessKeyId"]  # 5
-        c = AwsIam(AwsConfig(access_key_id=creds["AccessKeyId"], secret_access_key=creds["SecretAccessKey"],
-                             endpoint_url=guarded.url), secret=b"")
+        c = AwsIam(
+            AwsConfig(
+                access_key_id=creds["AccessKeyId"],
+                secret_access_key=creds["SecretAccessKey"],
+                endpoint_url=guarded.url,
+            ),
+            secret=b"",
+        )
         assert run(c, "aws.deactivate_access_key", iam_user="leaky")["deactivated"] == [leaked]
         with pytest.raises(StepFailed) as refused:
-            run(c, "aws.attach_policy", iam_user="leaky", policy="arn:aws:iam::aws:policy/AdministratorAccess")
+            run(
+                c, "aws.attach_policy", iam_user="leaky", policy="arn:aws:iam::aws:policy/AdministratorAccess"
+            )
         assert refused.value.error_class == "permission"
     finally:
         guarded.stop()
@@ -210,17 +245,25 @@ def test_a_connector_key_limited_to_some_actions_cannot_run_others(peers_dir: An
 
 def twilio(peers: tuple[Prism, Prism], phone: str = "+15551234567") -> Twilio:
     messages, verify = peers
-    config = TwilioConfig(account_sid="AC" + "0" * 32, auth_token="token", from_number="+15557654321",
-                          verify_service_sid="VA" + "0" * 32, api_base_url=messages.url,
-                          verify_base_url=verify.url)
+    config = TwilioConfig(
+        account_sid="AC" + "0" * 32,
+        auth_token="token",
+        from_number="+15557654321",
+        verify_service_sid="VA" + "0" * 32,
+        api_base_url=messages.url,
+        verify_base_url=verify.url,
+    )
     return Twilio(config, secret=b"", phone_of=lambda user: phone)
 
 
 def validation_errors(prism: Prism) -> list[str]:
     """What Prism found wrong with the requests it got (it also checks its own example
     answers against the description; those lines are about the mock, not the client)."""
-    return [line for line in prism.log.read_text().splitlines()
-            if "✖" in line and "Violation: response" not in line and "Request terminated" not in line]
+    return [
+        line
+        for line in prism.log.read_text().splitlines()
+        if "✖" in line and "Violation: response" not in line and "Request terminated" not in line
+    ]
 
 
 def test_sms_and_an_mfa_challenge_are_requests_twilio_accepts(twilio_peers: tuple[Prism, Prism]) -> None:
@@ -247,8 +290,11 @@ def test_the_peer_rejects_what_twilio_rejects_and_no_number_is_a_clear_outcome(
     import httpx
 
     account = "AC" + "0" * 32
-    r = httpx.post(f"{twilio_peers[0].url}/2010-04-01/Accounts/{account}/Messages.json", data={"Body": "x"},
-                   auth=(account, "token"))
+    r = httpx.post(
+        f"{twilio_peers[0].url}/2010-04-01/Accounts/{account}/Messages.json",
+        data={"Body": "x"},
+        auth=(account, "token"),
+    )
     assert r.status_code == 422, "the mock checks requests against Twilio's description (To is required)"
     with pytest.raises(StepFailed) as failed:
         run(twilio(twilio_peers, phone="555-0100"), "notify.send_sms", user="mgarcia", text="hello")
@@ -259,8 +305,13 @@ def test_the_peer_rejects_what_twilio_rejects_and_no_number_is_a_clear_outcome(
 
 
 def graph_connector(graph: Prism, **over: Any) -> MicrosoftGraph:
-    config = GraphConfig(base_url=f"{graph.url}/v1.0", token="test-token", team_id="team-1",
-                         skus={"M365_BUSINESS_PREMIUM": "cbdc14ab-d96c-4c30-b9f4-6ada7cdc1d46"}, **over)
+    config = GraphConfig(
+        base_url=f"{graph.url}/v1.0",
+        token="test-token",
+        team_id="team-1",
+        skus={"M365_BUSINESS_PREMIUM": "cbdc14ab-d96c-4c30-b9f4-6ada7cdc1d46"},
+        **over,
+    )
     return MicrosoftGraph(config, secret=SECRET)
 
 
@@ -302,8 +353,13 @@ def test_graph_errors_map_to_clear_outcomes(graph: Prism) -> None:
         run(graph_connector(graph), "identity.unlock_account", user="ann@corp.test")
     assert unlock.value.error_class == "unsupported"
     with pytest.raises(StepFailed) as mailbox:
-        run(graph_connector(graph), "m365.grant_mailbox_access", mailbox="info@corp.test", user="ann@corp.test",
-            rights="SendAs")
+        run(
+            graph_connector(graph),
+            "m365.grant_mailbox_access",
+            mailbox="info@corp.test",
+            user="ann@corp.test",
+            rights="SendAs",
+        )
     assert mailbox.value.error_class == "unsupported"
 
 
@@ -319,7 +375,11 @@ def test_rmm_actions_send_what_ninjaone_documents(ninjaone: Any) -> None:
     assert ninjaone.refused == []
     posted = [(m, p, b) for m, p, b in ninjaone.calls if m == "POST"]
     assert posted == [
-        ("POST", "/v2/device/101/script/run", {"type": "SCRIPT", "id": 11, "parameters": "", "runAs": "system"}),
+        (
+            "POST",
+            "/v2/device/101/script/run",
+            {"type": "SCRIPT", "id": 11, "parameters": "", "runAs": "system"},
+        ),
         ("POST", "/v2/device/102/windows-service/Spooler/control", {"action": "RESTART"}),
         ("POST", "/v2/device/103/reboot/NORMAL", {"reason": posted[2][2]["reason"]}),
     ]
@@ -336,7 +396,7 @@ def test_rmm_actions_send_what_ninjaone_documents(ninjaone: Any) -> None:
     assert refused.value.error_class == "auth"
 
 
-# --- tool maps -----------------------------------------------------------------------------------------------
+# --- tool maps ---------------------------------------------------------------------------------------
 
 
 def test_a_tool_map_picks_the_connector_per_tenant_and_never_shows_credentials(dc: DomainController) -> None:

@@ -40,16 +40,30 @@ def db(pg_url: str) -> Any:
 
 
 def executor(db: Any, box: SecretBox, now: datetime | None = None) -> Executor:
-    return Executor(engine=db, box=box, secret=b"e" * 32, relay=Relay(),  # type: ignore[arg-type]
-                    clock=(lambda: now) if now else None)
+    return Executor(
+        engine=db,
+        box=box,
+        secret=b"e" * 32,
+        relay=Relay(),  # type: ignore[arg-type]
+        clock=(lambda: now) if now else None,
+    )
 
 
-def run_event(tenant: str, steps: list[tuple[str, dict[str, Any]]], run_id: uuid.UUID | None = None) -> AutomationRun:
+def run_event(
+    tenant: str, steps: list[tuple[str, dict[str, Any]]], run_id: uuid.UUID | None = None
+) -> AutomationRun:
     run_id = run_id or uuid.uuid4()
     return AutomationRun(
-        event_id=uuid.uuid4(), tenant_id=tenant, occurred_at=utcnow(), source=EventSource(system="test"),
-        payload=AutomationRunPayload(run_id=run_id, steps=[ActionStep(action=a, params=p) for a, p in steps],
-                                     requested_by="key:ana", mode="manual"),
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=utcnow(),
+        source=EventSource(system="test"),
+        payload=AutomationRunPayload(
+            run_id=run_id,
+            steps=[ActionStep(action=a, params=p) for a, p in steps],
+            requested_by="key:ana",
+            mode="manual",
+        ),
     )
 
 
@@ -66,11 +80,23 @@ def test_a_challenge_waits_for_the_code_then_the_run_goes_on(
     box, tenant = SecretBox(new_key()), unique("mfa")
     dc.add_user("nmensah", "Locked-Passw0rd!", mobile="+15551234567")
     messages, verify = twilio_peers
-    twilio = {"kind": "twilio", "account_sid": "AC" + "0" * 32, "auth_token": "t", "from_number": "+15557654321",
-              "verify_service_sid": "VA" + "0" * 32, "api_base_url": messages.url, "verify_base_url": verify.url}
+    twilio = {
+        "kind": "twilio",
+        "account_sid": "AC" + "0" * 32,
+        "auth_token": "t",
+        "from_number": "+15557654321",
+        "verify_service_sid": "VA" + "0" * 32,
+        "api_base_url": messages.url,
+        "verify_base_url": verify.url,
+    }
     store.put_tools(db, box, tenant, {"identity": dc.tool(), "verify": twilio, "sms": twilio})
-    event = run_event(tenant, [("identity.verify_user_mfa", {"user": "nmensah", "method": "sms"}),
-                               ("identity.unlock_account", {"user": "nmensah"})])
+    event = run_event(
+        tenant,
+        [
+            ("identity.verify_user_mfa", {"user": "nmensah", "method": "sms"}),
+            ("identity.unlock_account", {"user": "nmensah"}),
+        ],
+    )
     ex = executor(db, box)
     assert ex.run(event) == "waiting"
     assert store.ledger_row(db, idempotency_key(event.payload.run_id, 0))["state"] == "awaiting_code"  # type: ignore[index]
@@ -84,8 +110,13 @@ def test_a_challenge_waits_for_the_code_then_the_run_goes_on(
 def test_a_redelivered_run_runs_nothing_twice(db: Any, ninjaone: NinjaOnePeer) -> None:
     box, tenant = SecretBox(new_key()), unique("redeliver")
     store.put_tools(db, box, tenant, {"rmm": ninjaone.tool()})
-    event = run_event(tenant, [("rmm.run_script", {"device": "ACME-LT-042", "script": "flush_dns"}),
-                               ("rmm.reboot_device", {"device": "ACME-LT-042"})])
+    event = run_event(
+        tenant,
+        [
+            ("rmm.run_script", {"device": "ACME-LT-042", "script": "flush_dns"}),
+            ("rmm.reboot_device", {"device": "ACME-LT-042"}),
+        ],
+    )
     ex = executor(db, box)
     assert ex.run(event) == "succeeded"
     posts = [c for c in ninjaone.calls if c[0] == "POST"]
@@ -102,8 +133,9 @@ def test_a_step_that_may_have_run_and_cannot_be_checked_is_not_run_again(
     event = run_event(tenant, [("rmm.reboot_device", {"device": "SQL01"})])
     key = idempotency_key(event.payload.run_id, 0)
     # As a crash leaves it: recorded as started, its outcome never written.
-    store.start_step(db, key=key, run_id=str(event.payload.run_id), tenant_id=tenant, step=0,
-                     action="rmm.reboot_device")
+    store.start_step(
+        db, key=key, run_id=str(event.payload.run_id), tenant_id=tenant, step=0, action="rmm.reboot_device"
+    )
     assert executor(db, box).run(event) == "failed"
     assert store.ledger_row(db, key)["error_class"] == "uncertain"  # type: ignore[index]
     assert [c for c in ninjaone.calls if c[0] == "POST"] == [], "no second reboot"
@@ -112,8 +144,9 @@ def test_a_step_that_may_have_run_and_cannot_be_checked_is_not_run_again(
 def test_the_policy_is_checked_again_when_the_run_runs(db: Any, ninjaone: NinjaOnePeer) -> None:
     box, tenant = SecretBox(new_key()), unique("window")
     store.put_tools(db, box, tenant, {"rmm": ninjaone.tool()})
-    store.put_policy(db, tenant, TenantPolicy(windows=[Window(actions=["rmm.*"], start=time(8), end=time(18))]),
-                     "key:root")
+    store.put_policy(
+        db, tenant, TenantPolicy(windows=[Window(actions=["rmm.*"], start=time(8), end=time(18))]), "key:root"
+    )
     saturday = datetime(2026, 11, 28, 12, tzinfo=UTC)
     event = run_event(tenant, [("rmm.reboot_device", {"device": "SQL01"})])
     assert executor(db, box, now=saturday).run(event) == "failed"

@@ -29,12 +29,21 @@ from libs.common.settings import REPO_ROOT
 SHARED = REPO_ROOT.parent / "shared" / "data" / "apis"
 WORK = REPO_ROOT / "var" / "peers"
 NPM = Path(__file__).parent / "npm"
-SAMBA_PACKAGES = ["samba", "samba-ad-dc", "samba-ad-provision", "samba-dsdb-modules", "winbind", "ldb-tools",
-                  "krb5-user"]
+SAMBA_PACKAGES = [
+    "samba",
+    "samba-ad-dc",
+    "samba-ad-provision",
+    "samba-dsdb-modules",
+    "winbind",
+    "ldb-tools",
+    "krb5-user",
+]
 ADMIN_PASSWORD = "Adm1n-Passw0rd!"
 
 
-def wait_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout_s: float = 90) -> None:
+def wait_port(
+    host: str, port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout_s: float = 90
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -44,7 +53,9 @@ def wait_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str, lo
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {host}:{port} within {timeout_s} s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(
+        f"{what} did not listen on {host}:{port} within {timeout_s} s:\n{log.read_text()[-3000:]}"
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -76,9 +87,16 @@ class DomainController:
 
     def tool(self) -> dict[str, object]:
         """This DC as a tenant's `identity` tool map entry."""
-        return {"kind": "active_directory", "host": self.host, "port": 636, "base_dn": self.base_dn,
-                "bind_user": self.admin, "bind_password": self.password, "ca_pem": self.ca_pem,
-                "server_name": self.server_name}
+        return {
+            "kind": "active_directory",
+            "host": self.host,
+            "port": 636,
+            "base_dn": self.base_dn,
+            "bind_user": self.admin,
+            "bind_password": self.password,
+            "ca_pem": self.ca_pem,
+            "server_name": self.server_name,
+        }
 
     def stop(self) -> None:
         stop(self.proc)
@@ -103,7 +121,9 @@ class DomainController:
             if mobile:
                 attrs["mobile"] = mobile
             assert c.add(dn, ["top", "person", "organizationalPerson", "user"], attrs), c.result
-            assert c.modify(dn, {"unicodePwd": [(MODIFY_REPLACE, [f'"{password}"'.encode("utf-16-le")])]}), c.result
+            assert c.modify(dn, {"unicodePwd": [(MODIFY_REPLACE, [f'"{password}"'.encode("utf-16-le")])]}), (
+                c.result
+            )
             assert c.modify(dn, {"userAccountControl": [(MODIFY_REPLACE, ["512"])]}), c.result
         return dn
 
@@ -133,8 +153,11 @@ class DomainController:
             return [str(m) for m in c.entries[0].entry_attributes_as_dict.get("member", [])]
 
     def samba_tool(self, *args: str) -> None:
-        subprocess.run(["samba-tool", *args, "-s", str(self.folder / "etc" / "smb.conf")], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["samba-tool", *args, "-s", str(self.folder / "etc" / "smb.conf")],
+            check=True,
+            capture_output=True,
+        )
 
 
 def _samba_template() -> Path:
@@ -146,17 +169,39 @@ def _samba_template() -> Path:
     shutil.rmtree(template, ignore_errors=True)
     template.mkdir(parents=True)
     subprocess.run(
-        ["samba-tool", "domain", "provision", "--server-role=dc", "--dns-backend=NONE", "--realm=CORP.TEST",
-         "--domain=CORP", f"--adminpass={ADMIN_PASSWORD}", f"--targetdir={template}", "--host-name=DC1",
-         "--option=interfaces=127.0.0.1/8", "--option=bind interfaces only=yes"],
-        check=True, capture_output=True,
+        [
+            "samba-tool",
+            "domain",
+            "provision",
+            "--server-role=dc",
+            "--dns-backend=NONE",
+            "--realm=CORP.TEST",
+            "--domain=CORP",
+            f"--adminpass={ADMIN_PASSWORD}",
+            f"--targetdir={template}",
+            "--host-name=DC1",
+            "--option=interfaces=127.0.0.1/8",
+            "--option=bind interfaces only=yes",
+        ],
+        check=True,
+        capture_output=True,
     )
     # Lock an account after three wrong passwords (to test unlocking), and no password history or
     # minimum age in the way of repeated resets.
     subprocess.run(
-        ["samba-tool", "domain", "passwordsettings", "set", "--account-lockout-threshold=3",
-         "--history-length=0", "--min-pwd-age=0", "-s", str(template / "etc" / "smb.conf")],
-        check=True, capture_output=True,
+        [
+            "samba-tool",
+            "domain",
+            "passwordsettings",
+            "set",
+            "--account-lockout-threshold=3",
+            "--history-length=0",
+            "--min-pwd-age=0",
+            "-s",
+            str(template / "etc" / "smb.conf"),
+        ],
+        check=True,
+        capture_output=True,
     )
     # Start it once so it makes its TLS keys; every copy then shares them.
     dc = _start_dc(template, "127.0.0.1", copy=False)
@@ -175,22 +220,31 @@ def _start_dc(folder: Path, host: str, *, copy: bool = True) -> DomainController
             continue
         lines.append(line)
     text = "\n".join(lines)
-    text = text.replace("[global]", "\n".join([
+    text = text.replace(
         "[global]",
-        f"\tinterfaces = {host}/8",
-        "\tserver services = ldap, kdc",
-        f"\tpid directory = {folder / 'pid'}",
-        f"\tlog file = {folder / 'log.%m'}",
-        "\tlogging = file",
-        "\ttls enabled = yes",
-    ]), 1)
+        "\n".join(
+            [
+                "[global]",
+                f"\tinterfaces = {host}/8",
+                "\tserver services = ldap, kdc",
+                f"\tpid directory = {folder / 'pid'}",
+                f"\tlog file = {folder / 'log.%m'}",
+                "\tlogging = file",
+                "\ttls enabled = yes",
+            ]
+        ),
+        1,
+    )
     conf.write_text(text + "\n")
     (folder / "pid").mkdir(exist_ok=True)
     log = folder / "samba.log"
     # In the foreground (-i) it stops when its stdin closes: the pipe stays open while it runs.
     proc = subprocess.Popen(
         ["samba", "-s", str(conf), "-M", "single", "-i", "--debug-stdout"],
-        stdin=subprocess.PIPE, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdin=subprocess.PIPE,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     wait_port(host, 636, proc, f"samba DC on {host}", log)
     return DomainController(host=host, folder=folder, proc=proc)
@@ -239,8 +293,12 @@ class Moto:
         httpx.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
 
     def tool(self, access_key_id: str = "testing", secret_access_key: str = "testing") -> dict[str, object]:
-        return {"kind": "aws_iam", "access_key_id": access_key_id, "secret_access_key": secret_access_key,
-                "endpoint_url": self.url}
+        return {
+            "kind": "aws_iam",
+            "access_key_id": access_key_id,
+            "secret_access_key": secret_access_key,
+            "endpoint_url": self.url,
+        }
 
     def stop(self) -> None:
         stop(self.proc)
@@ -253,8 +311,13 @@ def start_moto(where: Path, *, auth_after: int | None = None) -> Moto:
     if auth_after is not None:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(auth_after)
     exe = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     wait_port("127.0.0.1", port, proc, "moto", log)
     return Moto(url=f"http://127.0.0.1:{port}", proc=proc)
 
@@ -265,8 +328,12 @@ def start_moto(where: Path, *, auth_after: int | None = None) -> Moto:
 def npm_bin() -> Path:
     bin_dir = NPM / "node_modules" / ".bin"
     if not (bin_dir / "prism").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NPM, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=NPM,
+            check=True,
+            capture_output=True,
+        )
     return bin_dir
 
 
@@ -283,8 +350,12 @@ class Prism:
 def start_prism(spec: Path, where: Path) -> Prism:
     port = free_port()
     log = where / f"prism-{spec.stem}-{port}.log"
-    proc = subprocess.Popen([str(npm_bin() / "prism"), "mock", "-h", "127.0.0.1", "-p", str(port), str(spec)],
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(npm_bin() / "prism"), "mock", "-h", "127.0.0.1", "-p", str(port), str(spec)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     wait_port("127.0.0.1", port, proc, f"prism ({spec.name})", log, timeout_s=120)
     return Prism(url=f"http://127.0.0.1:{port}", proc=proc, log=log)
 
@@ -302,4 +373,6 @@ def twilio_specs() -> tuple[Path, Path]:
 def prism_requests(prism: Prism) -> list[str]:
     """The requests Prism logged, with its verdict on each (for asserting a request passed its
     schema)."""
-    return [line for line in prism.log.read_text().splitlines() if "[HTTP SERVER]" in line or "VALIDATOR" in line]
+    return [
+        line for line in prism.log.read_text().splitlines() if "[HTTP SERVER]" in line or "VALIDATOR" in line
+    ]

@@ -24,9 +24,13 @@ KEEP = {
     "/users('{id}')/graph.assignLicense": ("/users/{id}/assignLicense", ["post"]),
     "/users('{id}')/authentication/methods": ("/users/{id}/authentication/methods", ["get"]),
     "/users('{id}')/authentication/phoneMethods('{id_2}')": (
-        "/users/{id}/authentication/phoneMethods/{id_2}", ["delete"]),
+        "/users/{id}/authentication/phoneMethods/{id_2}",
+        ["delete"],
+    ),
     "/users('{id}')/authentication/microsoftAuthenticatorMethods('{id_2}')": (
-        "/users/{id}/authentication/microsoftAuthenticatorMethods/{id_2}", ["delete"]),
+        "/users/{id}/authentication/microsoftAuthenticatorMethods/{id_2}",
+        ["delete"],
+    ),
     "/groups": ("/groups", ["get"]),
     "/subscribedSkus": ("/subscribedSkus", ["get"]),
     "/chats": ("/chats", ["post"]),
@@ -45,9 +49,27 @@ def convert(csdl: Path, work: Path, npm_bin: Path) -> Path:
     source = work / "graph.xml"
     source.write_bytes(csdl.read_bytes())
     subprocess.run(
-        [str(npm_bin / "odata-openapi3"), "--basePath", "/v1.0", "--skipBatchPath", "--levels", "6",
-         "-k", "users", "-k", "groups", "-k", "chats", "-k", "teams", "-k", "subscribedSkus",
-         "-t", str(out), str(source)],
+        [
+            str(npm_bin / "odata-openapi3"),
+            "--basePath",
+            "/v1.0",
+            "--skipBatchPath",
+            "--levels",
+            "6",
+            "-k",
+            "users",
+            "-k",
+            "groups",
+            "-k",
+            "chats",
+            "-k",
+            "teams",
+            "-k",
+            "subscribedSkus",
+            "-t",
+            str(out),
+            str(source),
+        ],
         check=True,
         capture_output=True,
     )
@@ -72,8 +94,10 @@ DEPTH = 2
 
 def _simple(schema: Any) -> bool:
     """An enumeration or a primitive: written out whatever the depth (it refers to nothing)."""
-    return isinstance(schema, dict) and ("enum" in schema or (
-        schema.get("type") in ("string", "number", "integer", "boolean") and "properties" not in schema))
+    return isinstance(schema, dict) and (
+        "enum" in schema
+        or (schema.get("type") in ("string", "number", "integer", "boolean") and "properties" not in schema)
+    )
 
 
 def subset(full: dict[str, Any]) -> dict[str, Any]:
@@ -87,32 +111,53 @@ def subset(full: dict[str, Any]) -> dict[str, Any]:
     # Documented by Graph, absent from the conversion: built from the described types.
     ref_body = {
         "required": True,
-        "content": {"application/json": {"schema": {
-            "type": "object", "required": ["@odata.id"], "properties": {"@odata.id": {"type": "string"}}}}},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["@odata.id"],
+                    "properties": {"@odata.id": {"type": "string"}},
+                }
+            }
+        },
     }
     no_content = {"204": {"description": "Success"}}
     error = full["paths"]["/groups('{id}')"]["get"]["responses"].get("4XX")
     errors = {"4XX": error} if error else {}
     id_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
     paths["/groups/{id}/members/$ref"] = {
-        "parameters": id_param, "post": {"requestBody": ref_body, "responses": {**no_content, **errors}}}
+        "parameters": id_param,
+        "post": {"requestBody": ref_body, "responses": {**no_content, **errors}},
+    }
     paths["/groups/{id}/members/{id_1}/$ref"] = {
-        "parameters": id_param + [{"name": "id_1", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "parameters": id_param
+        + [{"name": "id_1", "in": "path", "required": True, "schema": {"type": "string"}}],
         "delete": {"responses": {**no_content, **errors}},
     }
     paths["/users/{id}/mailboxSettings"] = {
         "parameters": id_param,
         "patch": {
-            "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/microsoft.graph.mailboxSettings"}}}},
-            "responses": {"200": {"description": "Success", "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/microsoft.graph.mailboxSettings"}}}}, **errors},
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/microsoft.graph.mailboxSettings"}
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "Success",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/microsoft.graph.mailboxSettings"}
+                        }
+                    },
+                },
+                **errors,
+            },
         },
     }
-    for graph, item in paths.items():
-        for p in item.get("parameters", []):
-            if isinstance(p, dict) and p.get("in") == "path":
-                p["name"] = p["name"]
     doc = {k: v for k, v in full.items() if k not in ("paths", "components")}
     doc["paths"] = copy.deepcopy(paths)
     # The mock serves the paths as written: with the version prefix the clients use.

@@ -44,12 +44,15 @@ class NinjaOnePeer:
     @property
     def url(self) -> str:
         assert self.server is not None
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def tool(self) -> dict[str, object]:
-        return {"kind": "ninjaone", "base_url": self.url, "client_id": self.client_id,
-                "client_secret": self.client_secret}
+        return {
+            "kind": "ninjaone",
+            "base_url": self.url,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
 
     def start(self) -> NinjaOnePeer:
         peer = self
@@ -85,16 +88,29 @@ class NinjaOnePeer:
                 raw = self._body() if method == "POST" else b""
                 if url.path == "/ws/oauth/token" and method == "POST":
                     form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-                    if self.headers.get("Content-Type", "").split(";")[0] != "application/x-www-form-urlencoded":
+                    if (
+                        self.headers.get("Content-Type", "").split(";")[0]
+                        != "application/x-www-form-urlencoded"
+                    ):
                         return self._refuse("the token request is a form")
                     if form.get("grant_type") != "client_credentials":
                         return self._refuse("grant_type must be client_credentials")
-                    if (form.get("client_id"), form.get("client_secret")) != (peer.client_id, peer.client_secret):
+                    if (form.get("client_id"), form.get("client_secret")) != (
+                        peer.client_id,
+                        peer.client_secret,
+                    ):
                         return self._send(401, {"error": "invalid_client"})
                     token = secrets.token_hex(16)
                     peer.tokens.add(token)
-                    return self._send(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600,
-                                            "scope": form.get("scope", "")})
+                    return self._send(
+                        200,
+                        {
+                            "access_token": token,
+                            "token_type": "Bearer",
+                            "expires_in": 3600,
+                            "scope": form.get("scope", ""),
+                        },
+                    )
                 auth = self.headers.get("Authorization", "")
                 if not auth.startswith("Bearer ") or auth[7:] not in peer.tokens:
                     return self._send(401, {"error": "unauthorized"})
@@ -137,8 +153,16 @@ class NinjaOnePeer:
             after = int(query.get("after", 0))
             size = int(query.get("pageSize", 100))
             found = [d for d in self.devices if d.id > after][:size]
-            return 200, [{"id": d.id, "systemName": d.name, "dnsName": f"{d.name}.corp.test", "nodeClass":
-                          "WINDOWS_WORKSTATION", "offline": False} for d in found]
+            return 200, [
+                {
+                    "id": d.id,
+                    "systemName": d.name,
+                    "dnsName": f"{d.name}.corp.test",
+                    "nodeClass": "WINDOWS_WORKSTATION",
+                    "offline": False,
+                }
+                for d in found
+            ]
         m = re.fullmatch(r"/v2/device/(\d+)/(.+)", path)
         if not m:
             return 404, {"resultCode": "NOT_FOUND"}
@@ -147,8 +171,13 @@ class NinjaOnePeer:
             return 404, {"resultCode": "DEVICE_NOT_FOUND"}
         rest = m.group(2)
         if method == "GET" and rest == "scripting/options":
-            return 200, {"scripts": [{"id": i, "name": n, "language": "powershell", "architecture": ["64"]}
-                                     for n, i in self.scripts.items()], "credentials": {"roles": ["system"]}}
+            return 200, {
+                "scripts": [
+                    {"id": i, "name": n, "language": "powershell", "architecture": ["64"]}
+                    for n, i in self.scripts.items()
+                ],
+                "credentials": {"roles": ["system"]},
+            }
         if method == "POST" and rest == "script/run":
             if not isinstance(body, dict) or body.get("type") not in ("SCRIPT", "ACTION"):
                 return "type must be SCRIPT or ACTION"
@@ -162,12 +191,17 @@ class NinjaOnePeer:
                 return "parameters is a string"
             return 204, None
         if method == "GET" and rest == "windows-services":
-            return 200, [{"name": s, "displayName": s, "state": "RUNNING", "startType": "AUTO_START"}
-                         for s in device.services]
+            return 200, [
+                {"name": s, "displayName": s, "state": "RUNNING", "startType": "AUTO_START"}
+                for s in device.services
+            ]
         svc = re.fullmatch(r"windows-service/([^/]+)/control", rest)
         if method == "POST" and svc:
-            if not isinstance(body, dict) or set(body) != {"action"} or body["action"] not in (
-                    "START", "PAUSE", "STOP", "RESTART"):
+            if (
+                not isinstance(body, dict)
+                or set(body) != {"action"}
+                or body["action"] not in ("START", "PAUSE", "STOP", "RESTART")
+            ):
                 return 'the body is {"action": START|PAUSE|STOP|RESTART}'
             if svc.group(1) not in device.services:
                 return 404, {"resultCode": "SERVICE_NOT_FOUND"}

@@ -20,7 +20,9 @@ def action(name: str):  # type: ignore[no-untyped-def]
 
 def test_defaults_ask_a_second_person_for_the_risky_steps_only() -> None:
     p = TenantPolicy()
-    admin = decide(p, action("identity.add_to_group"), {"user": "a", "group": "Domain Admins"}, now=MONDAY_NOON)
+    admin = decide(
+        p, action("identity.add_to_group"), {"user": "a", "group": "Domain Admins"}, now=MONDAY_NOON
+    )
     vpn = decide(p, action("identity.add_to_group"), {"user": "a", "group": "VPN-Users"}, now=MONDAY_NOON)
     disable = decide(p, action("identity.disable_account"), {"user": "a"}, now=MONDAY_NOON)
     server = decide(p, action("rmm.reboot_device"), {"device": "FIN-SRV-02"}, now=MONDAY_NOON)
@@ -31,18 +33,29 @@ def test_defaults_ask_a_second_person_for_the_risky_steps_only() -> None:
 
 
 def test_refusals_name_their_rule() -> None:
-    p = TenantPolicy(allowed_actions=["identity.*", "rmm.run_script"], allowed_targets={"group": ["VPN-*"]},
-                     denied_targets={"user": ["svc-*"]})
+    p = TenantPolicy(
+        allowed_actions=["identity.*", "rmm.run_script"],
+        allowed_targets={"group": ["VPN-*"]},
+        denied_targets={"user": ["svc-*"]},
+    )
     assert "allowed_actions" in str(decide(p, action("aws.attach_policy"), {}, now=MONDAY_NOON).refused_by)
     assert "allowed_targets.group" in str(
-        decide(p, action("identity.add_to_group"), {"user": "a", "group": "Finance-RW"}, now=MONDAY_NOON).refused_by)
+        decide(
+            p, action("identity.add_to_group"), {"user": "a", "group": "Finance-RW"}, now=MONDAY_NOON
+        ).refused_by
+    )
     assert "denied_targets.user" in str(
-        decide(p, action("identity.unlock_account"), {"user": "svc-backup"}, now=MONDAY_NOON).refused_by)
-    assert decide(p, action("identity.add_to_group"), {"user": "a", "group": "vpn-users"}, now=MONDAY_NOON).allowed
+        decide(p, action("identity.unlock_account"), {"user": "svc-backup"}, now=MONDAY_NOON).refused_by
+    )
+    assert decide(
+        p, action("identity.add_to_group"), {"user": "a", "group": "vpn-users"}, now=MONDAY_NOON
+    ).allowed
 
 
 def test_working_hours() -> None:
-    p = TenantPolicy(windows=[Window(actions=["rmm.*"], start=time(8), end=time(18), timezone="Europe/London")])
+    p = TenantPolicy(
+        windows=[Window(actions=["rmm.*"], start=time(8), end=time(18), timezone="Europe/London")]
+    )
     assert decide(p, action("rmm.reboot_device"), {"device": "LT-1"}, now=MONDAY_NOON).allowed
     weekend = decide(p, action("rmm.reboot_device"), {"device": "LT-1"}, now=SATURDAY)
     assert not weekend.allowed and "windows[0]" in str(weekend.refused_by)
@@ -52,7 +65,11 @@ def test_working_hours() -> None:
 def test_always_allowed_skips_approval_but_not_refusals() -> None:
     p = TenantPolicy(denied_targets={"user": ["ceo*"]})
     always = frozenset({"identity.disable_account"})
-    ok = decide(p, action("identity.disable_account"), {"user": "temp1"}, now=MONDAY_NOON, always_allowed=always)
+    ok = decide(
+        p, action("identity.disable_account"), {"user": "temp1"}, now=MONDAY_NOON, always_allowed=always
+    )
     assert ok.allowed and not ok.needs_approval and ok.always_allowed
-    no = decide(p, action("identity.disable_account"), {"user": "ceo"}, now=MONDAY_NOON, always_allowed=always)
+    no = decide(
+        p, action("identity.disable_account"), {"user": "ceo"}, now=MONDAY_NOON, always_allowed=always
+    )
     assert not no.allowed

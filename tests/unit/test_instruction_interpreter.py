@@ -11,7 +11,9 @@ from services.automation.interpret import LocalInterpreter, Ticket
 interpreter = LocalInterpreter()
 
 
-def plan(text: str, requester: str | None = "pkim", device: str | None = "HQ-LT-204", summary: str = "") -> Any:
+def plan(
+    text: str, requester: str | None = "pkim", device: str | None = "HQ-LT-204", summary: str = ""
+) -> Any:
     return interpreter.interpret(text, Ticket(requester=requester, device=device, summary=summary))
 
 
@@ -21,11 +23,17 @@ def steps(text: str, **ticket: Any) -> list[tuple[str, dict[str, Any]]]:
 
 def test_ordering_words_move_steps() -> None:
     assert [a for a, _ in steps("reset her password, but verify by sms first")] == [
-        "identity.verify_user_mfa", "identity.reset_password"]
+        "identity.verify_user_mfa",
+        "identity.reset_password",
+    ]
     assert [a for a, _ in steps("unlock the account; challenge him by phone call before that")] == [
-        "identity.verify_user_mfa", "identity.unlock_account"]
+        "identity.verify_user_mfa",
+        "identity.unlock_account",
+    ]
     assert [a for a, _ in steps("text her 'all set' after resetting her password")] == [
-        "identity.reset_password", "notify.send_sms"]
+        "identity.reset_password",
+        "notify.send_sms",
+    ]
 
 
 def test_several_targets_in_one_clause_are_one_step_each() -> None:
@@ -34,7 +42,9 @@ def test_several_targets_in_one_clause_are_one_step_each() -> None:
         ("identity.add_to_group", {"user": "mbaku", "group": "Wakanda-Council"}),
     ]
     assert steps("reboot BR-SRV-01 and BR-SRV-02") == [
-        ("rmm.reboot_device", {"device": "BR-SRV-01"}), ("rmm.reboot_device", {"device": "BR-SRV-02"})]
+        ("rmm.reboot_device", {"device": "BR-SRV-01"}),
+        ("rmm.reboot_device", {"device": "BR-SRV-02"}),
+    ]
 
 
 def test_parameters_come_from_the_instruction_then_earlier_clauses_then_the_ticket() -> None:
@@ -52,12 +62,15 @@ def test_parameters_come_from_the_instruction_then_earlier_clauses_then_the_tick
 def test_a_default_is_left_out_and_its_opposite_kept() -> None:
     assert steps("reset pw for qchen") == [("identity.reset_password", {"user": "qchen"})]
     assert steps("reset pw for qchen, no need to change it at next logon") == [
-        ("identity.reset_password", {"user": "qchen", "must_change_at_next_logon": False})]
+        ("identity.reset_password", {"user": "qchen", "must_change_at_next_logon": False})
+    ]
 
 
 def test_typos_and_abbreviations() -> None:
     assert steps("unlcok + rset pasword", requester="zz9") == [
-        ("identity.unlock_account", {"user": "zz9"}), ("identity.reset_password", {"user": "zz9"})]
+        ("identity.unlock_account", {"user": "zz9"}),
+        ("identity.reset_password", {"user": "zz9"}),
+    ]
 
 
 def test_a_missing_parameter_is_a_question_not_a_guess() -> None:
@@ -69,7 +82,11 @@ def test_a_missing_parameter_is_a_question_not_a_guess() -> None:
 
 
 def test_no_action_fits_means_an_empty_plan() -> None:
-    for text in ("order two new monitors for reception", "escalate to the network team",
-                 "what licence does she have?", "call him back after lunch"):
+    for text in (
+        "order two new monitors for reception",
+        "escalate to the network team",
+        "what licence does she have?",
+        "call him back after lunch",
+    ):
         p = plan(text)
         assert p.steps == [] and p.unmatched, text

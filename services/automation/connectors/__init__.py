@@ -62,7 +62,9 @@ def validate_tool_map(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if kind not in SYSTEMS[system]:
             raise ToolMapError(f"{system}: {kind!r} cannot serve it (use {' or '.join(SYSTEMS[system])})")
         try:
-            config = KINDS[kind].config_model.model_validate({k: v for k, v in settings.items() if k != "kind"})
+            config = KINDS[kind].config_model.model_validate(
+                {k: v for k, v in settings.items() if k != "kind"}
+            )
         except ValidationError as exc:
             errors = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
             raise ToolMapError(f"{system} ({kind}): {errors}") from None
@@ -89,7 +91,9 @@ def connector_for(
     if settings is None:
         raise StepFailed("not_configured", f"this tenant's tool map names no connector for {system}")
     cls = KINDS[settings["kind"]]
-    config: ConnectorConfig = cls.config_model.model_validate({k: v for k, v in settings.items() if k != "kind"})
+    config: ConnectorConfig = cls.config_model.model_validate(
+        {k: v for k, v in settings.items() if k != "kind"}
+    )
     if cls is Twilio:
         return Twilio(config, secret=secret, phone_of=extra.get("phone_of"))
     return cls(config, secret=secret)
@@ -99,5 +103,14 @@ def system_of(action_name: str, action_system: str) -> str:
     return ROUTE.get(action_name, action_system)
 
 
-__all__ = ["KINDS", "SYSTEMS", "Connector", "StepFailed", "ToolMapError", "connector_for", "shown",
-           "system_of", "validate_tool_map"]
+__all__ = [
+    "KINDS",
+    "SYSTEMS",
+    "Connector",
+    "StepFailed",
+    "ToolMapError",
+    "connector_for",
+    "shown",
+    "system_of",
+    "validate_tool_map",
+]

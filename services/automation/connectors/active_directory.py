@@ -21,7 +21,13 @@ from services.automation.catalogue import Action, Params
 from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed, temporary_password
 
 DISABLED = 0x2
-_BIND_DATA = {"773": "must_change", "775": "locked", "533": "disabled", "532": "must_change", "701": "disabled"}
+_BIND_DATA = {
+    "773": "must_change",
+    "775": "locked",
+    "533": "disabled",
+    "532": "must_change",
+    "701": "disabled",
+}
 
 
 class ADConfig(ConnectorConfig):
@@ -95,8 +101,15 @@ class ActiveDirectory(Connector):
                 f"(&(objectClass=user)(objectCategory=person)(|(userPrincipalName={value})(mail={value})"
                 f"(sAMAccountName={local})))"
             )
-            attrs = ["userAccountControl", "lockoutTime", "pwdLastSet", "mobile", "memberOf", "sAMAccountName",
-                     "userPrincipalName"]
+            attrs = [
+                "userAccountControl",
+                "lockoutTime",
+                "pwdLastSet",
+                "mobile",
+                "memberOf",
+                "sAMAccountName",
+                "userPrincipalName",
+            ]
         else:
             flt = f"(&(objectClass=group)(|(cn={value})(sAMAccountName={value})(name={value})))"
             attrs = ["member", "cn"]
@@ -105,11 +118,15 @@ class ActiveDirectory(Connector):
         if not entries:
             raise StepFailed("not_found", f"no {kind} {name!r} under {self.config.base_dn}")
         if len(entries) > 1:
-            raise StepFailed("invalid_input", f"{name!r} names more than one {kind}; use the full sign-in name")
+            raise StepFailed(
+                "invalid_input", f"{name!r} names more than one {kind}; use the full sign-in name"
+            )
         entry = entries[0]
         return entry.entry_dn, entry.entry_attributes_as_dict
 
-    def _modify(self, conn: Connection, dn: str, changes: dict[str, Any], *, already: tuple[int, ...] = ()) -> bool:
+    def _modify(
+        self, conn: Connection, dn: str, changes: dict[str, Any], *, already: tuple[int, ...] = ()
+    ) -> bool:
         """True when the change was made, False when the directory says it was already so."""
         ok = conn.modify(dn, changes)
         if ok:
@@ -125,7 +142,9 @@ class ActiveDirectory(Connector):
             raise StepFailed("permission", f"the connector's account may not change {dn}: {message[:200]}")
         if result.get("result") == 32:
             raise StepFailed("not_found", f"{dn} does not exist: {message[:200]}")
-        raise StepFailed("invalid_input", f"the directory refused the change ({description}): {message[:200]}")
+        raise StepFailed(
+            "invalid_input", f"the directory refused the change ({description}): {message[:200]}"
+        )
 
     # --- actions ------------------------------------------------------------------------------
 

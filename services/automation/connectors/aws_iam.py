@@ -102,7 +102,9 @@ class AwsIam(Connector):
         changed = []
         for k in keys:
             if k["Status"] != "Inactive":
-                self._call("update_access_key", UserName=p.iam_user, AccessKeyId=k["AccessKeyId"], Status="Inactive")
+                self._call(
+                    "update_access_key", UserName=p.iam_user, AccessKeyId=k["AccessKeyId"], Status="Inactive"
+                )
                 changed.append(k["AccessKeyId"])
         return {"iam_user": p.iam_user, "deactivated": changed, "already_inactive": len(keys) - len(changed)}
 
@@ -132,7 +134,11 @@ class AwsIam(Connector):
             return self._call("get_login_profile", already=("NoSuchEntity",), UserName=p.iam_user) is None
         if action.name == "aws.deactivate_access_key":
             listed = self._call("list_access_keys", UserName=p.iam_user) or {}
-            keys = [k for k in listed.get("AccessKeyMetadata", []) if not p.access_key_id or k["AccessKeyId"] == p.access_key_id]
+            keys = [
+                k
+                for k in listed.get("AccessKeyMetadata", [])
+                if not p.access_key_id or k["AccessKeyId"] == p.access_key_id
+            ]
             return all(k["Status"] == "Inactive" for k in keys)
         return None
 

@@ -39,7 +39,9 @@ ErrorClass = Literal[
 
 
 class StepFailed(Exception):
-    def __init__(self, error_class: ErrorClass, message: str, *, response: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, error_class: ErrorClass, message: str, *, response: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.error_class = error_class
         self.message = message

@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 import httpx
 
-from services.automation.catalogue import Action, Params
 from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed, temporary_password
 
 
@@ -74,8 +73,12 @@ class MicrosoftGraph(Connector):
             raise StepFailed("not_configured", "the Graph connector needs a token or an app registration")
         r = httpx.post(
             c.token_url,
-            data={"grant_type": "client_credentials", "client_id": c.client_id, "client_secret": c.client_secret,
-                  "scope": "https://graph.microsoft.com/.default"},
+            data={
+                "grant_type": "client_credentials",
+                "client_id": c.client_id,
+                "client_secret": c.client_secret,
+                "scope": "https://graph.microsoft.com/.default",
+            },
             timeout=c.timeout_s,
         )
         if r.status_code != 200:
@@ -84,14 +87,24 @@ class MicrosoftGraph(Connector):
         self._token = (doc["access_token"], time.time() + float(doc.get("expires_in", 3600)))
         return self._token[0]
 
-    def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None,
-              found: bool = True) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        found: bool = True,
+    ) -> Any:
         """The answer's JSON (None for 204); a 404 is `not_found` unless `found` is False,
         when it is None (the thing is already gone)."""
         for attempt in range(4):
             try:
                 r = self.http.request(
-                    method, path, json=json, params=params,
+                    method,
+                    path,
+                    json=json,
+                    params=params,
                     headers={"Authorization": f"Bearer {self._bearer()}"},
                 )
             except httpx.HTTPError as exc:
@@ -132,10 +145,18 @@ class MicrosoftGraph(Connector):
         self._call(
             "PATCH",
             self._user_path(p.user),
-            json={"passwordProfile": {"password": temporary_password(self.secret, key),
-                                      "forceChangePasswordNextSignIn": bool(p.must_change_at_next_logon)}},
+            json={
+                "passwordProfile": {
+                    "password": temporary_password(self.secret, key),
+                    "forceChangePasswordNextSignIn": bool(p.must_change_at_next_logon),
+                }
+            },
         )
-        return {"user": p.user, "temporary_password_issued": True, "must_change_at_next_logon": p.must_change_at_next_logon}
+        return {
+            "user": p.user,
+            "temporary_password_issued": True,
+            "must_change_at_next_logon": p.must_change_at_next_logon,
+        }
 
     def unlock_account(self, p: Any, *, key: str) -> dict[str, Any]:
         raise StepFailed(
@@ -163,7 +184,9 @@ class MicrosoftGraph(Connector):
             kind = str(m.get("@odata.type", ""))
             segment = {
                 "#microsoft.graph.phoneAuthenticationMethod": "phoneMethods",
-                "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod": "microsoftAuthenticatorMethods",
+                "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod": (
+                    "microsoftAuthenticatorMethods"
+                ),
             }.get(kind)
             if segment:
                 self._call("DELETE", f"{base}/{segment}/{quote(str(m['id']))}", found=False)
@@ -173,8 +196,11 @@ class MicrosoftGraph(Connector):
     def add_to_group(self, p: Any, *, key: str) -> dict[str, Any]:
         group, user = self._group_id(p.group), self._user_id(p.user)
         try:
-            self._call("POST", f"/groups/{group}/members/$ref",
-                       json={"@odata.id": f"{self.config.base_url.rstrip('/')}/directoryObjects/{user}"})
+            self._call(
+                "POST",
+                f"/groups/{group}/members/$ref",
+                json={"@odata.id": f"{self.config.base_url.rstrip('/')}/directoryObjects/{user}"},
+            )
         except StepFailed as exc:
             if "already exist" not in exc.message:
                 raise
@@ -198,16 +224,25 @@ class MicrosoftGraph(Connector):
 
     def assign_license(self, p: Any, *, key: str) -> dict[str, Any]:
         sku = self._sku_id(p.sku)
-        self._call("POST", f"{self._user_path(p.user)}/assignLicense",
-                   json={"addLicenses": [{"skuId": sku, "disabledPlans": []}], "removeLicenses": []})
+        self._call(
+            "POST",
+            f"{self._user_path(p.user)}/assignLicense",
+            json={"addLicenses": [{"skuId": sku, "disabledPlans": []}], "removeLicenses": []},
+        )
         return {"user": p.user, "sku": p.sku, "sku_id": sku}
 
     def set_auto_reply(self, p: Any, *, key: str) -> dict[str, Any]:
         self._call(
             "PATCH",
             f"{self._user_path(p.user)}/mailboxSettings",
-            json={"automaticRepliesSetting": {"status": "alwaysEnabled", "internalReplyMessage": p.message,
-                                              "externalReplyMessage": p.message, "externalAudience": "all"}},
+            json={
+                "automaticRepliesSetting": {
+                    "status": "alwaysEnabled",
+                    "internalReplyMessage": p.message,
+                    "externalReplyMessage": p.message,
+                    "externalAudience": "all",
+                }
+            },
         )
         return {"user": p.user, "auto_reply": "alwaysEnabled"}
 
@@ -226,21 +261,36 @@ class MicrosoftGraph(Connector):
             if not self.config.team_id:
                 raise StepFailed("not_configured", "no team is configured for channel messages")
             name = p.to[1:].replace("'", "''")
-            found = self._call("GET", f"/teams/{self.config.team_id}/channels",
-                               params={"$filter": f"displayName eq '{name}'"}) or {}
+            found = (
+                self._call(
+                    "GET",
+                    f"/teams/{self.config.team_id}/channels",
+                    params={"$filter": f"displayName eq '{name}'"},
+                )
+                or {}
+            )
             channels = found.get("value", [])
             if not channels:
                 raise StepFailed("not_found", f"no channel {p.to} in the team")
-            sent = self._call("POST", f"/teams/{self.config.team_id}/channels/{channels[0]['id']}/messages", json=body)
+            sent = self._call(
+                "POST", f"/teams/{self.config.team_id}/channels/{channels[0]['id']}/messages", json=body
+            )
             return {"to": p.to, "message_id": (sent or {}).get("id")}
         user = self._user_id(p.to)
-        chat = self._call("POST", "/chats", json={
-            "chatType": "oneOnOne",
-            "members": [
-                {"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"],
-                 "user@odata.bind": f"{self.config.base_url.rstrip('/')}/users('{user}')"},
-            ],
-        })
+        chat = self._call(
+            "POST",
+            "/chats",
+            json={
+                "chatType": "oneOnOne",
+                "members": [
+                    {
+                        "@odata.type": "#microsoft.graph.aadUserConversationMember",
+                        "roles": ["owner"],
+                        "user@odata.bind": f"{self.config.base_url.rstrip('/')}/users('{user}')",
+                    },
+                ],
+            },
+        )
         sent = self._call("POST", f"/chats/{chat['id']}/messages", json=body)
         return {"to": p.to, "message_id": (sent or {}).get("id")}
 

@@ -28,7 +28,9 @@ class NinjaOneConfig(ConnectorConfig):
 class NinjaOne(Connector):
     kind: ClassVar[str] = "ninjaone"
     config_model: ClassVar[type[ConnectorConfig]] = NinjaOneConfig
-    actions: ClassVar[frozenset[str]] = frozenset({"rmm.run_script", "rmm.restart_service", "rmm.reboot_device"})
+    actions: ClassVar[frozenset[str]] = frozenset(
+        {"rmm.run_script", "rmm.restart_service", "rmm.reboot_device"}
+    )
     config: NinjaOneConfig
 
     def __init__(self, config: ConnectorConfig, *, secret: bytes) -> None:
@@ -44,9 +46,15 @@ class NinjaOne(Connector):
             return self._token[0]
         c = self.config
         try:
-            r = self.http.post("/ws/oauth/token", data={
-                "grant_type": "client_credentials", "client_id": c.client_id, "client_secret": c.client_secret,
-                "scope": "monitoring management control"})
+            r = self.http.post(
+                "/ws/oauth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": c.client_id,
+                    "client_secret": c.client_secret,
+                    "scope": "monitoring management control",
+                },
+            )
         except httpx.HTTPError as exc:
             raise StepFailed("unavailable", f"cannot reach NinjaOne: {exc}") from None
         if r.status_code != 200:
@@ -57,13 +65,16 @@ class NinjaOne(Connector):
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            r = self.http.request(method, path, headers={"Authorization": f"Bearer {self._bearer()}"}, **kwargs)
+            r = self.http.request(
+                method, path, headers={"Authorization": f"Bearer {self._bearer()}"}, **kwargs
+            )
         except httpx.HTTPError as exc:
             raise StepFailed("unavailable", f"cannot reach NinjaOne: {exc}") from None
         if r.status_code >= 400:
             what = f"{method} {path} -> {r.status_code} {r.text[:200]}"
             cls = {401: "auth", 403: "permission", 404: "not_found", 429: "throttled"}.get(
-                r.status_code, "unavailable" if r.status_code >= 500 else "invalid_input")
+                r.status_code, "unavailable" if r.status_code >= 500 else "invalid_input"
+            )
             raise StepFailed(cls, what)  # type: ignore[arg-type]
         return r.json() if r.content else None
 
@@ -75,7 +86,9 @@ class NinjaOne(Connector):
                 params["after"] = after
             page = self._call("GET", "/v2/devices", params=params) or []
             for d in page:
-                if name.lower() in {str(d.get(k, "")).lower() for k in ("systemName", "dnsName", "displayName")}:
+                if name.lower() in {
+                    str(d.get(k, "")).lower() for k in ("systemName", "dnsName", "displayName")
+                }:
                     return int(d["id"])
             if len(page) < 1000:
                 break
@@ -85,26 +98,44 @@ class NinjaOne(Connector):
     def run_script(self, p: Any, *, key: str) -> dict[str, Any]:
         device = self._device(p.device)
         options = self._call("GET", f"/v2/device/{device}/scripting/options") or {}
-        scripts = [s for s in options.get("scripts", []) if str(s.get("name", "")).lower() == p.script.lower()]
+        scripts = [
+            s for s in options.get("scripts", []) if str(s.get("name", "")).lower() == p.script.lower()
+        ]
         if not scripts:
             raise StepFailed("not_found", f"no script {p.script!r} in the NinjaOne library for {p.device}")
-        self._call("POST", f"/v2/device/{device}/script/run",
-                   json={"type": "SCRIPT", "id": int(scripts[0]["id"]), "parameters": "", "runAs": self.config.run_as})
+        self._call(
+            "POST",
+            f"/v2/device/{device}/script/run",
+            json={
+                "type": "SCRIPT",
+                "id": int(scripts[0]["id"]),
+                "parameters": "",
+                "runAs": self.config.run_as,
+            },
+        )
         return {"device": p.device, "device_id": device, "script": p.script, "script_id": scripts[0]["id"]}
 
     def restart_service(self, p: Any, *, key: str) -> dict[str, Any]:
         device = self._device(p.device)
         services = self._call("GET", f"/v2/device/{device}/windows-services") or []
-        match = [s for s in services
-                 if p.service.lower() in (str(s.get("name", "")).lower(), str(s.get("displayName", "")).lower())]
+        match = [
+            s
+            for s in services
+            if p.service.lower() in (str(s.get("name", "")).lower(), str(s.get("displayName", "")).lower())
+        ]
         if not match:
             raise StepFailed("not_found", f"{p.device} has no service {p.service!r}")
         name = str(match[0]["name"])
-        self._call("POST", f"/v2/device/{device}/windows-service/{quote(name)}/control", json={"action": "RESTART"})
+        self._call(
+            "POST", f"/v2/device/{device}/windows-service/{quote(name)}/control", json={"action": "RESTART"}
+        )
         return {"device": p.device, "device_id": device, "service": name}
 
     def reboot_device(self, p: Any, *, key: str) -> dict[str, Any]:
         device = self._device(p.device)
-        self._call("POST", f"/v2/device/{device}/reboot/{self.config.reboot_mode}",
-                   json={"reason": f"Requested through the MSP platform (step {key[:8]})"})
+        self._call(
+            "POST",
+            f"/v2/device/{device}/reboot/{self.config.reboot_mode}",
+            json={"reason": f"Requested through the MSP platform (step {key[:8]})"},
+        )
         return {"device": p.device, "device_id": device, "mode": self.config.reboot_mode}

@@ -46,7 +46,9 @@ class Twilio(Connector):
     actions: ClassVar[frozenset[str]] = frozenset({"notify.send_sms", "identity.verify_user_mfa"})
     config: TwilioConfig
 
-    def __init__(self, config: ConnectorConfig, *, secret: bytes, phone_of: PhoneLookup | None = None) -> None:
+    def __init__(
+        self, config: ConnectorConfig, *, secret: bytes, phone_of: PhoneLookup | None = None
+    ) -> None:
         super().__init__(config, secret=secret)
         c = self.config
         self.client = Client(c.account_sid, c.auth_token, http_client=TwilioHttpClient(timeout=c.timeout_s))
@@ -58,10 +60,14 @@ class Twilio(Connector):
 
     def _phone(self, user: str) -> str:
         if self._phone_of is None:
-            raise StepFailed("not_configured", "no directory is configured to look up the user's mobile number")
+            raise StepFailed(
+                "not_configured", "no directory is configured to look up the user's mobile number"
+            )
         phone = self._phone_of(user).replace(" ", "")
         if not re.fullmatch(r"\+[1-9]\d{6,14}", phone):
-            raise StepFailed("invalid_input", f"{user}'s mobile number {phone!r} is not in E.164 form (+15551234567)")
+            raise StepFailed(
+                "invalid_input", f"{user}'s mobile number {phone!r} is not in E.164 form (+15551234567)"
+            )
         return phone
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
@@ -71,7 +77,9 @@ class Twilio(Connector):
             if exc.status == 429:
                 raise StepFailed("throttled", f"Twilio asked to slow down ({what})") from None
             if exc.status in (401, 403):
-                raise StepFailed("auth" if exc.status == 401 else "permission", f"Twilio refused {what}: {exc.msg}") from None
+                raise StepFailed(
+                    "auth" if exc.status == 401 else "permission", f"Twilio refused {what}: {exc.msg}"
+                ) from None
             if exc.status == 404:
                 raise StepFailed("not_found", f"{what}: {exc.msg}") from None
             if exc.status >= 500:
@@ -84,20 +92,30 @@ class Twilio(Connector):
         c = self.config
         to = self._phone(p.user)
         sender: dict[str, Any] = (
-            {"messaging_service_sid": c.messaging_service_sid} if c.messaging_service_sid else {"from_": c.from_number}
+            {"messaging_service_sid": c.messaging_service_sid}
+            if c.messaging_service_sid
+            else {"from_": c.from_number}
         )
-        message = self._call("sending the SMS", self.client.api.v2010.account.messages.create, to=to, body=p.text, **sender)
+        message = self._call(
+            "sending the SMS", self.client.api.v2010.account.messages.create, to=to, body=p.text, **sender
+        )
         return {"user": p.user, "message_sid": message.sid, "status": message.status}
 
     def verify_user_mfa(self, p: Any, *, key: str) -> dict[str, Any]:
         if p.method == "push":
-            raise StepFailed("unsupported", "Twilio Verify challenges by SMS or call; a push needs the identity provider")
+            raise StepFailed(
+                "unsupported", "Twilio Verify challenges by SMS or call; a push needs the identity provider"
+            )
         if not self.config.verify_service_sid:
             raise StepFailed("not_configured", "no Twilio Verify service is configured for this tenant")
         to = self._phone(p.user)
         service = self.client.verify.v2.services(self.config.verify_service_sid)
-        started = self._call("starting the verification", service.verifications.create, to=to, channel=p.method)
-        raise NeedsCode({"user": p.user, "channel": p.method, "verification_sid": started.sid, "status": started.status})
+        started = self._call(
+            "starting the verification", service.verifications.create, to=to, channel=p.method
+        )
+        raise NeedsCode(
+            {"user": p.user, "channel": p.method, "verification_sid": started.sid, "status": started.status}
+        )
 
     def check_code(self, p: Any, code: str) -> dict[str, Any]:
         if not self.config.verify_service_sid:

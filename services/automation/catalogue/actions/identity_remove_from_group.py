@@ -14,7 +14,9 @@ ACTION = Action(
     risk="medium",
     scope="identity.groups.write",
     reversible=True,
-    cues=(r"\b(?:remove|take|drop|pull|kick)\b(?![^.;]*\b(?:policy|iam)\b)[^.;]{0,60}\b(?:from|out of|off)\b",),
+    cues=(
+        r"\b(?:remove|take|drop|pull|kick)\b(?![^.;]*\b(?:policy|iam)\b)[^.;]{0,60}\b(?:from|out of|off)\b",
+    ),
     examples=("remove him from Finance-RW", "take her out of the group"),
     repeatable=("user", "group"),
     target="user",

@@ -17,7 +17,8 @@ ACTION = Action(
     cues=(
         r"\bmfa\s+re-?(?:reg|regist|enrol)",
         r"\bre-?(?:register|registration|enrol|enroll)\w*\b[^.;]{0,15}\b(?:mfa|authenticator|2fa|methods?)\b",
-        r"\b(?:reset|remove|clear|revoke)\b[^.;]{0,15}\b(?:mfa|2fa|authenticator)(?: methods?| registration)?\b",
+        r"\b(?:reset|remove|clear|revoke)\b[^.;]{0,15}\b(?:mfa|2fa|authenticator)"
+        r"(?: methods?| registration)?\b",
     ),
     examples=("force MFA re-registration", "make her re-register MFA"),
     repeatable=("user",),

@@ -25,6 +25,13 @@ ACTION = Action(
     ),
     examples=("verify the user with an MFA push", "confirm it's her with an SMS code"),
     target="user",
-    extra={"synonyms": {"method": {"push": ("push", "authenticator", "app"), "sms": ("sms", "text"),
-                                   "call": ("call", "phone", "voice")}}},
+    extra={
+        "synonyms": {
+            "method": {
+                "push": ("push", "authenticator", "app"),
+                "sms": ("sms", "text"),
+                "call": ("call", "phone", "voice"),
+            }
+        }
+    },
 )

@@ -25,8 +25,19 @@ ACTION = Action(
     examples=("grant FullAccess on the shared mailbox to the user",),
     repeatable=("rights",),
     target="mailbox",
-    extra={"synonyms": {"rights": {"FullAccess": ("full access", "fullaccess", "full"),
-                                   "SendAs": ("send as", "sendas"),
-                                   "ReadPermission": ("read permission", "readpermission", "read-only",
-                                                      "read only", "read access")}}},
+    extra={
+        "synonyms": {
+            "rights": {
+                "FullAccess": ("full access", "fullaccess", "full"),
+                "SendAs": ("send as", "sendas"),
+                "ReadPermission": (
+                    "read permission",
+                    "readpermission",
+                    "read-only",
+                    "read only",
+                    "read access",
+                ),
+            }
+        }
+    },
 )

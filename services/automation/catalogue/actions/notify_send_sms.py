@@ -14,7 +14,11 @@ ACTION = Action(
     risk="low",
     scope="sms.send",
     reversible=False,
-    cues=(r"\bsms\b", r"\btext (?:him|her|them|the user|the requester|zuser)\b", r"\bsend (?:(?:him|her|them) )?(?:an? )?(?:text|sms)\b"),
+    cues=(
+        r"\bsms\b",
+        r"\btext (?:him|her|them|the user|the requester|zuser)\b",
+        r"\bsend (?:(?:him|her|them) )?(?:an? )?(?:text|sms)\b",
+    ),
     examples=("text her that the account is unlocked",),
     target="user",
 )

@@ -13,7 +13,10 @@ ACTION = Action(
     risk="low",
     scope="psa.notes.write",
     reversible=False,
-    cues=(r"\b(?:add|put|drop|post|write|leave|log|make)\b[^.;]{0,25}\bnote\b", r"\bnote (?:in|on|to) (?:the )?ticket\b"),
+    cues=(
+        r"\b(?:add|put|drop|post|write|leave|log|make)\b[^.;]{0,25}\bnote\b",
+        r"\bnote (?:in|on|to) (?:the )?ticket\b",
+    ),
     examples=("add a note to the ticket",),
     target=None,
 )

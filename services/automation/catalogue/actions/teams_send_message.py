@@ -15,8 +15,11 @@ ACTION = Action(
     risk="low",
     scope="teams.messages.send",
     reversible=False,
-    cues=(r"\bteams\b(?!\s+(?:cache|client|app)\b)", r"\b(?:post|message|msg|ping)\b[^.;]{0,10}(?:\b(?:in|to|on)\b\s*)?#",
-          r"\b(?:post|message|write)\b[^.;]{0,20}\bchannel\b"),
+    cues=(
+        r"\bteams\b(?!\s+(?:cache|client|app)\b)",
+        r"\b(?:post|message|msg|ping)\b[^.;]{0,10}(?:\b(?:in|to|on)\b\s*)?#",
+        r"\b(?:post|message|write)\b[^.;]{0,20}\bchannel\b",
+    ),
     examples=("post in the #it-ops channel", "message him on Teams"),
     target="to",
 )

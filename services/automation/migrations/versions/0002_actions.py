@@ -102,6 +102,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in ("automation_outbox", "automation_ledger", "automation_runs", "automation_always_allowed",
-                 "automation_plans", "automation_policies", "automation_tools"):
+    for name in (
+        "automation_outbox",
+        "automation_ledger",
+        "automation_runs",
+        "automation_always_allowed",
+        "automation_plans",
+        "automation_policies",
+        "automation_tools",
+    ):
         op.drop_table(name)
