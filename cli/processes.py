@@ -200,7 +200,7 @@ def service_status(var: Path, tenant: str | None) -> dict[str, Any]:
         row: dict[str, Any] = {"pid": _alive(var, name), "url": url_of(name)}
         try:
             row["ready"] = bool(api.call("GET", "/readyz", ok=(200, 503))["ready"])
-            if tenant and name in ("triage", "packet", "automation"):
+            if tenant and name in ("triage", "packet"):
                 for topic, n in api.call("GET", "/v1/counts", params={"tenant_id": tenant})[
                     "by_topic"
                 ].items():
@@ -211,6 +211,8 @@ def service_status(var: Path, tenant: str | None) -> dict[str, Any]:
                 held["alerts_in_signals"] = sum(int(s["count"]) for s in found)
             if tenant and name == "packet":
                 held["packets"] = len(api.call("GET", "/v1/packets", params={"tenant_id": tenant})["packets"])
+            if tenant and name == "automation":
+                held["plans"] = len(api.call("GET", "/v1/plans", params={"tenant_id": tenant})["plans"])
             if tenant and name == "audit":
                 held["audit_events"] = int(
                     api.call("GET", "/v1/audit/counts", params={"tenant_id": tenant})["events"]

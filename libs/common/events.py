@@ -371,6 +371,8 @@ class AutomationRunPayload(Frozen):
     # Additive: the plan it was confirmed from, and who approved it (None: no approval needed).
     plan_id: uuid.UUID | None = None
     approved_by: ShortText | None = None
+    # A dry run: each step says what it would do and changes nothing.
+    dry_run: bool = False
 
 
 class AutomationRun(Envelope):
@@ -402,6 +404,7 @@ class AutomationResultPayload(Frozen):
     logs_url: str | None = None
     ticket_id: str | None = None
     requested_by: str | None = None
+    dry_run: bool = False
 
 
 class AutomationResult(Envelope):

@@ -62,6 +62,9 @@ class ConfirmIn(BaseModel):
     tenant_id: str = Field(pattern=TENANT)
     # Edits before confirming: step index -> parameter -> value (answers to the plan's questions).
     edits: dict[int, dict[str, Any]] = Field(default_factory=dict)
+    # Run every step in dry-run mode: each says what it would do, nothing changes, no approval
+    # is needed, and the plan stays proposed.
+    dry_run: bool = False
 
 
 class DecisionIn(BaseModel):
@@ -234,7 +237,9 @@ class AutomationApi:
             await asyncio.to_thread(store.stage_events, self.engine, [audit], namespace=self.namespace)
             self.relay.wake()
             raise HTTPException(409, {"message": "the plan cannot run as it is", "problems": problems})
-        now = utcnow()
+        now = self.clock()
+        if body.dry_run:
+            return await self._start(plan, steps, who, approver=None, reason=None, expect=[], dry_run=True)
         if needs_approval:
             expires = now + timedelta(seconds=policy.approval_ttl_s)
             audit = self._audit(
@@ -359,6 +364,7 @@ class AutomationApi:
         approver: str | None,
         reason: str | None,
         expect: list[str],
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         tenant, plan_id = plan["tenant_id"], plan["plan_id"]
         run_id = uuid.uuid4()
@@ -383,12 +389,13 @@ class AutomationApi:
                 mode="manual",
                 plan_id=uuid.UUID(plan_id),
                 approved_by=approver,
+                dry_run=dry_run,
             ),
         )
         audit = self._audit(
             tenant,
             who.person,
-            "automation.run.requested",
+            "automation.dry_run.requested" if dry_run else "automation.run.requested",
             str(run_id),
             "ok",
             {
@@ -419,6 +426,16 @@ class AutomationApi:
             "status": "queued",
             "created_at": utcnow(),
         }
+        if dry_run:
+            await asyncio.to_thread(store.add_run, self.engine, run, [event, audit], namespace=self.namespace)
+            self.relay.wake()
+            return {
+                "plan_id": plan_id,
+                "status": "proposed",
+                "run_id": str(run_id),
+                "dry_run": True,
+                "answer": f"dry run of {len(steps)} step(s); nothing changes; see /v1/runs/{run_id}",
+            }
         ok = await asyncio.to_thread(
             store.decide_plan,
             self.engine,

@@ -216,7 +216,7 @@ class Executor:
             store.start_step(
                 self.engine, key=key, run_id=str(p.run_id), tenant_id=tenant, step=index, action=action.name
             )
-            response = connector.run(action, params, key=key)
+            response = connector.run(action, params, key=key, dry_run=p.dry_run)
             return finish("ok", response)
         except NeedsCode as wait:
             return finish("waiting", wait.response, None, "waiting for the code the person was sent")
@@ -281,13 +281,14 @@ class Executor:
                 steps=steps,
                 ticket_id=p.ticket_id,
                 requested_by=p.requested_by,
+                dry_run=p.dry_run,
             ),
         )
         audit = audit_event(
             service="automation",
             tenant_id=tenant,
             actor=p.requested_by,
-            action=f"automation.step.{step.outcome}",
+            action=f"automation.{'dry_run' if p.dry_run else 'step'}.{step.outcome}",
             subject_kind="automation.run",
             subject_id=run_id,
             cause_id=f"{run_id}:{state}",

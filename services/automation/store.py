@@ -171,6 +171,13 @@ def decide_plan(
 # --- runs and the step ledger ---------------------------------------------------------------------
 
 
+def add_run(engine: Engine, run: dict[str, Any], events: Sequence[Envelope], *, namespace: str = "") -> None:
+    """A run that leaves its plan as it was (a dry run), with its event."""
+    with engine.begin() as conn:
+        conn.execute(insert(runs).values(**{**run, "steps": _j(run["steps"])}))
+        stage(conn, outbox, events, namespace)
+
+
 def _run(row: Any) -> dict[str, Any]:
     out = dict(row)
     out["steps"] = json.loads(out["steps"])

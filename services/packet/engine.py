@@ -201,7 +201,7 @@ class PacketEngine:
                 )
         elif isinstance(event, SignalClustered):
             await self._signal(event)
-        elif isinstance(event, AutomationRun):
+        elif isinstance(event, AutomationRun) and not event.payload.dry_run:  # a dry run changed nothing
             steps = [s.model_dump(mode="json") for s in event.payload.steps]
             await asyncio.to_thread(
                 store.record_run,
@@ -211,7 +211,7 @@ class PacketEngine:
                 event.payload.ticket_id,
                 steps,
             )
-        elif isinstance(event, AutomationResult):
+        elif isinstance(event, AutomationResult) and not event.payload.dry_run:
             await self._result(event)
 
     async def _result(self, event: AutomationResult) -> None:

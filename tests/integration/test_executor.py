@@ -153,3 +153,14 @@ def test_the_policy_is_checked_again_when_the_run_runs(db: Any, ninjaone: NinjaO
     row = store.ledger_row(db, idempotency_key(event.payload.run_id, 0))
     assert row is not None and row["error_class"] == "policy" and "windows[0]" in row["message"]
     assert ninjaone.calls == []
+
+
+def test_a_dry_run_says_what_it_would_do_and_changes_nothing(db: Any, ninjaone: NinjaOnePeer) -> None:
+    box, tenant = SecretBox(new_key()), unique("dry")
+    store.put_tools(db, box, tenant, {"rmm": ninjaone.tool()})
+    event = run_event(tenant, [("rmm.reboot_device", {"device": "SQL01"})])
+    event = event.model_copy(update={"payload": event.payload.model_copy(update={"dry_run": True})})
+    assert executor(db, box).run(event) == "succeeded"
+    assert ninjaone.calls == []
+    (result,) = results(db, event.payload.run_id)
+    assert result["dry_run"] is True and result["steps"][0]["response"]["would"] == "rmm.reboot_device"
