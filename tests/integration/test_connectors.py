@@ -415,3 +415,37 @@ def test_a_tool_map_picks_the_connector_per_tenant_and_never_shows_credentials(d
     with pytest.raises(StepFailed) as missing:
         connector_for(entra, "rmm", secret=b"")
     assert missing.value.error_class == "not_configured"
+
+
+def test_the_same_rmm_actions_through_datto_rmm() -> None:
+    import uuid
+
+    from services.automation.connectors.datto_rmm import DattoConfig, DattoRmm
+    from tests.peers.datto import DattoPeer
+
+    peer = DattoPeer(
+        devices={"ACME-LT-042": str(uuid.uuid4()), "PRN-SRV01": str(uuid.uuid4())},
+        components={
+            "flush_dns": str(uuid.uuid4()),
+            "Restart Service": str(uuid.uuid4()),
+            "Reboot Device": str(uuid.uuid4()),
+        },
+    ).start()
+    try:
+        c = DattoRmm(DattoConfig(**{k: v for k, v in peer.tool().items() if k != "kind"}), secret=b"")
+        assert run(c, "rmm.run_script", device="ACME-LT-042", script="flush_dns")["job_uid"]
+        run(c, "rmm.restart_service", device="PRN-SRV01", service="Spooler")
+        run(c, "rmm.reboot_device", device="PRN-SRV01")
+        assert peer.refused == []
+        jobs = [b for m, _, b in peer.calls if m == "PUT"]
+        assert [j["jobComponent"]["componentUid"] for j in jobs] == [
+            peer.components["flush_dns"],
+            peer.components["Restart Service"],
+            peer.components["Reboot Device"],
+        ]
+        assert jobs[1]["jobComponent"]["variables"] == [{"name": "service", "value": "Spooler"}]
+        with pytest.raises(StepFailed) as missing:
+            run(c, "rmm.run_script", device="ACME-LT-042", script="format_c")
+        assert missing.value.error_class == "not_found"
+    finally:
+        peer.stop()

@@ -63,6 +63,7 @@ def ninjaone() -> Iterator[NinjaOnePeer]:
     peer = NinjaOnePeer(
         devices=[Device(101, "ACME-LT-042"), Device(102, "PRN-SRV01"), Device(103, "SQL01")],
         scripts={"flush_dns": 11, "gpupdate": 12, "clear_temp_files": 13},
-    ).start()
+    )
+    peer.start()
     yield peer
     peer.stop()

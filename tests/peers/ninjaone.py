@@ -13,14 +13,12 @@ would reject fails its test. It records the requests it accepted.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tests.peers.http_peer import Answer, RestPeer
 
 
 @dataclass
@@ -31,20 +29,12 @@ class Device:
 
 
 @dataclass
-class NinjaOnePeer:
+class NinjaOnePeer(RestPeer):
     client_id: str = "msp-connector"
     client_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     devices: list[Device] = field(default_factory=list)
     scripts: dict[str, int] = field(default_factory=dict)  # name -> id
-    calls: list[tuple[str, str, Any]] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-    tokens: set[str] = field(default_factory=set)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+    token_path = "/ws/oauth/token"
 
     def tool(self) -> dict[str, object]:
         return {
@@ -54,96 +44,17 @@ class NinjaOnePeer:
             "client_secret": self.client_secret,
         }
 
-    def start(self) -> NinjaOnePeer:
-        peer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_args: Any) -> None:
-                return None
-
-            def _send(self, status: int, body: Any = None) -> None:
-                data = b"" if body is None else json.dumps(body).encode()
-                self.send_response(status)
-                if data:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _refuse(self, why: str) -> None:
-                peer.refused.append(f"{self.command} {self.path}: {why}")
-                self._send(400, {"resultCode": "BAD_REQUEST", "errorMessage": why})
-
-            def _body(self) -> bytes:
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def do_POST(self) -> None:  # noqa: N802
-                self._handle("POST")
-
-            def do_GET(self) -> None:  # noqa: N802
-                self._handle("GET")
-
-            def _handle(self, method: str) -> None:
-                url = urlsplit(self.path)
-                raw = self._body() if method == "POST" else b""
-                if url.path == "/ws/oauth/token" and method == "POST":
-                    form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-                    if (
-                        self.headers.get("Content-Type", "").split(";")[0]
-                        != "application/x-www-form-urlencoded"
-                    ):
-                        return self._refuse("the token request is a form")
-                    if form.get("grant_type") != "client_credentials":
-                        return self._refuse("grant_type must be client_credentials")
-                    if (form.get("client_id"), form.get("client_secret")) != (
-                        peer.client_id,
-                        peer.client_secret,
-                    ):
-                        return self._send(401, {"error": "invalid_client"})
-                    token = secrets.token_hex(16)
-                    peer.tokens.add(token)
-                    return self._send(
-                        200,
-                        {
-                            "access_token": token,
-                            "token_type": "Bearer",
-                            "expires_in": 3600,
-                            "scope": form.get("scope", ""),
-                        },
-                    )
-                auth = self.headers.get("Authorization", "")
-                if not auth.startswith("Bearer ") or auth[7:] not in peer.tokens:
-                    return self._send(401, {"error": "unauthorized"})
-                body: Any = None
-                if raw:
-                    if self.headers.get("Content-Type", "").split(";")[0] != "application/json":
-                        return self._refuse("bodies are JSON")
-                    try:
-                        body = json.loads(raw)
-                    except ValueError:
-                        return self._refuse("the body is not JSON")
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                answer = peer.route(method, url.path, query, body)
-                if isinstance(answer, str):
-                    return self._refuse(answer)
-                status, payload = answer
-                if status < 400:
-                    peer.calls.append((method, url.path, body))
-                self._send(status, payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+    def token(self, form: dict[str, str], headers: Any) -> Answer:
+        if form.get("grant_type") != "client_credentials":
+            return "grant_type must be client_credentials"
+        if (form.get("client_id"), form.get("client_secret")) != (self.client_id, self.client_secret):
+            return 401, {"error": "invalid_client"}
+        return self.issue({"scope": form.get("scope", "")})
 
     def _device(self, device_id: str) -> Device | None:
         return next((d for d in self.devices if str(d.id) == device_id), None)
 
-    def route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any] | str:
+    def route(self, method: str, path: str, query: dict[str, str], body: Any) -> Answer:
         if method == "GET" and path == "/v2/devices":
             for k in query:
                 if k not in ("pageSize", "after", "df"):

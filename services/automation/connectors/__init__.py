@@ -19,13 +19,14 @@ from pydantic import ValidationError
 from services.automation.connectors.active_directory import ActiveDirectory
 from services.automation.connectors.aws_iam import AwsIam
 from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed
+from services.automation.connectors.datto_rmm import DattoRmm
 from services.automation.connectors.microsoft_graph import MicrosoftGraph
 from services.automation.connectors.ninjaone import NinjaOne
 from services.automation.connectors.psa_bus import PsaBus
 from services.automation.connectors.twilio import Twilio
 
 KINDS: dict[str, type[Connector]] = {
-    c.kind: c for c in (ActiveDirectory, AwsIam, MicrosoftGraph, NinjaOne, PsaBus, Twilio)
+    c.kind: c for c in (ActiveDirectory, AwsIam, DattoRmm, MicrosoftGraph, NinjaOne, PsaBus, Twilio)
 }
 # The kinds of system a tool map may name, and which connector kinds can serve each.
 SYSTEMS: dict[str, tuple[str, ...]] = {
@@ -35,7 +36,7 @@ SYSTEMS: dict[str, tuple[str, ...]] = {
     "teams": ("microsoft_graph",),
     "sms": ("twilio",),
     "verify": ("twilio",),
-    "rmm": ("ninjaone",),
+    "rmm": ("ninjaone", "datto_rmm"),
     "psa": ("psa_bus",),
 }
 # Which system an action's step runs against (most follow the action's own system).
