@@ -38,6 +38,7 @@ from libs.common.events import (
 )
 from libs.common.outbox import OutboxRelay
 from services.automation import store
+from services.automation.automations import Automations
 from services.automation.catalogue import catalogue, get, idempotency_key, param_errors
 from services.automation.connectors import ToolMapError, shown, validate_tool_map
 from services.automation.connectors.base import temporary_password
@@ -425,6 +426,7 @@ class AutomationApi:
             "steps": [s.model_dump(mode="json") for s in event.payload.steps],
             "status": "queued",
             "created_at": utcnow(),
+            "dry_run": dry_run,
         }
         if dry_run:
             await asyncio.to_thread(store.add_run, self.engine, run, [event, audit], namespace=self.namespace)
@@ -599,7 +601,9 @@ def _shown_plan(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -> None:
+def add_routes(
+    app: FastAPI, api: AutomationApi, settings: AutomationSettings, drafts: Automations | None = None
+) -> None:
     reader = tenant_reader(settings)
 
     @app.get("/v1/actions", tags=["catalogue"])
@@ -773,3 +777,43 @@ def add_routes(app: FastAPI, api: AutomationApi, settings: AutomationSettings) -
     ) -> dict[str, Any]:
         """The temporary password a reset step set, for the engineer to pass on (audited)."""
         return await api.password(tenant_id, run_id, step, who)
+
+    if drafts is None:
+        return
+
+    @app.get("/v1/automations", tags=["automations"])
+    async def automations_list(tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
+        """The tenant's automations: drafts made from resolutions, and approved ones."""
+        return {"tenant_id": tenant_id, "automations": await asyncio.to_thread(drafts.list, tenant_id)}
+
+    @app.get("/v1/automations/{automation_id}", tags=["automations"])
+    async def automation_get(
+        automation_id: Uuid, tenant_id: TenantQuery, who: Access = reader
+    ) -> dict[str, Any]:
+        """An automation with every version (trigger, steps with bound parameters, source,
+        diff against the previous one, author) and every approval."""
+        found = await asyncio.to_thread(drafts.get, tenant_id, automation_id)
+        if found is None:
+            raise HTTPException(404, f"no automation {automation_id} for tenant {tenant_id}")
+        return found
+
+    @app.post("/v1/automations/{automation_id}/versions/{version}/approve", tags=["automations"])
+    async def automation_approve(
+        automation_id: Uuid,
+        version: Annotated[int, PathParam(ge=1, le=100_000)],
+        body: DecisionIn,
+        who: Access = reader,
+    ) -> dict[str, Any]:
+        """Make this version current (a draft's first approval makes version 1 live; an
+        earlier version approved again is a rollback). Never by the version's author."""
+        await api.allow(who, body.tenant_id, APPROVERS, what="approve automations", operator=False)
+        try:
+            return await asyncio.to_thread(
+                drafts.approve, body.tenant_id, automation_id, version, who.person, body.reason
+            )
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except PermissionError as exc:
+            raise HTTPException(403, str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None

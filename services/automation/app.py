@@ -14,12 +14,13 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from libs.common.embeddings import shared_embedder
-from libs.common.events import AutomationRun
+from libs.common.events import AutomationRun, TicketEvent, TicketTriaged
 from libs.common.outbox import OutboxRelay
 from libs.common.reasoning import reasoning_from_settings
 from libs.common.service import Runtime
 from services.automation import tables
 from services.automation.api import AutomationApi, add_routes
+from services.automation.automations import Automations
 from services.automation.executor import Executor
 from services.automation.interpret import LocalInterpreter
 from services.automation.planner import Planner
@@ -58,5 +59,12 @@ def build(settings: AutomationSettings) -> tuple[Runtime, FastAPI]:
             secret=secret,
             namespace=settings.topic_namespace,
         )
-        add_routes(app, api, settings)
+        drafts = Automations(rt.engine, relay, settings.topic_namespace)
+        # Tickets and their triage, for drafts from resolutions: keyed by tenant, in order.
+        rt.add_consumer(
+            [TicketEvent.topic, TicketTriaged.topic],
+            drafts.handle,
+            group_id=f"{settings.effective_consumer_group}-automations",
+        )
+        add_routes(app, api, settings, drafts)
     return rt, app

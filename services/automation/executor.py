@@ -88,6 +88,7 @@ class Executor:
                 "approved_by": p.approved_by,
                 "steps": [s.model_dump(mode="json") for s in p.steps],
                 "status": "queued",
+                "dry_run": p.dry_run,
                 "created_at": utcnow(),
             },
         )

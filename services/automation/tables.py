@@ -12,6 +12,7 @@
 """
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from libs.common.outbox import outbox_table
@@ -92,7 +94,9 @@ runs = Table(
     Column("status", String(20), nullable=False),  # queued, running, succeeded, failed
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
+    Column("dry_run", Boolean, nullable=False, server_default=false()),
     Index("ix_automation_runs_tenant", "tenant_id", "created_at"),
+    Index("ix_automation_runs_ticket", "tenant_id", "ticket_id"),
 )
 
 ledger = Table(
@@ -113,6 +117,67 @@ ledger = Table(
     Column("message", Text),
     Column("code_sealed", Text),  # the MFA code an engineer entered, sealed, until checked
     UniqueConstraint("run_id", "step", name="uq_automation_ledger_run_step"),
+)
+
+# What the service knows of a ticket (from tickets.events.v1 and tickets.triaged.v1): what an
+# automation's trigger and parameters are made from.
+ticket_context = Table(
+    "automation_ticket_context",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("ticket_id", String(200), primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("requester", String(300)),
+    Column("device", String(200)),
+    Column("category", String(200)),
+    Column("intent", String(200)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Automations: a draft made from a resolution, approved into versions. A version never changes
+# once written; approving one makes it the automation's current version.
+automations = Table(
+    "automation_automations",
+    metadata,
+    Column("automation_id", String(36), primary_key=True),
+    Column("tenant_id", String(63), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # draft, active, paused, retired
+    Column("current_version", Integer),
+    Column("source_ticket_id", String(200)),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant_id", "source_ticket_id", name="uq_automation_automations_source"),
+)
+
+automation_versions = Table(
+    "automation_versions",
+    metadata,
+    Column("automation_id", String(36), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("tenant_id", String(63), nullable=False),
+    Column("trigger", Text, nullable=False),  # JSON: intent, category, example, threshold
+    Column("steps", Text, nullable=False),  # JSON: actions with bound parameters
+    Column("preconditions", Text, nullable=False),
+    Column("source", Text, nullable=False),  # JSON: kind (resolution, failure analysis, edit), tickets, runs
+    Column("diff", Text, nullable=False),  # JSON: against the previous version
+    Column("author", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every approval, in order: the version it approved, who, why (approving an earlier version
+# again is a rollback).
+automation_approvals = Table(
+    "automation_approvals",
+    metadata,
+    Column("approval_id", String(36), primary_key=True),
+    Column("automation_id", String(36), nullable=False),
+    Column("tenant_id", String(63), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("approver", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("approved_at", DateTime(timezone=True), nullable=False),
+    Index("ix_automation_approvals_automation", "automation_id", "approved_at"),
 )
 
 outbox = outbox_table(metadata, "automation")
