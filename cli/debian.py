@@ -41,7 +41,8 @@ def ensure_packages(packages: list[str], *, binary: str) -> str:
     if found:
         return found
     if os.geteuid() != 0:
-        raise RuntimeError(f"{binary} is missing and installing it needs root: apt-get install {' '.join(packages)}")
+        wanted = " ".join(packages)
+        raise RuntimeError(f"{binary} is missing and installing it needs root: apt-get install {wanted}")
     print(f"[debian] installing {' '.join(packages)} ...", file=sys.stderr, flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     steps = ([] if _updated else [["apt-get", "update", "-q"]]) + [

@@ -99,7 +99,9 @@ def make_router(engine: Engine, operator: Any, pepper: str, verifier: KeyVerifie
         found = await verifier.averify(body.key)
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no active key matches")
-        return KeyPrincipal(tenant_id=found.tenant_id, key_id=found.key_id, role=found.role, label=found.label)
+        return KeyPrincipal(
+            tenant_id=found.tenant_id, key_id=found.key_id, role=found.role, label=found.label
+        )
 
     @router.delete("/tenants/{tenant_id}/keys/{key_id}", status_code=204)
     async def revoke_key(tenant_id: TenantPath, key_id: str) -> None:
