@@ -373,6 +373,9 @@ class AutomationRunPayload(Frozen):
     approved_by: ShortText | None = None
     # A dry run: each step says what it would do and changes nothing.
     dry_run: bool = False
+    # Additive: steps whose target must be found on the peer before any step runs (an
+    # automation's "exists" preconditions); when one is not, the run fails before changing anything.
+    checks: dict[int, str] = Field(default_factory=dict)
 
 
 class AutomationRun(Envelope):

@@ -178,6 +178,9 @@ class ExtractStepsInput(BaseModel):
     actions: list[RecordedAction] = Field(default_factory=list, max_length=200)
     resolution: str = Field(default="", max_length=20000)
     ticket: TicketContext = Field(default_factory=TicketContext)
+    # Additive: the action names a step may use besides the recorded ones (steps read from the
+    # resolution notes must still be catalogue actions).
+    catalogue: list[str] = Field(default_factory=list, max_length=500)
 
 
 class ExtractStepsOutput(BaseModel):
@@ -185,10 +188,10 @@ class ExtractStepsOutput(BaseModel):
 
 
 def _check_extract(data: ExtractStepsInput, out: ExtractStepsOutput) -> None:
-    known = {a.action for a in data.actions}
+    known = {a.action for a in data.actions} | set(data.catalogue)
     unknown = [s.action for s in out.steps if s.action not in known]
     if unknown:
-        raise ValueError(f"steps {unknown} were not among the recorded actions")
+        raise ValueError(f"steps {unknown} are neither recorded actions nor in the catalogue")
 
 
 # --- analyse a failure -------------------------------------------------------------------------------
@@ -203,6 +206,12 @@ class AnalyseFailureInput(BaseModel):
     error_class: str = Field(max_length=200)
     message: str = Field(default="", max_length=4000)
     attempt: int = Field(default=1, ge=1)
+    # Additive: which step of the run failed, the connector's answer, the parameters it ran with
+    # and the ticket, for an analysis that names the step and the value at fault.
+    step: int | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    response: dict[str, Any] = Field(default_factory=dict)
+    ticket: TicketContext | None = None
 
 
 class AnalyseFailureOutput(BaseModel):
@@ -268,8 +277,9 @@ JUDGEMENTS: dict[str, Judgement[Any, Any]] = {
             ExtractStepsInput,
             ExtractStepsOutput,
             "You extract the reusable steps of a successful resolution from the actions recorded "
-            "during it, in order, without the failed attempts, with parameters that vary per ticket "
-            "written as {requester}, {email} or {device}.",
+            "during it, or from the engineer's resolution notes, in order, without the failed "
+            "attempts, using only recorded actions or the catalogue's action names, with the "
+            "parameter values the notes or the ticket give.",
             _check_extract,
         ),
         Judgement(
@@ -499,21 +509,48 @@ _FAILURES: Sequence[tuple[str, FailureCategory, bool, str, str]] = [
 ]
 
 
+# Connector error classes that say the category outright.
+_CLASSES: dict[str, FailureCategory] = {
+    "not_found": "not_found",
+    "throttled": "transient",
+    "unavailable": "transient",
+    "auth": "auth",
+    "permission": "permission",
+    "policy": "permission",
+    "weak_password": "invalid_input",
+    "invalid_input": "invalid_input",
+    "locked": "conflict",
+    "disabled": "conflict",
+    "must_change": "conflict",
+}
+
+
 def analyse_failure_locally(data: AnalyseFailureInput) -> AnalyseFailureOutput:
     """From the error classes connectors raise (and the HTTP status in their message)."""
-    text = f"{data.error_class} {data.message}"
+    where = f"step {data.step} " if data.step is not None else ""
+    known = _CLASSES.get(data.error_class)
+    if known is not None:
+        row = next(r for r in _FAILURES if r[1] == known)
+        detail = f" ({data.message[:200]})" if data.message else ""
+        return AnalyseFailureOutput(
+            category=known,
+            retry=row[2] and data.attempt < 5,
+            cause=f"{where}{data.action}: {row[3]}{detail}"[:600],
+            advice=row[4],
+        )
+    text = f"{data.error_class} {data.message} {json.dumps(data.response)[:2000]}"
     for pattern, category, retry, cause, advice in _FAILURES:
         if re.search(pattern, text, re.IGNORECASE):
             return AnalyseFailureOutput(
                 category=category,
                 retry=retry and data.attempt < 5,
-                cause=f"{data.action}: {cause}",
+                cause=f"{where}{data.action}: {cause}",
                 advice=advice,
             )
     return AnalyseFailureOutput(
         category="unknown",
         retry=False,
-        cause=f"{data.action}: {data.error_class} is not a known failure",
+        cause=f"{where}{data.action}: {data.error_class} is not a known failure",
         advice="read the connector's log for this run and handle it by hand",
     )
 

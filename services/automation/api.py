@@ -33,7 +33,6 @@ from libs.common.events import (
     AutomationRun,
     AutomationRunPayload,
     EventSource,
-    derive_event_id,
     utcnow,
 )
 from libs.common.outbox import OutboxRelay
@@ -44,6 +43,7 @@ from services.automation.connectors import ToolMapError, shown, validate_tool_ma
 from services.automation.connectors.base import temporary_password
 from services.automation.planner import Planner, TicketIn, judge_steps
 from services.automation.policy import TenantPolicy, decide
+from services.automation.runs import make_run
 from services.automation.settings import AutomationSettings
 
 TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -71,6 +71,22 @@ class ConfirmIn(BaseModel):
 class DecisionIn(BaseModel):
     tenant_id: str = Field(pattern=TENANT)
     reason: str = Field(min_length=3, max_length=2000)
+
+
+class StepIn(BaseModel):
+    action: str = Field(min_length=3, max_length=100)
+    # Literal values, or a ticket field written as {ticket.requester} / {ticket.device}.
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class VersionIn(BaseModel):
+    """A manual edit: what changes against the latest version (what is left out stays)."""
+
+    tenant_id: str = Field(pattern=TENANT)
+    reason: str = Field(min_length=3, max_length=2000)
+    trigger: dict[str, Any] | None = None
+    steps: list[StepIn] | None = Field(default=None, min_length=1, max_length=50)
+    preconditions: list[dict[str, Any]] | None = Field(default=None, max_length=50)
 
 
 class CodeIn(BaseModel):
@@ -368,31 +384,17 @@ class AutomationApi:
         dry_run: bool = False,
     ) -> dict[str, Any]:
         tenant, plan_id = plan["tenant_id"], plan["plan_id"]
-        run_id = uuid.uuid4()
         requested_by = plan["created_by"] if approver else who.person
-        cat = catalogue()
-        event = AutomationRun(
-            event_id=derive_event_id(tenant, "automation.run", str(run_id)),
-            tenant_id=tenant,
-            occurred_at=utcnow(),
-            source=EventSource(system="msp.automation", reference=plan_id),
-            payload=AutomationRunPayload(
-                run_id=run_id,
-                ticket_id=plan["ticket_id"],
-                steps=[
-                    ActionStep(
-                        action=s["action"],
-                        params=cat[s["action"]].validate(s["params"]).model_dump(mode="json"),
-                    )
-                    for s in steps
-                ],
-                requested_by=requested_by,
-                mode="manual",
-                plan_id=uuid.UUID(plan_id),
-                approved_by=approver,
-                dry_run=dry_run,
-            ),
+        run, event = make_run(
+            tenant,
+            steps,
+            requested_by=requested_by,
+            ticket_id=plan["ticket_id"],
+            plan_id=plan_id,
+            approved_by=approver,
+            dry_run=dry_run,
         )
+        run_id = event.payload.run_id
         audit = self._audit(
             tenant,
             who.person,
@@ -416,18 +418,6 @@ class AutomationApi:
         }
         if approver:
             values.update(approved_by=approver, approval_reason=reason)
-        run = {
-            "run_id": str(run_id),
-            "tenant_id": tenant,
-            "plan_id": plan_id,
-            "ticket_id": plan["ticket_id"],
-            "requested_by": requested_by,
-            "approved_by": approver,
-            "steps": [s.model_dump(mode="json") for s in event.payload.steps],
-            "status": "queued",
-            "created_at": utcnow(),
-            "dry_run": dry_run,
-        }
         if dry_run:
             await asyncio.to_thread(store.add_run, self.engine, run, [event, audit], namespace=self.namespace)
             self.relay.wake()
@@ -817,3 +807,104 @@ def add_routes(
             raise HTTPException(403, str(exc)) from None
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from None
+
+    @app.post("/v1/automations/{automation_id}/versions", tags=["automations"])
+    async def automation_edit(automation_id: Uuid, body: VersionIn, who: Access = reader) -> dict[str, Any]:
+        """A new version from a manual edit (its diff against the latest one is kept). It does
+        not run until an approver other than its author approves it."""
+        await api.allow(who, body.tenant_id, ENGINEERS, what="edit automations", operator=False)
+        change: dict[str, Any] = {}
+        if body.steps is not None:
+            problems = []
+            for n, step in enumerate(body.steps):
+                action = get(step.action)
+                if action is None:
+                    problems.append(f"step {n}: no action {step.action} in the catalogue")
+                    continue
+                unknown = set(step.params) - set(action.params.model_fields)
+                if unknown:
+                    problems.append(f"step {n}: {step.action} has no parameters {sorted(unknown)}")
+            if problems:
+                raise HTTPException(422, {"message": "the steps are not valid", "problems": problems})
+            change["steps"] = [s.model_dump() for s in body.steps]
+        if body.trigger is not None:
+            change["trigger"] = body.trigger
+        if body.preconditions is not None:
+            change["preconditions"] = body.preconditions
+        try:
+            number = await asyncio.to_thread(
+                drafts.add_version,
+                body.tenant_id,
+                automation_id,
+                change,
+                author=who.person,
+                source={"kind": "manual_edit", "reason": body.reason},
+                cause=f"{automation_id}:edit:{uuid.uuid4()}",
+            )
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+        found = await asyncio.to_thread(drafts.get, body.tenant_id, automation_id)
+        return {**(found or {}), "proposed_version": number}
+
+    @app.get("/v1/automations/{automation_id}/versions", tags=["automations"])
+    async def automation_versions(
+        automation_id: Uuid, tenant_id: TenantQuery, who: Access = reader
+    ) -> dict[str, Any]:
+        """Every version: trigger, steps, preconditions, source, author, diff; and approvals."""
+        found = await asyncio.to_thread(drafts.get, tenant_id, automation_id)
+        if found is None:
+            raise HTTPException(404, f"no automation {automation_id} for tenant {tenant_id}")
+        return {
+            "automation_id": automation_id,
+            "current_version": found["current_version"],
+            "versions": found["versions"],
+            "approvals": found["approvals"],
+        }
+
+    async def change_status(automation_id: str, body: DecisionIn, who: Access, verb: str) -> dict[str, Any]:
+        # Anyone who may run automations may pause one; resuming and retiring take an approver.
+        roles = ENGINEERS if verb == "pause" else APPROVERS
+        await api.allow(who, body.tenant_id, roles, what=f"{verb} automations", operator=False)
+        try:
+            return await asyncio.to_thread(
+                drafts.set_status, body.tenant_id, automation_id, verb, who.person, body.reason
+            )
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.post("/v1/automations/{automation_id}/pause", tags=["automations"])
+    async def automation_pause(automation_id: Uuid, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
+        """Stop an active automation from matching or running until it is resumed (who and why kept)."""
+        return await change_status(automation_id, body, who, "pause")
+
+    @app.post("/v1/automations/{automation_id}/resume", tags=["automations"])
+    async def automation_resume(
+        automation_id: Uuid, body: DecisionIn, who: Access = reader
+    ) -> dict[str, Any]:
+        """Let a paused automation match and run again (its failure count starts over)."""
+        return await change_status(automation_id, body, who, "resume")
+
+    @app.post("/v1/automations/{automation_id}/retire", tags=["automations"])
+    async def automation_retire(
+        automation_id: Uuid, body: DecisionIn, who: Access = reader
+    ) -> dict[str, Any]:
+        """Retire for good: a retired automation never matches, never runs, gets no new version."""
+        return await change_status(automation_id, body, who, "retire")
+
+    @app.get("/v1/automations/{automation_id}/runs", tags=["automations"])
+    async def automation_runs(
+        automation_id: Uuid,
+        tenant_id: TenantQuery,
+        who: Access = reader,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """Its rollout decisions, runs (with each step's log and outcome), failure analyses,
+        success rate and time saved."""
+        try:
+            return await asyncio.to_thread(drafts.runs, tenant_id, automation_id, limit)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from libs.common.embeddings import shared_embedder
-from libs.common.events import AutomationRun, TicketEvent, TicketTriaged
+from libs.common.events import AutomationResult, AutomationRun, TicketEvent, TicketTriaged
 from libs.common.outbox import OutboxRelay
 from libs.common.reasoning import reasoning_from_settings
 from libs.common.service import Runtime
@@ -22,6 +22,7 @@ from services.automation import tables
 from services.automation.api import AutomationApi, add_routes
 from services.automation.automations import Automations
 from services.automation.executor import Executor
+from services.automation.handlers import Lifecycle
 from services.automation.interpret import LocalInterpreter
 from services.automation.planner import Planner
 from services.automation.settings import AutomationSettings
@@ -60,10 +61,20 @@ def build(settings: AutomationSettings) -> tuple[Runtime, FastAPI]:
             namespace=settings.topic_namespace,
         )
         drafts = Automations(rt.engine, relay, settings.topic_namespace)
-        # Tickets and their triage, for drafts from resolutions: keyed by tenant, in order.
+        lifecycle = Lifecycle(
+            rt.engine,
+            relay,
+            drafts,
+            embed=embed,
+            reasoning=planner.reasoning,
+            interpreter=planner.local,
+            namespace=settings.topic_namespace,
+        )
+        # Tickets, their triage and the automations' results: drafts, rollout decisions,
+        # maintenance. Keyed by tenant, so each tenant's events arrive in order.
         rt.add_consumer(
-            [TicketEvent.topic, TicketTriaged.topic],
-            drafts.handle,
+            [TicketEvent.topic, TicketTriaged.topic, AutomationResult.topic],
+            lifecycle.handle,
             group_id=f"{settings.effective_consumer_group}-automations",
         )
         add_routes(app, api, settings, drafts)

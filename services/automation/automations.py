@@ -11,20 +11,24 @@ transaction, once per source ticket.
 
 from __future__ import annotations
 
-import asyncio
+import builtins
 import json
+import statistics
 import uuid
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
 from libs.common.audit import audit_event
-from libs.common.events import Envelope, TicketEvent, TicketTriaged, utcnow
+from libs.common.events import utcnow
 from libs.common.outbox import OutboxRelay, stage
 from services.automation.tables import (
     automation_approvals,
     automation_versions,
     automations,
+    decisions,
+    failures,
+    ledger,
     outbox,
     runs,
     ticket_context,
@@ -52,14 +56,21 @@ def draft_from_runs(context: dict[str, Any], ran: list[dict[str, Any]]) -> dict[
         "trigger": {
             "intent": context.get("intent"),
             "category": context.get("category"),
-            "example": context.get("title", ""),
+            "example": ticket_text(context),
             "threshold": DEFAULT_THRESHOLD,
         },
         "steps": steps,
         "preconditions": [
-            f"ticket has a {f}" for f in BINDINGS if any(BINDINGS[f] in json.dumps(s) for s in steps)
+            {"kind": "field", "field": f, "text": f"ticket has a {f}"}
+            for f in BINDINGS
+            if any(BINDINGS[f] in json.dumps(s) for s in steps)
         ],
     }
+
+
+def ticket_text(context: dict[str, Any]) -> str:
+    """What a ticket says, as triggers compare it: title and the start of the description."""
+    return " ".join(f"{context.get('title') or ''}. {(context.get('description') or '')[:500]}".split())
 
 
 def diff(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
@@ -87,47 +98,17 @@ class Automations:
         self.relay = relay
         self.namespace = namespace
 
-    async def handle(self, event: Envelope, _record: Any = None) -> None:
-        if isinstance(event, TicketTriaged):
-            p = event.payload
-            await asyncio.to_thread(
-                self._context, event.tenant_id, p.ticket_id, category=p.category.label, intent=p.intent.label
-            )
-        elif isinstance(event, TicketEvent):
-            t = event.payload.ticket
-            await asyncio.to_thread(
-                self._context,
-                event.tenant_id,
-                t.ticket_id,
-                title=t.title,
-                requester=t.requester,
-                device=t.devices[0] if t.devices else None,
-            )
-            if event.payload.kind == "resolved":
-                if await asyncio.to_thread(self.draft_for, event.tenant_id, t.ticket_id, str(event.event_id)):
-                    self.relay.wake()
-
-    def _context(self, tenant: str, ticket_id: str, **values: Any) -> None:
-        values = {k: v for k, v in values.items() if v is not None}
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                update(ticket_context)
-                .where(ticket_context.c.tenant_id == tenant, ticket_context.c.ticket_id == ticket_id)
-                .values(**values, updated_at=utcnow())
-            ).rowcount
-            if not done:
-                conn.execute(
-                    insert(ticket_context).values(
-                        tenant_id=tenant,
-                        ticket_id=ticket_id,
-                        title=values.pop("title", ""),
-                        **values,
-                        updated_at=utcnow(),
-                    )
-                )
-
-    def draft_for(self, tenant: str, ticket_id: str, cause: str) -> str | None:
-        """A draft from the ticket's succeeded runs (none without one); once per ticket."""
+    def draft_for(
+        self,
+        tenant: str,
+        ticket_id: str,
+        cause: str,
+        from_notes: list[dict[str, Any]] | None = None,
+        author: str | None = None,
+    ) -> str | None:
+        """A draft from the ticket's succeeded runs or, without any, from the steps extracted
+        from its notes (`from_notes`); none without either, none twice per ticket, and none
+        when one of the tenant's automations already has the same trigger and steps."""
         with self.engine.begin() as conn:
             known = conn.execute(
                 select(automations.c.automation_id).where(
@@ -149,6 +130,14 @@ class Automations:
                     .order_by(runs.c.created_at)
                 )
             ]
+            source: dict[str, Any] = {
+                "kind": "resolution",
+                "ticket_id": ticket_id,
+                "run_ids": [r["run_id"] for r in ran],
+            }
+            if not ran and from_notes:
+                ran = [{"run_id": None, "steps": from_notes, "requested_by": author or "unknown"}]
+                source = {"kind": "notes", "ticket_id": ticket_id, "run_ids": []}
             if not ran:
                 return None
             ctx = (
@@ -161,6 +150,8 @@ class Automations:
                 .first()
             )
             draft = draft_from_runs(dict(ctx) if ctx else {}, ran)
+            if not draft["steps"] or self._same_exists(conn, tenant, draft):
+                return None
             automation_id = str(uuid.uuid4())
             author = ran[-1]["requested_by"]
             actions = ", ".join(s["action"] for s in draft["steps"])
@@ -177,7 +168,6 @@ class Automations:
                     created_at=utcnow(),
                 )
             )
-            source = {"kind": "resolution", "ticket_id": ticket_id, "run_ids": [r["run_id"] for r in ran]}
             conn.execute(
                 insert(automation_versions).values(
                     automation_id=automation_id,
@@ -204,6 +194,24 @@ class Automations:
             )
             stage(conn, outbox, [audit], self.namespace)
             return automation_id
+
+    def _same_exists(self, conn: Any, tenant: str, draft: dict[str, Any]) -> bool:
+        """Another of the tenant's automations (not retired) already does this for this trigger."""
+        for row in conn.execute(
+            select(automation_versions.c.trigger, automation_versions.c.steps)
+            .join(automations, automations.c.automation_id == automation_versions.c.automation_id)
+            .where(automations.c.tenant_id == tenant, automations.c.status != "retired")
+        ):
+            trigger = json.loads(row.trigger)
+            if json.loads(row.steps) == draft["steps"] and (
+                trigger.get("intent"),
+                trigger.get("category"),
+            ) == (
+                draft["trigger"]["intent"],
+                draft["trigger"]["category"],
+            ):
+                return True
+        return False
 
     # --- reading and approving --------------------------------------------------------------------
 
@@ -311,3 +319,250 @@ class Automations:
         got = self.get(tenant, automation_id)
         assert got is not None
         return got
+
+    # --- versions, status and what ran ---------------------------------------------------------------
+
+    def add_version(
+        self,
+        tenant: str,
+        automation_id: str,
+        change: dict[str, Any],
+        *,
+        author: str,
+        source: dict[str, Any],
+        cause: str,
+        conn: Any = None,
+    ) -> int:
+        """A new version (never current until approved) with its diff against the latest one.
+        Raises LookupError (no such automation) or ValueError (retired)."""
+        if conn is None:
+            with self.engine.begin() as c:
+                number = self.add_version(
+                    tenant, automation_id, change, author=author, source=source, cause=cause, conn=c
+                )
+            self.relay.wake()
+            return number
+        row = conn.execute(
+            select(automations.c.status)
+            .where(automations.c.tenant_id == tenant, automations.c.automation_id == automation_id)
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise LookupError(f"no automation {automation_id} for tenant {tenant}")
+        if row.status == "retired":
+            raise ValueError("a retired automation gets no new versions")
+        latest = _row(
+            conn.execute(
+                select(automation_versions)
+                .where(automation_versions.c.automation_id == automation_id)
+                .order_by(automation_versions.c.version.desc())
+                .limit(1)
+            )
+            .mappings()
+            .one()
+        )
+        new = {k: change.get(k, latest[k]) for k in ("trigger", "steps", "preconditions")}
+        changed = diff(latest, new)
+        if not changed:
+            raise ValueError("the new version would be the same as the latest one")
+        number = int(latest["version"]) + 1
+        conn.execute(
+            insert(automation_versions).values(
+                automation_id=automation_id,
+                version=number,
+                tenant_id=tenant,
+                trigger=json.dumps(new["trigger"]),
+                steps=json.dumps(new["steps"]),
+                preconditions=json.dumps(new["preconditions"]),
+                source=json.dumps(source),
+                diff=json.dumps({"against": latest["version"], **changed}),
+                author=author,
+                created_at=utcnow(),
+            )
+        )
+        audit = audit_event(
+            service="automation",
+            tenant_id=tenant,
+            actor=author,
+            action="automation.version.proposed",
+            subject_kind="automation",
+            subject_id=automation_id,
+            cause_id=cause,
+            details={"version": number, "source": source, "diff": changed},
+        )
+        stage(conn, outbox, [audit], self.namespace)
+        return number
+
+    def set_status(self, tenant: str, automation_id: str, verb: str, who: str, why: str) -> dict[str, Any]:
+        """pause, resume or retire, with who and why. Raises LookupError or ValueError (a
+        change the automation's state does not allow)."""
+        allowed = {"pause": ("active",), "resume": ("paused",), "retire": ("draft", "active", "paused")}
+        new = {"pause": "paused", "resume": "active", "retire": "retired"}[verb]
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(automations.c.status)
+                .where(automations.c.tenant_id == tenant, automations.c.automation_id == automation_id)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise LookupError(f"no automation {automation_id} for tenant {tenant}")
+            if row.status not in allowed[verb]:
+                raise ValueError(f"a {row.status} automation cannot be {new}")
+            conn.execute(
+                update(automations)
+                .where(automations.c.automation_id == automation_id)
+                .values(status=new, status_by=who, status_reason=why, status_at=utcnow(), failures_in_row=0)
+            )
+            audit = audit_event(
+                service="automation",
+                tenant_id=tenant,
+                actor=who,
+                action=f"automation.{new}",
+                subject_kind="automation",
+                subject_id=automation_id,
+                cause_id=f"{automation_id}:{verb}:{uuid.uuid4()}",
+                details={"reason": why, "previous": row.status},
+            )
+            stage(conn, outbox, [audit], self.namespace)
+        self.relay.wake()
+        got = self.get(tenant, automation_id)
+        assert got is not None
+        return got
+
+    def active(self, tenant: str) -> builtins.list[dict[str, Any]]:
+        """The tenant's active automations with their current version and who approved it."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(automations, automation_versions)
+                .join(
+                    automation_versions,
+                    (automation_versions.c.automation_id == automations.c.automation_id)
+                    & (automation_versions.c.version == automations.c.current_version),
+                )
+                .where(automations.c.tenant_id == tenant, automations.c.status == "active")
+            ).mappings()
+            out = [_row(r) for r in rows]
+            for a in out:
+                a["approved_by"] = conn.execute(
+                    select(automation_approvals.c.approver)
+                    .where(
+                        automation_approvals.c.automation_id == a["automation_id"],
+                        automation_approvals.c.version == a["version"],
+                    )
+                    .order_by(automation_approvals.c.approved_at.desc())
+                    .limit(1)
+                ).scalar()
+        return out
+
+    def runs(self, tenant: str, automation_id: str, limit: int = 100) -> dict[str, Any]:
+        """What the automation did: each rollout decision, each run with its steps' outcomes and
+        logs, each failure analysis; its success rate and the time it saved."""
+        with self.engine.connect() as conn:
+            known = conn.execute(
+                select(automations.c.automation_id).where(
+                    automations.c.tenant_id == tenant, automations.c.automation_id == automation_id
+                )
+            ).first()
+            if known is None:
+                raise LookupError(f"no automation {automation_id} for tenant {tenant}")
+            ran = [
+                {**dict(r), "steps": json.loads(r["steps"])}
+                for r in conn.execute(
+                    select(runs)
+                    .where(runs.c.tenant_id == tenant, runs.c.automation_id == automation_id)
+                    .order_by(runs.c.created_at.desc())
+                    .limit(limit)
+                ).mappings()
+            ]
+            for r in ran:
+                r["log"] = [
+                    {**dict(x), "response": json.loads(x["response"]) if x["response"] else None}
+                    for x in conn.execute(
+                        select(
+                            ledger.c.step,
+                            ledger.c.action,
+                            ledger.c.state,
+                            ledger.c.attempts,
+                            ledger.c.duration_ms,
+                            ledger.c.error_class,
+                            ledger.c.message,
+                            ledger.c.response,
+                        )
+                        .where(ledger.c.run_id == r["run_id"])
+                        .order_by(ledger.c.step)
+                    ).mappings()
+                ]
+            chosen = [
+                {**dict(d), "params": json.loads(d["params"])}
+                for d in conn.execute(
+                    select(decisions)
+                    .where(decisions.c.tenant_id == tenant, decisions.c.automation_id == automation_id)
+                    .order_by(decisions.c.created_at.desc())
+                    .limit(limit)
+                ).mappings()
+            ]
+            failed = [
+                {**dict(f), "analysis": json.loads(f["analysis"])}
+                for f in conn.execute(
+                    select(failures)
+                    .where(failures.c.tenant_id == tenant, failures.c.automation_id == automation_id)
+                    .order_by(failures.c.created_at.desc())
+                    .limit(limit)
+                ).mappings()
+            ]
+        return {
+            "automation_id": automation_id,
+            "runs": ran,
+            "decisions": chosen,
+            "failures": failed,
+            **self.stats(tenant, automation_id),
+        }
+
+    def stats(self, tenant: str, automation_id: str) -> dict[str, Any]:
+        """Success rate over finished runs; time saved = per succeeded run, the tenant's median
+        manual handling time for tickets of the automation's category minus the run's time."""
+        with self.engine.connect() as conn:
+            finished = conn.execute(
+                select(runs.c.status, runs.c.created_at, runs.c.finished_at).where(
+                    runs.c.tenant_id == tenant,
+                    runs.c.automation_id == automation_id,
+                    runs.c.status.in_(["succeeded", "failed"]),
+                )
+            ).all()
+            trigger = conn.execute(
+                select(automation_versions.c.trigger)
+                .where(automation_versions.c.automation_id == automation_id)
+                .order_by(automation_versions.c.version.desc())
+                .limit(1)
+            ).scalar()
+            category = json.loads(trigger).get("category") if trigger else None
+            automated = select(runs.c.ticket_id).where(
+                runs.c.tenant_id == tenant, runs.c.automation_id.is_not(None), runs.c.ticket_id.is_not(None)
+            )
+            manual = [
+                (r.resolved_at - r.opened_at).total_seconds()
+                for r in conn.execute(
+                    select(ticket_context.c.opened_at, ticket_context.c.resolved_at).where(
+                        ticket_context.c.tenant_id == tenant,
+                        ticket_context.c.category == category,
+                        ticket_context.c.resolved_at.is_not(None),
+                        ticket_context.c.opened_at.is_not(None),
+                        ticket_context.c.ticket_id.not_in(automated),
+                    )
+                )
+            ]
+        ok = [r for r in finished if r.status == "succeeded"]
+        median_manual = statistics.median(manual) if manual else None
+        saved = 0.0
+        if median_manual is not None:
+            for r in ok:
+                took = (r.finished_at - r.created_at).total_seconds() if r.finished_at else 0.0
+                saved += max(median_manual - took, 0.0)
+        return {
+            "finished_runs": len(finished),
+            "succeeded_runs": len(ok),
+            "success_rate": round(len(ok) / len(finished), 4) if finished else None,
+            "median_manual_handling_s": median_manual,
+            "manual_tickets_measured": len(manual),
+            "time_saved_s": round(saved, 1) if median_manual is not None else None,
+        }

@@ -90,6 +90,8 @@ class Executor:
                 "status": "queued",
                 "dry_run": p.dry_run,
                 "created_at": utcnow(),
+                "automation_id": str(p.automation_id) if p.automation_id else None,
+                "automation_version": p.automation_version,
             },
         )
         tool_map = store.get_tools(self.engine, self.box, tenant)
@@ -98,7 +100,12 @@ class Executor:
         connectors: dict[str, Connector] = {}
         status = "succeeded"
         try:
-            for index, step in enumerate(p.steps):
+            if p.checks and not p.dry_run:
+                failed = self._check_first(event, tool_map, policy, connectors)
+                if failed is not None:
+                    results.append(failed)
+                    status = "failed"
+            for index, step in enumerate(p.steps if status != "failed" else []):
                 key = idempotency_key(run_id, index)
                 row = store.ledger_row(self.engine, key)
                 if row is not None and row["state"] in ("succeeded", "failed"):
@@ -110,6 +117,7 @@ class Executor:
                 outcome = self._step(
                     event, index, key, row, step.action, step.params, tool_map, policy, connectors, results
                 )
+                assert outcome is not None  # only a check returns nothing
                 results.append(outcome)
                 if outcome.outcome == "failed":
                     status = "failed"
@@ -129,6 +137,44 @@ class Executor:
         )
         return status
 
+    def _check_first(
+        self,
+        event: AutomationRun,
+        tool_map: dict[str, dict[str, Any]],
+        policy: Any,
+        connectors: dict[str, Connector],
+    ) -> StepResult | None:
+        """The run's preconditions on the peer, before any step changes anything: a target that
+        is not there fails its step (and so the run) at once. A run already failed this way
+        stays failed; one that got past them is not checked again."""
+        p = event.payload
+        rows = {r["step"]: r for r in store.steps_of(self.engine, event.tenant_id, str(p.run_id))}
+        for index, row in sorted(rows.items()):
+            if row["state"] == "failed":
+                return _from_row(row, index, p.steps[index].params)
+        if rows:
+            return None
+        for index, param in sorted(p.checks.items()):
+            if not 0 <= index < len(p.steps):
+                continue
+            step = p.steps[index]
+            failed = self._step(
+                event,
+                index,
+                idempotency_key(str(p.run_id), index),
+                None,
+                step.action,
+                step.params,
+                tool_map,
+                policy,
+                connectors,
+                [],
+                check=param,
+            )
+            if failed is not None:
+                return failed
+        return None
+
     def _step(
         self,
         event: AutomationRun,
@@ -141,7 +187,8 @@ class Executor:
         policy: Any,
         connectors: dict[str, Connector],
         results: list[StepResult],
-    ) -> StepResult:
+        check: str | None = None,
+    ) -> StepResult | None:
         p, tenant = event.payload, event.tenant_id
         last = index == len(p.steps) - 1
         action = get(action_name)
@@ -200,6 +247,17 @@ class Executor:
             return finish("failed", {}, "policy", f"refused by the tenant policy ({verdict.refused_by})")
         try:
             connector = self._connector(action, tool_map, connectors)
+            if check is not None:  # only whether the target exists; nothing changes
+                try:
+                    connector.check(action, params, check)
+                except StepFailed as exc:
+                    return finish(
+                        "failed",
+                        exc.response,
+                        exc.error_class,
+                        f"precondition of step {index}: {exc.message}",
+                    )
+                return None
             if row is not None and row["state"] == "awaiting_code":
                 return self._code(connector, action, params, key, row, finish)
             if row is not None and row["state"] == "started":

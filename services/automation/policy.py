@@ -69,6 +69,8 @@ class TenantPolicy(BaseModel):
     denied_targets: dict[str, list[str]] = Field(default_factory=dict)
     windows: list[Window] = Field(default_factory=list)
     approval_ttl_s: int = Field(default=4 * 3600, ge=60, le=7 * 24 * 3600)
+    # An approved automation that fails this many runs in a row is paused until someone resumes it.
+    pause_after_failures: int = Field(default=3, ge=1, le=100)
 
 
 class Decision(BaseModel):

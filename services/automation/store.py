@@ -107,12 +107,23 @@ def _plan(row: Any) -> dict[str, Any]:
     return out
 
 
+def insert_plan(conn: Connection, plan: dict[str, Any]) -> None:
+    conn.execute(
+        insert(plans).values(
+            **{**plan, **{k: _j(plan[k]) for k in ("ticket", "steps", "questions", "unmatched")}}
+        )
+    )
+
+
+def insert_run(conn: Connection, run: dict[str, Any]) -> None:
+    conn.execute(insert(runs).values(**{**run, "steps": _j(run["steps"])}))
+
+
 def save_plan(
     engine: Engine, plan: dict[str, Any], events: Sequence[Envelope], *, namespace: str = ""
 ) -> None:
-    row = {**plan, **{k: _j(plan[k]) for k in ("ticket", "steps", "questions", "unmatched")}}
     with engine.begin() as conn:
-        conn.execute(insert(plans).values(**row))
+        insert_plan(conn, plan)
         stage(conn, outbox, events, namespace)
 
 
@@ -163,7 +174,7 @@ def decide_plan(
         if not changed:
             return False
         if run is not None:
-            conn.execute(insert(runs).values(**{**run, "steps": _j(run["steps"])}))
+            insert_run(conn, run)
         stage(conn, outbox, events, namespace)
         return True
 
@@ -174,7 +185,7 @@ def decide_plan(
 def add_run(engine: Engine, run: dict[str, Any], events: Sequence[Envelope], *, namespace: str = "") -> None:
     """A run that leaves its plan as it was (a dry run), with its event."""
     with engine.begin() as conn:
-        conn.execute(insert(runs).values(**{**run, "steps": _j(run["steps"])}))
+        insert_run(conn, run)
         stage(conn, outbox, events, namespace)
 
 
@@ -199,7 +210,7 @@ def ensure_run(engine: Engine, run: dict[str, Any]) -> None:
     with engine.begin() as conn:
         known = conn.execute(select(runs.c.run_id).where(runs.c.run_id == run["run_id"])).first()
         if known is None:
-            conn.execute(insert(runs).values(**{**run, "steps": _j(run["steps"])}))
+            insert_run(conn, run)
 
 
 def set_run_status(engine: Engine, tenant_id: str, run_id: str, status: str, finished: bool = False) -> None:

@@ -95,7 +95,11 @@ runs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
     Column("dry_run", Boolean, nullable=False, server_default=false()),
+    # Set when an approved automation ran it (auto mode) rather than an engineer's plan.
+    Column("automation_id", String(36)),
+    Column("automation_version", Integer),
     Index("ix_automation_runs_tenant", "tenant_id", "created_at"),
+    Index("ix_automation_runs_automation", "automation_id", "created_at"),
     Index("ix_automation_runs_ticket", "tenant_id", "ticket_id"),
 )
 
@@ -132,6 +136,14 @@ ticket_context = Table(
     Column("category", String(200)),
     Column("intent", String(200)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The ticket's history, for drafts from notes, candidate mining and readiness.
+    Column("description", Text),
+    Column("psa_category", String(200)),  # the category the PSA holds (set by people)
+    Column("status", String(30)),
+    Column("opened_at", DateTime(timezone=True)),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("notes", Text),  # the ticket's notes, in order (bounded)
+    Index("ix_automation_ticket_context_resolved", "tenant_id", "resolved_at"),
 )
 
 # Automations: a draft made from a resolution, approved into versions. A version never changes
@@ -147,6 +159,12 @@ automations = Table(
     Column("source_ticket_id", String(200)),
     Column("created_by", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The last pause, resume or retirement: who, why, when; and the failures in a row since the
+    # last success (the tenant's policy pauses the automation at its threshold).
+    Column("status_by", String(200)),
+    Column("status_reason", Text),
+    Column("status_at", DateTime(timezone=True)),
+    Column("failures_in_row", Integer, nullable=False, server_default="0"),
     UniqueConstraint("tenant_id", "source_ticket_id", name="uq_automation_automations_source"),
 )
 
@@ -178,6 +196,54 @@ automation_approvals = Table(
     Column("reason", Text, nullable=False),
     Column("approved_at", DateTime(timezone=True), nullable=False),
     Index("ix_automation_approvals_automation", "automation_id", "approved_at"),
+)
+
+# What the rollout decided for each (ticket, automation) that matched: once, whatever redelivers.
+decisions = Table(
+    "automation_decisions",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("ticket_id", String(200), primary_key=True),
+    Column("automation_id", String(36), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("mode", String(20), nullable=False),  # the tenant's rollout mode for the category
+    Column("decision", String(20), nullable=False),  # shadow, suggested, ran, not_run
+    Column("similarity", Float, nullable=False),
+    Column("params", Text, nullable=False),  # JSON: the steps bound from this ticket
+    Column("reason", Text, nullable=False),
+    Column("plan_id", String(36)),
+    Column("run_id", String(36)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_automation_decisions_automation", "automation_id", "created_at"),
+)
+
+# One analysis per failed automation run: the step, its error, the cause and the version proposed.
+failures = Table(
+    "automation_failures",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("tenant_id", String(63), nullable=False),
+    Column("automation_id", String(36), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("error_class", String(100)),
+    Column("analysis", Text, nullable=False),  # JSON
+    Column("proposed_version", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_automation_failures_automation", "automation_id", "created_at"),
+)
+
+# The latest candidate mining and readiness report of a tenant.
+mining = Table(
+    "automation_mining",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("kind", String(20), primary_key=True),  # candidates, readiness
+    Column("tickets", Integer, nullable=False),  # resolved tickets it considered
+    Column("took_s", Float, nullable=False),
+    Column("doc", Text, nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
 )
 
 outbox = outbox_table(metadata, "automation")

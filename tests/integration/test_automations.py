@@ -25,7 +25,9 @@ from libs.common.events import (
     utcnow,
 )
 from libs.common.settings import REPO_ROOT
+from libs.common.embeddings import shared_embedder
 from services.automation.automations import Automations, diff
+from services.automation.handlers import Lifecycle
 from services.automation.tables import automation_versions, outbox, runs
 from tests.conftest import unique
 
@@ -36,11 +38,16 @@ class Relay:
 
 
 @pytest.fixture
-def drafts(pg_url: str) -> Any:
+def life(pg_url: str) -> Any:
     migrate(pg_url, REPO_ROOT / "services" / "automation" / "migrations", "automation")
     engine = make_engine(pg_url)
-    yield Automations(engine, Relay())
+    yield Lifecycle(engine, Relay(), Automations(engine, Relay()), embed=shared_embedder().encode)
     engine.dispose()
+
+
+@pytest.fixture
+def drafts(life: Lifecycle) -> Automations:
+    return life.automations
 
 
 def ticket_event(tenant: str, kind: str, ticket_id: str = "T-7") -> TicketEvent:
@@ -97,11 +104,11 @@ def a_run(
 
 
 async def test_a_resolution_with_succeeded_runs_becomes_one_draft_bound_to_the_ticket(
-    drafts: Automations,
+    life: Lifecycle, drafts: Automations
 ) -> None:
     tenant = unique("drafts")
-    await drafts.handle(ticket_event(tenant, "created"))
-    await drafts.handle(triaged(tenant))
+    await life.handle(ticket_event(tenant, "created"))
+    await life.handle(triaged(tenant))
     good = a_run(
         drafts,
         tenant,
@@ -113,8 +120,8 @@ async def test_a_resolution_with_succeeded_runs_becomes_one_draft_bound_to_the_t
     a_run(drafts, tenant, [{"action": "rmm.reboot_device", "params": {"device": "SRV9"}}], status="failed")
     a_run(drafts, tenant, [{"action": "rmm.reboot_device", "params": {"device": "SRV8"}}], dry_run=True)
     resolved = ticket_event(tenant, "resolved")
-    await drafts.handle(resolved)
-    await drafts.handle(resolved)  # redelivered
+    await life.handle(resolved)
+    await life.handle(resolved)  # redelivered
     listed = drafts.list(tenant)
     assert len(listed) == 1 and listed[0]["status"] == "draft" and listed[0]["current_version"] is None
     found = drafts.get(tenant, listed[0]["automation_id"])
@@ -134,9 +141,9 @@ async def test_a_resolution_with_succeeded_runs_becomes_one_draft_bound_to_the_t
     ]
 
 
-async def test_no_runs_no_draft_and_other_tenants_see_nothing(drafts: Automations) -> None:
+async def test_no_runs_no_draft_and_other_tenants_see_nothing(life: Lifecycle, drafts: Automations) -> None:
     tenant, other = unique("quiet"), unique("other")
-    await drafts.handle(ticket_event(tenant, "resolved"))
+    await life.handle(ticket_event(tenant, "resolved"))
     assert drafts.list(tenant) == []
     a_run(
         drafts,
@@ -144,17 +151,17 @@ async def test_no_runs_no_draft_and_other_tenants_see_nothing(drafts: Automation
         [{"action": "identity.unlock_account", "params": {"user": "mgarcia"}}],
         ticket_id="T-8",
     )
-    await drafts.handle(ticket_event(tenant, "resolved", "T-8"))
+    await life.handle(ticket_event(tenant, "resolved", "T-8"))
     (made,) = drafts.list(tenant)
     assert drafts.list(other) == [] and drafts.get(other, made["automation_id"]) is None
     with pytest.raises(LookupError):
         drafts.approve(other, made["automation_id"], 1, "key:eve", "not mine")
 
 
-async def test_approval_by_another_person_then_a_rollback(drafts: Automations) -> None:
+async def test_approval_by_another_person_then_a_rollback(life: Lifecycle, drafts: Automations) -> None:
     tenant = unique("approve")
     a_run(drafts, tenant, [{"action": "identity.unlock_account", "params": {"user": "mgarcia"}}])
-    await drafts.handle(ticket_event(tenant, "resolved"))
+    await life.handle(ticket_event(tenant, "resolved"))
     (made,) = drafts.list(tenant)
     automation_id = made["automation_id"]
     with pytest.raises(PermissionError):

@@ -89,6 +89,8 @@ def connector_for(
     tool_map: dict[str, dict[str, Any]], system: str, *, secret: bytes, **extra: Any
 ) -> Connector:
     settings = tool_map.get(system)
+    if settings is None and system == "psa":
+        settings = {"kind": "psa_bus"}  # notes go through the platform's own PSA writers
     if settings is None:
         raise StepFailed("not_configured", f"this tenant's tool map names no connector for {system}")
     cls = KINDS[settings["kind"]]

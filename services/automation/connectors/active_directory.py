@@ -205,6 +205,13 @@ class ActiveDirectory(Connector):
 
     # --- after a crash: is it done? ----------------------------------------------------------------
 
+    def check(self, action: Action, params: Params, param: str) -> bool | None:
+        if param not in ("user", "group"):
+            return None
+        with self._admin() as conn:
+            self._find(conn, str(getattr(params, param)), kind=param)
+        return True
+
     def done(self, action: Action, params: Params, *, key: str) -> bool | None:
         p: Any = params
         with self._admin() as conn:

@@ -89,6 +89,12 @@ class AwsIam(Connector):
     def _user(self, name: str) -> None:
         self._call("get_user", UserName=name)
 
+    def check(self, action: Action, params: Params, param: str) -> bool | None:
+        if param != "iam_user":
+            return None
+        self._user(str(getattr(params, param)))
+        return True
+
     # --- actions -------------------------------------------------------------------------------
 
     def deactivate_access_key(self, p: Any, *, key: str) -> dict[str, Any]:

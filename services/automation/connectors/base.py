@@ -87,6 +87,11 @@ class Connector:
         """Whether the step's effect is already in place on the peer (None: cannot tell)."""
         return None
 
+    def check(self, action: Action, params: Params, param: str) -> bool | None:
+        """Whether the step's target (the value of `param`) exists on the peer: True, or
+        StepFailed("not_found"); None when this system cannot tell (the step then runs)."""
+        return None
+
     def phone_of(self, user: str) -> str:
         raise StepFailed("unsupported", f"{self.kind} keeps no phone numbers")
 

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
+from services.automation.catalogue import Action, Params
 from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed, temporary_password
 
 
@@ -123,6 +124,16 @@ class MicrosoftGraph(Connector):
         if r.status_code == 204 or not r.content:
             return None
         return r.json()
+
+    def check(self, action: Action, params: Params, param: str) -> bool | None:
+        value = str(getattr(params, param, "") or "")
+        if param in ("user", "mailbox"):
+            self._user_id(value)
+            return True
+        if param == "group":
+            self._group_id(value)
+            return True
+        return None
 
     def _user_path(self, user: str) -> str:
         return f"/users/{quote(user, safe='@.')}"
