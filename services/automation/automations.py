@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import statistics
 import uuid
 from typing import Any
@@ -36,7 +37,8 @@ from services.automation.tables import (
 
 # Ticket fields a parameter may be bound to, and the placeholder written instead of the value.
 BINDINGS = {"requester": "{ticket.requester}", "device": "{ticket.device}"}
-DEFAULT_THRESHOLD = 0.8
+# Cosine similarity a new ticket needs to the source ticket (intent and category must match first).
+DEFAULT_THRESHOLD = 0.6
 
 
 def draft_from_runs(context: dict[str, Any], ran: list[dict[str, Any]]) -> dict[str, Any]:
@@ -69,8 +71,16 @@ def draft_from_runs(context: dict[str, Any], ran: list[dict[str, Any]]) -> dict[
 
 
 def ticket_text(context: dict[str, Any]) -> str:
-    """What a ticket says, as triggers compare it: title and the start of the description."""
-    return " ".join(f"{context.get('title') or ''}. {(context.get('description') or '')[:500]}".split())
+    """What a ticket says, as triggers compare it: title and the start of the description, with
+    the values an automation binds (requester, device) written as "the requester" and "the
+    device", so two tickets about different people read alike (names alone move the similarity
+    of otherwise identical tickets by a third)."""
+    text = " ".join(f"{context.get('title') or ''}. {(context.get('description') or '')[:500]}".split())
+    for name in BINDINGS:
+        value = context.get(name)
+        if value and len(str(value)) > 1:
+            text = re.sub(re.escape(str(value)), f"the {name}", text, flags=re.IGNORECASE)
+    return text
 
 
 def diff(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

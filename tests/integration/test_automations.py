@@ -204,3 +204,266 @@ async def test_approval_by_another_person_then_a_rollback(life: Lifecycle, draft
             if json.loads(r[0])["tenant_id"] == tenant
         ]
     assert actions.count("automation.version.rolled_back") == 1
+
+
+# --- recommend or run, maintain, govern ---------------------------------------------------------
+
+
+def reset_ticket(tenant: str, ticket_id: str, requester: str | None, kind: str = "created") -> TicketEvent:
+    snap = TicketSnapshot(
+        ticket_id=ticket_id,
+        title=f"Password reset for {requester or 'a user'}",
+        description="User forgot the password and cannot log in",
+        requester=requester,
+    )
+    return TicketEvent(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=utcnow(),
+        source=EventSource(system="psa"),
+        payload=TicketEventPayload(kind=kind, ticket=snap),  # type: ignore[arg-type]
+    )
+
+
+def reset_triaged(tenant: str, ticket_id: str, mode: str) -> TicketTriaged:
+    category = Decision(label="Access", confidence=0.9, method="model")
+    intent = Decision(label="password_reset", confidence=0.9, method="model")
+    return TicketTriaged(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=utcnow(),
+        source=EventSource(system="msp.triage"),
+        payload=TicketTriagedPayload(
+            ticket_id=ticket_id,
+            category=category,
+            intent=intent,
+            priority=category,
+            rollout_mode=mode,  # type: ignore[arg-type]
+        ),
+    )
+
+
+async def approved_reset(life: Lifecycle, tenant: str) -> str:
+    """A password-reset automation made from ticket R-1's run and approved by a second person."""
+    await life.handle(reset_ticket(tenant, "R-1", "mgarcia"))
+    await life.handle(reset_triaged(tenant, "R-1", "shadow"))
+    a_run(
+        life.automations,
+        tenant,
+        [{"action": "identity.reset_password", "params": {"user": "mgarcia"}}],
+        ticket_id="R-1",
+    )
+    await life.handle(reset_ticket(tenant, "R-1", "mgarcia", kind="resolved"))
+    (made,) = life.automations.list(tenant)
+    life.automations.approve(tenant, made["automation_id"], 1, "key:bo", "routine resets")
+    return str(made["automation_id"])
+
+
+def staged(life: Lifecycle, tenant: str) -> list[dict[str, Any]]:
+    with life.engine.connect() as conn:
+        rows = [json.loads(r[0]) for r in conn.execute(select(outbox.c.value).order_by(outbox.c.created_at))]
+    return [r for r in rows if r["tenant_id"] == tenant]
+
+
+async def test_each_rollout_mode_does_what_it_says_once_and_only_in_its_tenant(life: Lifecycle) -> None:
+    tenant, other = unique("rollout"), unique("rollout-b")
+    automation_id = await approved_reset(life, tenant)
+    for ticket_id, requester, mode in (
+        ("R-2", "jdoe", "shadow"),
+        ("R-3", "asmith", "suggest"),
+        ("R-4", "kwong", "auto"),
+        ("R-5", None, "auto"),  # no requester: recommended only
+    ):
+        await life.handle(reset_ticket(tenant, ticket_id, requester))
+        await life.handle(reset_triaged(tenant, ticket_id, mode))
+        await life.handle(reset_triaged(tenant, ticket_id, mode))  # redelivered
+    # The same ticket text in another tenant matches nothing there.
+    await life.handle(reset_ticket(other, "R-4", "kwong"))
+    await life.handle(reset_triaged(other, "R-4", "auto"))
+    # An unrelated ticket of the tenant (other intent) is not matched either.
+    unrelated = reset_triaged(tenant, "R-6", "auto")
+    unrelated = unrelated.model_copy(
+        update={
+            "payload": unrelated.payload.model_copy(
+                update={"intent": Decision(label="vpn_issue", confidence=0.9, method="model")}
+            )
+        }
+    )
+    await life.handle(reset_ticket(tenant, "R-6", "lee"))
+    await life.handle(unrelated)
+
+    found = life.automations.runs(tenant, automation_id)
+    by_ticket = {d["ticket_id"]: d for d in found["decisions"]}
+    assert sorted(by_ticket) == ["R-2", "R-3", "R-4", "R-5"], "one decision per matching ticket, none twice"
+    assert by_ticket["R-2"]["decision"] == "shadow" and by_ticket["R-2"]["run_id"] is None
+    assert by_ticket["R-3"]["decision"] == "suggested" and by_ticket["R-3"]["plan_id"]
+    assert by_ticket["R-4"]["decision"] == "ran" and by_ticket["R-4"]["run_id"]
+    assert by_ticket["R-5"]["decision"] == "suggested" and "requester" in by_ticket["R-5"]["reason"]
+    assert by_ticket["R-4"]["params"] == [{"action": "identity.reset_password", "params": {"user": "kwong"}}]
+    assert all(d["similarity"] >= 0.6 for d in by_ticket.values())
+
+    events = staged(life, tenant)
+    runs_out = [e for e in events if e["type"] == "automation.run.v1"]
+    auto = [r for r in runs_out if r["payload"]["automation_id"] == automation_id]
+    assert (
+        len(auto) == 1 and auto[0]["payload"]["ticket_id"] == "R-4" and auto[0]["payload"]["mode"] == "auto"
+    )
+    assert auto[0]["payload"]["approved_by"] == "key:bo"
+    notes = [r for r in runs_out if r["payload"]["steps"][0]["action"] == "psa.add_note"]
+    assert sorted(n["payload"]["ticket_id"] for n in notes) == ["R-3", "R-5"], (
+        "suggestions go into the ticket"
+    )
+    assert (
+        by_ticket["R-3"]["plan_id"] in notes[0]["payload"]["steps"][0]["params"]["text"]
+        or by_ticket["R-3"]["plan_id"] in notes[1]["payload"]["steps"][0]["params"]["text"]
+    )
+    audited = [e["payload"]["action"] for e in events if e["type"] == "audit.event.v1"]
+    for decision in ("shadow", "suggested", "ran"):
+        assert f"automation.rollout.{decision}" in audited
+    assert (
+        life.automations.list(other) == []
+        and [e for e in staged(life, other) if e["type"] == "automation.run.v1"] == []
+    ), "another tenant's ticket never runs this tenant's automation"
+
+    # Paused or retired, it matches nothing.
+    life.automations.set_status(tenant, automation_id, "retire", "key:bo", "replaced by the portal")
+    await life.handle(reset_ticket(tenant, "R-7", "pat"))
+    await life.handle(reset_triaged(tenant, "R-7", "auto"))
+    assert "R-7" not in {d["ticket_id"] for d in life.automations.runs(tenant, automation_id)["decisions"]}
+    with pytest.raises(ValueError):
+        life.automations.approve(tenant, automation_id, 1, "key:cy", "bring it back")
+
+
+def failed_result(tenant: str, run: dict[str, Any], error: str, message: str) -> Any:
+    from libs.common.events import AutomationResult, AutomationResultPayload, StepResult
+
+    step = run["payload"]["steps"][0]
+    return AutomationResult(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=utcnow(),
+        source=EventSource(system="msp.automation"),
+        payload=AutomationResultPayload(
+            run_id=run["payload"]["run_id"],
+            outcome="failed",
+            ticket_id=run["payload"]["ticket_id"],
+            requested_by=run["payload"]["requested_by"],
+            steps=[
+                StepResult(
+                    index=0,
+                    action=step["action"],
+                    outcome="failed",
+                    error_class=error,
+                    message=message,
+                    params=step["params"],
+                )
+            ],
+        ),
+    )
+
+
+async def test_failures_are_analysed_a_fix_is_proposed_once_and_the_third_pauses(life: Lifecycle) -> None:
+    tenant = unique("maintain")
+    automation_id = await approved_reset(life, tenant)
+    for n, user in enumerate(("ghost1", "ghost2", "ghost3")):
+        await life.handle(reset_ticket(tenant, f"F-{n}", user))
+        await life.handle(reset_triaged(tenant, f"F-{n}", "auto"))
+    runs_out = [
+        e
+        for e in staged(life, tenant)
+        if e["type"] == "automation.run.v1" and e["payload"]["automation_id"] == automation_id
+    ]
+    assert len(runs_out) == 3
+    for run in runs_out:
+        result = failed_result(
+            tenant, run, "not_found", f"no user {run['payload']['steps'][0]['params']['user']!r}"
+        )
+        await life.handle(result)
+        await life.handle(result)  # redelivered: nothing doubles
+    found = life.automations.runs(tenant, automation_id)
+    assert len(found["failures"]) == 3
+    first = min(found["failures"], key=lambda f: f["created_at"])
+    assert first["step"] == 0 and first["action"] == "identity.reset_password"
+    assert first["analysis"]["category"] == "not_found" and "step 0" in first["analysis"]["cause"]
+    assert first["proposed_version"] == 2
+    assert [f["proposed_version"] for f in found["failures"]].count(2) == 1, "the same fix is proposed once"
+    whole = life.automations.get(tenant, automation_id)
+    assert whole is not None and whole["status"] == "paused" and whole["status_by"] == "service:automation"
+    v2 = whole["versions"][1]
+    assert v2["source"]["kind"] == "failure_analysis" and v2["author"] == "service:automation"
+    assert {"kind": "exists", "step": 0, "param": "user"}.items() <= v2["preconditions"][-1].items()
+    assert "preconditions" in v2["diff"] and whole["current_version"] == 1, "proposed, not live"
+    notes = [
+        e["payload"]["steps"][0]["params"]["text"]
+        for e in staged(life, tenant)
+        if e["type"] == "automation.run.v1" and e["payload"]["steps"][0]["action"] == "psa.add_note"
+    ]
+    assert sum("failed at step 0" in n for n in notes) == 3 and sum("is paused" in n for n in notes) == 1
+    # Paused: a new matching ticket is not run; resumed (by an approver) with the fix approved, it is.
+    await life.handle(reset_ticket(tenant, "F-9", "real.user"))
+    await life.handle(reset_triaged(tenant, "F-9", "auto"))
+    assert "F-9" not in {d["ticket_id"] for d in life.automations.runs(tenant, automation_id)["decisions"]}
+    life.automations.approve(tenant, automation_id, 2, "key:bo", "check the user first")
+    life.automations.set_status(tenant, automation_id, "resume", "key:bo", "fix approved")
+    await life.handle(reset_ticket(tenant, "F-10", "real.user"))
+    await life.handle(reset_triaged(tenant, "F-10", "auto"))
+    (ran,) = [
+        e
+        for e in staged(life, tenant)
+        if e["type"] == "automation.run.v1" and e["payload"]["ticket_id"] == "F-10"
+    ]
+    assert ran["payload"]["automation_version"] == 2 and ran["payload"]["checks"] == {"0": "user"}
+    audited = [e["payload"]["action"] for e in staged(life, tenant) if e["type"] == "audit.event.v1"]
+    for action in (
+        "automation.run.failed",
+        "automation.version.proposed",
+        "automation.paused",
+        "automation.active",
+    ):
+        assert action in audited, action
+
+
+async def test_a_resolution_written_in_notes_becomes_a_draft(life: Lifecycle) -> None:
+    from libs.common.events import TicketNote
+
+    tenant = unique("notes")
+    await life.handle(reset_ticket(tenant, "N-1", "mgarcia"))
+    note = reset_ticket(tenant, "N-1", "mgarcia", kind="note_added")
+    note = note.model_copy(
+        update={
+            "payload": note.payload.model_copy(
+                update={
+                    "note": TicketNote(
+                        note_id="n1", text="Unlocked mgarcia's account and reset the password.", author="ana"
+                    )
+                }
+            )
+        }
+    )
+    await life.handle(note)
+    await life.handle(note)  # redelivered: the note is kept once
+    await life.handle(reset_ticket(tenant, "N-1", "mgarcia", kind="resolved"))
+    (made,) = life.automations.list(tenant)
+    found = life.automations.get(tenant, made["automation_id"])
+    assert found is not None
+    (v1,) = found["versions"]
+    assert v1["source"]["kind"] == "notes" and v1["author"] == "ana"
+    assert [s["action"] for s in v1["steps"]] == ["identity.unlock_account", "identity.reset_password"]
+    assert all(s["params"].get("user") == "{ticket.requester}" for s in v1["steps"])
+    # A second ticket resolved the same way adds no second, identical draft.
+    await life.handle(reset_ticket(tenant, "N-2", "jdoe"))
+    note2 = note.model_copy(
+        update={
+            "payload": note.payload.model_copy(
+                update={
+                    "ticket": note.payload.ticket.model_copy(
+                        update={"ticket_id": "N-2", "requester": "jdoe"}
+                    ),
+                    "note": TicketNote(note_id="n2", text="Unlocked jdoe's account and reset the password."),
+                }
+            )
+        }
+    )
+    await life.handle(note2)
+    await life.handle(reset_ticket(tenant, "N-2", "jdoe", kind="resolved"))
+    assert len(life.automations.list(tenant)) == 1
