@@ -361,6 +361,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError("eval reasoning needs --judgement NAME and --cases FILE.jsonl")
         print(json.dumps(eval_reasoning.evaluate(judgement=args.judgement, cases=Path(args.cases)), indent=2))
         return 0
+    if args.what == "candidates":
+        from evals import candidates as eval_candidates
+
+        if not args.data:
+            raise ValueError("eval candidates needs --data CSV (a ticket history)")
+        report = eval_candidates.evaluate(
+            data=Path(args.data),
+            cache=_var(args) / "cache" / "embeddings.sqlite",
+            text_col=args.text_col,
+            label_col=args.label_col,
+            limit=args.limit,
+        )
+        print(json.dumps(report, indent=2, default=str))
+        return 0
     if args.what == "plans":
         from evals import plans as eval_plans
 
@@ -503,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     kb.set_defaults(fn=cmd_kb)
 
     ev = sub.add_parser("eval", help="measure the platform on real data (prints JSON)")
-    ev.add_argument("what", choices=["alarms", "tickets", "similar", "runbooks", "reasoning", "plans"])
+    ev.add_argument(
+        "what", choices=["alarms", "tickets", "similar", "runbooks", "reasoning", "plans", "candidates"]
+    )
     ev.add_argument("--data", help="alarms: the folder with Alarm.csv and DAG.npy; tickets: a labelled CSV")
     ev.add_argument("--train", help="tickets: an explicit training CSV (with --test)")
     ev.add_argument("--test", help="tickets: an explicit test CSV")
@@ -513,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--assignments", help="alarms: where to write row,signal_id")
     ev.add_argument("--rate", type=float, default=5000.0, help="alarms: replayed events per second")
     ev.add_argument("--batch", type=int, default=500, help="alarms: alerts per ingest request")
-    ev.add_argument("--limit", type=int, help="alarms: only the first N alarms")
+    ev.add_argument("--limit", type=int, help="alarms, candidates: only the first N alarms or tickets")
     ev.add_argument("--keep-logs", help="copy the services' logs into this folder")
     ev.add_argument("--docs", help="runbooks: the folder of Markdown runbooks")
     ev.add_argument(

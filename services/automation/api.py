@@ -41,6 +41,7 @@ from services.automation.automations import Automations
 from services.automation.catalogue import catalogue, get, idempotency_key, param_errors
 from services.automation.connectors import ToolMapError, shown, validate_tool_map
 from services.automation.connectors.base import temporary_password
+from services.automation.miner import Miner
 from services.automation.planner import Planner, TicketIn, judge_steps
 from services.automation.policy import TenantPolicy, decide
 from services.automation.runs import make_run
@@ -592,7 +593,11 @@ def _shown_plan(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_routes(
-    app: FastAPI, api: AutomationApi, settings: AutomationSettings, drafts: Automations | None = None
+    app: FastAPI,
+    api: AutomationApi,
+    settings: AutomationSettings,
+    drafts: Automations | None = None,
+    miner: Miner | None = None,
 ) -> None:
     reader = tenant_reader(settings)
 
@@ -908,3 +913,38 @@ def add_routes(
             return await asyncio.to_thread(drafts.runs, tenant_id, automation_id, limit)
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from None
+
+    if miner is None:
+        return
+
+    async def mined(tenant_id: str, kind: str, refresh: bool, who: Access) -> dict[str, Any]:
+        if refresh:
+            await api.allow(who, tenant_id, ENGINEERS, what="mine the ticket history")
+            await asyncio.to_thread(miner.compute, tenant_id)
+        found = await asyncio.to_thread(miner.latest, tenant_id, kind)
+        if found is None:
+            return {
+                "tenant_id": tenant_id,
+                "computed_at": None,
+                "stale": True,
+                "answer": "not mined yet: it runs in the background as tickets resolve, "
+                "or ask with refresh=true",
+            }
+        return {"tenant_id": tenant_id, **found}
+
+    @app.get("/v1/candidates", tags=["automations"])
+    async def candidates(
+        tenant_id: TenantQuery, who: Access = reader, refresh: bool = False
+    ) -> dict[str, Any]:
+        """Recurring resolved work without an automation: clusters of similar tickets (and
+        similar resolution steps where known), ranked by tickets x median handling time, each
+        with what it would do and a variant per kind of tool where clients differ."""
+        return await mined(tenant_id, "candidates", refresh, who)
+
+    @app.get("/v1/readiness", tags=["automations"])
+    async def readiness_report(
+        tenant_id: TenantQuery, who: Access = reader, refresh: bool = False
+    ) -> dict[str, Any]:
+        """Per category: volume, near-duplicate share, label consistency, documented
+        resolutions, handling time; the recommended pilot and the categories not ready, with why."""
+        return await mined(tenant_id, "readiness", refresh, who)

@@ -24,6 +24,7 @@ from services.automation.automations import Automations
 from services.automation.executor import Executor
 from services.automation.handlers import Lifecycle
 from services.automation.interpret import LocalInterpreter
+from services.automation.miner import Miner
 from services.automation.planner import Planner
 from services.automation.settings import AutomationSettings
 
@@ -77,5 +78,9 @@ def build(settings: AutomationSettings) -> tuple[Runtime, FastAPI]:
             lifecycle.handle,
             group_id=f"{settings.effective_consumer_group}-automations",
         )
-        add_routes(app, api, settings, drafts)
+        miner = Miner(
+            rt.engine, drafts, embed=embed, interpreter=planner.local, interval_s=settings.mining_interval_s
+        )
+        rt.add_component("miner", miner.start, miner.stop, lambda: miner.running)
+        add_routes(app, api, settings, drafts, miner)
     return rt, app

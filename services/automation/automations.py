@@ -75,7 +75,7 @@ def ticket_text(context: dict[str, Any]) -> str:
     the values an automation binds (requester, device) written as "the requester" and "the
     device", so two tickets about different people read alike (names alone move the similarity
     of otherwise identical tickets by a third)."""
-    text = " ".join(f"{context.get('title') or ''}. {(context.get('description') or '')[:500]}".split())
+    text = " ".join(f"{context.get('title') or ''}. {(context.get('description') or '')[:300]}".split())
     for name in BINDINGS:
         value = context.get(name)
         if value and len(str(value)) > 1:
@@ -440,7 +440,9 @@ class Automations:
         return got
 
     def active(self, tenant: str) -> builtins.list[dict[str, Any]]:
-        """The tenant's active automations with their current version and who approved it."""
+        """The tenant's approved automations that are active or paused (a paused one is matched
+        so the record shows what it would have done, but never runs), with their current
+        version and who approved it."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(automations, automation_versions)
@@ -449,7 +451,7 @@ class Automations:
                     (automation_versions.c.automation_id == automations.c.automation_id)
                     & (automation_versions.c.version == automations.c.current_version),
                 )
-                .where(automations.c.tenant_id == tenant, automations.c.status == "active")
+                .where(automations.c.tenant_id == tenant, automations.c.status.in_(["active", "paused"]))
             ).mappings()
             out = [_row(r) for r in rows]
             for a in out:

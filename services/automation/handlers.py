@@ -285,7 +285,12 @@ class Lifecycle:
                 if not missing
                 else []
             )
-            decision, reason = decide_mode(p.rollout_mode, match, blocked)
+            decision, reason = decide_mode(
+                p.rollout_mode,
+                match,
+                blocked,
+                paused=(a["status_reason"] or "paused") if a["status"] == "paused" else None,
+            )
             if decision == "not_run":
                 continue
             written += await asyncio.to_thread(

@@ -14,6 +14,8 @@ Modes (the tenant's rollout mode for the ticket's category, as triage published 
 - suggest: a plan for the engineer to confirm through the Resolve flow, named in the PSA note;
 - auto: a run through the executor when every step is allowed by the tenant policy without an
   approval; otherwise the same as suggest, saying why.
+A paused automation that matches is recorded as `paused` and does nothing; a retired one is
+never matched.
 """
 
 from __future__ import annotations
@@ -114,8 +116,10 @@ def blocked_by_policy(
     return out
 
 
-def decide_mode(mode: str, match: Match, blocked: list[str]) -> tuple[str, str]:
-    """(decision, reason): shadow, suggested, ran or not_run."""
+def decide_mode(mode: str, match: Match, blocked: list[str], *, paused: str | None = None) -> tuple[str, str]:
+    """(decision, reason): shadow, suggested, ran, paused (recorded, nothing done) or not_run."""
+    if paused is not None:
+        return "paused", f"the automation is paused ({paused}): nothing was done"
     if mode == "off":
         return "not_run", "rollout mode is off for this category"
     if mode == "shadow":

@@ -6,6 +6,8 @@ import hashlib
 import hmac
 from typing import Literal
 
+from pydantic import Field
+
 from libs.common.settings import ServiceSettings, dev_secret
 
 
@@ -15,6 +17,9 @@ class AutomationSettings(ServiceSettings):
     # "all": the HTTP API (plans, approvals, runs) and the executor in one process; "api" or
     # "executor" to run and scale them apart (the executor is its own consumer group).
     automation_role: Literal["all", "api", "executor"] = "all"
+    # How often tenants whose resolved tickets changed are mined again for candidates and
+    # readiness (GET /v1/candidates?refresh=true mines one tenant at once).
+    mining_interval_s: float = Field(default=600.0, ge=5.0, le=86400.0)
 
     def step_secret(self) -> bytes:
         """The key temporary passwords are derived from (with each step's idempotency key):

@@ -40,10 +40,17 @@ def until(check: Any, what: str, timeout_s: float = 90.0) -> Any:
 
 
 class Platform:
-    def __init__(self, bootstrap: str, pg_url: str, tmp: Path, prefix: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        pg_url: str,
+        tmp: Path,
+        prefix: str,
+        services: tuple[str, ...] = ("ingest", "packet", "audit"),
+    ) -> None:
         self.env = platform_env(bootstrap, pg_url, tmp, "r" * 40, prefix)
         self.tmp = tmp
-        self.started = start_platform(["ingest", "packet", "audit"], self.env, tmp)
+        self.started = start_platform(list(services), self.env, tmp)
         self.ingest = self.started["ingest"][1]
         self.packet = self.started["packet"][1]
         self.audit_url = self.started["audit"][1]

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from libs.common.db import make_engine, migrate
+from libs.common.embeddings import shared_embedder
 from libs.common.events import (
     Decision,
     EventSource,
@@ -25,7 +26,6 @@ from libs.common.events import (
     utcnow,
 )
 from libs.common.settings import REPO_ROOT
-from libs.common.embeddings import shared_embedder
 from services.automation.automations import Automations, diff
 from services.automation.handlers import Lifecycle
 from services.automation.tables import automation_versions, outbox, runs
@@ -399,10 +399,12 @@ async def test_failures_are_analysed_a_fix_is_proposed_once_and_the_third_pauses
         if e["type"] == "automation.run.v1" and e["payload"]["steps"][0]["action"] == "psa.add_note"
     ]
     assert sum("failed at step 0" in n for n in notes) == 3 and sum("is paused" in n for n in notes) == 1
-    # Paused: a new matching ticket is not run; resumed (by an approver) with the fix approved, it is.
+    # Paused: a new matching ticket is recorded, not run; resumed (by an approver) with the fix
+    # approved, it is.
     await life.handle(reset_ticket(tenant, "F-9", "real.user"))
     await life.handle(reset_triaged(tenant, "F-9", "auto"))
-    assert "F-9" not in {d["ticket_id"] for d in life.automations.runs(tenant, automation_id)["decisions"]}
+    held = {d["ticket_id"]: d for d in life.automations.runs(tenant, automation_id)["decisions"]}["F-9"]
+    assert held["decision"] == "paused" and held["run_id"] is None
     life.automations.approve(tenant, automation_id, 2, "key:bo", "check the user first")
     life.automations.set_status(tenant, automation_id, "resume", "key:bo", "fix approved")
     await life.handle(reset_ticket(tenant, "F-10", "real.user"))
