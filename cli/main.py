@@ -253,6 +253,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         time.sleep(0.5)
 
 
+def _show_automation(doc: dict) -> None:  # type: ignore[type-arg]
+    print(
+        f"automation {doc['automation_id']}: {doc['name']} "
+        f"({doc['status']}, live version {doc['current_version']})"
+    )
+    if doc.get("status_reason"):
+        print(f"  {doc['status']} by {doc.get('status_by')}: {doc['status_reason']}")
+    for v in doc.get("versions", []):
+        source = v["source"].get("kind", "?")
+        trigger = f"{v['trigger'].get('intent')}/{v['trigger'].get('category')}"
+        print(f"  v{v['version']} by {v['author']} from {source}; trigger {trigger}")
+        for n, step in enumerate(v["steps"]):
+            params = ", ".join(f"{k}={val}" for k, val in step["params"].items())
+            print(f"     {n}. {step['action']}({params})")
+        for pre in v["preconditions"]:
+            print(f"     requires: {pre.get('text') if isinstance(pre, dict) else pre}")
+    for a in doc.get("approvals", []):
+        print(f"  approved v{a['version']} by {a['approver']}: {a['reason']}")
+
+
+def cmd_automation(args: argparse.Namespace) -> int:
+    """Automations: list, show, approve a version, pause, resume, retire, runs; candidates and
+    readiness of a tenant's history."""
+    api = _automation(args)
+    tenant = {"tenant_id": args.tenant}
+    if args.action == "list":
+        for a in api.call("GET", "/v1/automations", params=tenant)["automations"]:
+            print(f"{a['automation_id']}  {a['status']:8}  v{a['current_version'] or '-'}  {a['name']}")
+    elif args.action in ("candidates", "readiness"):
+        doc = api.call("GET", f"/v1/{args.action}", params={**tenant, "refresh": str(args.refresh).lower()})
+        platform.print_json(doc)
+    else:
+        if not args.id:
+            raise ValueError(f"automation {args.action} needs the automation id")
+        path = f"/v1/automations/{args.id}"
+        if args.action == "show":
+            _show_automation(api.call("GET", path, params=tenant))
+        elif args.action == "runs":
+            platform.print_json(api.call("GET", f"{path}/runs", params=tenant))
+        else:
+            if not args.reason:
+                raise ValueError(f"automation {args.action} needs --reason")
+            body = {**tenant, "reason": args.reason}
+            if args.action == "approve":
+                if not args.version:
+                    raise ValueError("automation approve needs --version")
+                _show_automation(api.call("POST", f"{path}/versions/{args.version}/approve", body=body))
+            else:
+                _show_automation(api.call("POST", f"{path}/{args.action}", body=body))
+    return 0
+
+
 def cmd_tenant(args: argparse.Namespace) -> int:
     """Tenants and their source mappings, through ingest's admin API."""
     admin = _admin(args)
@@ -495,6 +547,25 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--key", help="your engineer or approver key (default: MSP_KEY, else the operator token)")
     pl.add_argument("--automation-url", help="the automation service (default: the local one)")
     pl.set_defaults(fn=cmd_plan)
+
+    au = sub.add_parser(
+        "automation",
+        help="automations of a tenant: approve, pause, resume, retire, runs; candidates, readiness",
+    )
+    au.add_argument(
+        "action",
+        choices=["list", "show", "approve", "pause", "resume", "retire", "runs", "candidates", "readiness"],
+    )
+    au.add_argument("id", nargs="?", help="the automation id (not for list, candidates, readiness)")
+    au.add_argument("--tenant", required=True)
+    au.add_argument(
+        "--version", type=int, help="approve: the version to make live (an earlier one rolls back)"
+    )
+    au.add_argument("--reason", help="approve/pause/resume/retire: why (recorded)")
+    au.add_argument("--refresh", action="store_true", help="candidates/readiness: mine the history now")
+    au.add_argument("--key", help="your engineer or approver key (default: MSP_KEY, else the operator token)")
+    au.add_argument("--automation-url", help="the automation service (default: the local one)")
+    au.set_defaults(fn=cmd_automation)
 
     rn = sub.add_parser("run", help="show a run's progress step by step")
     rn.add_argument("run_id")

@@ -117,8 +117,10 @@ class Miner:
         )
         seen: set[str] = set()
         out = []
-        for s in plan.steps:  # a ticket's text is not an instruction: each action once, in order
-            if s.action not in seen:
+        for s in plan.steps:
+            # A ticket's text is not an instruction: only actions it names by their key phrases
+            # (a reading by meaning alone guesses too much here), each once, in order.
+            if s.action not in seen and s.matched_by.startswith("key phrase"):
                 seen.add(s.action)
                 out.append({"action": s.action, "params": dict(s.params), "missing": list(s.missing)})
         return out
@@ -132,8 +134,12 @@ class Miner:
             if t["steps"] is None and t["notes"]:
                 t["steps"] = self._steps_from_notes(t)
         texts = [t["text"] for t in tickets]
-        vectors = self.embed(texts) if texts else np.zeros((0, 384), dtype=np.float32)
-        self.progress(f"embedded {len(texts)} tickets ({time.perf_counter() - t0:.1f} s)")
+        parts = []
+        for start in range(0, len(texts), 2000):  # in parts, to say how far it got
+            parts.append(self.embed(texts[start : start + 2000]))
+            done = min(start + 2000, len(texts))
+            self.progress(f"embedded {done}/{len(texts)} tickets ({time.perf_counter() - t0:.0f} s)")
+        vectors = np.concatenate(parts) if parts else np.zeros((0, 384), dtype=np.float32)
         live = [a for a in self.automations.list(tenant) if a["status"] != "retired"]
         examples: list[tuple[str | None, float, str]] = []
         for a in live:

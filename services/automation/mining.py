@@ -82,7 +82,7 @@ def variants(steps: list[dict[str, Any]], tenant_kinds: dict[str, str]) -> list[
         if len(kinds) < 2:
             continue
         for kind in kinds:
-            supported = KINDS[kind].actions
+            supported = KINDS[kind].actions - KINDS[kind].unsupported
             shown = []
             for s in steps:
                 if s["action"].split(".", 1)[0] != system or s["action"] in supported:

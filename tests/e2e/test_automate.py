@@ -228,7 +228,67 @@ def _automate(p: Platform, a: dict[str, str], b: dict[str, str], dc: DomainContr
     assert set(final) == {"T-2", "T-3", "T-F1", "T-F2", "T-F3", "T-4"}, "tenant B's tickets never"
     assert final["T-2"]["run_id"] == ran["run_id"], "tenant B's T-2 started nothing of A's"
 
-    # 7. Govern: retire, with who and why; every step above is in a verifying audit trail.
+    # 7. Govern. An engineer may edit (a new version, not live) but not resume; an approver
+    # resumes; the history is mined; the API documents all of it.
+    r = p.call(
+        "POST",
+        f"/v1/automations/{automation_id}/versions",
+        a["engineer"],
+        json={
+            "tenant_id": tenant,
+            "reason": "tell the user too",
+            "steps": [
+                {"action": "identity.reset_password", "params": {"user": "{ticket.requester}"}},
+                {"action": "psa.add_note", "params": {"text": "Password reset by the platform"}},
+            ],
+        },
+    )
+    assert r.status_code == 200 and r.json()["proposed_version"] == 3, r.text
+    v3 = r.json()["versions"][2]
+    assert v3["source"] == {"kind": "manual_edit", "reason": "tell the user too"} and "steps" in v3["diff"]
+    bad = p.call(
+        "POST",
+        f"/v1/automations/{automation_id}/versions",
+        a["engineer"],
+        json={
+            "tenant_id": tenant,
+            "reason": "typo",
+            "steps": [{"action": "identity.reset_pasword", "params": {}}],
+        },
+    )
+    assert bad.status_code == 422 and "no action identity.reset_pasword" in bad.text
+    body = {"tenant_id": tenant, "reason": "fix proposed, checking"}
+    assert (
+        p.call("POST", f"/v1/automations/{automation_id}/resume", a["engineer"], json=body).status_code == 403
+    )
+    assert (
+        p.call("POST", f"/v1/automations/{automation_id}/resume", a["approver"], json=body).status_code == 200
+    )
+    assert (
+        p.call("POST", f"/v1/automations/{automation_id}/pause", a["engineer"], json=body).status_code == 200
+    )
+    ready = p.call(
+        "GET", "/v1/readiness", a["engineer"], params={"tenant_id": tenant, "refresh": "true"}
+    ).json()
+    assert ready["resolved_tickets"] == 1 and ready["categories"][0]["documented_resolutions"] == 1.0
+    cands = p.call("GET", "/v1/candidates", a["engineer"], params={"tenant_id": tenant}).json()
+    assert cands["resolved_tickets"] == 1 and cands["candidates"] == [] and not cands["stale"]
+    assert p.call("GET", "/v1/candidates", b["engineer"], params={"tenant_id": tenant}).status_code == 403
+    paths = httpx.get(f"{p.api}/openapi.json").json()["paths"]
+    for route in (
+        "/v1/automations",
+        "/v1/automations/{automation_id}/versions",
+        "/v1/automations/{automation_id}/versions/{version}/approve",
+        "/v1/automations/{automation_id}/pause",
+        "/v1/automations/{automation_id}/resume",
+        "/v1/automations/{automation_id}/retire",
+        "/v1/automations/{automation_id}/runs",
+        "/v1/candidates",
+        "/v1/readiness",
+    ):
+        assert route in paths, route
+
+    # Retire, with who and why; every step above is in a verifying audit trail.
     r = p.call(
         "POST",
         f"/v1/automations/{automation_id}/retire",
@@ -245,6 +305,7 @@ def _automate(p: Platform, a: dict[str, str], b: dict[str, str], dc: DomainContr
         "automation.run.failed",
         "automation.version.proposed",
         "automation.paused",
+        "automation.active",
         "automation.retired",
     }
 

@@ -63,6 +63,8 @@ class Connector:
     kind: ClassVar[str]
     config_model: ClassVar[type[ConnectorConfig]]
     actions: ClassVar[frozenset[str]]
+    # Actions it accepts only to say why this kind of system cannot do them (`unsupported`).
+    unsupported: ClassVar[frozenset[str]] = frozenset()
     # Actions whose effect is a fixed state, safe to run again when unsure whether they ran.
     repeatable: ClassVar[frozenset[str]] = frozenset()
 

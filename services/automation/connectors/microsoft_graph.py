@@ -54,6 +54,7 @@ class MicrosoftGraph(Connector):
             "teams.send_message",
         }
     )
+    unsupported: ClassVar[frozenset[str]] = frozenset({"identity.unlock_account"})
     config: GraphConfig
 
     def __init__(self, config: ConnectorConfig, *, secret: bytes) -> None:
