@@ -164,3 +164,30 @@ def test_a_dry_run_says_what_it_would_do_and_changes_nothing(db: Any, ninjaone: 
     assert ninjaone.calls == []
     (result,) = results(db, event.payload.run_id)
     assert result["dry_run"] is True and result["steps"][0]["response"]["would"] == "rmm.reboot_device"
+
+
+def test_an_automations_checks_run_before_any_step_changes_anything(db: Any, dc: DomainController) -> None:
+    """An automation version with an `exists` precondition: the executor looks the target up on
+    the DC first; a missing one fails the run at that step before step 0 runs, and a redelivery
+    stays failed without running anything."""
+    box, tenant = SecretBox(new_key()), unique("checks")
+    dc.add_user("kbrown", "Locked-Passw0rd!")
+    store.put_tools(db, box, tenant, {"identity": dc.tool()})
+    steps = [
+        ("identity.unlock_account", {"user": "kbrown"}),
+        ("identity.reset_password", {"user": "nobody.here"}),
+    ]
+    event = run_event(tenant, steps)
+    event = event.model_copy(update={"payload": event.payload.model_copy(update={"checks": {1: "user"}})})
+    ex = executor(db, box)
+    assert ex.run(event) == "failed"
+    rows = store.steps_of(db, tenant, str(event.payload.run_id))
+    assert [(r["step"], r["state"], r["error_class"]) for r in rows] == [(1, "failed", "not_found")]
+    assert "precondition of step 1" in rows[0]["message"]
+    assert ex.run(event) == "failed" and len(store.steps_of(db, tenant, str(event.payload.run_id))) == 1
+    (result,) = {json.dumps(r, sort_keys=True) for r in results(db, event.payload.run_id)}
+    assert json.loads(result)["outcome"] == "failed"
+    # With the target there, the check passes and every step runs.
+    ok = run_event(tenant, [("identity.unlock_account", {"user": "kbrown"})])
+    ok = ok.model_copy(update={"payload": ok.payload.model_copy(update={"checks": {0: "user"}})})
+    assert ex.run(ok) == "succeeded"
