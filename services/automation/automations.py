@@ -41,31 +41,73 @@ BINDINGS = {"requester": "{ticket.requester}", "device": "{ticket.device}"}
 DEFAULT_THRESHOLD = 0.6
 
 
+_WORD = r"\w[\w.&'-]*"
+
+
+def group_pattern(text: str, group: str) -> str | None:
+    r"""Where the ticket names the group, as a pattern that finds the group another ticket names
+    the same way: the two words before it and the word after it, within its sentence ("add me
+    to the Finance group" -> `to\s+the\s+(?P<group>...)\s+group`); an occurrence with a word
+    after it is preferred. None when the text does not name it."""
+    best: tuple[tuple[bool, int], str] | None = None
+    for sentence in re.split(r"[.!?;:\n]+", text):
+        for found in re.finditer(rf"(?<![\w-]){re.escape(group)}(?![\w-])", sentence, re.IGNORECASE):
+            before = re.findall(_WORD, sentence[: found.start()])[-2:]
+            after = re.findall(_WORD, sentence[found.end() :])[:1]
+            if not before and not after:
+                continue
+            parts = [r"\b" + r"\s+".join(re.escape(w) for w in before) + r"\s+"] if before else []
+            parts.append(r"(?P<group>\w[\w.&'-]*(?:\s\w[\w.&'-]*){0,3}?)")
+            parts.append(r"\s+" + re.escape(after[0]) + r"\b" if after else r"(?=\s*(?:$|[,.;!?]))")
+            rank = (bool(after), len(before))
+            if best is None or rank > best[0]:
+                best = (rank, "".join(parts))
+    return best[1] if best else None
+
+
+def group_in(pattern: str | None, text: str) -> str | None:
+    """The group a ticket's text names, read with a trigger's `group_pattern`."""
+    if not pattern:
+        return None
+    m = re.search(pattern, text, re.IGNORECASE)
+    return m.group("group").strip() if m else None
+
+
 def draft_from_runs(context: dict[str, Any], ran: list[dict[str, Any]]) -> dict[str, Any]:
     """The draft's trigger and steps: every step of the ticket's succeeded runs in order, each
-    parameter that equals a ticket field written as that field."""
+    parameter that equals a ticket field written as that field, and a group the ticket's text
+    names written as {ticket.group} (the trigger keeps how the text named it)."""
     fields = {name: context.get(name) for name in BINDINGS}
+    text = " ".join(f"{context.get('title') or ''}. {context.get('description') or ''}".split())
+    pattern: str | None = None
     steps: list[dict[str, Any]] = []
     for run in ran:
         for step in run["steps"]:
             params = {}
             for name, value in step.get("params", {}).items():
                 bound = next((BINDINGS[f] for f, v in fields.items() if v and str(value) == str(v)), None)
+                if bound is None and name == "group" and isinstance(value, str) and value.strip():
+                    found = group_pattern(text, value)
+                    if found is not None and (pattern is None or pattern == found):
+                        pattern, bound = found, "{ticket.group}"
                 params[name] = bound or value
             if {"action": step["action"], "params": params} not in steps:
                 steps.append({"action": step["action"], "params": params})
+    trigger: dict[str, Any] = {
+        "intent": context.get("intent"),
+        "category": context.get("category"),
+        "example": ticket_text(context),
+        "threshold": DEFAULT_THRESHOLD,
+    }
+    if pattern is not None:
+        trigger["group_pattern"] = pattern
     return {
-        "trigger": {
-            "intent": context.get("intent"),
-            "category": context.get("category"),
-            "example": ticket_text(context),
-            "threshold": DEFAULT_THRESHOLD,
-        },
+        "trigger": trigger,
         "steps": steps,
         "preconditions": [
             {"kind": "field", "field": f, "text": f"ticket has a {f}"}
-            for f in BINDINGS
-            if any(BINDINGS[f] in json.dumps(s) for s in steps)
+            for f in [*BINDINGS, "group"]
+            if any(f"{{ticket.{f}}}" in json.dumps(s) for s in steps)
         ],
     }
 

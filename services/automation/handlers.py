@@ -39,7 +39,7 @@ from libs.common.reasoning import (
     TicketContext,
 )
 from services.automation import store
-from services.automation.automations import Automations, ticket_text
+from services.automation.automations import Automations, group_in, ticket_text
 from services.automation.catalogue import catalogue
 from services.automation.interpret import LocalInterpreter, Ticket
 from services.automation.interpret import Plan as InterpretedPlan
@@ -72,9 +72,15 @@ NOTES_MAX = 20_000
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 
-def fields_of(ctx: dict[str, Any]) -> dict[str, Any]:
-    """The ticket fields a parameter may be bound to."""
-    return {"requester": ctx.get("requester"), "device": ctx.get("device")}
+def fields_of(ctx: dict[str, Any], trigger: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ticket fields a parameter may be bound to: requester, device, and the group its text
+    names the way the automation's source ticket named one."""
+    text = " ".join(f"{ctx.get('title') or ''}. {ctx.get('description') or ''}".split())
+    return {
+        "requester": ctx.get("requester"),
+        "device": ctx.get("device"),
+        "group": group_in((trigger or {}).get("group_pattern"), text),
+    }
 
 
 class Lifecycle:
@@ -270,7 +276,8 @@ class Lifecycle:
         for a, sim in zip(fits, sims, strict=True):
             if float(sim) < float(a["trigger"].get("threshold") or 0.0):
                 continue
-            steps, missing = bind(a["steps"], fields_of(ctx))
+            fields = fields_of(ctx, a["trigger"])
+            steps, missing = bind(a["steps"], fields)
             match = Match(
                 automation_id=a["automation_id"],
                 version=int(a["version"]),
@@ -278,7 +285,7 @@ class Lifecycle:
                 similarity=round(float(sim), 4),
                 steps=steps,
                 missing=missing,
-                unmet=unmet(a["preconditions"], fields_of(ctx)),
+                unmet=unmet(a["preconditions"], fields),
             )
             blocked = (
                 blocked_by_policy(steps, policy, now=self.clock(), always_allowed=always)

@@ -228,3 +228,33 @@ def test_variants_show_each_identity_tool_and_what_it_cannot_do() -> None:
     assert shown["active_directory"]["steps"][0]["runs_as"] == "is"
     assert shown["microsoft_graph"]["steps"][0]["action"] == "identity.reset_password"
     assert shown["microsoft_graph"]["tenant_uses"] and not shown["active_directory"]["tenant_uses"]
+
+
+def test_a_group_the_ticket_names_is_bound_and_read_from_the_next_ticket_the_same_way() -> None:
+    from services.automation.automations import draft_from_runs, group_in
+    from services.automation.handlers import fields_of
+
+    source = {
+        "title": "Add me to Finance Team",
+        "description": "Please add me to the Finance Team group, I started today",
+        "requester": "jdoe",
+        "intent": "group_access",
+        "category": "Access",
+    }
+    ran = [
+        {"steps": [{"action": "identity.add_to_group", "params": {"user": "jdoe", "group": "Finance Team"}}]}
+    ]
+    draft = draft_from_runs(source, ran)
+    assert draft["steps"][0]["params"] == {"user": "{ticket.requester}", "group": "{ticket.group}"}
+    assert {"kind": "field", "field": "group", "text": "ticket has a group"} in draft["preconditions"]
+    pattern = draft["trigger"]["group_pattern"]
+    assert group_in(pattern, "Could you add asmith to the HR Leads group please") == "HR Leads"
+    assert group_in(pattern, "My laptop will not start") is None
+    new = {"title": "Access", "description": "please add me to the Sales group", "requester": "asmith"}
+    bound, missing = bind(draft["steps"], fields_of(new, draft["trigger"]))
+    assert bound[0]["params"] == {"user": "asmith", "group": "Sales"} and missing == []
+    vague = {"title": "Access", "description": "I need more access", "requester": "asmith"}
+    assert bind(draft["steps"], fields_of(vague, draft["trigger"]))[1] == ["group"], "then: suggest only"
+    # A group the text does not name stays a literal value.
+    other = draft_from_runs({**source, "title": "New starter", "description": "first day"}, ran)
+    assert other["steps"][0]["params"]["group"] == "Finance Team" and "group_pattern" not in other["trigger"]
