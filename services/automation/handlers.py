@@ -224,8 +224,14 @@ class Lifecycle:
             )
             if isinstance(answer, ExtractStepsOutput):
                 cat = catalogue()
+                known = (text, ticket_text(ctx), ctx.get("requester") or "", ctx.get("device") or "")
+                said = " ".join(known).lower()
                 steps = []
                 for s in answer.steps:
+                    # Only values the notes or the ticket hold: a step with a value Claude supplied
+                    # from nowhere is left out of the draft (an engineer can add it by an edit).
+                    if any(str(v).lower() not in said for v in s.params.values() if v not in (None, "")):
+                        continue
                     try:
                         params = cat[s.action].validate(s.params).model_dump(mode="json", exclude_none=True)
                     except (KeyError, ValueError):

@@ -469,3 +469,67 @@ async def test_a_resolution_written_in_notes_becomes_a_draft(life: Lifecycle) ->
     await life.handle(note2)
     await life.handle(reset_ticket(tenant, "N-2", "jdoe", kind="resolved"))
     assert len(life.automations.list(tenant)) == 1
+
+
+async def test_with_claude_the_notes_steps_come_from_extract_steps_and_nothing_made_up(pg_url: str) -> None:
+    """Claude's `extract_steps` through the real SDK against a Messages API server on loopback:
+    it is offered the catalogue's names, its steps become the draft, bound to the ticket, and a
+    step with a value the notes and the ticket never mention is left out."""
+    from libs.common.events import TicketNote
+    from libs.common.llm import Claude, ClaudeConfig
+    from libs.common.reasoning import LocalReasoner, Reasoning
+    from tests.messages_server import messages_server
+
+    migrate(pg_url, REPO_ROOT / "services" / "automation" / "migrations", "automation")
+    engine = make_engine(pg_url)
+    with messages_server() as (srv, url):
+        srv.script = [
+            {
+                "input": {
+                    "steps": [
+                        {"action": "identity.reset_password", "params": {"user": "mgarcia"}, "why": "notes"},
+                        {
+                            "action": "identity.add_to_group",
+                            "params": {"user": "mgarcia", "group": "Domain Admins"},
+                            "why": "invented",
+                        },
+                    ]
+                }
+            }
+        ]
+        claude = Claude(ClaudeConfig(api_key="sk-test", model="claude-test", base_url=url))  # type: ignore[arg-type]
+        embed = shared_embedder().encode
+        life = Lifecycle(
+            engine,
+            Relay(),
+            Automations(engine, Relay()),
+            embed=embed,
+            reasoning=Reasoning(claude, LocalReasoner(embed)),
+        )
+        tenant = unique("claude-notes")
+        await life.handle(reset_ticket(tenant, "C-1", "mgarcia"))
+        note = reset_ticket(tenant, "C-1", "mgarcia", kind="note_added")
+        note = note.model_copy(
+            update={
+                "payload": note.payload.model_copy(
+                    update={
+                        "note": TicketNote(
+                            note_id="c1", text="Reset mgarcia's password by phone.", author="ana"
+                        )
+                    }
+                )
+            }
+        )
+        await life.handle(note)
+        await life.handle(reset_ticket(tenant, "C-1", "mgarcia", kind="resolved"))
+        asked = json.dumps(srv.requests[0]["body"])
+        assert "identity.reset_password" in asked and "Reset mgarcia's password by phone." in asked
+    (made,) = life.automations.list(tenant)
+    found = life.automations.get(tenant, made["automation_id"])
+    assert found is not None
+    (v1,) = found["versions"]
+    assert v1["source"]["kind"] == "notes"
+    assert [(s["action"], s["params"]["user"]) for s in v1["steps"]] == [
+        ("identity.reset_password", "{ticket.requester}")
+    ]
+    engine.dispose()
