@@ -1,7 +1,8 @@
-"""Triage killed with SIGKILL in the middle of an alert stream and restarted: every alert that
-ingest accepted ends up in exactly one signal, and no revision number or event id ever names
-two different contents (a reader that deduplicates on either, as the README says, loses
-nothing)."""
+"""Triage, or ingest, killed with SIGKILL in the middle of an alert stream and restarted: every
+alert that ingest accepted ends up in exactly one signal, once, and no revision number or event
+id ever names two different contents (a reader that deduplicates on either, as the README says,
+loses nothing). When ingest dies, the sender retries what it was not told was accepted, as any
+sender does; ingest's event ids make the retry the same events."""
 
 from __future__ import annotations
 
@@ -84,9 +85,22 @@ class SignalReader(threading.Thread):
             alerts[p["signal_id"]].update(p["added_alert_ids"])
         return alerts, reused_revisions, reused_ids
 
+    def first_records(self) -> list[dict[str, Any]]:
+        """The records a reader deduplicating on (signal, revision) and event id keeps."""
+        kept, keys, ids = [], set(), set()
+        for r in list(self.records):
+            key = (r["payload"]["signal_id"], r["payload"]["revision"])
+            if key in keys or r["event_id"] in ids:
+                continue
+            keys.add(key)
+            ids.add(r["event_id"])
+            kept.append(r)
+        return kept
 
-def test_triage_killed_mid_stream_loses_and_doubles_no_alert(
-    bootstrap: str, pg_url: str, tmp_path: Path
+
+@pytest.mark.parametrize("victim", ["triage", "ingest"])
+def test_a_service_killed_mid_stream_loses_and_doubles_no_alert(
+    victim: str, bootstrap: str, pg_url: str, tmp_path: Path
 ) -> None:
     env = {
         **platform_env(bootstrap, pg_url, tmp_path, "k" * 40, "crash"),
@@ -108,6 +122,24 @@ def test_triage_killed_mid_stream_loses_and_doubles_no_alert(
     reader.start()
     t0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
     accepted: set[str] = set()
+    started_later: list[Any] = []
+    ingest_at = [ingest_url]  # where the sender posts: a restarted ingest listens elsewhere
+    retried = [0]
+
+    def send(client: httpx.Client, alerts: list[dict[str, Any]]) -> httpx.Response:
+        """Post until ingest answers 202: while it is down (refused, cut off, not ready) the
+        sender tries again, bounded, with the same alerts."""
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                r = client.post(f"{ingest_at[0]}/v1/alerts/batch", json={"alerts": alerts})
+                if r.status_code != 503:
+                    return r
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "ingest never came back"
+            retried[0] += 1
+            time.sleep(0.05)
 
     def post(first: int, last: int) -> None:
         with httpx.Client(timeout=30.0, headers={"X-API-Key": key}) as client:
@@ -123,7 +155,7 @@ def test_triage_killed_mid_stream_loses_and_doubles_no_alert(
                     }
                     for n in range(start, min(last, start + BATCH))
                 ]
-                r = client.post(f"{ingest_url}/v1/alerts/batch", json={"alerts": alerts})
+                r = send(client, alerts)
                 assert r.status_code == 202, r.text
                 accepted.update(r.json()["event_ids"])
 
@@ -131,21 +163,39 @@ def test_triage_killed_mid_stream_loses_and_doubles_no_alert(
         return sum(len(a) for a in reader.as_deduplicated()[0].values())
 
     try:
-        # The whole stream is posted at full speed from a thread; triage is killed as soon as it
-        # has published revisions for a quarter of it, in the middle of its work.
+        # The whole stream is posted at full speed from a thread; the victim is killed a quarter
+        # of the way in (triage: once it has published revisions for a quarter of the alerts;
+        # ingest: once it has accepted a quarter), in the middle of its work.
         poster = threading.Thread(target=post, args=(0, ALERTS), daemon=True)
         poster.start()
         deadline = time.monotonic() + 60
-        while reader.added < ALERTS // 4 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert reader.added < ALERTS, "triage finished before it could be killed; the test proves nothing"
-        triage_proc.send_signal(signal.SIGKILL)
-        triage_proc.wait()
-        killed_at = seen()
-        poster.join(timeout=120)  # ingest goes on accepting while triage is down
-        log = tmp_path / "triage-2.log"
-        proc, url = spawn_service("triage", {**env, "MSP_CONSUMER_GROUP": f"{run}-triage"}, log)
-        wait_ready({"triage": (proc, url, log)})
+        if victim == "triage":
+            while reader.added < ALERTS // 4 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert reader.added < ALERTS, "triage finished before it could be killed; the test proves nothing"
+            triage_proc.send_signal(signal.SIGKILL)
+            triage_proc.wait()
+            killed_at = seen()
+            poster.join(timeout=120)  # ingest goes on accepting while triage is down
+            log = tmp_path / "triage-2.log"
+            proc, url = spawn_service("triage", {**env, "MSP_CONSUMER_GROUP": f"{run}-triage"}, log)
+            started_later.append(proc)
+            wait_ready({"triage": (proc, url, log)})
+        else:
+            while len(accepted) < ALERTS // 4 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            ingest_proc.send_signal(signal.SIGKILL)
+            ingest_proc.wait()
+            killed_at = len(accepted)
+            assert killed_at < ALERTS, (
+                "ingest took everything before it could be killed; the test proves nothing"
+            )
+            log = tmp_path / "ingest-2.log"
+            proc, url = spawn_service("ingest", env, log)
+            started_later.append(proc)
+            wait_ready({"ingest": (proc, url, log)})
+            ingest_at[0] = ingest_url = url
+            poster.join(timeout=180)
         deadline = time.monotonic() + 120
         while seen() < ALERTS and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -166,25 +216,35 @@ def test_triage_killed_mid_stream_loses_and_doubles_no_alert(
         (tmp_path / "signal-records.json").write_text(json.dumps(reader.records))
         alerts, reused_revisions, reused_ids = reader.as_deduplicated()
         alerts = {sid: ids - {sentinel} for sid, ids in alerts.items() if ids - {sentinel}}
+        # After a triage crash, alerts that joined after its last checkpoint are announced again
+        # in a later revision of the same signal (membership and `count` stay exact): counted
+        # apart, not as doubled.
+        announced = sum(
+            len([a for a in r["payload"]["added_alert_ids"] if a != sentinel]) for r in reader.first_records()
+        )
         holders: dict[str, int] = defaultdict(int)
         for ids in alerts.values():
             for a in ids:
                 holders[a] += 1
         lost = len(accepted - set(holders))
         doubled = sum(1 for n in holders.values() if n > 1)
+        reannounced = announced - len(holders)
+        counts = {r["payload"]["signal_id"]: r["payload"]["count"] for r in reader.first_records()}
+        after = "alerts were in published signals" if victim == "triage" else "alerts were accepted"
         print(
-            f"\ncrash test (triage SIGKILL after {killed_at} alerts were in published signals): "
-            f"sent {ALERTS}, accepted {len(accepted)}, "
+            f"\ncrash test ({victim} SIGKILL after {killed_at} {after}; the sender retried "
+            f"{retried[0]} times): sent {ALERTS}, accepted {len(accepted)}, "
             f"in signals {len(holders)}, lost {lost}, doubled {doubled}, "
-            f"revision numbers reused {reused_revisions}, event ids reused {reused_ids}"
+            f"revision numbers reused {reused_revisions}, event ids reused {reused_ids}, "
+            f"re-announced in a later revision {reannounced}"
         )
         assert len(accepted) == ALERTS
         assert lost == 0 and doubled == 0
         assert reused_revisions == 0 and reused_ids == 0
         assert len(alerts) == DEVICES
-        proc.kill()
+        assert sum(counts.values()) - 1 == ALERTS, "each signal's count is exact (the sentinel's is 1)"
     finally:
         reader.stop.set()
-        for p in (ingest_proc, triage_proc):
+        for p in (ingest_proc, triage_proc, *started_later):
             if p.poll() is None:
                 p.kill()
