@@ -119,8 +119,9 @@ class Miner:
         out = []
         for s in plan.steps:
             # A ticket's text is not an instruction: only actions it names by their key phrases
-            # (a reading by meaning alone guesses too much here), each once, in order.
-            if s.action not in seen and s.matched_by.startswith("key phrase"):
+            # (a reading by meaning alone guesses too much here) and whose parameters it or the
+            # ticket's fields give, each once, in order.
+            if s.action not in seen and s.matched_by.startswith("key phrase") and not s.missing:
                 seen.add(s.action)
                 out.append({"action": s.action, "params": dict(s.params), "missing": list(s.missing)})
         return out

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from cli import broker
 from libs.common.db import make_engine
 from libs.common.topics import physical
 from services.ingest import tenants
@@ -98,10 +99,22 @@ class SignalReader(threading.Thread):
         return kept
 
 
-@pytest.mark.parametrize("victim", ["triage", "ingest"])
+@pytest.mark.parametrize("victim", ["triage", "ingest", "broker"])
 def test_a_service_killed_mid_stream_loses_and_doubles_no_alert(
     victim: str, bootstrap: str, pg_url: str, tmp_path: Path
 ) -> None:
+    own: broker.BrokerConfig | None = None
+    if victim == "broker":  # a broker of its own: the shared one must stay up for other tests
+        own = broker.BrokerConfig(port=19492, var_dir=tmp_path / "kafka", heap="512m")
+        bootstrap = broker.start(own)
+    try:
+        _stream(victim, bootstrap, pg_url, tmp_path, own)
+    finally:
+        if own is not None:
+            broker.stop(own)
+
+
+def _stream(victim: str, bootstrap: str, pg_url: str, tmp_path: Path, own: Any) -> None:
     env = {
         **platform_env(bootstrap, pg_url, tmp_path, "k" * 40, "crash"),
         "MSP_EMBEDDINGS_ENABLED": "false",
@@ -181,6 +194,22 @@ def test_a_service_killed_mid_stream_loses_and_doubles_no_alert(
             proc, url = spawn_service("triage", {**env, "MSP_CONSUMER_GROUP": f"{run}-triage"}, log)
             started_later.append(proc)
             wait_ready({"triage": (proc, url, log)})
+        elif victim == "broker":
+            # The broker restarts under load: ingest answers 503 meanwhile (the sender retries),
+            # triage's consumer and publisher reconnect.
+            while len(accepted) < ALERTS // 4 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert broker.stop(own), "the broker did not stop"
+            killed_at = len(accepted)
+            assert killed_at < ALERTS, (
+                "ingest took everything before the broker stopped; the test proves nothing"
+            )
+            down_until = time.monotonic() + 60
+            while retried[0] == 0 and time.monotonic() < down_until:  # until ingest has refused
+                time.sleep(0.05)
+            assert retried[0] > 0, "ingest never refused a post while the broker was down"
+            broker.start(own)
+            poster.join(timeout=240)
         else:
             while len(accepted) < ALERTS // 4 and time.monotonic() < deadline:
                 time.sleep(0.001)
@@ -231,8 +260,9 @@ def test_a_service_killed_mid_stream_loses_and_doubles_no_alert(
         reannounced = announced - len(holders)
         counts = {r["payload"]["signal_id"]: r["payload"]["count"] for r in reader.first_records()}
         after = "alerts were in published signals" if victim == "triage" else "alerts were accepted"
+        how = "restarted" if victim == "broker" else "SIGKILL"
         print(
-            f"\ncrash test ({victim} SIGKILL after {killed_at} {after}; the sender retried "
+            f"\ncrash test ({victim} {how} after {killed_at} {after}; the sender retried "
             f"{retried[0]} times): sent {ALERTS}, accepted {len(accepted)}, "
             f"in signals {len(holders)}, lost {lost}, doubled {doubled}, "
             f"revision numbers reused {reused_revisions}, event ids reused {reused_ids}, "
