@@ -147,13 +147,14 @@ def start(port: int = 55432) -> str:
     raise PostgresError(f"PostgreSQL on port {port} did not become ready")
 
 
-def stop(port: int = 55432) -> None:
+def stop(port: int = 55432, mode: str = "fast") -> None:
+    """Stop the server: `fast` (the default) or `immediate` (as a crash would: no checkpoint)."""
     bindir = _bindir()
     data = data_dir(port)
     if bindir is None or not (data / "postmaster.pid").exists():
         return
     subprocess.run(
-        _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+        _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "stop"]),
         capture_output=True,
     )
 

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from libs.common.audit import AuditEmitter
 from libs.common.bus import BatchHandler, EventConsumer, EventProducer, Handler
@@ -235,6 +236,7 @@ class Runtime:
         )
         app.add_middleware(TraceRequests)
         app.add_exception_handler(RequestValidationError, request_errors)  # type: ignore[arg-type]
+        app.add_exception_handler(OperationalError, database_unavailable)  # type: ignore[arg-type]
 
         @app.get("/healthz", tags=["ops"])
         async def healthz() -> dict[str, str]:
@@ -279,6 +281,22 @@ class Runtime:
 
 
 _NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
+
+
+DATABASE_RETRY_AFTER_S = "5"
+
+
+async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+    """The service's database cannot be reached (down, restarting, out of connections): 503
+    with Retry-After, never a 500; the request's transaction, if any, was rolled back."""
+    log.warning(
+        "database unavailable for %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0]
+    )
+    return JSONResponse(
+        {"detail": "the service's database is unavailable; nothing of this request was stored, retry later"},
+        status_code=503,
+        headers={"Retry-After": DATABASE_RETRY_AFTER_S},
+    )
 
 
 async def request_errors(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from sqlalchemy import create_engine, text
 
-from cli import broker
+from cli import broker, postgres
 from libs.common.db import make_engine
 from libs.common.topics import physical
 from services.ingest import tenants
@@ -99,7 +100,10 @@ class SignalReader(threading.Thread):
         return kept
 
 
-@pytest.mark.parametrize("victim", ["triage", "ingest", "broker"])
+PG_PORT = 55532  # a PostgreSQL of its own for the restart test
+
+
+@pytest.mark.parametrize("victim", ["triage", "ingest", "broker", "postgres"])
 def test_a_service_killed_mid_stream_loses_and_doubles_no_alert(
     victim: str, bootstrap: str, pg_url: str, tmp_path: Path
 ) -> None:
@@ -107,11 +111,19 @@ def test_a_service_killed_mid_stream_loses_and_doubles_no_alert(
     if victim == "broker":  # a broker of its own: the shared one must stay up for other tests
         own = broker.BrokerConfig(port=19492, var_dir=tmp_path / "kafka", heap="512m")
         bootstrap = broker.start(own)
+    if victim == "postgres":  # likewise a database server of its own
+        admin = postgres.start(PG_PORT)
+        with create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(text('DROP DATABASE IF EXISTS "restart"'))
+            conn.execute(text('CREATE DATABASE "restart"'))
+        pg_url = admin.rsplit("/", 1)[0] + "/restart"
     try:
         _stream(victim, bootstrap, pg_url, tmp_path, own)
     finally:
         if own is not None:
             broker.stop(own)
+        if victim == "postgres":
+            postgres.stop(PG_PORT)
 
 
 def _stream(victim: str, bootstrap: str, pg_url: str, tmp_path: Path, own: Any) -> None:
@@ -210,6 +222,21 @@ def _stream(victim: str, bootstrap: str, pg_url: str, tmp_path: Path, own: Any) 
             assert retried[0] > 0, "ingest never refused a post while the broker was down"
             broker.start(own)
             poster.join(timeout=240)
+        elif victim == "postgres":
+            # The database server crashes (immediate stop) under load and comes back: ingest
+            # refuses while it cannot check keys (the sender retries); triage's checkpoints
+            # wait for it and its consumer commits nothing it has not stored.
+            while len(accepted) < ALERTS // 4 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            postgres.stop(PG_PORT, mode="immediate")
+            killed_at = len(accepted)
+            assert killed_at < ALERTS, "ingest took everything before the database stopped"
+            down_until = time.monotonic() + 60
+            while retried[0] == 0 and time.monotonic() < down_until:
+                time.sleep(0.05)
+            assert retried[0] > 0, "ingest never refused a post while the database was down"
+            postgres.start(PG_PORT)
+            poster.join(timeout=240)
         else:
             while len(accepted) < ALERTS // 4 and time.monotonic() < deadline:
                 time.sleep(0.001)
@@ -260,7 +287,7 @@ def _stream(victim: str, bootstrap: str, pg_url: str, tmp_path: Path, own: Any) 
         reannounced = announced - len(holders)
         counts = {r["payload"]["signal_id"]: r["payload"]["count"] for r in reader.first_records()}
         after = "alerts were in published signals" if victim == "triage" else "alerts were accepted"
-        how = "restarted" if victim == "broker" else "SIGKILL"
+        how = {"broker": "restarted", "postgres": "crashed and restarted"}.get(victim, "SIGKILL")
         print(
             f"\ncrash test ({victim} {how} after {killed_at} {after}; the sender retried "
             f"{retried[0]} times): sent {ALERTS}, accepted {len(accepted)}, "
