@@ -6,7 +6,10 @@ what they consumed per tenant and to make their effects happen once.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -69,3 +72,50 @@ def create_inbox(op, service: str) -> None:  # type: ignore[no-untyped-def]
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index(f"ix_{name}_tenant", name, ["tenant_id"])
+
+
+def record_all(engine: Engine, table: Table, events: list[Envelope]) -> int:
+    """Remember several events in one transaction; returns how many were new."""
+    if not events:
+        return 0
+    new = 0
+    with engine.begin() as conn:
+        for event in events:
+            stmt = insert_ignore(engine, table).values(
+                event_id=str(event.event_id),
+                tenant_id=event.tenant_id,
+                topic=event.topic,
+                event_type=event.type,
+                received_at=utcnow(),
+            )
+            new += conn.execute(stmt).rowcount
+    return new
+
+
+class Counted:
+    """What a service's own consumers took in, per tenant and topic (`/v1/counts`): each
+    handler is wrapped so that an event is recorded after it was handled (a redelivery is
+    recorded once). Nothing is audited per event: the decisions are."""
+
+    def __init__(self, engine: Engine, service: str) -> None:
+        self.engine = engine
+        self.table = inbox_table(MetaData(), service)
+
+    def handler(self, handle: Callable[[Any, Any], Awaitable[None]]) -> Callable[[Any, Any], Awaitable[None]]:
+        async def counted(event: Any, record: Any) -> None:
+            await handle(event, record)
+            await asyncio.to_thread(record_all, self.engine, self.table, [event])
+
+        return counted
+
+    def batch_handler(
+        self, handle: Callable[[list[tuple[Any, Any]]], Awaitable[None]]
+    ) -> Callable[[list[tuple[Any, Any]]], Awaitable[None]]:
+        async def counted(items: list[tuple[Any, Any]]) -> None:
+            await handle(items)
+            await asyncio.to_thread(record_all, self.engine, self.table, [event for event, _ in items])
+
+        return counted
+
+    def counts(self, tenant_id: str) -> dict[str, int]:
+        return counts(self.engine, self.table, tenant_id)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind
@@ -361,3 +361,15 @@ def run_service(settings_cls: type[S], build: Callable[[S], tuple[Runtime, FastA
     gc.freeze()
     gc.set_threshold(20000, 20, 20)
     rt.serve(app)
+
+
+def add_counts_route(app: FastAPI, settings: ServiceSettings, counted: Any) -> None:
+    """`GET /v1/counts`: the events this service's consumers took in for one tenant, by topic
+    (`counted` is the service's `inbox.Counted`)."""
+
+    @app.get("/v1/counts", tags=["ops"], dependencies=[operator_only(settings)])
+    async def counts(
+        tenant_id: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")],
+    ) -> dict[str, Any]:
+        """Events this service has taken in for one tenant, by topic."""
+        return {"tenant_id": tenant_id, "by_topic": await asyncio.to_thread(counted.counts, tenant_id)}

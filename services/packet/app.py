@@ -3,8 +3,8 @@
 It follows `tickets.events.v1`, `tickets.triaged.v1` and `signals.clustered.v1` per tenant;
 when a ticket escalates it builds an escalation packet (`packets.escalation.v1`), a new version
 whenever what the packet would say changes, and posts each version once into the tenant's PSA
-as an internal note (see `engine.py`). Every event taken in is also recorded and counted
-(`/v1/counts`).
+as an internal note (see `engine.py`). What its consumer took in is counted per tenant and
+topic (`/v1/counts`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from libs.common.counting import build_counting_service
 from libs.common.embeddings import shared_embedder
 from libs.common.events import AutomationResult, AutomationRun, SignalClustered, TicketEvent, TicketTriaged
+from libs.common.inbox import Counted
 from libs.common.reasoning import reasoning_from_settings
-from libs.common.service import Runtime
+from libs.common.service import Runtime, add_counts_route
 from services.packet.api import add_routes
 from services.packet.engine import PacketEngine
 from services.packet.kb.base import KnowledgeBase
@@ -26,13 +26,9 @@ from services.packet.settings import PacketSettings
 
 def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
     topics = [SignalClustered.topic, TicketEvent.topic, TicketTriaged.topic]
-    rt, app = build_counting_service(
-        settings,
-        topics=topics,
-        migrations_dir=Path(__file__).parent / "migrations",
-        title="msp packet",
-        description=__doc__ or "",
-    )
+    rt = Runtime(settings, migrations_dir=Path(__file__).parent / "migrations")
+    app = rt.make_app("msp packet", __doc__ or "")
+    counted = Counted(rt.engine, "packet")
     kb = KnowledgeBase(rt.engine, shared_embedder())
     packets = PacketEngine(
         engine=rt.engine,
@@ -55,10 +51,11 @@ def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
     # stay in order.
     rt.add_consumer(
         [*topics, AutomationRun.topic, AutomationResult.topic],
-        packets.handle,
+        counted.handler(packets.handle),
         group_id=f"{settings.effective_consumer_group}-packets",
     )
     rt.packets = packets  # type: ignore[attr-defined]
     rt.kb = kb  # type: ignore[attr-defined]
     add_routes(app, settings, packets, kb)
+    add_counts_route(app, settings, counted)
     return rt, app

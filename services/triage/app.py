@@ -3,8 +3,8 @@
 Alerts (`alerts.raw.v1`) are clustered into signals (`signals.clustered.v1`) per tenant: see
 `services/triage/alerts/`. Ticket events (`tickets.events.v1`) are triaged into
 `tickets.triaged.v1` (category, intent, priority, client context, similar cases), reading open
-signals from `signals.clustered.v1`: see `services/triage/tickets/`. Every ticket event is also
-recorded and counted (`/v1/counts`).
+signals from `signals.clustered.v1`: see `services/triage/tickets/`. What the ticket consumer
+took in is counted per tenant and topic (`/v1/counts`).
 """
 
 import asyncio
@@ -15,11 +15,11 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi import Path as PathParam
 
 from libs.common.access import tenant_reader
-from libs.common.counting import build_counting_service
 from libs.common.embeddings import shared_embedder
 from libs.common.events import AlertReceived, SignalClustered, TicketEvent
+from libs.common.inbox import Counted
 from libs.common.reasoning import reasoning_from_settings
-from libs.common.service import Runtime
+from libs.common.service import Runtime, add_counts_route
 from libs.common.settings import SettingsError
 from services.triage.alerts import store
 from services.triage.alerts.clusterer import Signal, signal_payload
@@ -33,13 +33,10 @@ TenantQuery = Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
 def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
-    rt, app = build_counting_service(
-        settings,
-        topics=[TicketEvent.topic],
-        migrations_dir=Path(__file__).parent / "migrations",
-        title="msp triage",
-        description=__doc__ or "",
-    )
+    rt = Runtime(settings, migrations_dir=Path(__file__).parent / "migrations")
+    app = rt.make_app("msp triage", __doc__ or "")
+    counted = Counted(rt.engine, "triage")
+    add_counts_route(app, settings, counted)
     clustering = AlertClustering(
         engine=rt.engine,
         producer=rt.producer,
@@ -61,7 +58,7 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
     )
     rt.clustering = clustering  # type: ignore[attr-defined]
     if settings.embeddings_enabled and settings.tickets_enabled:
-        add_ticket_triage(rt, app, settings)
+        add_ticket_triage(rt, app, settings, counted)
 
     reader = tenant_reader(settings)
 
@@ -116,7 +113,9 @@ def signal_view(state: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def add_ticket_triage(rt: Runtime, app: FastAPI, settings: TriageSettings) -> TicketTriage:
+def add_ticket_triage(
+    rt: Runtime, app: FastAPI, settings: TriageSettings, counted: Counted | None = None
+) -> TicketTriage:
     corpus = None
     if settings.tickets_global_corpus is not None:
         try:
@@ -144,7 +143,7 @@ def add_ticket_triage(rt: Runtime, app: FastAPI, settings: TriageSettings) -> Ti
     # Signals and tickets in one group: both keyed by tenant, handled in order per partition.
     rt.add_consumer(
         [TicketEvent.topic, SignalClustered.topic],
-        batch_handler=triage.handle_batch,
+        batch_handler=counted.batch_handler(triage.handle_batch) if counted else triage.handle_batch,
         on_revoke=triage.on_revoke,
         group_id=f"{settings.effective_consumer_group}-tickets",
     )
