@@ -366,6 +366,26 @@ def _stop_test_infrastructure(*, broker_too: bool, postgres_too: bool) -> None:
         postgres.stop(TEST_POSTGRES_PORT)
 
 
+# What `msp lint` checks: the whole tree's style, and the types of the code the services run.
+TYPED = ("services", "libs", "cli", "evals")
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    """ruff (lint and format) over the repository, mypy over the services and their libraries."""
+    bindir = Path(sys.executable).parent
+    steps = [
+        [str(bindir / "ruff"), "check", "."],
+        [str(bindir / "ruff"), "format", "--check", "."],
+        [str(bindir / "mypy"), *TYPED],
+    ]
+    for step in steps:
+        print("$", " ".join(Path(step[0]).name if i == 0 else a for i, a in enumerate(step)), flush=True)
+        rc = subprocess.call(step, cwd=REPO_ROOT)
+        if rc != 0:
+            return rc
+    return 0
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     """Start what the tests need (PostgreSQL, the broker), run pytest, stop what it started."""
     from cli import debian, postgres
@@ -616,6 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--rankings", help="runbooks: where to write the ranking per query (JSON lines)")
     ev.set_defaults(fn=cmd_eval)
+
+    sub.add_parser("lint", help="ruff and mypy, as CI runs them").set_defaults(fn=cmd_lint)
 
     te = sub.add_parser("test", help="start PostgreSQL and the broker, run pytest, stop what it started")
     te.add_argument(

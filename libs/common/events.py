@@ -13,9 +13,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 # Tenant ids end up in Kafka keys, headers, URLs and table rows: keep them to a safe alphabet.
-TenantId = Annotated[
-    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", min_length=1, max_length=63)
-]
+# A tenant id as every API and event takes it (declared here once).
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+TenantId = Annotated[str, StringConstraints(pattern=TENANT_PATTERN, min_length=1, max_length=63)]
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
 
 

@@ -30,10 +30,13 @@ from sqlalchemy.exc import OperationalError
 from libs.common.audit import AuditEmitter
 from libs.common.bus import BatchHandler, EventConsumer, EventProducer, Handler
 from libs.common.db import make_engine, migrate, ping
+from libs.common.events import TENANT_PATTERN
 from libs.common.settings import ServiceSettings, load_settings
 from libs.common.telemetry import configure_logging, configure_tracing, context_from_headers, tracer
 
 log = logging.getLogger(__name__)
+# A tenant id in a query string, as every service's routes take it.
+TenantQuery = Annotated[str, Query(pattern=TENANT_PATTERN)]
 
 
 class TraceRequests:
@@ -369,7 +372,7 @@ def add_counts_route(app: FastAPI, settings: ServiceSettings, counted: Any) -> N
 
     @app.get("/v1/counts", tags=["ops"], dependencies=[operator_only(settings)])
     async def counts(
-        tenant_id: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")],
+        tenant_id: TenantQuery,
     ) -> dict[str, Any]:
         """Events this service has taken in for one tenant, by topic."""
         return {"tenant_id": tenant_id, "by_topic": await asyncio.to_thread(counted.counts, tenant_id)}

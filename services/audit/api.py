@@ -9,10 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy import Engine
 
+from libs.common.service import TenantQuery
 from services.audit import store
 from services.audit.anchor import Anchoring, check_against
-
-TenantQuery = Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
 def make_router(engine: Engine, operator: Any, anchoring: Anchoring | None = None) -> APIRouter:

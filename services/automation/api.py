@@ -29,6 +29,7 @@ from libs.common.access import Access, tenant_reader
 from libs.common.audit import audit_event
 from libs.common.crypto import SecretBox
 from libs.common.events import (
+    TENANT_PATTERN,
     ActionStep,
     AutomationRun,
     AutomationRunPayload,
@@ -36,6 +37,7 @@ from libs.common.events import (
     utcnow,
 )
 from libs.common.outbox import OutboxRelay
+from libs.common.service import TenantQuery
 from services.automation import store
 from services.automation.automations import Automations
 from services.automation.catalogue import catalogue, get, idempotency_key, param_errors
@@ -47,8 +49,7 @@ from services.automation.policy import TenantPolicy, decide
 from services.automation.runs import make_run
 from services.automation.settings import AutomationSettings
 
-TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-TenantQuery = Annotated[str, Query(pattern=TENANT)]
+TENANT = TENANT_PATTERN
 Uuid = Annotated[str, PathParam(pattern=r"^[0-9a-f-]{36}$")]
 ENGINEERS = frozenset({"engineer", "approver", "admin"})
 APPROVERS = frozenset({"approver", "admin"})

@@ -11,11 +11,11 @@ from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
-from libs.common.events import StorableText, TenantId
+from libs.common.events import TENANT_PATTERN, StorableText, TenantId
 from services.ingest import tenants
 from services.ingest.tenants import KeyVerifier, RegistryError, signing_secret
 
-TenantPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+TenantPath = Annotated[str, Path(pattern=TENANT_PATTERN)]
 
 
 class NewTenant(BaseModel):

@@ -21,16 +21,16 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from libs.common.access import Access, link_secret, sign_url, tenant_reader
-from libs.common.events import EscalationPacketPayload
+from libs.common.events import TENANT_PATTERN, EscalationPacketPayload
 from libs.common.service import operator_only
 from services.packet import builder, psa, store
 from services.packet import engine as packet_engine
-from services.packet.engine import PacketEngine
+from services.packet.engine import Packets
 from services.packet.kb.base import KnowledgeBase, scope_of
 from services.packet.kb.markdown import parse
 from services.packet.settings import PacketSettings
 
-TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+TENANT = TENANT_PATTERN
 TenantQuery = Annotated[str, Query(pattern=TENANT)]
 PacketId = Annotated[str, PathParam(pattern=r"^[0-9a-f-]{36}$")]
 
@@ -75,7 +75,7 @@ PAGE_STYLE = (
 )
 
 
-def add_routes(app: FastAPI, settings: PacketSettings, packets: PacketEngine, kb: KnowledgeBase) -> None:
+def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -> None:
     guard = [operator_only(settings)]
     reader = tenant_reader(settings)
     engine = packets.engine

@@ -19,7 +19,7 @@ from libs.common.inbox import Counted
 from libs.common.reasoning import reasoning_from_settings
 from libs.common.service import Runtime, add_counts_route
 from services.packet.api import add_routes
-from services.packet.engine import PacketEngine
+from services.packet.engine import Packets
 from services.packet.kb.base import KnowledgeBase
 from services.packet.settings import PacketSettings
 
@@ -30,7 +30,7 @@ def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
     app = rt.make_app("msp packet", __doc__ or "")
     counted = Counted(rt.engine, "packet")
     kb = KnowledgeBase(rt.engine, shared_embedder())
-    packets = PacketEngine(
+    packets = Packets(
         engine=rt.engine,
         producer=rt.producer,
         audit=rt.audit,

@@ -114,7 +114,7 @@ def merge_ticket(known: dict[str, Any] | None, event: TicketEvent) -> dict[str, 
     return ticket
 
 
-class PacketEngine:
+class Packets:
     def __init__(
         self,
         *,

@@ -19,7 +19,7 @@ from libs.common.embeddings import shared_embedder
 from libs.common.events import AlertReceived, SignalClustered, TicketEvent
 from libs.common.inbox import Counted
 from libs.common.reasoning import reasoning_from_settings
-from libs.common.service import Runtime, add_counts_route
+from libs.common.service import Runtime, TenantQuery, add_counts_route
 from libs.common.settings import SettingsError
 from services.triage.alerts import store
 from services.triage.alerts.clusterer import Signal, signal_payload
@@ -28,8 +28,6 @@ from services.triage.settings import TriageSettings
 from services.triage.tickets.api import add_ticket_routes
 from services.triage.tickets.corpus import read_labelled
 from services.triage.tickets.engine import TicketTriage
-
-TenantQuery = Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
 def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:

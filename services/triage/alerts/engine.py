@@ -251,7 +251,7 @@ class AlertClustering:
     async def _reserve(self, due: list[tuple[TenantClusterer, list[Change]]]) -> None:
         """Make sure every revision about to go out lies within its signal's reserved block,
         reserving the next block in the database where it does not."""
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "signal_id": ch.signal.signal_id,
                 "tenant_id": c.tenant_id,

@@ -14,25 +14,23 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, select
 
 from libs.common.access import tenant_reader
-from libs.common.events import RolloutMode
-from libs.common.service import operator_only
+from libs.common.events import TENANT_PATTERN, RolloutMode
+from libs.common.service import TenantQuery, operator_only
 from libs.common.settings import ServiceSettings
 from services.triage.tickets import store
 from services.triage.tickets.engine import TicketTriage
 from services.triage.tickets.intents import CATALOGUE
 
-TenantQuery = Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-
 
 class RolloutIn(BaseModel):
-    tenant_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    tenant_id: str = Field(pattern=TENANT_PATTERN)
     category: str = Field(default="*", min_length=1, max_length=200)  # "*": the tenant's default
     mode: RolloutMode
     auto_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
 
 
 class IntentIn(BaseModel):
-    tenant_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    tenant_id: str = Field(pattern=TENANT_PATTERN)
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_]{0,99}$")
     description: str = Field(min_length=1, max_length=500)
     category: str = Field(min_length=1, max_length=200)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -158,7 +159,8 @@ def load_cases(engine: Engine, tenant_id: str) -> list[tuple[Case, np.ndarray]]:
 
 def save_model(engine: Engine, tenant_id: str, model: TicketClassifier, trained_on: int) -> int:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **model.to_arrays())
+    arrays: dict[str, Any] = model.to_arrays()
+    np.savez_compressed(buffer, **arrays)
     blob = MODEL_MAGIC + buffer.getvalue()
     row = {"tenant_id": tenant_id, "trained_on": trained_on, "model": blob, "created_at": utcnow()}
     with engine.begin() as conn:
@@ -210,8 +212,8 @@ def last_decision(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, A
 def save_decision(
     engine: Engine,
     row: dict[str, Any],
-    events: list[Envelope] = (),
-    namespace: str = "",  # type: ignore[assignment]
+    events: Sequence[Envelope] = (),
+    namespace: str = "",
 ) -> None:
     """The decision and what announces it (the triage result, its audit), in one transaction:
     the outbox relay publishes the events once Kafka takes them."""
