@@ -100,8 +100,9 @@ async def eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.
         await asyncio.sleep(0.1)
 
 
-async def start_runtime(rt: Any, what: str, timeout_s: float = 30.0) -> None:
-    """Start a service runtime in this process and wait until its consumers have partitions."""
+async def start_runtime(rt: Any, what: str, timeout_s: float = 90.0) -> None:
+    """Start a service runtime in this process and wait until its consumers have partitions (a
+    freshly formatted broker takes a while to set up its first consumer group)."""
     await rt.start()
     deadline = time.monotonic() + timeout_s
     while not all(c.assigned for c in rt.consumers):

@@ -17,6 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,6 +115,18 @@ def merge_ticket(known: dict[str, Any] | None, event: TicketEvent) -> dict[str, 
     return ticket
 
 
+@dataclass(frozen=True)
+class PacketTunables:
+    """The defaults of the service's tunables, declared once (PacketSettings reads them)."""
+
+    check_match_threshold: float = 0.58  # cosine above which a note answers a runbook check
+    retry_base_s: float = 1.0  # a failed PSA post waits this, doubling per attempt...
+    retry_max_s: float = 60.0  # ...up to this
+    max_attempts: int = 10
+    psa_timeout_s: float = 10.0
+    signal_update_every_s: float = 60.0  # alerts joining a signal re-version a packet at most this often
+
+
 class Packets:
     def __init__(
         self,
@@ -125,12 +138,12 @@ class Packets:
         reasoning: Reasoning | None = None,
         page_base_url: str | None = None,
         triage_url: str | None = None,
-        check_match_threshold: float = 0.58,
-        retry_base_s: float = 1.0,
-        retry_max_s: float = 60.0,
-        max_attempts: int = 10,
-        psa_timeout_s: float = 10.0,
-        signal_update_every_s: float = 60.0,
+        check_match_threshold: float = PacketTunables.check_match_threshold,
+        retry_base_s: float = PacketTunables.retry_base_s,
+        retry_max_s: float = PacketTunables.retry_max_s,
+        max_attempts: int = PacketTunables.max_attempts,
+        psa_timeout_s: float = PacketTunables.psa_timeout_s,
+        signal_update_every_s: float = PacketTunables.signal_update_every_s,
         namespace: str = "",
         box: SecretBox | None = None,
     ) -> None:

@@ -3,6 +3,7 @@
 from pydantic import Field
 
 from libs.common.settings import ServiceSettings
+from services.packet.engine import PacketTunables
 
 
 class PacketSettings(ServiceSettings):
@@ -14,7 +15,7 @@ class PacketSettings(ServiceSettings):
     # Where engineers reach the triage service (signals cited as sources).
     triage_url: str = "http://127.0.0.1:8082"
     # Sentence-model cosine above which a note sentence answers a runbook check.
-    check_match_threshold: float = Field(default=0.58, ge=0.0, le=1.0)
+    check_match_threshold: float = Field(default=PacketTunables.check_match_threshold, ge=0.0, le=1.0)
 
     @property
     def effective_page_base_url(self) -> str:
@@ -23,7 +24,7 @@ class PacketSettings(ServiceSettings):
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
         return f"http://{host}:{self.http_port}"
 
-    psa_timeout_s: float = Field(default=10.0, gt=0)
-    psa_retry_base_s: float = Field(default=1.0, gt=0)  # doubles per attempt...
-    psa_retry_max_s: float = Field(default=60.0, gt=0)  # ...up to this
-    psa_max_attempts: int = Field(default=10, ge=1)
+    psa_timeout_s: float = Field(default=PacketTunables.psa_timeout_s, gt=0)
+    psa_retry_base_s: float = Field(default=PacketTunables.retry_base_s, gt=0)  # doubles per attempt...
+    psa_retry_max_s: float = Field(default=PacketTunables.retry_max_s, gt=0)  # ...up to this
+    psa_max_attempts: int = Field(default=PacketTunables.max_attempts, ge=1)

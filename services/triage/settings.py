@@ -13,23 +13,26 @@ from services.triage.tickets.triager import TriageConfig
 class TriageSettings(ServiceSettings):
     service_name: str = "triage"
     http_port: int = 8082
-    # Alert clustering (event time, seconds). The defaults suit RMM and NMS alert streams.
-    cluster_join_gap_s: float = Field(default=7200.0, gt=0)
-    cluster_recent_s: float = Field(default=3600.0, gt=0)
-    cluster_join_share: float = Field(default=0.8, gt=0, le=1)
-    cluster_site_window_s: float = Field(default=600.0, gt=0)
-    cluster_resolve_hold_s: float = Field(default=300.0, ge=0)
-    cluster_quiet_resolve_s: float = Field(default=86400.0, gt=0)
-    correlation_window_s: float = Field(default=1800.0, gt=0)
-    correlation_min_lift: float = Field(default=1.0, gt=0)
-    correlation_min_support: int = Field(default=5, ge=1)
+    # Alert clustering (event time, seconds). The defaults suit RMM and NMS alert streams; each
+    # is declared once, in the logic's own config (ClusterConfig, TriageConfig).
+    cluster_join_gap_s: float = Field(default=ClusterConfig.join_gap_s, gt=0)
+    cluster_recent_s: float = Field(default=ClusterConfig.recent_s, gt=0)
+    cluster_join_share: float = Field(default=ClusterConfig.join_share, gt=0, le=1)
+    cluster_site_window_s: float = Field(default=ClusterConfig.site_window_s, gt=0)
+    cluster_resolve_hold_s: float = Field(default=ClusterConfig.resolve_hold_s, ge=0)
+    cluster_quiet_resolve_s: float = Field(default=ClusterConfig.quiet_resolve_s, gt=0)
+    correlation_window_s: float = Field(default=ClusterConfig.correlation_window_s, gt=0)
+    correlation_min_lift: float = Field(default=ClusterConfig.min_lift, gt=0)
+    correlation_min_support: int = Field(default=ClusterConfig.min_support, ge=1)
     # Off only where the embedding model cannot load: new-group detection (HDBSCAN over
     # template embeddings) stops and tickets are only counted, not triaged.
     embeddings_enabled: bool = True
     # Ticket triage (off: ticket events are only counted, for workers that cluster alerts only).
     tickets_enabled: bool = True
-    tickets_min_history: int = Field(default=50, ge=2)  # labelled cases before a tenant model
-    tickets_abstain_below: float = Field(default=0.5, ge=0, le=1)
+    tickets_min_history: int = Field(
+        default=TriageConfig.min_history, ge=2
+    )  # labelled cases before a tenant model
+    tickets_abstain_below: float = Field(default=TriageConfig.abstain_below, ge=0, le=1)
     tickets_default_mode: Literal["off", "shadow", "suggest", "auto"] = "shadow"
     tickets_auto_threshold: float = Field(default=0.9, ge=0, le=1)
     # A labelled CSV the operator marks as global material for the global model (tenants with
