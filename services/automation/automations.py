@@ -178,6 +178,10 @@ class Automations:
                         runs.c.ticket_id == ticket_id,
                         runs.c.status == "succeeded",
                         runs.c.dry_run.is_(False),
+                        # An engineer's resolution, not what an automation or the service's own
+                        # notes did on the ticket.
+                        runs.c.automation_id.is_(None),
+                        runs.c.requested_by != "service:automation",
                     )
                     .order_by(runs.c.created_at)
                 )
@@ -246,6 +250,27 @@ class Automations:
             )
             stage(conn, outbox, [audit], self.namespace)
             return automation_id
+
+    def undrafted_without_runs(self, tenant: str, ticket_id: str) -> bool:
+        """No automation was drafted from this ticket, and the platform ran nothing on it that
+        succeeded: its notes are all a draft could come from."""
+        with self.engine.connect() as conn:
+            drafted = conn.execute(
+                select(automations.c.automation_id).where(
+                    automations.c.tenant_id == tenant, automations.c.source_ticket_id == ticket_id
+                )
+            ).first()
+            ran = conn.execute(
+                select(runs.c.run_id).where(
+                    runs.c.tenant_id == tenant,
+                    runs.c.ticket_id == ticket_id,
+                    runs.c.status == "succeeded",
+                    runs.c.dry_run.is_(False),
+                    runs.c.automation_id.is_(None),
+                    runs.c.requested_by != "service:automation",
+                )
+            ).first()
+        return drafted is None and ran is None
 
     def _same_exists(self, conn: Any, tenant: str, draft: dict[str, Any]) -> bool:
         """Another of the tenant's automations (not retired) already does this for this trigger."""

@@ -186,6 +186,10 @@ class Lifecycle:
         made = await asyncio.to_thread(self.automations.draft_for, tenant, ticket_id, str(event.event_id))
         if made is not None:
             return made
+        # Read the notes (a Claude call, when configured) only for a ticket that has neither a
+        # draft already (a redelivery) nor succeeded runs of its own.
+        if not await asyncio.to_thread(self.automations.undrafted_without_runs, tenant, ticket_id):
+            return None
         ctx = await asyncio.to_thread(self._ctx, tenant, ticket_id)
         notes = (ctx or {}).get("notes") or ""
         if not notes.strip():
