@@ -58,7 +58,9 @@ class TargetIn(BaseModel):
     kind: Literal["connectwise", "autotask", "halopsa", "webhook"]
     base_url: str = Field(pattern=r"^https?://", max_length=2000)
     credentials: dict[str, str] = Field(default_factory=dict)
-    options: dict[str, str | int | bool] = Field(default_factory=dict)
+    # The PSA's own settings (note type, outcome...); `category_ids` maps a category label to
+    # the PSA's id for it (required for Autotask, whose categories are picklist values).
+    options: dict[str, str | int | bool | dict[str, str | int]] = Field(default_factory=dict)
 
 
 REQUIRED_CREDENTIALS = {

@@ -67,6 +67,11 @@ _CONFIDENT = Histogram(
 )
 _VERSIONS = Counter("msp_packet_versions_total", "Packet versions built", ["trigger"])
 _DELIVERIES = Counter("msp_packet_deliveries_total", "PSA note posts", ["kind", "outcome"])
+_CATEGORIES = Counter(
+    "msp_packet_category_writes_total",
+    "Categories set in a PSA in `auto` rollout mode (set, retry, failed; kept: the ticket had one)",
+    ["outcome"],
+)
 FEEDBACK = Counter("msp_packet_feedback_total", "Engineers' verdicts on packet claims", ["verdict"])
 REVIEW = Histogram(
     "msp_packet_review_seconds",
@@ -208,6 +213,8 @@ class Packets:
                     event.payload.ticket_id,
                     event.payload.model_dump(mode="json"),
                 )
+                if event.payload.rollout_mode == "auto" and event.payload.apply_category:
+                    await self._queue_category(event)
             else:
                 await asyncio.to_thread(
                     store.drop_triage, self.engine, event.tenant_id, event.payload.ticket_id
@@ -252,23 +259,56 @@ class Packets:
         notes = [s for s in p.steps if s.action == "psa.add_note" and s.outcome == "succeeded"]
         if not notes or not p.ticket_id:
             return
-        target = await asyncio.to_thread(
-            functools.partial(store.get_target, box=self.box), self.engine, event.tenant_id
-        )
-        added = False
         for step in notes:
-            added |= await asyncio.to_thread(
-                functools.partial(store.add_action_note, has_target=target is not None),
-                self.engine,
+            await self._queue_write(
+                event.tenant_id,
                 {
-                    "note_key": step.idempotency_key or f"{p.run_id}:{step.index}",
-                    "tenant_id": event.tenant_id,
+                    "write_key": step.idempotency_key or f"{p.run_id}:{step.index}",
+                    "kind": "note",
                     "ticket_id": p.ticket_id,
-                    "run_id": str(p.run_id),
+                    "cause_id": str(p.run_id),
                     "requested_by": p.requested_by or "an engineer",
                     "text": str(step.params.get("text", "")),
                 },
             )
+
+    async def _queue_category(self, event: TicketTriaged) -> None:
+        """`auto` mode: the PSA writer sets the category triage decided, once per (ticket,
+        category), unless the ticket already carries a category (an engineer's, or the PSA's
+        own): the platform never overwrites one."""
+        p, tenant = event.payload, event.tenant_id
+        if p.category.label is None:
+            return
+        known = await asyncio.to_thread(store.get_ticket, self.engine, tenant, p.ticket_id)
+        current = (known or {}).get("snapshot", {}).get("category")
+        if current:
+            _CATEGORIES.labels("kept").inc()
+            return
+        key = hashlib.sha256(f"category|{tenant}|{p.ticket_id}|{p.category.label}".encode()).hexdigest()
+        await self._queue_write(
+            tenant,
+            {
+                "write_key": key,
+                "kind": "category",
+                "ticket_id": p.ticket_id,
+                "cause_id": str(event.event_id),
+                "requested_by": "ticket triage (auto)",
+                "text": p.category.label,
+                "details": json.dumps(
+                    {"confidence": p.category.confidence, "method": p.category.method}, sort_keys=True
+                ),
+            },
+        )
+
+    async def _queue_write(self, tenant: str, row: dict[str, Any]) -> None:
+        target = await asyncio.to_thread(
+            functools.partial(store.get_target, box=self.box), self.engine, tenant
+        )
+        added = await asyncio.to_thread(
+            functools.partial(store.add_psa_write, has_target=target is not None),
+            self.engine,
+            {"tenant_id": tenant, **row},
+        )
         if added:
             self._wake.set()
 
@@ -461,9 +501,9 @@ class Packets:
 
     async def deliver_due(self) -> int:
         posted = 0
-        for note in await asyncio.to_thread(store.due_action_notes, self.engine):
-            if await asyncio.to_thread(store.claim_action_note, self.engine, note["note_key"], 60.0):
-                posted += await self._deliver_action_note(note)
+        for write in await asyncio.to_thread(store.due_psa_writes, self.engine):
+            if await asyncio.to_thread(store.claim_psa_write, self.engine, write["write_key"], 60.0):
+                posted += await self._deliver_write(write)
         for row in await asyncio.to_thread(store.due_deliveries, self.engine):
             if not await asyncio.to_thread(
                 store.claim_delivery, self.engine, row["packet_id"], row["version"], 60.0
@@ -472,52 +512,58 @@ class Packets:
             posted += await self._deliver(row)
         return posted
 
-    async def _deliver_action_note(self, row: dict[str, Any]) -> int:
+    async def _deliver_write(self, row: dict[str, Any]) -> int:
+        """One queued PSA write: a step's note (looked up by its marker before it is posted
+        again) or a category (setting a field to a value is idempotent)."""
         assert self._client is not None
-        tenant = row["tenant_id"]
+        tenant, key, what = row["tenant_id"], row["write_key"], row["kind"]
         target = await asyncio.to_thread(
             functools.partial(store.get_target, box=self.box), self.engine, tenant
         )
         attempts = row["attempts"] + 1
         if target is None:
             await asyncio.to_thread(
-                store.finish_action_note,
+                store.finish_psa_write,
                 self.engine,
-                row["note_key"],
+                key,
                 status="waiting",
                 attempts=row["attempts"],
                 error=store.NO_TARGET,
             )
             return 0
-        note = psa.action_note(row["note_key"], row["text"], row["run_id"], row["requested_by"])
-        kind = target["kind"]
+        kind, to = target["kind"], psa.Target(**target)
+        action = "packet.action_note" if what == "note" else "packet.category"
+        details: dict[str, Any] = {"psa": kind, "attempts": attempts}
+        remote: str | None = None
         try:
-            remote = (
-                await psa.find_posted(self._client, psa.Target(**target), row["ticket_id"], note)
-                if row["status"] == "posting" or row["attempts"] > 0
-                else None
-            )
-            if remote is None:
-                remote = await psa.post(
-                    self._client, psa.Target(**target), tenant, row["ticket_id"], note, None
-                )
+            if what == "category":
+                decision = json.loads(row["details"] or "{}")
+                await psa.set_category(self._client, to, tenant, row["ticket_id"], row["text"], decision, key)
+                details.update(category=row["text"], triage_event_id=row["cause_id"], **decision)
+            else:
+                note = psa.action_note(key, row["text"], row["cause_id"], row["requested_by"])
+                details["run_id"] = row["cause_id"]
+                if row["status"] == "posting" or row["attempts"] > 0:
+                    remote = await psa.find_posted(self._client, to, row["ticket_id"], note)
+                if remote is None:
+                    remote = await psa.post(self._client, to, tenant, row["ticket_id"], note, None)
         except psa.DeliveryError as exc:
             give_up = not exc.retry or attempts >= self.max_attempts
             delay = min(self.retry_max_s, self.retry_base_s * 2 ** (attempts - 1))
             failed = audit_event(
                 service="packet",
                 tenant_id=tenant,
-                action="packet.action_note.failed",
+                action=f"{action}.failed",
                 subject_kind="ticket",
                 subject_id=row["ticket_id"],
-                cause_id=f"{row['note_key']}:failed",
+                cause_id=f"{key}:failed",
                 outcome="failed",
-                details={"psa": kind, "attempts": attempts, "run_id": row["run_id"], "error": str(exc)[:500]},
+                details={**details, "error": str(exc)[:500]},
             )
             await asyncio.to_thread(
-                store.finish_action_note,
+                store.finish_psa_write,
                 self.engine,
-                row["note_key"],
+                key,
                 status="failed" if give_up else "pending",
                 attempts=attempts,
                 next_at=utcnow() + timedelta(seconds=delay),
@@ -526,29 +572,35 @@ class Packets:
                 namespace=self.namespace,
             )
             self.outbox.wake()
-            _DELIVERIES.labels(kind, "failed" if give_up else "retry").inc()
+            if what == "category":
+                _CATEGORIES.labels("failed" if give_up else "retry").inc()
+            else:
+                _DELIVERIES.labels(kind, "failed" if give_up else "retry").inc()
             return 0
-        posted = audit_event(
+        done = audit_event(
             service="packet",
             tenant_id=tenant,
-            action="packet.action_note.posted",
+            action=f"{action}.{'set' if what == 'category' else 'posted'}",
             subject_kind="ticket",
             subject_id=row["ticket_id"],
-            cause_id=f"{row['note_key']}:posted",
-            details={"psa": kind, "attempts": attempts, "run_id": row["run_id"], "remote_id": remote},
+            cause_id=f"{key}:posted",
+            details={**details, "remote_id": remote} if what == "note" else details,
         )
         await asyncio.to_thread(
-            store.finish_action_note,
+            store.finish_psa_write,
             self.engine,
-            row["note_key"],
+            key,
             status="posted",
             attempts=attempts,
             remote_id=remote,
-            events=[posted],
+            events=[done],
             namespace=self.namespace,
         )
         self.outbox.wake()
-        _DELIVERIES.labels(kind, "posted").inc()
+        if what == "category":
+            _CATEGORIES.labels("set").inc()
+        else:
+            _DELIVERIES.labels(kind, "posted").inc()
         return 1
 
     async def _deliver(self, row: dict[str, Any]) -> int:

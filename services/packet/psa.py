@@ -1,6 +1,7 @@
 """Posting a packet into the tenant's PSA as an internal note: rendering (Markdown or HTML) and
-one writer per PSA. The writers only add internal notes; nothing here closes a ticket, mails a
-client, changes an SLA or runs anything.
+one writer per PSA. The writers add internal notes and, when a tenant's rollout mode for a
+category is `auto`, set the category ticket triage decided; nothing here closes a ticket, mails
+a client, changes an SLA or runs anything.
 
 Each note carries a marker with the packet id and version (`msp-packet:<id>:v<n>`), so an
 engineer, or a reconciliation job, can tell a repost apart; the service itself posts a version
@@ -276,18 +277,7 @@ async def post(
     """Post the note; returns the PSA's id for it when it says one."""
     note = _note(p, page_url)
     url, headers, body = request_for(target, tenant_id, ticket_id, note)
-    try:
-        r = await client.post(url, headers={**headers, "Idempotency-Key": note.marker}, json=body)
-    except httpx.HTTPError as exc:
-        raise DeliveryError(f"{type(exc).__name__}: {exc}", retry=True) from exc
-    if r.status_code >= 500 or r.status_code in (408, 409, 425, 429):
-        raise DeliveryError(f"HTTP {r.status_code}: {r.text[:300]}", retry=True)
-    if r.status_code >= 400:
-        raise DeliveryError(f"HTTP {r.status_code}: {r.text[:300]}", retry=False)
-    try:
-        answer = r.json()
-    except ValueError:
-        return None
+    answer = await _send(client, "POST", url, {**headers, "Idempotency-Key": note.marker}, body)
     if isinstance(answer, list) and answer:
         answer = answer[0]
     if isinstance(answer, dict):
@@ -295,3 +285,93 @@ async def post(
             if answer.get(key) is not None:
                 return str(answer[key])
     return None
+
+
+# --- setting a ticket's category (rollout mode `auto`) ---------------------------------------
+
+
+def category_request(
+    target: Target, tenant_id: str, ticket_id: str, category: str, decision: dict[str, Any]
+) -> tuple[str, str, dict[str, str], Any]:
+    """(method, URL, headers, JSON body) of the call that sets the ticket's category. Setting a
+    field to a value is idempotent, so a retry after a crash between the call and its record
+    changes nothing. Where the PSA keys categories by id (Autotask's picklists always; the
+    others when the target says so), `options.category_ids` maps the platform's label to it."""
+    base, opts = target.base_url.rstrip("/"), target.options
+    ids: dict[str, Any] = opts.get("category_ids") or {}
+    number = int(ticket_id) if ticket_id.isdigit() else ticket_id
+    if target.kind == "connectwise":
+        value = {"id": ids[category]} if category in ids else {"name": category}
+        field = str(opts.get("category_field", "type"))
+        return (
+            "PATCH",
+            f"{base}/v4_6_release/apis/3.0/service/tickets/{ticket_id}",
+            auth_headers(target),
+            [{"op": "replace", "path": field, "value": value}],
+        )
+    if target.kind == "autotask":
+        if category not in ids:
+            raise DeliveryError(
+                f"Autotask keeps categories as picklist values: the target's options.category_ids "
+                f"has no value for {category!r}",
+                retry=False,
+            )
+        field = str(opts.get("category_field", "issueType"))
+        return (
+            "PATCH",
+            f"{base}/ATServicesRest/V1.0/Tickets",
+            auth_headers(target),
+            {"id": number, field: ids[category]},
+        )
+    if target.kind == "halopsa":
+        field = str(opts.get("category_field", "category_1"))
+        return (
+            "POST",
+            f"{base}/api/Tickets",
+            auth_headers(target),
+            [{"id": number, field: ids.get(category, category)}],
+        )
+    if target.kind == "webhook":
+        body = {
+            "tenant_id": tenant_id,
+            "ticket_id": ticket_id,
+            "set_category": {"category": category, **decision},
+        }
+        raw = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        headers = {"Content-Type": "application/json"}
+        secret = target.credentials.get("secret")
+        if secret:
+            sig = hmac.new(str(secret).encode(), raw.encode(), hashlib.sha256).hexdigest()
+            headers["X-MSP-Signature"] = f"sha256={sig}"
+        return "POST", base, headers, body
+    raise ValueError(f"unknown PSA kind {target.kind!r} (known: {', '.join(KINDS)})")
+
+
+async def set_category(
+    client: httpx.AsyncClient,
+    target: Target,
+    tenant_id: str,
+    ticket_id: str,
+    category: str,
+    decision: dict[str, Any],
+    key: str,
+) -> None:
+    method, url, headers, body = category_request(target, tenant_id, ticket_id, category, decision)
+    await _send(client, method, url, {**headers, "Idempotency-Key": key}, body)
+
+
+async def _send(client: httpx.AsyncClient, method: str, url: str, headers: dict[str, str], body: Any) -> Any:
+    """One call to the PSA; a refusal worth retrying (5xx, 408, 409, 425, 429, no answer) and
+    one that is not are told apart. Returns the parsed answer, or None."""
+    try:
+        r = await client.request(method, url, headers=headers, json=body)
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"{type(exc).__name__}: {exc}", retry=True) from exc
+    if r.status_code >= 500 or r.status_code in (408, 409, 425, 429):
+        raise DeliveryError(f"HTTP {r.status_code}: {r.text[:300]}", retry=True)
+    if r.status_code >= 400:
+        raise DeliveryError(f"HTTP {r.status_code}: {r.text[:300]}", retry=False)
+    try:
+        return r.json()
+    except ValueError:
+        return None

@@ -138,24 +138,28 @@ feedback = Table(
 )
 
 
-# Notes an automation step asked for (psa.add_note), posted by the same PSA writers; keyed by
-# the step's idempotency key, so a redelivered result adds nothing.
-action_notes = Table(
-    "packet_action_notes",
+# What the service writes into a tenant's PSA besides packet versions: the notes automation
+# steps ask for (`psa.add_note`, kind "note": text is the note) and, in `auto` rollout mode, the
+# category ticket triage decided (kind "category": text is the category). Keyed by the step's
+# idempotency key or by (ticket, category), so a redelivery queues nothing new.
+psa_writes = Table(
+    "packet_psa_writes",
     metadata,
-    Column("note_key", String(64), primary_key=True),
+    Column("write_key", String(64), primary_key=True),
     Column("tenant_id", String(63), nullable=False),
     Column("ticket_id", String(200), nullable=False),
-    Column("run_id", String(36), nullable=False),
+    Column("cause_id", String(36), nullable=False),  # the run, or the triage event
     Column("requested_by", String(200), nullable=False),
     Column("text", Text, nullable=False),
-    Column("status", String(16), nullable=False),  # waiting, pending, posting, posted, failed
+    Column("status", String(16), nullable=False),  # waiting, pending, posting, posted, failed, skipped
     Column("attempts", Integer, nullable=False),
     Column("next_at", DateTime(timezone=True), nullable=False),
     Column("last_error", Text),
     Column("remote_id", Text),
     Column("posted_at", DateTime(timezone=True)),
-    Index("ix_packet_action_notes_due", "status", "next_at"),
+    Column("kind", String(16), nullable=False, server_default="note"),  # note, category
+    Column("details", Text),  # JSON: for a category, the decision (confidence, method)
+    Index("ix_packet_psa_writes_due", "status", "next_at"),
 )
 outbox = outbox_table(metadata, "packet")
 llm_usage = usage_table(metadata, "packet")  # the tenants' daily Claude token budgets
@@ -601,8 +605,8 @@ def set_target(
                 )
             )
         notes = conn.execute(
-            update(action_notes)
-            .where(action_notes.c.tenant_id == tenant_id, action_notes.c.status == "waiting")
+            update(psa_writes)
+            .where(psa_writes.c.tenant_id == tenant_id, psa_writes.c.status == "waiting")
             .values(status="pending", next_at=utcnow(), last_error=None)
         ).rowcount
     return len(newest) + notes
@@ -714,19 +718,19 @@ def finish_delivery(
         stage(conn, outbox, list(events), namespace)
 
 
-# --- notes automation steps asked for ------------------------------------------------------------------
+# --- other PSA writes (step notes, categories) -------------------------------------------------
 
 
-def add_action_note(engine: Engine, row: dict[str, Any], *, has_target: bool) -> bool:
-    """Queue a step's note (once: its key is the step's); False when it was already queued."""
+def add_psa_write(engine: Engine, row: dict[str, Any], *, has_target: bool) -> bool:
+    """Queue a write (once: by its key); False when it was already queued."""
     with engine.begin() as conn:
         known = conn.execute(
-            select(action_notes.c.note_key).where(action_notes.c.note_key == row["note_key"])
+            select(psa_writes.c.write_key).where(psa_writes.c.write_key == row["write_key"])
         ).first()
         if known is not None:
             return False
         conn.execute(
-            action_notes.insert().values(
+            psa_writes.insert().values(
                 **row,
                 status="pending" if has_target else "waiting",
                 attempts=0,
@@ -737,33 +741,33 @@ def add_action_note(engine: Engine, row: dict[str, Any], *, has_target: bool) ->
         return True
 
 
-def due_action_notes(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+def due_psa_writes(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            select(action_notes)
-            .where(action_notes.c.status.in_(("pending", "posting")), action_notes.c.next_at <= utcnow())
-            .order_by(action_notes.c.next_at)
+            select(psa_writes)
+            .where(psa_writes.c.status.in_(("pending", "posting")), psa_writes.c.next_at <= utcnow())
+            .order_by(psa_writes.c.next_at)
             .limit(limit)
         ).mappings()
         return [dict(r) for r in rows]
 
 
-def claim_action_note(engine: Engine, key: str, lease_s: float) -> bool:
+def claim_psa_write(engine: Engine, key: str, lease_s: float) -> bool:
     now = utcnow()
     with engine.begin() as conn:
         taken = conn.execute(
-            update(action_notes)
+            update(psa_writes)
             .where(
-                action_notes.c.note_key == key,
-                action_notes.c.status.in_(("pending", "posting")),
-                action_notes.c.next_at <= now,
+                psa_writes.c.write_key == key,
+                psa_writes.c.status.in_(("pending", "posting")),
+                psa_writes.c.next_at <= now,
             )
             .values(status="posting", next_at=now + timedelta(seconds=lease_s))
         )
         return bool(taken.rowcount)
 
 
-def finish_action_note(
+def finish_psa_write(
     engine: Engine,
     key: str,
     *,
@@ -781,15 +785,17 @@ def finish_action_note(
     if status == "posted":
         values.update(posted_at=utcnow(), remote_id=remote_id)
     with engine.begin() as conn:
-        conn.execute(update(action_notes).where(action_notes.c.note_key == key).values(**values))
+        conn.execute(update(psa_writes).where(psa_writes.c.write_key == key).values(**values))
         stage(conn, outbox, list(events), namespace)
 
 
-def action_notes_of(engine: Engine, tenant_id: str, ticket_id: str) -> list[dict[str, Any]]:
+def psa_writes_of(engine: Engine, tenant_id: str, ticket_id: str, kind: str = "note") -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            select(action_notes).where(
-                action_notes.c.tenant_id == tenant_id, action_notes.c.ticket_id == ticket_id
+            select(psa_writes).where(
+                psa_writes.c.tenant_id == tenant_id,
+                psa_writes.c.ticket_id == ticket_id,
+                psa_writes.c.kind == kind,
             )
         ).mappings()
         return [dict(r) for r in rows]

@@ -1,7 +1,8 @@
 """A PSA stand-in on loopback that records the notes posted to it: for the demo (the packet
 service posts into it like into a real PSA), tests and benchmarks. It answers the note routes
-of ConnectWise, Autotask and HaloPSA and a generic webhook path, and can be told to fail the
-next N posts (an outage)."""
+of ConnectWise, Autotask and HaloPSA and a generic webhook path, and the routes that set a
+ticket's category (kept in `categories`), and can be told to fail the next N writes (an
+outage)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from cli.processes import free_port
 class PsaSink:
     def __init__(self) -> None:
         self.notes: list[dict[str, Any]] = []
+        self.categories: list[dict[str, Any]] = []
         self.failures: list[int] = []  # status codes to answer the next posts with
         self.attempts = 0
         self._lock = threading.Lock()
@@ -30,15 +32,37 @@ class PsaSink:
         self.app.post("/api/Actions")(self._note("halopsa"))
         self.app.post("/hook")(self._note("webhook"))
         self.app.get("/notes")(self._list)
+        self.app.patch("/v4_6_release/apis/3.0/service/tickets/{ticket_id}")(self._category("connectwise"))
+        self.app.patch("/ATServicesRest/V1.0/Tickets")(self._category("autotask"))
+        self.app.post("/api/Tickets")(self._category("halopsa"))
         # Each PSA's own way of listing a ticket's notes.
         self.app.get("/v4_6_release/apis/3.0/service/tickets/{ticket_id}/notes")(self._listed("connectwise"))
         self.app.get("/ATServicesRest/V1.0/Tickets/{ticket_id}/Notes")(self._listed("autotask"))
         self.app.get("/api/Actions")(self._listed("halopsa"))
         self.lookups = 0
 
+    def _category(self, kind: str) -> Any:
+        async def receive(request: Request) -> JSONResponse:
+            body = await request.json()
+            return self._set_category(kind, request, body)
+
+        return receive
+
+    def _set_category(self, kind: str, request: Request, body: Any) -> JSONResponse:
+        with self._lock:
+            self.attempts += 1
+            if self.failures:
+                return JSONResponse({"error": "scripted outage"}, status_code=self.failures.pop(0))
+            self.categories.append(
+                {"kind": kind, "path": request.url.path, "headers": dict(request.headers), "body": body}
+            )
+        return JSONResponse({"itemId": 1} if kind == "autotask" else body, status_code=200)
+
     def _note(self, kind: str) -> Any:
         async def receive(request: Request) -> JSONResponse:
             body = await request.json()
+            if kind == "webhook" and isinstance(body, dict) and "set_category" in body:
+                return self._set_category(kind, request, body)
             with self._lock:
                 self.attempts += 1
                 if self.failures:

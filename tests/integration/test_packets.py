@@ -901,3 +901,144 @@ async def test_psa_credentials_are_stored_encrypted_and_never_returned(packets: 
 
     with pytest.raises(SecretBoxError, match="cannot be decrypted"):
         store.get_target(packets.rt.engine, tenant, box=SecretBox(new_key()))
+
+
+def triaged(tenant: str, ticket_id: str, mode: str, *, apply: bool, label: str = "Storage") -> TicketTriaged:
+    return TicketTriaged(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=datetime.now(UTC),
+        source=EventSource(system="msp.triage"),
+        payload=TicketTriagedPayload(
+            ticket_id=ticket_id,
+            category=Decision(label=label, confidence=0.93, method="tenant_model"),
+            intent=Decision(label="disk_space", confidence=0.8, method="intent_catalogue"),
+            priority=Decision(label="high", confidence=0.6, method="priority_rules"),
+            rollout_mode=mode,  # type: ignore[arg-type]
+            apply_category=apply,
+        ),
+    )
+
+
+CREDENTIALS: dict[str, dict[str, Any]] = {
+    "connectwise": {"company": "msp", "public_key": "pk", "private_key": "sk", "client_id": "c1"},
+    "autotask": {"integration_code": "x", "username": "u", "secret": "s"},
+    "halopsa": {"token": "t"},
+    "webhook": {"secret": "hook-secret"},
+}
+
+
+@pytest.mark.parametrize("kind", ["connectwise", "autotask", "halopsa", "webhook"])
+async def test_auto_mode_sets_the_category_in_the_psa_once_audited_and_no_other_mode_does(
+    packets: Packets, sink: tuple[PsaSink, str], kind: str
+) -> None:
+    """`auto` above the threshold: the tenant's PSA writer sets the category, once per (ticket,
+    category) however often the decision is delivered, with an audit; `suggest`, `shadow`,
+    `auto` below the threshold, and a ticket that already has a category are left alone."""
+    from sqlalchemy import select
+
+    psa_fake, url = sink
+    tenant = unique(f"auto-{kind[:4]}")
+    engine = packets.rt.engine
+    import httpx
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=packets.app),
+        base_url="http://packet",
+        headers={"Authorization": f"Bearer {packets.settings.effective_admin_token()}"},
+    ) as client:
+        put = await client.put(
+            "/v1/psa",
+            json={
+                "tenant_id": tenant,
+                "kind": kind,
+                "base_url": f"{url}/hook" if kind == "webhook" else url,
+                "credentials": CREDENTIALS[kind],
+                "options": {"category_ids": {"Storage": 7}} if kind == "autotask" else {},
+            },
+        )
+    assert put.status_code == 200, put.text
+    # Ticket numbers: 7101 auto, 7102 suggest, 7103 shadow, 7104 auto below the threshold,
+    # 7105 auto but the ticket already carries a category.
+    n = {
+        k: str(7100 + i + 10 * ["connectwise", "autotask", "halopsa", "webhook"].index(kind))
+        for i, k in enumerate(["auto", "suggest", "shadow", "low", "kept"], start=1)
+    }
+    await packets.send(ticket(tenant, n["kept"], "created"))
+    kept = ticket(tenant, n["kept"], "updated")
+    kept = kept.model_copy(
+        update={
+            "payload": kept.payload.model_copy(
+                update={"ticket": kept.payload.ticket.model_copy(update={"category": "Network"})}
+            )
+        }
+    )
+    decision = triaged(tenant, n["auto"], "auto", apply=True)
+    await packets.send(
+        kept,
+        decision,
+        decision,  # a redelivery
+        triaged(tenant, n["suggest"], "suggest", apply=False),
+        triaged(tenant, n["shadow"], "shadow", apply=False),
+        triaged(tenant, n["low"], "auto", apply=False),
+        triaged(tenant, n["kept"], "auto", apply=True),
+    )
+
+    def set_for(ticket_id: str) -> list[dict[str, Any]]:
+        return [
+            c
+            for c in psa_fake.categories
+            if c["kind"] == kind and ticket_id in json.dumps(c["body"]) + c["path"]
+        ]
+
+    await eventually(lambda: len(set_for(n["auto"])) == 1, "the category set in the PSA")
+    # The same decision again, then a sentinel whose note is posted after it: still one write.
+    await packets.send(decision)
+    sentinel = await handled_up_to_here(packets, tenant)
+    await eventually(lambda: any(sentinel in json.dumps(x) for x in psa_fake.notes), "the sentinel's note")
+    assert len(set_for(n["auto"])) == 1
+    for other in ("suggest", "shadow", "low", "kept"):
+        assert set_for(n[other]) == [], f"{other}: nothing is set"
+    (write,) = store.psa_writes_of(engine, tenant, n["auto"], "category")
+    assert (write["status"], write["attempts"], write["text"]) == ("posted", 1, "Storage")
+
+    call = set_for(n["auto"])[0]
+    if kind == "connectwise":
+        assert call["path"].endswith(f"/service/tickets/{n['auto']}")
+        assert call["body"] == [{"op": "replace", "path": "type", "value": {"name": "Storage"}}]
+    elif kind == "autotask":
+        assert call["body"] == {"id": int(n["auto"]), "issueType": 7}
+    elif kind == "halopsa":
+        assert call["body"] == [{"id": int(n["auto"]), "category_1": "Storage"}]
+    else:
+        assert call["body"]["set_category"]["category"] == "Storage"
+        assert call["headers"]["x-msp-signature"].startswith("sha256=")
+
+    def audited() -> list[dict[str, Any]]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(store.outbox.c.value).where(store.outbox.c.value.contains(tenant.encode()))
+            )
+            return [json.loads(r[0]) for r in rows if b"packet.category" in r[0]]
+
+    await eventually(lambda: len(audited()) == 1, "one audit of the write")
+    (event,) = audited()
+    assert event["payload"]["action"] == "packet.category.set"
+    assert event["payload"]["details"]["category"] == "Storage" and event["payload"]["details"]["psa"] == kind
+
+
+async def test_an_autotask_category_without_a_picklist_value_fails_clearly_and_is_not_retried(
+    packets: Packets, sink: tuple[PsaSink, str]
+) -> None:
+    psa_fake, url = sink
+    tenant = unique("auto-nomap")
+    engine = packets.rt.engine
+    store.set_target(engine, tenant, "autotask", url, CREDENTIALS["autotask"], {}, box=packets.rt.packets.box)  # type: ignore[attr-defined]
+    await packets.send(triaged(tenant, "7201", "auto", apply=True))
+    await eventually(
+        lambda: [w["status"] for w in store.psa_writes_of(engine, tenant, "7201", "category")] == ["failed"],
+        "the write given up",
+    )
+    (write,) = store.psa_writes_of(engine, tenant, "7201", "category")
+    assert write["attempts"] == 1 and "category_ids" in write["last_error"]
+    assert not [c for c in psa_fake.categories if "7201" in json.dumps(c["body"])]

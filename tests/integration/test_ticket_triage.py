@@ -251,6 +251,16 @@ async def test_rollout_modes_decide_what_the_result_is_for(triage: TriageWithTic
     assert (auto["rollout_mode"], auto["apply_category"]) == ("auto", True)
     shadow = await triage.result(tenant, "R-2")
     assert (shadow["rollout_mode"], shadow["apply_category"]) == ("shadow", False)
+    # The PSA echoing the category the platform set (`auto`) is no engineer's review: it
+    # confirms nothing and feeds no drift figure; an engineer refiling it afterwards does.
+    text = "printer jammed again on floor two"
+    await triage.send(ticket_event(tenant, "R-1", text, kind="updated", category="Printers"))  # type: ignore[arg-type]
+    marker = partition_twin(tenant)  # handled after the echo: then the echo was handled too
+    await triage.send(ticket_event(marker, "M-0", "printer jammed"))  # type: ignore[arg-type]
+    await triage.result(marker, "M-0")
+    assert drift(engine, tenant, 200)["reviewed"] == 0
+    await triage.send(ticket_event(tenant, "R-1", text, kind="updated", category="Accounts"))  # type: ignore[arg-type]
+    await eventually(lambda: drift(engine, tenant, 200)["corrected"] == 1, "the engineer's correction")
     # One category off while another is on: nothing stored, published or audited for it. The
     # printer ticket sent after it is the marker that triage has moved past it.
     await asyncio.to_thread(store.set_rollout, engine, tenant, "Accounts", "off", 0.9)

@@ -110,6 +110,13 @@ _DRIFT_CONFIDENCE = Gauge(
 )
 
 
+def _applied(decision: dict[str, Any]) -> bool:
+    """Whether a stored decision asked a PSA writer to set its category (`auto` mode)."""
+    if decision.get("mode") != "auto" or not decision.get("result"):
+        return False
+    return bool(json.loads(decision["result"]).get("payload", {}).get("apply_category"))
+
+
 @dataclass
 class Drift:
     confidences: deque[float]
@@ -348,6 +355,10 @@ class TicketTriage:
         if final is None or final in (prior["input_category"], prior["final_category"]):
             return
         tenant = event.tenant_id
+        if final == prior["label"] and _applied(prior):
+            # The PSA echoing the category the platform set itself (`auto`): not an engineer's
+            # review, so it neither confirms the decision nor feeds the drift figures.
+            return
         if prior["label"] is None:
             outcome = "decided"
         else:
