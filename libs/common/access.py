@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 from fastapi import Depends, Header, HTTPException, Request
 
+from libs.common import openapi
 from libs.common.settings import ServiceSettings
 
 # Keys of these roles read their tenant's packets, signals and triage results; sender keys
@@ -146,6 +147,7 @@ def tenant_reader(settings: ServiceSettings, keys: KeyCheck | None = None) -> An
     secret = link_secret(token)
     check = keys or KeyCheck(settings.ingest_url, token)
 
+    @openapi.answers(401, 403)
     async def reader(
         request: Request,
         authorization: Annotated[str | None, Header()] = None,

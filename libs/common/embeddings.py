@@ -56,6 +56,14 @@ class Embedder:
         self._model: Any = None
         self.model_calls = 0  # texts actually sent through the model
 
+    def warm(self) -> None:
+        """Load the model now (at start-up), so the first request does not wait for it."""
+        self._load()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
     def _load(self) -> Any:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")

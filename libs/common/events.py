@@ -12,6 +12,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from libs.common.jsontypes import NO_NUL, AwareTimestamp, Bool, Text
+
 # Tenant ids end up in Kafka keys, headers, URLs and table rows: keep them to a safe alphabet.
 # A tenant id as every API and event takes it (declared here once).
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -33,8 +35,8 @@ def _storable(value: str) -> str:
 
 # Free text that ends up in database columns as is (names, labels, external ids).
 StorableText = Annotated[str, AfterValidator(_storable)]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-LongText = Annotated[str, StringConstraints(max_length=20000)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=NO_NUL)]
+LongText = Annotated[str, StringConstraints(max_length=20000, pattern=NO_NUL)]
 
 # Namespace for deterministic event ids: the same source event always maps to the same id.
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c52b4-3f0e-4a55-9d0b-6d1c6e0a8c11")
@@ -50,7 +52,7 @@ def derive_event_id(tenant_id: str, *parts: str) -> uuid.UUID:
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 # --- claims and sources -------------------------------------------------------------------
@@ -150,36 +152,36 @@ TicketEventKind = Literal[
 class TicketNote(Frozen):
     note_id: ShortText
     text: LongText
-    internal: bool = True
-    author: str | None = None
-    created_at: AwareDatetime | None = None
+    internal: Bool = True
+    author: Text | None = None
+    created_at: AwareTimestamp | None = None
 
 
 class Escalation(Frozen):
     """An L1-to-L2 handoff as the PSA expresses it: tier, board or assignee change."""
 
-    from_tier: str | None = None
-    to_tier: str | None = None
-    from_board: str | None = None
-    to_board: str | None = None
-    from_assignee: str | None = None
-    to_assignee: str | None = None
+    from_tier: Text | None = None
+    to_tier: Text | None = None
+    from_board: Text | None = None
+    to_board: Text | None = None
+    from_assignee: Text | None = None
+    to_assignee: Text | None = None
 
 
 class TicketSnapshot(Frozen):
     ticket_id: ShortText
     title: ShortText
     description: LongText = ""
-    status: str | None = None
-    priority: str | None = None
-    category: str | None = None
-    requester: str | None = None
-    site: str | None = None
-    devices: list[str] = Field(default_factory=list)
-    assignee: str | None = None
-    tier: str | None = None
-    board: str | None = None
-    url: str | None = None
+    status: Text | None = None
+    priority: Text | None = None
+    category: Text | None = None
+    requester: Text | None = None
+    site: Text | None = None
+    devices: list[Text] = Field(default_factory=list)
+    assignee: Text | None = None
+    tier: Text | None = None
+    board: Text | None = None
+    url: Text | None = None
 
 
 class TicketEventPayload(Frozen):

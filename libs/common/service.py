@@ -21,12 +21,13 @@ from typing import Annotated, Any, TypeVar
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
+from libs.common import openapi
 from libs.common.audit import AuditEmitter
 from libs.common.bus import BatchHandler, EventConsumer, EventProducer, Handler
 from libs.common.db import make_engine, migrate, ping
@@ -228,7 +229,7 @@ class Runtime:
 
     # --- HTTP -----------------------------------------------------------------------------
 
-    def make_app(self, title: str, description: str = "") -> FastAPI:
+    def make_app(self, title: str, description: str = "", *, body_limit: bool = False) -> FastAPI:
         # FastAPI's own OpenTelemetry layer would open a second server span (and metrics) per
         # request: TraceRequests does the one thing needed, the W3C context, for less.
         app = FastAPI(
@@ -238,14 +239,16 @@ class Runtime:
             telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         )
         app.add_middleware(TraceRequests)
+        openapi.document(app, body_limit=body_limit)
         app.add_exception_handler(RequestValidationError, request_errors)  # type: ignore[arg-type]
         app.add_exception_handler(OperationalError, database_unavailable)  # type: ignore[arg-type]
+        app.add_exception_handler(DataError, unstorable_value)  # type: ignore[arg-type]
 
         @app.get("/healthz", tags=["ops"])
         async def healthz() -> dict[str, str]:
             return {"status": "ok", "service": self.service}
 
-        @app.get("/readyz", tags=["ops"])
+        @app.get("/readyz", tags=["ops"], responses={503: {"description": "Not ready: a check failed"}})
         async def readyz() -> JSONResponse:
             checks = {
                 "producer": self.producer.started,
@@ -256,7 +259,12 @@ class Runtime:
             ok = all(checks.values())
             return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
-        @app.get("/metrics", tags=["ops"])
+        @app.get(
+            "/metrics",
+            tags=["ops"],
+            response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        )
         async def metrics() -> Response:
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -302,6 +310,16 @@ async def database_unavailable(request: Request, exc: OperationalError) -> JSONR
     )
 
 
+async def unstorable_value(request: Request, exc: DataError) -> JSONResponse:
+    """A value the database cannot hold (a NUL character in a query parameter, say): the
+    request's fault, refused with 422; nothing was stored."""
+    log.info("refused a value the database cannot store: %s", str(exc.orig).splitlines()[0])
+    return JSONResponse(
+        {"detail": f"a value of this request cannot be stored: {str(exc.orig).splitlines()[0]}"},
+        status_code=422,
+    )
+
+
 async def request_errors(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI answers 422 for everything. A body that is not JSON, or not a JSON object, is
     the sender's framing, not a field: say so (400, or 415 for another content type); field
@@ -338,6 +356,7 @@ def operator_only(settings: ServiceSettings) -> Any:
     on admin APIs and on read APIs where the tenant is a parameter rather than a credential."""
     token = settings.effective_admin_token().encode()
 
+    @openapi.answers(401)
     async def check(authorization: Annotated[str | None, Header()] = None) -> None:
         presented = (
             authorization[7:].strip() if authorization and authorization.lower().startswith("bearer ") else ""

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlalchemy import Engine
 
+from libs.common.jsontypes import Timestamp
+from libs.common.openapi import errors
 from libs.common.service import TenantQuery
 from services.audit import store
 from services.audit.anchor import Anchoring, check_against
 
 
 def make_router(engine: Engine, operator: Any, anchoring: Anchoring | None = None) -> APIRouter:
-    router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[operator])
+    router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[operator], responses=errors(401))
 
     @router.get("/events")
     async def events(
@@ -23,7 +24,7 @@ def make_router(engine: Engine, operator: Any, anchoring: Anchoring | None = Non
         action: str | None = None,
         subject_id: str | None = None,
         trace_id: str | None = None,
-        since: datetime | None = None,
+        since: Timestamp | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         return await asyncio.to_thread(

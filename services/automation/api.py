@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi import Path as PathParam
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from sqlalchemy import Engine
 
 from libs.common.access import Access, tenant_reader
@@ -36,12 +36,14 @@ from libs.common.events import (
     EventSource,
     utcnow,
 )
+from libs.common.jsontypes import Bool, Int, RequestBody
+from libs.common.openapi import errors
 from libs.common.outbox import OutboxRelay
 from libs.common.service import TenantQuery
 from services.automation import store
 from services.automation.automations import Automations
 from services.automation.catalogue import catalogue, get, idempotency_key, param_errors
-from services.automation.connectors import ToolMapError, shown, validate_tool_map
+from services.automation.connectors import ToolMap, ToolMapError, shown, validate_tool_map
 from services.automation.connectors.base import temporary_password
 from services.automation.miner import Miner
 from services.automation.planner import Planner, TicketIn, judge_steps
@@ -55,33 +57,35 @@ ENGINEERS = frozenset({"engineer", "approver", "admin"})
 APPROVERS = frozenset({"approver", "admin"})
 
 
-class InstructionIn(BaseModel):
+class InstructionIn(RequestBody):
     tenant_id: str = Field(pattern=TENANT)
     instruction: str = Field(min_length=1, max_length=4000)
     ticket: TicketIn = Field(default_factory=TicketIn)
 
 
-class ConfirmIn(BaseModel):
+class ConfirmIn(RequestBody):
     tenant_id: str = Field(pattern=TENANT)
     # Edits before confirming: step index -> parameter -> value (answers to the plan's questions).
-    edits: dict[int, dict[str, Any]] = Field(default_factory=dict)
+    edits: dict[int, dict[str, Any]] = Field(
+        default_factory=dict, json_schema_extra={"propertyNames": {"pattern": "^[0-9]{1,3}$"}}
+    )
     # Run every step in dry-run mode: each says what it would do, nothing changes, no approval
     # is needed, and the plan stays proposed.
-    dry_run: bool = False
+    dry_run: Bool = False
 
 
-class DecisionIn(BaseModel):
+class DecisionIn(RequestBody):
     tenant_id: str = Field(pattern=TENANT)
     reason: str = Field(min_length=3, max_length=2000)
 
 
-class StepIn(BaseModel):
+class StepIn(RequestBody):
     action: str = Field(min_length=3, max_length=100)
     # Literal values, or a ticket field written as {ticket.requester} / {ticket.device}.
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class VersionIn(BaseModel):
+class VersionIn(RequestBody):
     """A manual edit: what changes against the latest version (what is left out stays)."""
 
     tenant_id: str = Field(pattern=TENANT)
@@ -91,9 +95,9 @@ class VersionIn(BaseModel):
     preconditions: list[dict[str, Any]] | None = Field(default=None, max_length=50)
 
 
-class CodeIn(BaseModel):
+class CodeIn(RequestBody):
     tenant_id: str = Field(pattern=TENANT)
-    step: int = Field(ge=0, le=100)
+    step: Int = Field(ge=0, le=100)
     code: str = Field(pattern=r"^[0-9A-Za-z]{4,10}$")
 
 
@@ -608,7 +612,7 @@ def add_routes(
         scope a tenant grants for it, whether it can be undone, and that it has a dry run."""
         return {"actions": [a.describe() for a in catalogue().values()]}
 
-    @app.get("/v1/actions/{name}", tags=["catalogue"])
+    @app.get("/v1/actions/{name}", tags=["catalogue"], responses=errors(404))
     async def action(
         name: Annotated[str, PathParam(pattern=r"^[a-z0-9_.]{3,100}$")], who: Access = reader
     ) -> dict[str, Any]:
@@ -618,12 +622,12 @@ def add_routes(
         return found.describe()
 
     @app.put("/v1/tools", tags=["tenants"])
-    async def put_tools(tenant_id: TenantQuery, body: dict[str, Any], who: Access = reader) -> dict[str, Any]:
+    async def put_tools(tenant_id: TenantQuery, body: ToolMap, who: Access = reader) -> dict[str, Any]:  # type: ignore[valid-type]
         """The tenant's tool map: for each kind of system, the connector and its settings
         (credentials included; they are stored encrypted and never shown again)."""
         await api.allow(who, tenant_id, frozenset({"admin"}), what="set the tool map")
         try:
-            tool_map = validate_tool_map(body)
+            tool_map = validate_tool_map(body.model_dump(mode="json", exclude_none=True))  # type: ignore[attr-defined]
         except ToolMapError as exc:
             raise HTTPException(422, str(exc)) from None
         await asyncio.to_thread(store.put_tools, api.engine, api.box, tenant_id, tool_map)
@@ -669,7 +673,7 @@ def add_routes(
         always = await asyncio.to_thread(store.allowed_always, api.engine, tenant_id)
         return {"tenant_id": tenant_id, "policy": policy.model_dump(mode="json"), "always_allowed": always}
 
-    @app.put("/v1/always-allowed/{name}", tags=["tenants"])
+    @app.put("/v1/always-allowed/{name}", tags=["tenants"], responses=errors(404))
     async def grant_always(name: str, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         """An approver lets the tenant's engineers run this action without a second person."""
         await api.allow(who, body.tenant_id, APPROVERS, what="mark actions always allowed", operator=False)
@@ -736,35 +740,35 @@ def add_routes(
         rows = await asyncio.to_thread(store.list_plans, api.engine, tenant_id, limit)
         return {"tenant_id": tenant_id, "plans": [_shown_plan(r) for r in rows]}
 
-    @app.get("/v1/plans/{plan_id}", tags=["plans"])
+    @app.get("/v1/plans/{plan_id}", tags=["plans"], responses=errors(404))
     async def plan(plan_id: Uuid, tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
         return _shown_plan(await api._plan(tenant_id, plan_id))
 
-    @app.post("/v1/plans/{plan_id}/confirm", tags=["plans"])
+    @app.post("/v1/plans/{plan_id}/confirm", tags=["plans"], responses=errors(404, 409))
     async def confirm(plan_id: Uuid, body: ConfirmIn, who: Access = reader) -> dict[str, Any]:
         """Run the plan (with the engineer's edits); a step that needs approval makes the plan
         wait for an approver instead."""
         return await api.confirm(plan_id, body, who)
 
-    @app.post("/v1/plans/{plan_id}/approve", tags=["plans"])
+    @app.post("/v1/plans/{plan_id}/approve", tags=["plans"], responses=errors(404, 409))
     async def approve(plan_id: Uuid, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         return await api.approve(plan_id, body, who, approve=True)
 
-    @app.post("/v1/plans/{plan_id}/reject", tags=["plans"])
+    @app.post("/v1/plans/{plan_id}/reject", tags=["plans"], responses=errors(404, 409))
     async def reject(plan_id: Uuid, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         return await api.approve(plan_id, body, who, approve=False)
 
-    @app.get("/v1/runs/{run_id}", tags=["runs"])
+    @app.get("/v1/runs/{run_id}", tags=["runs"], responses=errors(404))
     async def run(run_id: Uuid, tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
         """A run's progress: each step's state, attempts, duration, error class and answer."""
         return await api.run_view(tenant_id, run_id)
 
-    @app.post("/v1/runs/{run_id}/code", tags=["runs"])
+    @app.post("/v1/runs/{run_id}/code", tags=["runs"], responses=errors(404, 409))
     async def code(run_id: Uuid, body: CodeIn, who: Access = reader) -> dict[str, Any]:
         """The code the person read out, for a step that challenged them (SMS or call)."""
         return await api.enter_code(run_id, body, who)
 
-    @app.get("/v1/runs/{run_id}/steps/{step}/password", tags=["runs"])
+    @app.get("/v1/runs/{run_id}/steps/{step}/password", tags=["runs"], responses=errors(404))
     async def password(
         run_id: Uuid,
         step: Annotated[int, PathParam(ge=0, le=100)],
@@ -782,7 +786,7 @@ def add_routes(
         """The tenant's automations: drafts made from resolutions, and approved ones."""
         return {"tenant_id": tenant_id, "automations": await asyncio.to_thread(drafts.list, tenant_id)}
 
-    @app.get("/v1/automations/{automation_id}", tags=["automations"])
+    @app.get("/v1/automations/{automation_id}", tags=["automations"], responses=errors(404))
     async def automation_get(
         automation_id: Uuid, tenant_id: TenantQuery, who: Access = reader
     ) -> dict[str, Any]:
@@ -793,7 +797,11 @@ def add_routes(
             raise HTTPException(404, f"no automation {automation_id} for tenant {tenant_id}")
         return found
 
-    @app.post("/v1/automations/{automation_id}/versions/{version}/approve", tags=["automations"])
+    @app.post(
+        "/v1/automations/{automation_id}/versions/{version}/approve",
+        tags=["automations"],
+        responses=errors(404, 409),
+    )
     async def automation_approve(
         automation_id: Uuid,
         version: Annotated[int, PathParam(ge=1, le=100_000)],
@@ -814,7 +822,7 @@ def add_routes(
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from None
 
-    @app.post("/v1/automations/{automation_id}/versions", tags=["automations"])
+    @app.post("/v1/automations/{automation_id}/versions", tags=["automations"], responses=errors(404, 409))
     async def automation_edit(automation_id: Uuid, body: VersionIn, who: Access = reader) -> dict[str, Any]:
         """A new version from a manual edit (its diff against the latest one is kept). It does
         not run until an approver other than its author approves it."""
@@ -854,7 +862,7 @@ def add_routes(
         found = await asyncio.to_thread(drafts.get, body.tenant_id, automation_id)
         return {**(found or {}), "proposed_version": number}
 
-    @app.get("/v1/automations/{automation_id}/versions", tags=["automations"])
+    @app.get("/v1/automations/{automation_id}/versions", tags=["automations"], responses=errors(404))
     async def automation_versions(
         automation_id: Uuid, tenant_id: TenantQuery, who: Access = reader
     ) -> dict[str, Any]:
@@ -882,26 +890,26 @@ def add_routes(
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from None
 
-    @app.post("/v1/automations/{automation_id}/pause", tags=["automations"])
+    @app.post("/v1/automations/{automation_id}/pause", tags=["automations"], responses=errors(404, 409))
     async def automation_pause(automation_id: Uuid, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         """Stop an active automation from matching or running until it is resumed (who and why kept)."""
         return await change_status(automation_id, body, who, "pause")
 
-    @app.post("/v1/automations/{automation_id}/resume", tags=["automations"])
+    @app.post("/v1/automations/{automation_id}/resume", tags=["automations"], responses=errors(404, 409))
     async def automation_resume(
         automation_id: Uuid, body: DecisionIn, who: Access = reader
     ) -> dict[str, Any]:
         """Let a paused automation match and run again (its failure count starts over)."""
         return await change_status(automation_id, body, who, "resume")
 
-    @app.post("/v1/automations/{automation_id}/retire", tags=["automations"])
+    @app.post("/v1/automations/{automation_id}/retire", tags=["automations"], responses=errors(404, 409))
     async def automation_retire(
         automation_id: Uuid, body: DecisionIn, who: Access = reader
     ) -> dict[str, Any]:
         """Retire for good: a retired automation never matches, never runs, gets no new version."""
         return await change_status(automation_id, body, who, "retire")
 
-    @app.get("/v1/automations/{automation_id}/runs", tags=["automations"])
+    @app.get("/v1/automations/{automation_id}/runs", tags=["automations"], responses=errors(404))
     async def automation_runs(
         automation_id: Uuid,
         tenant_id: TenantQuery,

@@ -14,8 +14,9 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from libs.common.jsontypes import RequestBody
 from libs.common.reasoning import (
     ActionSpec,
     InterpretInput,
@@ -29,7 +30,7 @@ from services.automation.interpret import LocalInterpreter, Plan, Step, Ticket
 from services.automation.policy import TenantPolicy, decide
 
 
-class TicketIn(BaseModel):
+class TicketIn(RequestBody):
     ticket_id: str | None = Field(default=None, max_length=200)
     requester: str | None = Field(default=None, max_length=300)
     device: str | None = Field(default=None, max_length=200)

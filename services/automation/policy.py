@@ -8,12 +8,15 @@ Patterns are shell-style (`VPN-*`, `*@acme.example`), compared without regard to
 from __future__ import annotations
 
 import fnmatch
+import re
 from datetime import datetime, time
-from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from annotated_types import Ge, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from libs.common.jsontypes import Bool, ClockTime, Int, RequestBody, json_number
 from services.automation.catalogue import Action
 
 # Targets that make an otherwise routine step high-risk.
@@ -21,7 +24,7 @@ ADMIN_GROUPS = ["*admin*", "*administrators*", "*-priv*", "*privileged*"]
 SERVERS = ["*srv*", "*sql*", "dc*", "fs*", "rds*", "*-sv*", "*server*", "exch*", "hv*"]
 
 
-class ApprovalRule(BaseModel):
+class ApprovalRule(RequestBody):
     model_config = ConfigDict(extra="forbid")
     action: str = Field(description="action name or pattern, e.g. identity.* ")
     when: dict[str, list[str]] = Field(
@@ -30,13 +33,22 @@ class ApprovalRule(BaseModel):
     name: str = ""
 
 
-class Window(BaseModel):
+Weekday = Annotated[int, Ge(0), Le(6), BeforeValidator(json_number)]  # 0 = Monday
+
+
+def _zones(schema: dict[str, Any]) -> None:
+    schema["enum"] = sorted(available_timezones())
+
+
+class Window(RequestBody):
     model_config = ConfigDict(extra="forbid")
     actions: list[str] = Field(description="action patterns this window applies to")
-    days: list[int] = Field(default=[0, 1, 2, 3, 4], description="0 = Monday")
-    start: time = time(7, 0)
-    end: time = time(19, 0)
-    timezone: str = "UTC"
+    days: list[Annotated[int, Ge(0), Le(6), BeforeValidator(json_number)]] = Field(
+        default=[0, 1, 2, 3, 4], description="0 = Monday"
+    )
+    start: ClockTime = time(7, 0)
+    end: ClockTime = time(19, 0)
+    timezone: str = Field(default="UTC", json_schema_extra=_zones)
 
     @field_validator("timezone")
     @classmethod
@@ -58,27 +70,39 @@ def default_approval_rules() -> list[ApprovalRule]:
     ]
 
 
-class TenantPolicy(BaseModel):
+def _action_patterns(schema: dict[str, Any]) -> None:
+    """The schema of `allowed_actions`: a pattern with a wildcard, or a name in the catalogue."""
+    from services.automation.catalogue import catalogue
+
+    names = "|".join(re.escape(n) for n in sorted(catalogue()))
+    schema["items"] = {"type": "string", "pattern": rf"^(.*\*.*|{names})$"}
+
+
+class TenantPolicy(RequestBody):
     model_config = ConfigDict(extra="forbid")
-    allowed_actions: list[str] = Field(default=["*"], description="action patterns this tenant allows")
+    allowed_actions: list[str] = Field(
+        default=["*"],
+        description="action patterns this tenant allows: a catalogue name, or a pattern with *",
+        json_schema_extra=_action_patterns,
+    )
     approval_rules: list[ApprovalRule] = Field(default_factory=default_approval_rules)
     # Every high-risk action needs approval whatever the rules say.
-    approve_high_risk: bool = True
+    approve_high_risk: Bool = True
     # parameter -> patterns a value must match (e.g. {"group": ["VPN-*"], "device": ["ACME-*"]}).
     allowed_targets: dict[str, list[str]] = Field(default_factory=dict)
     denied_targets: dict[str, list[str]] = Field(default_factory=dict)
     windows: list[Window] = Field(default_factory=list)
-    approval_ttl_s: int = Field(default=4 * 3600, ge=60, le=7 * 24 * 3600)
+    approval_ttl_s: Int = Field(default=4 * 3600, ge=60, le=7 * 24 * 3600)
     # An approved automation that fails this many runs in a row is paused until someone resumes it.
-    pause_after_failures: int = Field(default=3, ge=1, le=100)
+    pause_after_failures: Int = Field(default=3, ge=1, le=100)
 
 
 class Decision(BaseModel):
-    allowed: bool
+    allowed: Bool
     refused_by: str | None = None
-    needs_approval: bool = False
+    needs_approval: Bool = False
     approval_rule: str | None = None
-    always_allowed: bool = False
+    always_allowed: Bool = False
 
 
 def _match(value: Any, patterns: list[str]) -> bool:

@@ -21,6 +21,8 @@ from fastapi.security import APIKeyHeader, APIKeyQuery
 from pydantic import BaseModel, Field, ValidationError
 
 from libs.common.events import Envelope
+from libs.common.jsontypes import RequestBody
+from libs.common.openapi import errors
 from services.ingest.adapters import alertmanager, autotask, connectwise, datto, halopsa, ninjaone, pagerduty
 from services.ingest.adapters.canonical import CanonicalAlert, CanonicalTicketEvent, alert_event, ticket_event
 from services.ingest.adapters.common import TicketObservation
@@ -35,11 +37,11 @@ class AcceptedBody(BaseModel):
     event_ids: list[str]
 
 
-class AlertBatch(BaseModel):
+class AlertBatch(RequestBody):
     alerts: list[CanonicalAlert] = Field(min_length=1)
 
 
-class TicketEventBatch(BaseModel):
+class TicketEventBatch(RequestBody):
     events: list[CanonicalTicketEvent] = Field(min_length=1)
 
 
@@ -81,11 +83,7 @@ def mapped(fn: Callable[..., Any], *args: Any) -> Any:
 def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["ingest"])
     responses: dict[int | str, dict[str, Any]] = {
-        400: {"description": "Malformed JSON"},
-        401: {"description": "Missing or invalid API key"},
-        403: {"description": "The key may not publish for that tenant"},
-        413: {"description": "Body or batch over the limit"},
-        429: {"description": "Rate limit of the tenant exceeded (see Retry-After)"},
+        **errors(401, 403, 429),
         503: {"description": "Kafka could not take the events; nothing was published (see Retry-After)"},
     }
 
@@ -244,17 +242,14 @@ def make_router(pipeline: IngestPipeline, verifier: KeyVerifier, pepper: str) ->
     async def from_halopsa(
         who: Caller,
         body: Annotated[
-            dict[str, Any] | list[dict[str, Any]],
+            halopsa.Delivery,
             Body(
                 description="A ticket or action object, a list of them, or {tickets: [...], actions: [...]}"
             ),
         ],
     ) -> JSONResponse:
         """HaloPSA webhook (tickets and actions, batched)."""
-        try:
-            doc = halopsa.HaloWebhook.model_validate(halopsa.normalise(body))
-        except ValidationError as exc:
-            raise validation_errors(exc) from None
+        doc = halopsa.as_webhook(body)
         return await accept(who, halopsa.SYSTEM, mapped(halopsa.to_observations, doc))
 
     return router

@@ -31,7 +31,9 @@ def build(settings: IngestSettings) -> tuple[Runtime, FastAPI]:
         max_events=settings.max_events_per_request,
     )
     pepper = settings.effective_signing_pepper()
-    app = rt.make_app("msp ingest", "Takes RMM alerts and PSA ticket events in, per tenant, onto Kafka.")
+    app = rt.make_app(
+        "msp ingest", "Takes RMM alerts and PSA ticket events in, per tenant, onto Kafka.", body_limit=True
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     verifier = KeyVerifier(rt.engine, settings.key_cache_s)
     app.include_router(api.make_router(pipeline, verifier, pepper))

@@ -15,13 +15,16 @@ import json
 import uuid
 from typing import Annotated, Any, Literal
 
+from annotated_types import Ge, Le
 from fastapi import FastAPI, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field
+from pydantic import BeforeValidator, Field
 
 from libs.common.access import Access, link_secret, sign_url, tenant_reader
 from libs.common.events import TENANT_PATTERN, EscalationPacketPayload
+from libs.common.jsontypes import RELATIVE_PATH, Bool, Int, RequestBody, json_number
+from libs.common.openapi import errors
 from libs.common.service import operator_only
 from services.packet import builder, psa, store
 from services.packet import engine as packet_engine
@@ -35,40 +38,81 @@ TenantQuery = Annotated[str, Query(pattern=TENANT)]
 PacketId = Annotated[str, PathParam(pattern=r"^[0-9a-f-]{36}$")]
 
 
-class FeedbackIn(BaseModel):
+class FeedbackIn(RequestBody):
     tenant_id: str = Field(pattern=TENANT)
-    version: int = Field(ge=1)
+    version: Int = Field(ge=1)
     claim: str | None = Field(
         default=None, pattern=r"^(summary|related_alerts|runbook|already_tried|similar_cases)/\d{1,3}$"
     )
     verdict: Literal["useful", "wrong"] | None = None
-    review_seconds: float | None = Field(default=None, ge=0, le=86400)
+    review_seconds: Annotated[float, Ge(0), Le(86400), BeforeValidator(json_number)] | None = None
     engineer: str | None = Field(default=None, max_length=200)
 
 
-class RunbookIn(BaseModel):
+class RunbookIn(RequestBody):
     tenant_id: str | None = Field(default=None, pattern=TENANT)  # None: the global library
-    path: str = Field(min_length=1, max_length=500)
+    path: str = Field(min_length=1, max_length=500, pattern=RELATIVE_PATH)
     markdown: str = Field(min_length=1, max_length=1_000_000)
     url: str | None = Field(default=None, max_length=2000)
 
 
-class TargetIn(BaseModel):
+Secret = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class _Target(RequestBody):
     tenant_id: str = Field(pattern=TENANT)
-    kind: Literal["connectwise", "autotask", "halopsa", "webhook"]
     base_url: str = Field(pattern=r"^https?://", max_length=2000)
-    credentials: dict[str, str] = Field(default_factory=dict)
     # The PSA's own settings (note type, outcome...); `category_ids` maps a category label to
     # the PSA's id for it (required for Autotask, whose categories are picklist values).
-    options: dict[str, str | int | bool | dict[str, str | int]] = Field(default_factory=dict)
+    options: dict[str, str | Int | Bool | dict[str, str | Int]] = Field(default_factory=dict)
 
 
-REQUIRED_CREDENTIALS = {
-    "connectwise": ("company", "public_key", "private_key", "client_id"),
-    "autotask": ("integration_code", "username", "secret"),
-    "halopsa": ("token",),
-    "webhook": (),
-}
+class ConnectWiseCredentials(RequestBody):
+    company: Secret
+    public_key: Secret
+    private_key: Secret
+    client_id: Secret
+
+
+class AutotaskCredentials(RequestBody):
+    integration_code: Secret
+    username: Secret
+    secret: Secret
+
+
+class HaloCredentials(RequestBody):
+    token: Secret
+
+
+class WebhookCredentials(RequestBody):
+    secret: Secret | None = None  # signs each post (X-MSP-Signature) when set
+
+
+class ConnectWiseTarget(_Target):
+    kind: Literal["connectwise"]
+    credentials: ConnectWiseCredentials
+
+
+class AutotaskTarget(_Target):
+    kind: Literal["autotask"]
+    credentials: AutotaskCredentials
+
+
+class HaloTarget(_Target):
+    kind: Literal["halopsa"]
+    credentials: HaloCredentials
+
+
+class WebhookTarget(_Target):
+    kind: Literal["webhook"]
+    credentials: WebhookCredentials = Field(default_factory=WebhookCredentials)
+
+
+# Each PSA's credentials, in the schema: a target without the ones its kind needs is refused
+# as a field error, before anything is stored.
+TargetIn = Annotated[
+    ConnectWiseTarget | AutotaskTarget | HaloTarget | WebhookTarget, Field(discriminator="kind")
+]
 
 
 PAGE_STYLE = (
@@ -94,7 +138,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             raise HTTPException(404, f"no packet {packet_id} for tenant {tenant_id}")
         return rows
 
-    @app.get("/v1/packets", tags=["packets"], dependencies=[reader])
+    @app.get("/v1/packets", tags=["packets"], dependencies=[reader], responses=errors(404))
     async def list_or_find_packets(
         tenant_id: TenantQuery,
         ticket_id: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
@@ -126,7 +170,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             "packet": json.loads(row["payload"]),
         }
 
-    @app.get("/v1/packets/{packet_id}", tags=["packets"], dependencies=[reader])
+    @app.get("/v1/packets/{packet_id}", tags=["packets"], dependencies=[reader], responses=errors(404))
     async def get_packet(packet_id: PacketId, tenant_id: TenantQuery) -> dict[str, Any]:
         """Every version of a packet, with its PSA delivery and the feedback on it."""
         rows = await versions_of(tenant_id, packet_id)
@@ -153,7 +197,11 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         }
 
     @app.get(
-        "/v1/packets/{packet_id}/page", tags=["packets"], dependencies=[reader], response_class=HTMLResponse
+        "/v1/packets/{packet_id}/page",
+        tags=["packets"],
+        dependencies=[reader],
+        response_class=HTMLResponse,
+        responses=errors(404),
     )
     async def packet_page(packet_id: PacketId, tenant_id: TenantQuery) -> HTMLResponse:
         """The latest version as a page: claims with their confidence and sources, then the
@@ -177,7 +225,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         "/v1/packets/{packet_id}/feedback",
         tags=["packets"],
         status_code=201,
-        responses={401: {"description": "No credential"}, 403: {"description": "Another tenant"}},
+        responses=errors(404),
     )
     async def post_feedback(packet_id: PacketId, body: FeedbackIn, who: Access = reader) -> dict[str, Any]:
         """An engineer marks a claim useful or wrong, and/or says how long the review took."""
@@ -208,7 +256,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    @app.delete("/v1/kb/runbooks", tags=["knowledge base"], dependencies=guard)
+    @app.delete("/v1/kb/runbooks", tags=["knowledge base"], dependencies=guard, responses=errors(404))
     async def delete_runbook(
         path: Annotated[str, Query(min_length=1, max_length=500)],
         tenant_id: Annotated[str | None, Query(pattern=TENANT)] = None,
@@ -225,7 +273,11 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         return {"scope": scope, "runbooks": await asyncio.to_thread(store.list_runbooks, engine, scope)}
 
     @app.get(
-        "/v1/kb/runbooks/page", tags=["knowledge base"], dependencies=[reader], response_class=HTMLResponse
+        "/v1/kb/runbooks/page",
+        tags=["knowledge base"],
+        dependencies=[reader],
+        response_class=HTMLResponse,
+        responses=errors(404),
     )
     async def runbook_page(
         tenant_id: TenantQuery,
@@ -274,16 +326,13 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
     @app.put("/v1/psa", tags=["psa"], dependencies=guard)
     async def put_target(body: TargetIn) -> dict[str, Any]:
         """Where a tenant's packets are posted (one PSA per tenant)."""
-        missing = [k for k in REQUIRED_CREDENTIALS[body.kind] if not body.credentials.get(k)]
-        if missing:
-            raise HTTPException(422, f"{body.kind} needs credentials: {', '.join(missing)}")
         released = await asyncio.to_thread(
             functools.partial(store.set_target, box=packets.box),
             engine,
             body.tenant_id,
             body.kind,
             body.base_url,
-            body.credentials,
+            body.credentials.model_dump(exclude_none=True),
             body.options,
         )
         packets.wake()

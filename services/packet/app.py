@@ -9,6 +9,7 @@ topic (`/v1/counts`).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -29,7 +30,18 @@ def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
     rt = Runtime(settings, migrations_dir=Path(__file__).parent / "migrations")
     app = rt.make_app("msp packet", __doc__ or "")
     counted = Counted(rt.engine, "packet")
-    kb = KnowledgeBase(rt.engine, shared_embedder())
+    embedder = shared_embedder()
+    kb = KnowledgeBase(rt.engine, embedder)
+
+    async def warm() -> None:
+        await asyncio.to_thread(embedder.warm)
+
+    async def nothing() -> None:
+        return None
+
+    # The knowledge base's searches and runbook uploads embed text: the model is loaded at
+    # start-up, and the service is ready once it is (not on the first request, seconds later).
+    rt.add_component("embeddings", warm, nothing, lambda: embedder.loaded)
     packets = Packets(
         engine=rt.engine,
         producer=rt.producer,

@@ -18,6 +18,7 @@ from libs.common.access import tenant_reader
 from libs.common.embeddings import shared_embedder
 from libs.common.events import AlertReceived, SignalClustered, TicketEvent
 from libs.common.inbox import Counted
+from libs.common.openapi import errors
 from libs.common.reasoning import reasoning_from_settings
 from libs.common.service import Runtime, TenantQuery, add_counts_route
 from libs.common.settings import SettingsError
@@ -60,7 +61,7 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
 
     reader = tenant_reader(settings)
 
-    @app.get("/v1/signals/{signal_id}", tags=["signals"], dependencies=[reader])
+    @app.get("/v1/signals/{signal_id}", tags=["signals"], dependencies=[reader], responses=errors(404))
     async def get_signal(
         signal_id: Annotated[str, PathParam(pattern=r"^[0-9a-f-]{36}$")], tenant_id: TenantQuery
     ) -> dict[str, Any]:

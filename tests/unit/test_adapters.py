@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from services.ingest.adapters import alertmanager, autotask, connectwise, datto, halopsa, ninjaone, pagerduty
 from services.ingest.adapters.lifecycle import classify
@@ -45,18 +45,18 @@ def test_alertmanager_resolution_is_a_different_event_from_the_firing() -> None:
 
 
 def test_pagerduty_trigger_keeps_dedup_key_and_resolve_needs_one() -> None:
-    doc = pagerduty.PagerDutyEvent.model_validate(load("pagerduty_trigger.json"))
+    doc = pagerduty.EVENT.validate_python(load("pagerduty_trigger.json"))
     (event,) = pagerduty.to_events(doc, "acme")
     assert event.payload.fingerprint == "fs01-disk-srv-share"
     assert event.payload.severity == "critical" and event.payload.device == "fs01.hq.client.example"
     assert event.payload.labels["detail.check.name"] == "check_disk"
     assert event.payload.labels["class"] == "disk"
-    with pytest.raises(ValidationError, match="dedup_key is required"):
-        pagerduty.PagerDutyEvent.model_validate({"routing_key": "k", "event_action": "resolve"})
-    with pytest.raises(ValidationError, match="payload is required"):
-        pagerduty.PagerDutyEvent.model_validate({"routing_key": "k", "event_action": "trigger"})
+    with pytest.raises(ValidationError, match=r"resolve.dedup_key\s+Field required"):
+        pagerduty.EVENT.validate_python({"routing_key": "k", "event_action": "resolve"})
+    with pytest.raises(ValidationError, match=r"trigger.payload\s+Field required"):
+        pagerduty.EVENT.validate_python({"routing_key": "k", "event_action": "trigger"})
     (resolved,) = pagerduty.to_events(
-        pagerduty.PagerDutyEvent.model_validate(
+        pagerduty.EVENT.validate_python(
             {"routing_key": "k", "event_action": "resolve", "dedup_key": "fs01-disk-srv-share"}
         ),
         "acme",
@@ -145,7 +145,13 @@ def test_autotask_queue_change_on_a_known_ticket_is_an_escalation_and_keeps_know
 
 
 def test_halopsa_batch_gives_a_ticket_and_an_internal_note() -> None:
-    doc = halopsa.HaloWebhook.model_validate(halopsa.normalise(load("halopsa_batch.json")))
+    shapes = TypeAdapter(
+        halopsa.HaloWebhook
+        | halopsa.HaloAction
+        | halopsa.HaloTicket
+        | list[halopsa.HaloAction | halopsa.HaloTicket]
+    )
+    doc = halopsa.as_webhook(shapes.validate_python(load("halopsa_batch.json")))
     ticket, note = halopsa.to_observations(doc)
     assert ticket.ticket_id == "5012" and ticket.fields["board"] == "1st Line"
     assert note.kind == "note_added" and note.note is not None and note.note.internal

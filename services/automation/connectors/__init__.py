@@ -12,9 +12,9 @@ so the same `identity.reset_password` runs against on-premises AD for one client
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from services.automation.connectors.active_directory import ActiveDirectory
 from services.automation.connectors.aws_iam import AwsIam
@@ -42,6 +42,31 @@ SYSTEMS: dict[str, tuple[str, ...]] = {
 # Which system an action's step runs against (most follow the action's own system).
 ROUTE = {"identity.verify_user_mfa": "verify"}
 SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+def _tool_map_model() -> type[BaseModel]:
+    """The tool map's shape for the API's schema: each system, served by one of its connector
+    kinds (`kind`) with that connector's settings."""
+    fields: dict[str, Any] = {}
+    for system, kinds in SYSTEMS.items():
+        variants = [
+            create_model(
+                f"{system.title()}{KINDS[kind].config_model.__name__}",
+                __base__=KINDS[kind].config_model,
+                kind=(Literal[kind], ...),  # type: ignore[valid-type, arg-type]
+            )
+            for kind in kinds
+        ]
+        shape: Any = (
+            Annotated[Union[tuple(variants)], Field(discriminator="kind")]  # noqa: UP007
+            if len(variants) > 1
+            else variants[0]
+        )
+        fields[system] = (shape | None, None)
+    return create_model("ToolMap", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+ToolMap = _tool_map_model()
 
 
 class ToolMapError(ValueError):

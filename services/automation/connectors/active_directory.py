@@ -17,6 +17,7 @@ from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE, Conn
 from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError
 from ldap3.utils.conv import escape_filter_chars
 
+from libs.common.jsontypes import Int
 from services.automation.catalogue import Action, Params
 from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed, temporary_password
 
@@ -32,14 +33,14 @@ _BIND_DATA = {
 
 class ADConfig(ConnectorConfig):
     host: str
-    port: int = 636
+    port: Int = 636
     tls: str = "ldaps"  # "ldaps" or "starttls"
     base_dn: str
     bind_user: str  # e.g. svc-msp@corp.example or a DN
     bind_password: str
     ca_pem: str | None = None  # the DC's CA certificate; without it the system's CAs are used
     server_name: str | None = None  # the name on the DC's certificate, when it differs from host
-    timeout_s: int = 10
+    timeout_s: Int = 10
 
 
 class ActiveDirectory(Connector):

@@ -12,6 +12,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
+from libs.common.jsontypes import Float
 from services.automation.catalogue import Action, Params
 from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed
 
@@ -21,7 +22,7 @@ class AwsConfig(ConnectorConfig):
     secret_access_key: str
     region: str = "us-east-1"
     endpoint_url: str | None = None
-    timeout_s: float = 10.0
+    timeout_s: Float = 10.0
 
 
 class AwsIam(Connector):

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from libs.common.jsontypes import Float
 from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed
 
 
@@ -21,7 +22,7 @@ class DattoConfig(ConnectorConfig):
     api_secret: str
     restart_service_component: str = "Restart Service"  # takes the variable "service"
     reboot_component: str = "Reboot Device"
-    timeout_s: float = 15.0
+    timeout_s: Float = 15.0
 
 
 class DattoRmm(Connector):

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
+from libs.common.jsontypes import Float
 from services.automation.catalogue import Action, Params
 from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed, temporary_password
 
@@ -31,8 +32,8 @@ class GraphConfig(ConnectorConfig):
     client_secret: str | None = None
     team_id: str | None = None  # the team whose channels "#name" messages go to
     skus: dict[str, str] = {}  # licence part number -> skuId, when known ahead
-    timeout_s: float = 10.0
-    max_retry_after_s: float = 30.0
+    timeout_s: Float = 10.0
+    max_retry_after_s: Float = 30.0
 
 
 class MicrosoftGraph(Connector):

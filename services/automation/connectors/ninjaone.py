@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
+from libs.common.jsontypes import Float
 from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed
 
 
@@ -22,7 +23,7 @@ class NinjaOneConfig(ConnectorConfig):
     client_secret: str
     run_as: str = "system"
     reboot_mode: str = "NORMAL"
-    timeout_s: float = 15.0
+    timeout_s: Float = 15.0
 
 
 class NinjaOne(Connector):

@@ -17,6 +17,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from libs.common.jsontypes import Float
 from services.automation.catalogue import Action, Params
 from services.automation.connectors.base import Connector, ConnectorConfig, PhoneLookup, StepFailed
 
@@ -29,7 +30,7 @@ class TwilioConfig(ConnectorConfig):
     verify_service_sid: str | None = None
     api_base_url: str | None = None  # the Messages API's base, when not Twilio's own
     verify_base_url: str | None = None
-    timeout_s: float = 10.0
+    timeout_s: Float = 10.0
 
 
 class NeedsCode(Exception):

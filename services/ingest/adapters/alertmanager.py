@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from libs.common.events import AlertPayload, AlertReceived, EventSource, derive_event_id, utcnow
+from libs.common.jsontypes import AwareTimestamp, Int
 from services.ingest.adapters.common import SourceModel, severity
 
 SYSTEM = "alertmanager"
@@ -19,8 +20,8 @@ class AMAlert(SourceModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: AwareDatetime
-    endsAt: AwareDatetime | None = None
+    startsAt: AwareTimestamp
+    endsAt: AwareTimestamp | None = None
     generatorURL: str = ""
     fingerprint: str = Field(min_length=1, max_length=1000)
 
@@ -28,7 +29,7 @@ class AMAlert(SourceModel):
 class AlertmanagerWebhook(SourceModel):
     version: str = "4"
     groupKey: str = Field(min_length=1)
-    truncatedAlerts: int = 0
+    truncatedAlerts: Int = 0
     status: Literal["firing", "resolved"]
     receiver: str = ""
     groupLabels: dict[str, str] = Field(default_factory=dict)

@@ -6,12 +6,12 @@ lifecycle fills the rest from the last known state of the ticket.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
 from libs.common.events import TicketNote, utcnow
+from libs.common.jsontypes import Int, Timestamp
 from services.ingest.adapters.common import SourceModel, TicketObservation, as_utc
 
 SYSTEM = "autotask"
@@ -22,11 +22,11 @@ class AutotaskWebhook(SourceModel):
     Action: Literal["Create", "Update", "Delete", "Deactivated"]
     Guid: str = Field(min_length=1, max_length=100)
     EntityType: str = Field(min_length=1)
-    Id: int
+    Id: Int
     Fields: dict[str, Any] = Field(default_factory=dict)
-    EventTime: datetime | None = None
-    SequenceNumber: int = 0
-    PersonID: int | None = None
+    EventTime: Timestamp | None = None
+    SequenceNumber: Int = 0
+    PersonID: Int | None = None
 
 
 def _status(value: Any) -> str | None:

@@ -10,7 +10,7 @@ import hashlib
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from libs.common.events import (
     AlertPayload,
@@ -27,12 +27,13 @@ from libs.common.events import (
     derive_event_id,
     utcnow,
 )
+from libs.common.jsontypes import AwareTimestamp, RequestBody, text_schema
 
 SystemName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _In(RequestBody):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=text_schema)
 
 
 class CanonicalAlert(_In):
@@ -49,8 +50,8 @@ class CanonicalAlert(_In):
     site: str | None = Field(default=None, max_length=500)
     group_key: str | None = Field(default=None, max_length=1000)
     labels: dict[str, str] = Field(default_factory=dict)
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    starts_at: AwareTimestamp | None = None
+    ends_at: AwareTimestamp | None = None
     url: str | None = Field(default=None, max_length=2000)
 
 
@@ -65,7 +66,7 @@ class CanonicalTicketEvent(_In):
         description="The source's own id of this event, if it has one; used for idempotency.",
     )
     kind: TicketEventKind
-    occurred_at: AwareDatetime | None = None
+    occurred_at: AwareTimestamp | None = None
     ticket: TicketSnapshot
     note: TicketNote | None = None
     escalation: Escalation | None = None

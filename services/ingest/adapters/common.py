@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from libs.common.events import Severity, TicketEventKind, TicketNote
+from libs.common.jsontypes import RequestBody
 
 
-class SourceModel(BaseModel):
+class SourceModel(RequestBody):
     """A third-party payload: unknown fields are normal (tools add them), so they are ignored."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)

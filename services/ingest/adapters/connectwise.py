@@ -9,19 +9,20 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from libs.common.events import TicketNote, utcnow
+from libs.common.jsontypes import Bool, Int, Timestamp
 from services.ingest.adapters.common import SourceModel, TicketObservation, as_utc
 
 SYSTEM = "connectwise"
 
 
 class CWRef(SourceModel):
-    id: int | None = None
+    id: Int | None = None
     identifier: str | None = None
     name: str | None = None
 
 
 class CWTicket(SourceModel):
-    id: int
+    id: Int
     summary: str = Field(default="", max_length=1000)
     initialDescription: str | None = None
     board: CWRef | None = None
@@ -32,26 +33,26 @@ class CWTicket(SourceModel):
     contactEmailAddress: str | None = None
     contactName: str | None = None
     siteName: str | None = None
-    closedFlag: bool | None = None
+    closedFlag: Bool | None = None
     info: dict[str, Any] | None = Field(default=None, alias="_info")
 
 
 class CWNote(SourceModel):
-    id: int
-    ticketId: int
+    id: Int
+    ticketId: Int
     text: str = ""
-    internalAnalysisFlag: bool = False
-    detailDescriptionFlag: bool = False
-    resolutionFlag: bool = False
+    internalAnalysisFlag: Bool = False
+    detailDescriptionFlag: Bool = False
+    resolutionFlag: Bool = False
     member: CWRef | None = None
-    dateCreated: datetime | None = None
+    dateCreated: Timestamp | None = None
 
 
 class ConnectWiseCallback(SourceModel):
     MessageId: str = Field(min_length=1, max_length=200)
     Action: str = Field(pattern=r"^(?i:added|updated|deleted)$")
     Type: str = Field(min_length=1)
-    ID: int
+    ID: Int
     CompanyId: str | None = None
     FromUrl: str | None = None
     Entity: dict[str, Any] | None = None

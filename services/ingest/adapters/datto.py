@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, WithJsonSchema, field_validator
 
 from libs.common.events import AlertPayload, AlertReceived, EventSource, derive_event_id
-from services.ingest.adapters.common import SourceModel, as_utc, flat_labels, from_epoch, severity
+from libs.common.jsontypes import Bool
+from services.ingest.adapters.common import (
+    MAX_EPOCH_MS,
+    SourceModel,
+    as_utc,
+    flat_labels,
+    from_epoch,
+    severity,
+)
 
 SYSTEM = "datto-rmm"
 # Datto's priorities, onto the platform's severities.
@@ -31,13 +39,26 @@ class DattoAlert(SourceModel):
     hostname: str | None = None
     siteUid: str | None = None
     siteName: str | None = None
-    timestamp: datetime
-    resolved: bool = False
+    # Datto sends epoch milliseconds or ISO 8601 (see _epoch_or_iso).
+    timestamp: Annotated[
+        datetime,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "format": "date-time"},
+                    {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
+                ]
+            }
+        ),
+    ]
+    resolved: Bool = False
     url: str | None = Field(default=None, alias="alertUrl")
 
     @field_validator("timestamp", mode="before")
     @classmethod
     def _epoch_or_iso(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float | str | datetime):
+            raise ValueError("must be epoch milliseconds or an ISO 8601 string")
         return from_epoch(float(value)) if isinstance(value, int | float) else value
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from pydantic import Field
 
 from libs.common.events import TicketNote, utcnow
+from libs.common.jsontypes import Bool, Int, Timestamp
 from services.ingest.adapters.common import SourceModel, TicketObservation, as_utc, content_ref
 
 SYSTEM = "halopsa"
@@ -15,30 +13,30 @@ CLOSED_STATUS_ID = 9  # Halo's default "Closed"
 
 
 class HaloTicket(SourceModel):
-    id: int
+    id: Int
     summary: str = ""
     details: str | None = None
-    status_id: int | None = None
+    status_id: Int | None = None
     status_name: str | None = None
-    priority_id: int | None = None
-    client_id: int | None = None
+    priority_id: Int | None = None
+    client_id: Int | None = None
     site_name: str | None = None
-    agent_id: int | None = None
+    agent_id: Int | None = None
     agent_name: str | None = None
     team: str | None = None
     user_email: str | None = None
-    dateoccurred: datetime | None = None
-    lastactiondate: datetime | None = None
+    dateoccurred: Timestamp | None = None
+    lastactiondate: Timestamp | None = None
 
 
 class HaloAction(SourceModel):
-    id: int
-    ticket_id: int
+    id: Int
+    ticket_id: Int
     note: str = ""
     outcome: str | None = None
-    hiddenfromuser: bool = True
+    hiddenfromuser: Bool = True
     who: str | None = None
-    datetime_: datetime | None = Field(default=None, alias="datetime")
+    datetime_: Timestamp | None = Field(default=None, alias="datetime")
 
 
 class HaloWebhook(SourceModel):
@@ -48,15 +46,19 @@ class HaloWebhook(SourceModel):
     actions: list[HaloAction] = Field(default_factory=list, max_length=5000)
 
 
-def normalise(doc: Any) -> Any:
+# What one delivery may be: a ticket, an action, a list of them, or an object holding lists.
+Delivery = HaloWebhook | HaloAction | HaloTicket | list[HaloAction | HaloTicket]
+
+
+def as_webhook(body: Delivery) -> HaloWebhook:
     """Halo posts a ticket, an action, a list of them, or an object holding lists."""
-    items = doc if isinstance(doc, list) else [doc] if isinstance(doc, dict) and "id" in doc else None
-    if items is None:
-        return doc
-    return {
-        "tickets": [i for i in items if isinstance(i, dict) and "ticket_id" not in i],
-        "actions": [i for i in items if isinstance(i, dict) and "ticket_id" in i],
-    }
+    if isinstance(body, HaloWebhook):
+        return body
+    items = body if isinstance(body, list) else [body]
+    return HaloWebhook(
+        tickets=[i for i in items if isinstance(i, HaloTicket)],
+        actions=[i for i in items if isinstance(i, HaloAction)],
+    )
 
 
 def to_observations(doc: HaloWebhook) -> list[TicketObservation]:

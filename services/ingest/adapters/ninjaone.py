@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from libs.common.events import AlertPayload, AlertReceived, EventSource, derive_event_id
+from libs.common.jsontypes import Float, Int
 from services.ingest.adapters.common import MAX_EPOCH_MS, SourceModel, flat_labels, from_epoch, severity
 
 SYSTEM = "ninjaone"
@@ -14,18 +15,18 @@ RESET_WORDS = ("RESET", "RESOLVED", "CLOSED", "CLEARED")
 
 
 class NinjaDevice(SourceModel):
-    id: int | None = None
+    id: Int | None = None
     systemName: str | None = None
     displayName: str | None = None
     dnsName: str | None = None
-    organizationId: int | None = None
-    locationId: int | None = None
+    organizationId: Int | None = None
+    locationId: Int | None = None
 
 
 class NinjaActivity(SourceModel):
-    id: int
-    activityTime: float = Field(ge=0, le=MAX_EPOCH_MS)
-    deviceId: int | None = None
+    id: Int
+    activityTime: Float = Field(ge=0, le=MAX_EPOCH_MS)
+    deviceId: Int | None = None
     severity: str = "NONE"
     priority: str = "NONE"
     seriesUid: str = Field(min_length=1, max_length=200)

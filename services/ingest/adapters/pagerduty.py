@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import Field, TypeAdapter
 
 from libs.common.events import AlertPayload, AlertReceived, EventSource, derive_event_id, utcnow
+from libs.common.jsontypes import AwareTimestamp
 from services.ingest.adapters.common import SourceModel, content_ref, flat_labels, severity
 
 SYSTEM = "pagerduty"
@@ -16,32 +17,37 @@ class PDPayload(SourceModel):
     summary: str = Field(min_length=1, max_length=1024)
     source: str = Field(min_length=1, max_length=255)
     severity: Literal["critical", "error", "warning", "info"]
-    timestamp: AwareDatetime | None = None
+    timestamp: AwareTimestamp | None = None
     component: str | None = None
     group: str | None = None
     class_: str | None = Field(default=None, alias="class")
     custom_details: dict[str, Any] | str | None = None
 
 
-class PagerDutyEvent(SourceModel):
+class _PagerDutyBase(SourceModel):
     routing_key: str = Field(min_length=1, max_length=200)
-    event_action: Literal["trigger", "acknowledge", "resolve"]
-    dedup_key: str | None = Field(default=None, max_length=255)
-    payload: PDPayload | None = None
     client: str | None = None
     client_url: str | None = None
 
-    @model_validator(mode="after")
-    def _payload_for_trigger(self) -> PagerDutyEvent:
-        # The Events API's own rules: a trigger needs a payload, the others a dedup_key.
-        if self.event_action == "trigger" and self.payload is None:
-            raise ValueError("payload is required when event_action is trigger")
-        if self.event_action != "trigger" and not self.dedup_key:
-            raise ValueError("dedup_key is required to acknowledge or resolve")
-        return self
+
+# The Events API's own rules, in the schema: a trigger needs a payload, the others a dedup_key.
+class PagerDutyTrigger(_PagerDutyBase):
+    event_action: Literal["trigger"]
+    dedup_key: str | None = Field(default=None, max_length=255)
+    payload: PDPayload
 
 
-def to_events(doc: PagerDutyEvent, tenant_id: str) -> list[AlertReceived]:
+class PagerDutyFollowUp(_PagerDutyBase):
+    event_action: Literal["acknowledge", "resolve"]
+    dedup_key: str = Field(min_length=1, max_length=255)
+    payload: PDPayload | None = None
+
+
+PagerDutyEvent = Annotated[PagerDutyTrigger | PagerDutyFollowUp, Field(discriminator="event_action")]
+EVENT: TypeAdapter[PagerDutyTrigger | PagerDutyFollowUp] = TypeAdapter(PagerDutyEvent)
+
+
+def to_events(doc: PagerDutyTrigger | PagerDutyFollowUp, tenant_id: str) -> list[AlertReceived]:
     p = doc.payload
     # PagerDuty makes up a dedup key when a trigger has none; so do we, from the content.
     fingerprint = doc.dedup_key or content_ref(doc.model_dump(mode="json", exclude={"routing_key"}))
@@ -83,5 +89,5 @@ def to_events(doc: PagerDutyEvent, tenant_id: str) -> list[AlertReceived]:
     ]
 
 
-def tenant_refs(doc: PagerDutyEvent) -> set[str]:
+def tenant_refs(doc: PagerDutyTrigger | PagerDutyFollowUp) -> set[str]:
     return set()

@@ -10,11 +10,13 @@ import json
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import Engine, select
 
 from libs.common.access import tenant_reader
 from libs.common.events import TENANT_PATTERN, RolloutMode
+from libs.common.jsontypes import Float, RequestBody
+from libs.common.openapi import errors
 from libs.common.service import TenantQuery, operator_only
 from libs.common.settings import ServiceSettings
 from services.triage.tickets import store
@@ -22,14 +24,14 @@ from services.triage.tickets.engine import TicketTriage
 from services.triage.tickets.intents import CATALOGUE
 
 
-class RolloutIn(BaseModel):
+class RolloutIn(RequestBody):
     tenant_id: str = Field(pattern=TENANT_PATTERN)
     category: str = Field(default="*", min_length=1, max_length=200)  # "*": the tenant's default
     mode: RolloutMode
-    auto_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    auto_threshold: Float = Field(default=0.9, ge=0.0, le=1.0)
 
 
-class IntentIn(BaseModel):
+class IntentIn(RequestBody):
     tenant_id: str = Field(pattern=TENANT_PATTERN)
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_]{0,99}$")
     description: str = Field(min_length=1, max_length=500)
@@ -66,7 +68,12 @@ def drift(engine: Engine, tenant_id: str, window: int) -> dict[str, Any]:
 def add_ticket_routes(app: FastAPI, settings: ServiceSettings, engine: Engine, triage: TicketTriage) -> None:
     guard = [operator_only(settings)]
 
-    @app.get("/v1/tickets/{ticket_id}/triage", tags=["tickets"], dependencies=[tenant_reader(settings)])
+    @app.get(
+        "/v1/tickets/{ticket_id}/triage",
+        tags=["tickets"],
+        dependencies=[tenant_reader(settings)],
+        responses=errors(404),
+    )
     async def ticket_triage(ticket_id: str, tenant_id: TenantQuery) -> dict[str, Any]:
         """The latest triage result of a ticket (shadow results included: this is the record)."""
         row = await asyncio.to_thread(store.last_decision, engine, tenant_id, ticket_id)
