@@ -20,6 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.structs import RecordMetadata
+from prometheus_client import Counter as Metric
 from pydantic import ValidationError
 
 from libs.common.events import DeadLetter, Envelope
@@ -34,6 +35,29 @@ from libs.common.telemetry import (
 from libs.common.topics import logical, physical, spec_for
 
 log = logging.getLogger(__name__)
+DEPENDENCY_WAITS = Metric(
+    "msp_consumer_dependency_waits_total",
+    "Times a consumer held an event because the database or the broker was unavailable",
+    ["service"],
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a handler failed because a dependency is down (the database cannot be reached,
+    the broker does not answer) rather than because of the event."""
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(
+        exc,
+        OperationalError
+        | InterfaceError
+        | KafkaConnectionError
+        | KafkaTimeoutError
+        | NodeNotReadyError
+        | ConnectionError,
+    )
+
 
 H_TENANT = "tenant_id"
 H_TYPE = "event_type"
@@ -273,6 +297,7 @@ class EventConsumer:
         self.retry_backoff_s = retry_backoff_s
         self.max_records = max_records
         self.stats = ConsumerStats()
+        self._outage_s = 0.0
         self._config: dict[str, Any] = dict(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -366,14 +391,19 @@ class EventConsumer:
             except (ValidationError, TenantMismatch, ValueError) as exc:
                 await self._deadletter(record, exc, reason="invalid")
                 return
-            for attempt in range(1, self.max_attempts + 1):
+            attempt = 0
+            while True:
                 try:
                     await self.handler(event, record)
                     break
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the handler's failure is data for the dead letter
-                    if attempt == self.max_attempts:
+                    if unavailable(exc):
+                        await self._wait_out(exc)
+                        continue
+                    attempt += 1
+                    if attempt >= self.max_attempts:
                         log.exception(
                             "handler failed; dead-lettering",
                             extra={"topic": record.topic, "offset": record.offset},
@@ -381,6 +411,7 @@ class EventConsumer:
                         await self._deadletter(record, exc, reason="handler")
                         return
                     await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+            self._outage_s = 0.0
             self.stats.handled += 1
             self._count_ok(topic)
             self._hist.observe(time.perf_counter() - start)
@@ -442,13 +473,18 @@ class EventConsumer:
             },
         ):
             handled = decoded
-            for attempt in range(1, self.max_attempts + 1):
+            attempt = 0
+            while True:
                 try:
                     await self.batch_handler(decoded)
                     break
                 except (asyncio.CancelledError, StateLost):
                     raise
-                except Exception:
+                except Exception as exc:
+                    if unavailable(exc):
+                        await self._wait_out(exc)
+                        continue
+                    attempt += 1
                     if attempt < self.max_attempts:
                         await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
                         continue
@@ -463,10 +499,23 @@ class EventConsumer:
                             raise
                         except Exception as exc:
                             await self._deadletter(item[1], exc, reason="handler")
+        self._outage_s = 0.0
         self.stats.handled += len(handled)
         for topic, n in Counter(record.topic for _, record in handled).items():
             self._count_ok(logical(topic, self.namespace), n)
         self._hist.observe(time.perf_counter() - start)
+
+    async def _wait_out(self, exc: BaseException) -> None:
+        """A dependency is down (the database, the broker): not the event's fault, so it is
+        neither counted as an attempt nor dead-lettered; the event waits, uncommitted, and is
+        tried again once the dependency answers (backing off up to 5 s)."""
+        self._outage_s = min(5.0, max(self.retry_backoff_s, self._outage_s * 2))
+        log.warning(
+            "a dependency is unavailable; the event waits for it",
+            extra={"error": str(exc).splitlines()[0][:200], "retry_in_s": self._outage_s},
+        )
+        DEPENDENCY_WAITS.labels(self.service).inc()
+        await asyncio.sleep(self._outage_s)
 
     async def _deadletter(
         self, record: ConsumerRecord[bytes, bytes], exc: BaseException, *, reason: str

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import html
 import json
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -19,7 +20,7 @@ from annotated_types import Ge, Le
 from fastapi import FastAPI, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator
 
 from libs.common.access import Access, link_secret, sign_url, tenant_reader
 from libs.common.events import TENANT_PATTERN, EscalationPacketPayload
@@ -51,9 +52,19 @@ class FeedbackIn(RequestBody):
 
 class RunbookIn(RequestBody):
     tenant_id: str | None = Field(default=None, pattern=TENANT)  # None: the global library
-    path: str = Field(min_length=1, max_length=500, pattern=RELATIVE_PATH)
+    path: str = Field(min_length=1, max_length=500, json_schema_extra={"pattern": RELATIVE_PATH})
     markdown: str = Field(min_length=1, max_length=1_000_000)
     url: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if not re.fullmatch(RELATIVE_PATH, value):
+            raise ValueError(
+                "path must be a relative name (segments that start with no blank, dot or slash; "
+                "no '..'), at most 500 characters"
+            )
+        return value
 
 
 Secret = Annotated[str, Field(min_length=1, max_length=2000)]

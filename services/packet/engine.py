@@ -543,8 +543,7 @@ class Packets:
             else:
                 note = psa.action_note(key, row["text"], row["cause_id"], row["requested_by"])
                 details["run_id"] = row["cause_id"]
-                if row["status"] == "posting" or row["attempts"] > 0:
-                    remote = await psa.find_posted(self._client, to, row["ticket_id"], note)
+                remote = await psa.find_posted(self._client, to, row["ticket_id"], note)
                 if remote is None:
                     remote = await psa.post(self._client, to, tenant, row["ticket_id"], note, None)
         except psa.DeliveryError as exc:
@@ -631,12 +630,10 @@ class Packets:
         kind = target["kind"]
         try:
             # An earlier attempt may have reached the PSA before its outcome was recorded (the
-            # process died, or the answer timed out): look for the note before posting again.
-            remote = (
-                await psa.find_posted(self._client, psa.Target(**target), packet.ticket_id, packet)
-                if row["status"] == "posting" or row["attempts"] > 0
-                else None
-            )
+            # process died, the answer timed out, or the database lost the record: a crash or
+            # a failover can take the last commits with it): the note is looked up before
+            # every post, so a version is in the ticket once whatever the database remembers.
+            remote = await psa.find_posted(self._client, psa.Target(**target), packet.ticket_id, packet)
             if remote is not None:
                 _DELIVERIES.labels(kind, "found").inc()
             else:

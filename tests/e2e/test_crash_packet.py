@@ -1,25 +1,31 @@
-"""The packet service killed with SIGKILL in the middle of a stream of escalations and
-restarted: every escalation gets its packet, every version exactly one packets.escalation.v1
-event (the same bytes under one id, however often the outbox relays it) and exactly one note
-in the tenant's PSA."""
+"""A stream of escalations through ingest and the packet service while something fails in the
+middle of it: the packet service killed with SIGKILL and restarted, the broker restarted, or
+PostgreSQL crashed (immediate stop) and restarted. Every escalation gets its packet, every
+version exactly one packets.escalation.v1 event (the same bytes under one id, however often the
+outbox relays it) and exactly one note in the tenant's PSA."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from cli import broker, postgres
 from libs.common.db import make_engine
-from libs.common.topics import physical
+from libs.common.topics import physical, spec_for
 from services.ingest import tenants
 from tests.conftest import unique
-from tests.e2e.test_crash_triage import SignalReader
+from tests.e2e.test_crash_triage import PG_PORT, SignalReader, servers_to_fail
 from tests.fakes.psa_sink import psa_sink
 from tests.processes import platform_env, spawn_service, start_platform, stop_platform, wait_ready
 
@@ -27,8 +33,16 @@ pytestmark = pytest.mark.e2e
 ESCALATIONS = 200
 
 
-def test_packet_killed_mid_stream_posts_one_event_and_one_note_per_version(
-    bootstrap: str, pg_url: str, tmp_path: Path
+@pytest.mark.parametrize("victim", ["packet", "broker", "postgres"])
+def test_a_failure_mid_stream_leaves_one_event_and_one_note_per_version(
+    victim: str, bootstrap: str, pg_url: str, tmp_path: Path
+) -> None:
+    with servers_to_fail(victim, bootstrap, pg_url, tmp_path, broker_port=19493) as (bootstrap, pg_url, own):
+        _stream(victim, bootstrap, pg_url, tmp_path, own)
+
+
+def _stream(
+    victim: str, bootstrap: str, pg_url: str, tmp_path: Path, own: broker.BrokerConfig | None
 ) -> None:
     env = {
         **platform_env(bootstrap, pg_url, tmp_path, "p" * 40, "pcrash"),
@@ -64,8 +78,12 @@ def test_packet_killed_mid_stream_posts_one_event_and_one_note_per_version(
         assert r.status_code == 200, r.text
         restarted = None
         try:
+            retried = [0]
 
             def post() -> None:
+                # Until ingest answers 202: while the broker or the database is down it refuses
+                # (503) or cannot be reached, and the sender tries again, bounded, with the same
+                # events (their refs make a retry of an accepted post change nothing).
                 with httpx.Client(timeout=30.0, headers={"X-API-Key": key}) as client:
                     for n in range(ESCALATIONS):
                         snap = {
@@ -82,7 +100,19 @@ def test_packet_killed_mid_stream_posts_one_event_and_one_note_per_version(
                                 "escalation": {"from_tier": "L1", "to_tier": "L2"},
                             },
                         ]
-                        r = client.post(f"{ingest_url}/v1/tickets/events/batch", json={"events": events})
+                        deadline = time.monotonic() + 180
+                        while True:
+                            try:
+                                r = client.post(
+                                    f"{ingest_url}/v1/tickets/events/batch", json={"events": events}
+                                )
+                                if r.status_code != 503:
+                                    break
+                            except httpx.TransportError:
+                                pass
+                            assert time.monotonic() < deadline, "ingest never came back"
+                            retried[0] += 1
+                            time.sleep(0.05)
                         assert r.status_code == 202, r.text
 
             poster = threading.Thread(target=post, daemon=True)
@@ -91,16 +121,29 @@ def test_packet_killed_mid_stream_posts_one_event_and_one_note_per_version(
             while len(sink.notes) < ESCALATIONS // 4 and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert len(sink.notes) < ESCALATIONS, "the packet service finished before it could be killed"
-            proc = started["packet"][0]
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
             killed_at = len(sink.notes)
-            poster.join(timeout=120)
-            log = tmp_path / "packet-2.log"
-            consumer = {"MSP_CONSUMER_GROUP": f"{run}-packet", "MSP_INGEST_URL": ingest_url}
-            restarted, url = spawn_service("packet", {**env, **consumer}, log)
-            wait_ready({"packet": (restarted, url, log)})
-            deadline = time.monotonic() + 120
+            url = packet_url
+            if victim == "packet":
+                proc = started["packet"][0]
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                poster.join(timeout=120)
+                log = tmp_path / "packet-2.log"
+                consumer = {"MSP_CONSUMER_GROUP": f"{run}-packet", "MSP_INGEST_URL": ingest_url}
+                restarted, url = spawn_service("packet", {**env, **consumer}, log)
+                wait_ready({"packet": (restarted, url, log)})
+            elif victim == "broker":
+                assert own is not None and broker.stop(own), "the broker did not stop"
+                _until(lambda: retried[0] > 0, 60, "ingest never refused a post while the broker was down")
+                broker.start(own)
+                poster.join(timeout=300)
+            else:
+                postgres.stop(PG_PORT, mode="immediate")
+                # The packet service sees it: its readiness reports the database unreachable.
+                _until(lambda: not _ready(packet_url), 60, "the packet service never noticed the outage")
+                postgres.start(PG_PORT)
+                poster.join(timeout=300)
+            deadline = time.monotonic() + 240
             while time.monotonic() < deadline and len({_ticket(n) for n in sink.notes}) < ESCALATIONS:
                 time.sleep(0.2)
             # Marker: every version recorded as posted means every note is in, and nothing is pending.
@@ -122,16 +165,21 @@ def test_packet_killed_mid_stream_posts_one_event_and_one_note_per_version(
         body = n["body"][0]
         marker = body["note_html"].rsplit("msp-packet:", 1)[1].split("<", 1)[0]
         notes_per_version[(str(body["ticket_id"]), marker)] += 1
+    # The topic read again from its start by a reader of its own: the one that ran during the
+    # stream may have lost its connection with the broker it was reading from.
+    records = _read_all(bootstrap, "packets.escalation.v1", run, len(reader.records))
     contents: dict[str, set[str]] = defaultdict(set)
     versions: set[tuple[str, int]] = set()
-    for rec in reader.records:
+    for rec in records:
         contents[rec["event_id"]].add(json.dumps(rec, sort_keys=True))
         versions.add((rec["payload"]["ticket_id"], rec["payload"]["version"]))
     tickets = {t for t, _ in notes_per_version}
     doubled_notes = sum(1 for c in notes_per_version.values() if c > 1)
     reused_ids = sum(1 for c in contents.values() if len(c) > 1)
+    how = {"packet": "packet SIGKILL", "broker": "broker restarted", "postgres": "PostgreSQL crashed"}[victim]
     print(
-        f"\ncrash test (packet SIGKILL after {killed_at} notes): escalations {ESCALATIONS}, "
+        f"\ncrash test ({how} after {killed_at} notes; the sender retried {retried[0]} times): "
+        f"escalations {ESCALATIONS}, "
         f"tickets with a note {len(tickets)}, notes {len(sink.notes)}, versions with a note "
         f"{len(notes_per_version)}, doubled notes {doubled_notes}, packet events {len(contents)} "
         f"for {len(versions)} versions, event ids with two contents {reused_ids}"
@@ -144,3 +192,45 @@ def test_packet_killed_mid_stream_posts_one_event_and_one_note_per_version(
 
 def _ticket(note: dict) -> str:  # type: ignore[type-arg]
     return str(note["body"][0]["ticket_id"])
+
+
+def _until(ok: Callable[[], bool], seconds: float, failure: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not ok() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ok(), failure
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _read_all(bootstrap: str, logical: str, namespace: str, at_least: int) -> list[dict[str, Any]]:
+    """Every record of the topic, read from its beginning until the end offsets are reached."""
+
+    async def read() -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            topic = physical(logical, namespace)
+            partitions = [TopicPartition(topic, p) for p in range(spec_for(logical).partitions)]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            end = await consumer.end_offsets(partitions)
+            out: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                positions = [await consumer.position(tp) for tp in partitions]
+                if all(pos >= end[tp] for pos, tp in zip(positions, partitions, strict=True)):
+                    break
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    out += [json.loads(r.value) for r in batch]
+            assert len(out) >= at_least or not at_least, "read fewer records than the live reader"
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())

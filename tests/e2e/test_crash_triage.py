@@ -13,6 +13,8 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -107,18 +109,29 @@ PG_PORT = 55532  # a PostgreSQL of its own for the restart test
 def test_a_service_killed_mid_stream_loses_and_doubles_no_alert(
     victim: str, bootstrap: str, pg_url: str, tmp_path: Path
 ) -> None:
+    with servers_to_fail(victim, bootstrap, pg_url, tmp_path, broker_port=19492) as (bootstrap, pg_url, own):
+        _stream(victim, bootstrap, pg_url, tmp_path, own)
+
+
+@contextmanager
+def servers_to_fail(
+    victim: str, bootstrap: str, pg_url: str, tmp_path: Path, *, broker_port: int
+) -> Iterator[tuple[str, str, broker.BrokerConfig | None]]:
+    """(bootstrap, database URL, own broker) for a test that fails `victim`: a broker or a
+    PostgreSQL server of the test's own when it is the one to restart (the shared ones must
+    stay up for the other tests), stopped afterwards."""
     own: broker.BrokerConfig | None = None
-    if victim == "broker":  # a broker of its own: the shared one must stay up for other tests
-        own = broker.BrokerConfig(port=19492, var_dir=tmp_path / "kafka", heap="512m")
+    if victim == "broker":
+        own = broker.BrokerConfig(port=broker_port, var_dir=tmp_path / "kafka", heap="512m")
         bootstrap = broker.start(own)
-    if victim == "postgres":  # likewise a database server of its own
+    if victim == "postgres":
         admin = postgres.start(PG_PORT)
         with create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
             conn.execute(text('DROP DATABASE IF EXISTS "restart"'))
             conn.execute(text('CREATE DATABASE "restart"'))
         pg_url = admin.rsplit("/", 1)[0] + "/restart"
     try:
-        _stream(victim, bootstrap, pg_url, tmp_path, own)
+        yield bootstrap, pg_url, own
     finally:
         if own is not None:
             broker.stop(own)

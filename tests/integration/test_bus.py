@@ -241,3 +241,49 @@ async def test_a_batch_consumer_checkpoints_before_it_commits_and_never_commits_
         assert handled[: 10 - committed_handled] == [f"m-{i}" for i in range(committed_handled, 10)]
     finally:
         await producer.stop()
+
+
+async def test_an_event_waits_out_a_database_outage_instead_of_being_dead_lettered(
+    bootstrap: str, scratch_topic
+) -> None:  # type: ignore[no-untyped-def]
+    """A handler whose database cannot be reached (a real connection refused, more times than
+    the attempts a failing event gets) holds its event until the database answers: handled
+    once, nothing dead-lettered."""
+    from sqlalchemy import create_engine, text
+
+    from libs.common.bus import DEPENDENCY_WAITS
+
+    topic = await scratch_topic(AlertReceived)
+    tenant = unique("outage")
+    producer = await started_producer(bootstrap)
+    down = create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=2")
+    calls: list[int] = []
+    handled: list[str] = []
+
+    async def handler(event: AlertReceived, _record: Any) -> None:
+        calls.append(1)
+        if len(calls) <= 5:  # the database is down for the first five tries
+            with down.connect() as conn:
+                conn.execute(text("select 1"))
+        handled.append(event.payload.title)
+
+    waits = DEPENDENCY_WAITS.labels("test-outage")._value.get()
+    try:
+        await producer.publish(alert(tenant, title="during the outage"), topic=topic)
+        consumer = EventConsumer(
+            service="test-outage",
+            topics=[topic],
+            group_id=unique("g"),
+            bootstrap_servers=bootstrap,
+            handler=handler,
+            producer=producer,
+            retry_backoff_s=0.01,
+            max_attempts=3,
+        )
+        await consume_until(consumer, lambda: consumer.stats.handled + consumer.stats.deadlettered >= 1)
+        assert handled == ["during the outage"]
+        assert consumer.stats.deadlettered == 0 and len(calls) == 6
+        assert DEPENDENCY_WAITS.labels("test-outage")._value.get() == waits + 5
+    finally:
+        down.dispose()
+        await producer.stop()
