@@ -78,8 +78,10 @@ def running(port: int = 55432) -> bool:
     return bindir is not None and is_ready(bindir, port)
 
 
-def start(port: int = 55432) -> str:
-    """Start (or reuse) the test server; returns a SQLAlchemy URL of its `postgres` database."""
+def start(port: int = 55432, *, durable: bool = False) -> str:
+    """Start (or reuse) the test server; returns a SQLAlchemy URL of its `postgres` database.
+    Test servers skip fsync for speed; `durable` keeps it (a crash test must not lose what the
+    server acknowledged)."""
     bindir = ensure_installed()
     url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     if is_ready(bindir, port):
@@ -111,8 +113,10 @@ def start(port: int = 55432) -> str:
             raise PostgresError(f"initdb failed:\n{proc.stdout}{proc.stderr}")
     opts = (
         f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={data} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        "-c max_connections=200"
     )
+    if not durable:
+        opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     proc = subprocess.run(
         _as_postgres(
             [

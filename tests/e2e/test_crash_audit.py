@@ -1,5 +1,6 @@
-"""The audit service killed with SIGKILL in the middle of a stream of audit events and
-restarted: every event published on audit.events.v1 is stored exactly once, and the tenant's
+"""A stream of audit events while something fails in the middle of it: the audit service killed
+with SIGKILL and restarted, the broker restarted, or PostgreSQL crashed (immediate stop) and
+restarted. Every event published on audit.events.v1 is stored exactly once, and the tenant's
 hash chain still verifies."""
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from cli import broker, postgres
 from libs.common.db import make_engine
 from libs.common.topics import physical
 from services.audit.tables import audit_events
 from services.ingest import tenants
 from tests.conftest import unique
-from tests.e2e.test_crash_triage import SignalReader
+from tests.e2e.test_crash_packet import read_all, ready, until
+from tests.e2e.test_crash_triage import PG_PORT, SignalReader, servers_to_fail
 from tests.processes import platform_env, spawn_service, start_platform, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -29,8 +32,16 @@ ALERTS = int(os.environ.get("MSP_CRASH_AUDIT_ALERTS", "6000"))
 SENDERS = 4
 
 
-def test_audit_killed_mid_stream_stores_every_event_once_and_the_chain_verifies(
-    bootstrap: str, pg_url: str, tmp_path: Path
+@pytest.mark.parametrize("victim", ["audit", "broker", "postgres"])
+def test_a_failure_mid_stream_stores_every_audit_event_once_and_the_chain_verifies(
+    victim: str, bootstrap: str, pg_url: str, tmp_path: Path
+) -> None:
+    with servers_to_fail(victim, bootstrap, pg_url, tmp_path, broker_port=19494) as (bootstrap, pg_url, own):
+        _stream(victim, bootstrap, pg_url, tmp_path, own)
+
+
+def _stream(
+    victim: str, bootstrap: str, pg_url: str, tmp_path: Path, own: broker.BrokerConfig | None
 ) -> None:
     env = {
         **platform_env(bootstrap, pg_url, tmp_path, "u" * 40, "acrash"),
@@ -58,10 +69,8 @@ def test_audit_killed_mid_stream_stores_every_event_once_and_the_chain_verifies(
             ).one()
         return int(rows), int(distinct)
 
-    def published() -> set[str]:
-        return {r["event_id"] for r in list(reader.records) if r["tenant_id"] == tenant}
-
     t0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+    retried = [0]
 
     def post(first: int, last: int) -> None:
         with httpx.Client(timeout=30.0, headers={"X-API-Key": key}) as client:
@@ -72,7 +81,19 @@ def test_audit_killed_mid_stream_stores_every_event_once_and_the_chain_verifies(
                     "device": f"WS{n % 50:02d}",
                     "starts_at": (t0 + timedelta(seconds=n)).isoformat(),
                 }
-                r = client.post(f"{ingest_url}/v1/alerts", json=alert)
+                # Until ingest answers 202: while the broker is down it refuses (503), and the
+                # sender tries again, bounded, with the same alert.
+                deadline = time.monotonic() + 180
+                while True:
+                    try:
+                        r = client.post(f"{ingest_url}/v1/alerts", json=alert)
+                        if r.status_code != 503:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    assert time.monotonic() < deadline, "ingest never came back"
+                    retried[0] += 1
+                    time.sleep(0.05)
                 assert r.status_code == 202, r.text
 
     try:
@@ -86,18 +107,31 @@ def test_audit_killed_mid_stream_stores_every_event_once_and_the_chain_verifies(
         deadline = time.monotonic() + 120
         while stored()[0] < ALERTS // 4 and time.monotonic() < deadline:
             time.sleep(0.01)
-        audit_proc.send_signal(signal.SIGKILL)
-        audit_proc.wait()
         killed_at = stored()[0]
-        assert killed_at < ALERTS, (
-            "audit stored everything before it could be killed; the test proves nothing"
-        )
-        for poster in posters:
-            poster.join(timeout=180)
-        log = tmp_path / "audit-2.log"
-        proc, url = spawn_service("audit", {**env, "MSP_CONSUMER_GROUP": f"{run}-audit"}, log)
-        later.append(proc)
-        wait_ready({"audit": (proc, url, log)})
+        assert killed_at < ALERTS, "audit stored everything before the failure; the test proves nothing"
+        url = started["audit"][1]
+        if victim == "audit":
+            audit_proc.send_signal(signal.SIGKILL)
+            audit_proc.wait()
+            for poster in posters:
+                poster.join(timeout=180)
+            log = tmp_path / "audit-2.log"
+            proc, url = spawn_service("audit", {**env, "MSP_CONSUMER_GROUP": f"{run}-audit"}, log)
+            later.append(proc)
+            wait_ready({"audit": (proc, url, log)})
+        elif victim == "broker":
+            assert own is not None and broker.stop(own), "the broker did not stop"
+            until(lambda: retried[0] > 0, 60, "ingest never refused a post while the broker was down")
+            broker.start(own)
+            for poster in posters:
+                poster.join(timeout=300)
+        else:
+            # Audit reads on while its database is down; its readiness reports it.
+            postgres.stop(PG_PORT, mode="immediate")
+            until(lambda: not ready(url), 60, "the audit service never noticed the outage")
+            postgres.start(PG_PORT, durable=True)
+            for poster in posters:
+                poster.join(timeout=300)
         # A sentinel after the stream: once its audit event is stored, every one before it is.
         r = httpx.post(
             f"{ingest_url}/v1/alerts",
@@ -108,10 +142,13 @@ def test_audit_killed_mid_stream_stores_every_event_once_and_the_chain_verifies(
         sentinel = r.json()["event_ids"][0]
 
         def sentinel_stored() -> bool:
+            records = (
+                list(reader.records) if victim != "broker" else read_all(bootstrap, "audit.events.v1", run, 0)
+            )
             audit_id = next(
                 (
                     rec["event_id"]
-                    for rec in list(reader.records)
+                    for rec in records
                     if sentinel in rec["payload"].get("details", {}).get("event_ids", [])
                 ),
                 None,
@@ -126,8 +163,12 @@ def test_audit_killed_mid_stream_stores_every_event_once_and_the_chain_verifies(
 
         deadline = time.monotonic() + 180
         while not sentinel_stored() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        sent = published()
+            time.sleep(0.5)
+        # The topic read again from its start by a reader of its own (the live one may have lost
+        # its broker).
+        sent = {
+            r["event_id"] for r in read_all(bootstrap, "audit.events.v1", run, 0) if r["tenant_id"] == tenant
+        }
         with engine.connect() as conn:
             ids = [
                 r[0]
@@ -139,7 +180,8 @@ def test_audit_killed_mid_stream_stores_every_event_once_and_the_chain_verifies(
         lost = len(sent - set(ids))
         doubled = rows - len(set(ids))
         print(
-            f"\ncrash test (audit SIGKILL after {killed_at} events were stored): "
+            f"\ncrash test ({victim} {'SIGKILL' if victim == 'audit' else 'restarted'} after "
+            f"{killed_at} events were stored; the sender retried {retried[0]} times): "
             f"requests {SENDERS * share + 1}, "
             f"audit events published {len(sent)}, stored {rows}, lost {lost}, doubled {doubled}"
         )

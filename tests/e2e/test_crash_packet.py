@@ -134,14 +134,14 @@ def _stream(
                 wait_ready({"packet": (restarted, url, log)})
             elif victim == "broker":
                 assert own is not None and broker.stop(own), "the broker did not stop"
-                _until(lambda: retried[0] > 0, 60, "ingest never refused a post while the broker was down")
+                until(lambda: retried[0] > 0, 60, "ingest never refused a post while the broker was down")
                 broker.start(own)
                 poster.join(timeout=300)
             else:
                 postgres.stop(PG_PORT, mode="immediate")
                 # The packet service sees it: its readiness reports the database unreachable.
-                _until(lambda: not _ready(packet_url), 60, "the packet service never noticed the outage")
-                postgres.start(PG_PORT)
+                until(lambda: not ready(packet_url), 60, "the packet service never noticed the outage")
+                postgres.start(PG_PORT, durable=True)
                 poster.join(timeout=300)
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and len({_ticket(n) for n in sink.notes}) < ESCALATIONS:
@@ -167,7 +167,7 @@ def _stream(
         notes_per_version[(str(body["ticket_id"]), marker)] += 1
     # The topic read again from its start by a reader of its own: the one that ran during the
     # stream may have lost its connection with the broker it was reading from.
-    records = _read_all(bootstrap, "packets.escalation.v1", run, len(reader.records))
+    records = read_all(bootstrap, "packets.escalation.v1", run, len(reader.records))
     contents: dict[str, set[str]] = defaultdict(set)
     versions: set[tuple[str, int]] = set()
     for rec in records:
@@ -194,21 +194,21 @@ def _ticket(note: dict) -> str:  # type: ignore[type-arg]
     return str(note["body"][0]["ticket_id"])
 
 
-def _until(ok: Callable[[], bool], seconds: float, failure: str) -> None:
+def until(ok: Callable[[], bool], seconds: float, failure: str) -> None:
     deadline = time.monotonic() + seconds
     while not ok() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ok(), failure
 
 
-def _ready(url: str) -> bool:
+def ready(url: str) -> bool:
     try:
         return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
     except httpx.TransportError:
         return False
 
 
-def _read_all(bootstrap: str, logical: str, namespace: str, at_least: int) -> list[dict[str, Any]]:
+def read_all(bootstrap: str, logical: str, namespace: str, at_least: int) -> list[dict[str, Any]]:
     """Every record of the topic, read from its beginning until the end offsets are reached."""
 
     async def read() -> list[dict[str, Any]]:

@@ -124,8 +124,8 @@ def servers_to_fail(
     if victim == "broker":
         own = broker.BrokerConfig(port=broker_port, var_dir=tmp_path / "kafka", heap="512m")
         bootstrap = broker.start(own)
-    if victim == "postgres":
-        admin = postgres.start(PG_PORT)
+    if victim == "postgres":  # durable, as a production server: a crash loses nothing it acknowledged
+        admin = postgres.start(PG_PORT, durable=True)
         with create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
             conn.execute(text('DROP DATABASE IF EXISTS "restart"'))
             conn.execute(text('CREATE DATABASE "restart"'))
@@ -248,7 +248,7 @@ def _stream(victim: str, bootstrap: str, pg_url: str, tmp_path: Path, own: Any) 
             while retried[0] == 0 and time.monotonic() < down_until:
                 time.sleep(0.05)
             assert retried[0] > 0, "ingest never refused a post while the database was down"
-            postgres.start(PG_PORT)
+            postgres.start(PG_PORT, durable=True)
             poster.join(timeout=240)
         else:
             while len(accepted) < ALERTS // 4 and time.monotonic() < deadline:
