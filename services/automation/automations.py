@@ -173,16 +173,7 @@ class Automations:
                 {**dict(r._mapping), "steps": json.loads(r.steps)}
                 for r in conn.execute(
                     select(runs.c.run_id, runs.c.steps, runs.c.requested_by)
-                    .where(
-                        runs.c.tenant_id == tenant,
-                        runs.c.ticket_id == ticket_id,
-                        runs.c.status == "succeeded",
-                        runs.c.dry_run.is_(False),
-                        # An engineer's resolution, not what an automation or the service's own
-                        # notes did on the ticket.
-                        runs.c.automation_id.is_(None),
-                        runs.c.requested_by != "service:automation",
-                    )
+                    .where(*_engineer_runs(tenant, ticket_id))
                     .order_by(runs.c.created_at)
                 )
             ]
@@ -260,16 +251,7 @@ class Automations:
                     automations.c.tenant_id == tenant, automations.c.source_ticket_id == ticket_id
                 )
             ).first()
-            ran = conn.execute(
-                select(runs.c.run_id).where(
-                    runs.c.tenant_id == tenant,
-                    runs.c.ticket_id == ticket_id,
-                    runs.c.status == "succeeded",
-                    runs.c.dry_run.is_(False),
-                    runs.c.automation_id.is_(None),
-                    runs.c.requested_by != "service:automation",
-                )
-            ).first()
+            ran = conn.execute(select(runs.c.run_id).where(*_engineer_runs(tenant, ticket_id))).first()
         return drafted is None and ran is None
 
     def _same_exists(self, conn: Any, tenant: str, draft: dict[str, Any]) -> bool:
@@ -645,3 +627,16 @@ class Automations:
             "manual_tickets_measured": len(manual),
             "time_saved_s": round(saved, 1) if median_manual is not None else None,
         }
+
+
+def _engineer_runs(tenant: str, ticket_id: str) -> tuple[Any, ...]:
+    """The succeeded, real runs on a ticket that an engineer asked for: a resolution, not what
+    an automation or the service's own notes did on the ticket."""
+    return (
+        runs.c.tenant_id == tenant,
+        runs.c.ticket_id == ticket_id,
+        runs.c.status == "succeeded",
+        runs.c.dry_run.is_(False),
+        runs.c.automation_id.is_(None),
+        runs.c.requested_by != "service:automation",
+    )
