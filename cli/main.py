@@ -447,6 +447,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         print(json.dumps(report, indent=2, default=str))
         return 0
+    if args.what == "redaction":
+        from evals import redaction as eval_redaction
+
+        report = eval_redaction.evaluate(
+            cases=Path(args.cases) if args.cases else None,
+            data=Path(args.data) if args.data else None,
+            text_col=args.text_col,
+            limit=args.limit,
+        )
+        print(json.dumps(report, indent=2))
+        return 0
     if args.what == "plans":
         from evals import plans as eval_plans
 
@@ -609,9 +620,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="measure the platform on real data (prints JSON)")
     ev.add_argument(
-        "what", choices=["alarms", "tickets", "similar", "runbooks", "reasoning", "plans", "candidates"]
+        "what",
+        choices=["alarms", "tickets", "similar", "runbooks", "reasoning", "plans", "candidates", "redaction"],
     )
-    ev.add_argument("--data", help="alarms: the folder with Alarm.csv and DAG.npy; tickets: a labelled CSV")
+    ev.add_argument(
+        "--data",
+        help="alarms: the folder with Alarm.csv and DAG.npy; tickets: a labelled CSV; "
+        "redaction: tickets without names",
+    )
     ev.add_argument("--train", help="tickets: an explicit training CSV (with --test)")
     ev.add_argument("--test", help="tickets: an explicit test CSV")
     ev.add_argument("--text-col", default="Document", help="tickets: the text column")
@@ -620,7 +636,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--assignments", help="alarms: where to write row,signal_id")
     ev.add_argument("--rate", type=float, default=5000.0, help="alarms: replayed events per second")
     ev.add_argument("--batch", type=int, default=500, help="alarms: alerts per ingest request")
-    ev.add_argument("--limit", type=int, help="alarms, candidates: only the first N alarms or tickets")
+    ev.add_argument(
+        "--limit",
+        type=int,
+        help="alarms, candidates: only the first N alarms or tickets; redaction: a sample of N tickets",
+    )
     ev.add_argument("--keep-logs", help="copy the services' logs into this folder")
     ev.add_argument("--docs", help="runbooks: the folder of Markdown runbooks")
     ev.add_argument(
@@ -628,7 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--cases",
-        help="reasoning: JSON lines of {input, expected}; plans: {id, instruction, ticket, expected}",
+        help="reasoning: JSON lines of {input, expected}; "
+        "plans, redaction: {id, instruction, ticket, expected}",
     )
     ev.add_argument("--plans", help="plans: where to write one {id, plan} line per case")
     ev.add_argument(

@@ -177,7 +177,10 @@ class Claude:
         that stays the same from call to call (an action catalogue): sent as a cached system
         block rather than with every question."""
         await self.budget.check(tenant_id)
-        redacted = self.redactor.redact(prompt if reference is None else f"{reference}\n\x1e\n{prompt}")
+        # Finding names runs a model for a few milliseconds: off the event loop.
+        redacted = await asyncio.to_thread(
+            self.redactor.redact, prompt if reference is None else f"{reference}\n\x1e\n{prompt}"
+        )
         reference_text = None
         if reference is not None:
             reference_text, _, asked = redacted.text.partition("\n\x1e\n")

