@@ -159,11 +159,14 @@ class Redacted:
         return answer
 
 
+# The kinds found by their shape; "PERSON" (names) needs the named-entity model.
+PATTERN_KINDS = frozenset({"SECRET", "CARD", "EMAIL", "PHONE"})
+
+
 class Redactor:
     def __init__(self, kinds: set[str] | None = None, names: PersonNames | None = None) -> None:
         # Which kinds to redact; secrets always, personal data unless the judgement needs it.
-        default = {"SECRET", "CARD", "EMAIL", "PHONE", "PERSON"}
-        self.kinds = default if kinds is None else kinds | {"SECRET"}
+        self.kinds = PATTERN_KINDS | {"PERSON"} if kinds is None else kinds | {"SECRET"}
         self.names = names or PersonNames()
 
     def redact(self, text: str, into: Redacted | None = None) -> Redacted:
