@@ -27,12 +27,13 @@ from libs.common.events import TENANT_PATTERN, EscalationPacketPayload
 from libs.common.jsontypes import RELATIVE_PATH, Bool, Int, RequestBody, json_number
 from libs.common.openapi import errors
 from libs.common.service import operator_only
-from services.packet import builder, psa, store
+from services.packet import builder, psa
 from services.packet import engine as packet_engine
 from services.packet.engine import Packets
 from services.packet.kb.base import KnowledgeBase, scope_of
 from services.packet.kb.markdown import parse
 from services.packet.settings import PacketSettings
+from services.packet.store import feedback, projections, runbooks, targets, versions
 
 TENANT = TENANT_PATTERN
 TenantQuery = Annotated[str, Query(pattern=TENANT)]
@@ -144,7 +145,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         return sign_url(url, secret) if url.startswith(own_bases) else url
 
     async def versions_of(tenant_id: str, packet_id: str) -> list[dict[str, Any]]:
-        rows = await asyncio.to_thread(store.packet_versions, engine, tenant_id, packet_id)
+        rows = await asyncio.to_thread(versions.packet_versions, engine, tenant_id, packet_id)
         if not rows:
             raise HTTPException(404, f"no packet {packet_id} for tenant {tenant_id}")
         return rows
@@ -159,7 +160,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         """A tenant's packets, most recently changed first (`limit`, `offset`; `next_offset`
         when there are more); with `ticket_id`, that ticket's packet in its latest version."""
         if ticket_id is None:
-            rows = await asyncio.to_thread(store.list_packets, engine, tenant_id, limit + 1, offset)
+            rows = await asyncio.to_thread(versions.list_packets, engine, tenant_id, limit + 1, offset)
             base = settings.effective_page_base_url
             return {
                 "tenant_id": tenant_id,
@@ -172,7 +173,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
                 ],
                 "next_offset": offset + limit if len(rows) > limit else None,
             }
-        row = await asyncio.to_thread(store.latest_packet, engine, tenant_id, ticket_id)
+        row = await asyncio.to_thread(versions.latest_packet, engine, tenant_id, ticket_id)
         if row is None:
             raise HTTPException(404, f"no packet for ticket {ticket_id} of tenant {tenant_id}")
         return {
@@ -204,7 +205,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
                 }
                 for r in rows
             ],
-            "feedback": await asyncio.to_thread(store.feedback_of, engine, tenant_id, packet_id),
+            "feedback": await asyncio.to_thread(feedback.feedback_of, engine, tenant_id, packet_id),
         }
 
     @app.get(
@@ -220,7 +221,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         PSA gave no link of its own)."""
         rows = await versions_of(tenant_id, packet_id)
         packet = EscalationPacketPayload.model_validate_json(rows[-1]["payload"])
-        ticket = await asyncio.to_thread(store.get_ticket, engine, tenant_id, packet.ticket_id)
+        ticket = await asyncio.to_thread(projections.get_ticket, engine, tenant_id, packet.ticket_id)
         e = html.escape
         body = psa.render_html(packet, link=signed)
         older = ", ".join(f"v{r['version']}" for r in rows[:-1]) or "none"
@@ -252,7 +253,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         if body.verdict is None and body.review_seconds is None:
             raise HTTPException(422, "give a verdict, a review time, or both")
         row = {"feedback_id": str(uuid.uuid4()), "packet_id": packet_id, **body.model_dump()}
-        await asyncio.to_thread(store.add_feedback, engine, row)
+        await asyncio.to_thread(feedback.add_feedback, engine, row)
         if body.verdict:
             packet_engine.FEEDBACK.labels(body.verdict).inc()
         if body.review_seconds is not None:
@@ -281,7 +282,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
     @app.get("/v1/kb/runbooks", tags=["knowledge base"], dependencies=guard)
     async def list_runbooks(tenant_id: Annotated[str | None, Query(pattern=TENANT)] = None) -> dict[str, Any]:
         scope = "global" if tenant_id is None else f"tenant:{tenant_id}"
-        return {"scope": scope, "runbooks": await asyncio.to_thread(store.list_runbooks, engine, scope)}
+        return {"scope": scope, "runbooks": await asyncio.to_thread(runbooks.list_runbooks, engine, scope)}
 
     @app.get(
         "/v1/kb/runbooks/page",
@@ -298,7 +299,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         """A runbook of the tenant (or of the global library) as a page, each section under an
         anchor: where a packet's runbook claims link when the runbook has no URL of its own."""
         key = "global" if scope == "global" else scope_of(tenant_id)
-        found = await asyncio.to_thread(store.get_runbook, engine, key, path)
+        found = await asyncio.to_thread(runbooks.get_runbook, engine, key, path)
         if found is None:
             where = "the global library" if scope == "global" else f"tenant {tenant_id}"
             raise HTTPException(404, f"no runbook {path} in {where}")
@@ -338,7 +339,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
     async def put_target(body: TargetIn) -> dict[str, Any]:
         """Where a tenant's packets are posted (one PSA per tenant)."""
         released = await asyncio.to_thread(
-            functools.partial(store.set_target, box=packets.box),
+            functools.partial(targets.set_target, box=packets.box),
             engine,
             body.tenant_id,
             body.kind,
@@ -362,10 +363,10 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         built and kept; their notes wait (`waiting_notes`) and are posted, the latest version
         of each packet, as soon as a target is set with PUT /v1/psa."""
         found = await asyncio.to_thread(
-            functools.partial(store.get_target, box=packets.box), engine, tenant_id
+            functools.partial(targets.get_target, box=packets.box), engine, tenant_id
         )
         if found is None:
-            waiting = await asyncio.to_thread(store.waiting_notes, engine, tenant_id)
+            waiting = await asyncio.to_thread(versions.waiting_notes, engine, tenant_id)
             return {
                 "tenant_id": tenant_id,
                 "configured": False,

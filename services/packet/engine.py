@@ -43,8 +43,9 @@ from libs.common.events import (
 )
 from libs.common.outbox import OutboxRelay
 from libs.common.reasoning import Evidence, Reasoning, SummariseInput, SummariseOutput, audit_fallback
-from services.packet import builder, psa, store
+from services.packet import builder, psa, tables
 from services.packet.kb.base import KnowledgeBase
+from services.packet.store import projections, psa_writes, targets, versions
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class Packets:
         # Tenants' PSA credentials are stored encrypted with this box.
         self.box = box or SecretBox(new_key())
         # What the service says (packet events, audits) leaves through the outbox.
-        self.outbox = OutboxRelay(engine, store.outbox, producer, "packet")
+        self.outbox = OutboxRelay(engine, tables.outbox, producer, "packet")
         self._last_version: dict[tuple[str, str], float] = {}
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -207,7 +208,7 @@ class Packets:
             # packet; a shadow result is for measurement and is shown to nobody.
             if event.payload.rollout_mode in SHOWN_MODES:
                 await asyncio.to_thread(
-                    store.save_triage,
+                    projections.save_triage,
                     self.engine,
                     event.tenant_id,
                     event.payload.ticket_id,
@@ -217,14 +218,14 @@ class Packets:
                     await self._queue_category(event)
             else:
                 await asyncio.to_thread(
-                    store.drop_triage, self.engine, event.tenant_id, event.payload.ticket_id
+                    projections.drop_triage, self.engine, event.tenant_id, event.payload.ticket_id
                 )
         elif isinstance(event, SignalClustered):
             await self._signal(event)
         elif isinstance(event, AutomationRun) and not event.payload.dry_run:  # a dry run changed nothing
             steps = [s.model_dump(mode="json") for s in event.payload.steps]
             await asyncio.to_thread(
-                store.record_run,
+                projections.record_run,
                 self.engine,
                 event.tenant_id,
                 str(event.payload.run_id),
@@ -238,7 +239,7 @@ class Packets:
         p = event.payload
         await self._queue_action_notes(event)
         ticket_id = await asyncio.to_thread(
-            store.record_result,
+            projections.record_result,
             self.engine,
             event.tenant_id,
             str(p.run_id),
@@ -248,7 +249,7 @@ class Packets:
         )
         if ticket_id is None:
             return
-        ticket = await asyncio.to_thread(store.get_ticket, self.engine, event.tenant_id, ticket_id)
+        ticket = await asyncio.to_thread(projections.get_ticket, self.engine, event.tenant_id, ticket_id)
         if ticket is not None and ticket["escalated"] and not ticket["closed"]:
             await self.rebuild(event.tenant_id, ticket, event, trigger="automation_result")
 
@@ -279,7 +280,7 @@ class Packets:
         p, tenant = event.payload, event.tenant_id
         if p.category.label is None:
             return
-        known = await asyncio.to_thread(store.get_ticket, self.engine, tenant, p.ticket_id)
+        known = await asyncio.to_thread(projections.get_ticket, self.engine, tenant, p.ticket_id)
         current = (known or {}).get("snapshot", {}).get("category")
         if current:
             _CATEGORIES.labels("kept").inc()
@@ -302,10 +303,10 @@ class Packets:
 
     async def _queue_write(self, tenant: str, row: dict[str, Any]) -> None:
         target = await asyncio.to_thread(
-            functools.partial(store.get_target, box=self.box), self.engine, tenant
+            functools.partial(targets.get_target, box=self.box), self.engine, tenant
         )
         added = await asyncio.to_thread(
-            functools.partial(store.add_psa_write, has_target=target is not None),
+            functools.partial(psa_writes.add_psa_write, has_target=target is not None),
             self.engine,
             {"tenant_id": tenant, **row},
         )
@@ -314,16 +315,16 @@ class Packets:
 
     async def _ticket(self, event: TicketEvent) -> None:
         tenant, ticket_id = event.tenant_id, event.payload.ticket.ticket_id
-        known = await asyncio.to_thread(store.get_ticket, self.engine, tenant, ticket_id)
+        known = await asyncio.to_thread(projections.get_ticket, self.engine, tenant, ticket_id)
         ticket = merge_ticket(known, event)
-        await asyncio.to_thread(store.save_ticket, self.engine, tenant, ticket)
+        await asyncio.to_thread(projections.save_ticket, self.engine, tenant, ticket)
         if ticket["escalated"] and not ticket["closed"]:
             await self.rebuild(tenant, ticket, event, trigger=event.payload.kind)
 
     async def _signal(self, event: SignalClustered) -> None:
         tenant, payload = event.tenant_id, event.payload
         fresh = await asyncio.to_thread(
-            store.apply_signal, self.engine, tenant, payload.model_dump(mode="json")
+            projections.apply_signal, self.engine, tenant, payload.model_dump(mode="json")
         )
         # A signal opening, resolving or merging makes a new version at once; new alerts
         # joining an open one do at most once a minute per ticket (a noisy signal would
@@ -332,7 +333,7 @@ class Packets:
         if not fresh or not (payload.state in SIGNAL_TRIGGERS or grew):
             return
         now = time.monotonic()
-        for ticket in await asyncio.to_thread(store.escalated_tickets, self.engine, tenant):
+        for ticket in await asyncio.to_thread(projections.escalated_tickets, self.engine, tenant):
             snap = ticket["snapshot"]
             if not (
                 set(snap.get("devices") or []) & set(payload.devices)
@@ -366,7 +367,7 @@ class Packets:
                 {k: [c.model_dump(mode="json") for c in v] for k, v in content.items()}, sort_keys=True
             ).encode()
         ).hexdigest()
-        latest = await asyncio.to_thread(store.latest_packet, self.engine, tenant, ticket["ticket_id"])
+        latest = await asyncio.to_thread(versions.latest_packet, self.engine, tenant, ticket["ticket_id"])
         if latest is not None and latest["content_hash"] == digest:
             return None
         packet_id = packet_id_for(tenant, ticket["ticket_id"])
@@ -375,7 +376,7 @@ class Packets:
             packet_id=packet_id, ticket_id=ticket["ticket_id"], version=version, **content
         )  # type: ignore[arg-type]
         target = await asyncio.to_thread(
-            functools.partial(store.get_target, box=self.box), self.engine, tenant
+            functools.partial(targets.get_target, box=self.box), self.engine, tenant
         )
         created = utcnow()
         link = ticket["snapshot"].get("url")
@@ -401,7 +402,7 @@ class Packets:
             },
         )
         await asyncio.to_thread(
-            store.save_packet,
+            versions.save_packet,
             self.engine,
             tenant_id=tenant,
             ticket_id=ticket["ticket_id"],
@@ -430,15 +431,15 @@ class Packets:
     def _parts(self, tenant: str, ticket: dict[str, Any]) -> builder.PacketParts:
         snap = ticket["snapshot"]
         now = datetime.now(UTC)
-        signals = store.signals_around(
+        signals = projections.signals_around(
             self.engine, tenant, snap.get("devices") or [], snap.get("site"), now - CONTEXT_WINDOW, now
         )
         query = " ".join(
             [snap.get("title", ""), snap.get("description", ""), *(s["title"] for s in signals[:3])]
         )
         runbooks = self.kb.search(tenant, query, k=3)
-        triage = store.get_triage(self.engine, tenant, ticket["ticket_id"])
-        runs = store.runs_on(self.engine, tenant, ticket["ticket_id"])
+        triage = projections.get_triage(self.engine, tenant, ticket["ticket_id"])
+        runs = projections.runs_on(self.engine, tenant, ticket["ticket_id"])
         links = builder.Links(tenant, packet_base=self.page_base_url, triage_base=self.triage_url)
         ticket = {**ticket, "packet_id": str(packet_id_for(tenant, ticket["ticket_id"]))}
         return builder.build(ticket, signals, runbooks, triage, runs, links=links, answered=self._answered)
@@ -501,12 +502,12 @@ class Packets:
 
     async def deliver_due(self) -> int:
         posted = 0
-        for write in await asyncio.to_thread(store.due_psa_writes, self.engine):
-            if await asyncio.to_thread(store.claim_psa_write, self.engine, write["write_key"], 60.0):
+        for write in await asyncio.to_thread(psa_writes.due_psa_writes, self.engine):
+            if await asyncio.to_thread(psa_writes.claim_psa_write, self.engine, write["write_key"], 60.0):
                 posted += await self._deliver_write(write)
-        for row in await asyncio.to_thread(store.due_deliveries, self.engine):
+        for row in await asyncio.to_thread(versions.due_deliveries, self.engine):
             if not await asyncio.to_thread(
-                store.claim_delivery, self.engine, row["packet_id"], row["version"], 60.0
+                versions.claim_delivery, self.engine, row["packet_id"], row["version"], 60.0
             ):
                 continue  # another instance has it
             posted += await self._deliver(row)
@@ -518,17 +519,17 @@ class Packets:
         assert self._client is not None
         tenant, key, what = row["tenant_id"], row["write_key"], row["kind"]
         target = await asyncio.to_thread(
-            functools.partial(store.get_target, box=self.box), self.engine, tenant
+            functools.partial(targets.get_target, box=self.box), self.engine, tenant
         )
         attempts = row["attempts"] + 1
         if target is None:
             await asyncio.to_thread(
-                store.finish_psa_write,
+                psa_writes.finish_psa_write,
                 self.engine,
                 key,
                 status="waiting",
                 attempts=row["attempts"],
-                error=store.NO_TARGET,
+                error=versions.NO_TARGET,
             )
             return 0
         kind, to = target["kind"], psa.Target(**target)
@@ -560,7 +561,7 @@ class Packets:
                 details={**details, "error": str(exc)[:500]},
             )
             await asyncio.to_thread(
-                store.finish_psa_write,
+                psa_writes.finish_psa_write,
                 self.engine,
                 key,
                 status="failed" if give_up else "pending",
@@ -586,7 +587,7 @@ class Packets:
             details={**details, "remote_id": remote} if what == "note" else details,
         )
         await asyncio.to_thread(
-            store.finish_psa_write,
+            psa_writes.finish_psa_write,
             self.engine,
             key,
             status="posted",
@@ -604,13 +605,15 @@ class Packets:
 
     async def _deliver(self, row: dict[str, Any]) -> int:
         assert self._client is not None
-        found = await asyncio.to_thread(store.packet_payload, self.engine, row["packet_id"], row["version"])
+        found = await asyncio.to_thread(
+            versions.packet_payload, self.engine, row["packet_id"], row["version"]
+        )
         target = await asyncio.to_thread(
-            functools.partial(store.get_target, box=self.box), self.engine, row["tenant_id"]
+            functools.partial(targets.get_target, box=self.box), self.engine, row["tenant_id"]
         )
         if found is None or target is None:
             await asyncio.to_thread(
-                store.finish_delivery,
+                versions.finish_delivery,
                 self.engine,
                 row["packet_id"],
                 row["version"],
@@ -654,7 +657,7 @@ class Packets:
                 details={"psa": kind, "attempts": attempts, "error": str(exc)[:500]},
             )
             await asyncio.to_thread(
-                store.finish_delivery,
+                versions.finish_delivery,
                 self.engine,
                 row["packet_id"],
                 row["version"],
@@ -682,7 +685,7 @@ class Packets:
             details={"psa": kind, "attempts": attempts, "remote_id": remote},
         )
         await asyncio.to_thread(
-            store.finish_delivery,
+            versions.finish_delivery,
             self.engine,
             row["packet_id"],
             row["version"],

@@ -20,7 +20,8 @@ from libs.common.events import AuditEvent, SignalPayload
 from libs.common.settings import REPO_ROOT
 from services.audit import store
 from services.audit.stream import make_handler
-from services.packet import store as packets
+from services.packet.store import projections as pkt_seen  # what the packet service has seen
+from services.packet.store import versions as pkt_versions
 from services.triage.tickets import store as tickets
 from services.triage.tickets.triager import Case
 from tests.conftest import unique
@@ -231,30 +232,32 @@ def test_packet_tables_keep_signals_packets_and_deliveries_per_tenant(
         a, b = unique("a"), unique("b")
         now = datetime.now(UTC)
         signal = disk_signal(now).model_dump(mode="json")
-        assert packets.apply_signal(db, a, signal)
-        assert not packets.apply_signal(db, a, signal), "the same revision again changes nothing"
+        assert pkt_seen.apply_signal(db, a, signal)
+        assert not pkt_seen.apply_signal(db, a, signal), "the same revision again changes nothing"
         window = (now - timedelta(hours=1), now + timedelta(minutes=1))
-        assert [s["signal_id"] for s in packets.signals_around(db, a, ["FS01"], None, *window)] == [
+        assert [s["signal_id"] for s in pkt_seen.signals_around(db, a, ["FS01"], None, *window)] == [
             signal["signal_id"]
         ]
-        assert packets.signals_around(db, b, ["FS01"], "hq", *window) == []
+        assert pkt_seen.signals_around(db, b, ["FS01"], "hq", *window) == []
         assert (
-            packets.signals_around(db, a, ["FS01"], None, now + timedelta(hours=1), now + timedelta(hours=2))
+            pkt_seen.signals_around(db, a, ["FS01"], None, now + timedelta(hours=1), now + timedelta(hours=2))
             == []
         )
 
         pid = uuid.uuid4()
-        packets.save_packet(
+        pkt_versions.save_packet(
             db, tenant_id=a, ticket_id="T-1", packet_id=pid, version=1, content_hash="h", payload="{}",
             cause_event_id=str(uuid.uuid4()), trigger_at=now, deliver=True,
         )  # fmt: skip
-        due = packets.due_deliveries(db)
+        due = pkt_versions.due_deliveries(db)
         assert any(d["packet_id"] == str(pid) for d in due)
-        assert packets.claim_delivery(db, str(pid), 1, 60.0)
-        assert not packets.claim_delivery(db, str(pid), 1, 60.0), "a claimed delivery is not taken twice"
-        packets.finish_delivery(db, str(pid), 1, status="posted", attempts=1, remote_id="n-1")
-        assert packets.packet_versions(db, a, str(pid))[0]["status"] == "posted"
-        assert packets.packet_versions(db, b, str(pid)) == [], "a packet is not found under another tenant"
+        assert pkt_versions.claim_delivery(db, str(pid), 1, 60.0)
+        assert not pkt_versions.claim_delivery(db, str(pid), 1, 60.0), "a claimed delivery is not taken twice"
+        pkt_versions.finish_delivery(db, str(pid), 1, status="posted", attempts=1, remote_id="n-1")
+        assert pkt_versions.packet_versions(db, a, str(pid))[0]["status"] == "posted"
+        assert pkt_versions.packet_versions(db, b, str(pid)) == [], (
+            "a packet is not found under another tenant"
+        )
 
 
 def test_every_table_is_declared_as_its_migrations_create_it(pg_url: str) -> None:
@@ -271,7 +274,7 @@ def test_every_table_is_declared_as_its_migrations_create_it(pg_url: str) -> Non
     from services.audit import tables as audit_tables
     from services.automation import tables as automation_tables
     from services.ingest import tables as ingest_tables
-    from services.packet import store as packet_store
+    from services.packet import tables as packet_tables
     from services.triage.alerts import store as alert_store
     from services.triage.tickets import store as ticket_store
 
@@ -279,7 +282,7 @@ def test_every_table_is_declared_as_its_migrations_create_it(pg_url: str) -> Non
         "audit": [audit_tables.metadata],
         "automation": [automation_tables.metadata],
         "ingest": [ingest_tables.metadata],
-        "packet": [packet_store.metadata],
+        "packet": [packet_tables.metadata],
         "triage": [alert_store.metadata, ticket_store.metadata],
     }
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")

@@ -33,9 +33,10 @@ from libs.common.events import (
     TicketTriagedPayload,
 )
 from libs.common.topics import ensure_topics
-from services.packet import store
+from services.packet import tables
 from services.packet.app import build
 from services.packet.settings import PacketSettings
+from services.packet.store import projections, psa_writes, targets, versions
 from tests.conftest import eventually, start_runtime, unique
 from tests.fakes.psa_sink import PsaSink, psa_sink
 
@@ -142,8 +143,8 @@ class Packets:
             await self.producer.publish(e)
 
     def versions(self, tenant: str, ticket_id: str) -> list[dict[str, Any]]:
-        latest = store.latest_packet(self.rt.engine, tenant, ticket_id)
-        return [] if latest is None else store.packet_versions(self.rt.engine, tenant, latest["packet_id"])
+        latest = versions.latest_packet(self.rt.engine, tenant, ticket_id)
+        return [] if latest is None else versions.packet_versions(self.rt.engine, tenant, latest["packet_id"])
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +182,7 @@ async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_n
     psa, url = sink
     tenant = unique("acme")
     engine = packets.rt.engine
-    store.set_target(
+    targets.set_target(
         engine,
         tenant,
         "connectwise",
@@ -260,7 +261,7 @@ async def test_a_psa_outage_is_retried_until_the_note_is_posted(packets: Packets
 
 async def _outage(packets: Packets, psa: PsaSink, url: str) -> None:
     tenant = unique("outage")
-    store.set_target(
+    targets.set_target(
         packets.rt.engine,
         tenant,
         "autotask",
@@ -333,7 +334,7 @@ async def test_packets_without_a_psa_are_kept_and_readable(packets: Packets) -> 
     assert body["similar_cases"][0]["sources"][0]["id"] == "4"
     assert "archived old CAD files" in body["similar_cases"][0]["text"]
     assert any(u["text"].startswith("Which runbook") for u in body["still_unknown"])
-    assert store.waiting_notes(packets.rt.engine, tenant) == 2  # tickets 8 and 9
+    assert versions.waiting_notes(packets.rt.engine, tenant) == 2  # tickets 8 and 9
 
 
 async def test_notes_that_waited_for_a_psa_target_are_posted_once_one_is_set(
@@ -348,7 +349,7 @@ async def test_notes_that_waited_for_a_psa_target_are_posted_once_one_is_set(
     await eventually(lambda: len(packets.versions(tenant, "31")) == 2, "version 2")
     assert [v["status"] for v in packets.versions(tenant, "31")] == ["waiting", "waiting"]
     assert not any("/tickets/31/notes" in n["path"] for n in psa.notes)
-    released = store.set_target(
+    released = targets.set_target(
         packets.rt.engine, tenant, "halopsa", url, {"token": "t"}, {}, box=packets.rt.packets.box
     )
     packets.rt.packets.wake()  # type: ignore[attr-defined]
@@ -374,7 +375,7 @@ async def test_near_identical_tenants_never_cite_each_others_sources_over_thousa
         marks = {f"tenant:{t}", t}
         for device in ("FS01", "FS02"):
             sig = signal(t, device).payload.model_dump(mode="json")
-            store.apply_signal(engine, t, sig)
+            projections.apply_signal(engine, t, sig)
             marks |= {sig["signal_id"], *map(str, sig["member_alert_ids"])}
         own[t] = marks
     texts = [f"Cannot save files to share {n}: the disk is full on FS0{1 + n % 2}" for n in range(10)]
@@ -383,7 +384,7 @@ async def test_near_identical_tenants_never_cite_each_others_sources_over_thousa
     for n in range(1000):
         for t in tenants:
             tid = f"{t}-{n}"
-            store.save_triage(
+            projections.save_triage(
                 engine,
                 t,
                 tid,
@@ -791,8 +792,8 @@ async def test_a_version_its_event_and_its_audit_are_written_together_and_publis
         with packets.rt.engine.connect() as conn:
             return list(
                 conn.execute(
-                    select(store.outbox.c.value, store.outbox.c.published_at).where(
-                        store.outbox.c.value.contains(tenant.encode())
+                    select(tables.outbox.c.value, tables.outbox.c.published_at).where(
+                        tables.outbox.c.value.contains(tenant.encode())
                     )
                 )
             )
@@ -847,11 +848,11 @@ async def test_a_note_posted_just_before_a_crash_is_found_in_the_psa_and_not_pos
 
     with engine.begin() as conn:
         conn.execute(
-            update(store.deliveries)
-            .where(store.deliveries.c.packet_id == version["packet_id"])
+            update(tables.deliveries)
+            .where(tables.deliveries.c.packet_id == version["packet_id"])
             .values(status="posting", next_at=datetime.now(UTC) + timedelta(seconds=2))
         )
-    store.set_target(engine, tenant, kind, url, credentials, {}, box=packets.rt.packets.box)  # type: ignore[attr-defined]
+    targets.set_target(engine, tenant, kind, url, credentials, {}, box=packets.rt.packets.box)  # type: ignore[attr-defined]
     packet = EscalationPacketPayload.model_validate_json(version["payload"])
     async with httpx.AsyncClient() as client:
         await psa.post(client, psa.Target(kind, url, credentials, {}), tenant, "555", packet, None)
@@ -896,15 +897,15 @@ async def test_psa_credentials_are_stored_encrypted_and_never_returned(packets: 
     assert "hunter2" not in put.text and "hunter2" not in got.text
     with packets.rt.engine.connect() as conn:
         stored = conn.execute(
-            select(store.targets.c.credentials).where(store.targets.c.tenant_id == tenant)
+            select(tables.targets.c.credentials).where(tables.targets.c.tenant_id == tenant)
         ).scalar()
     assert stored and "hunter2" not in stored, "encrypted at rest"
     box = packets.rt.packets.box  # type: ignore[attr-defined]
-    assert store.get_target(packets.rt.engine, tenant, box=box)["credentials"] == body["credentials"]
+    assert targets.get_target(packets.rt.engine, tenant, box=box)["credentials"] == body["credentials"]
     from libs.common.crypto import SecretBox, SecretBoxError, new_key
 
     with pytest.raises(SecretBoxError, match="cannot be decrypted"):
-        store.get_target(packets.rt.engine, tenant, box=SecretBox(new_key()))
+        targets.get_target(packets.rt.engine, tenant, box=SecretBox(new_key()))
 
 
 def triaged(tenant: str, ticket_id: str, mode: str, *, apply: bool, label: str = "Storage") -> TicketTriaged:
@@ -1003,7 +1004,7 @@ async def test_auto_mode_sets_the_category_in_the_psa_once_audited_and_no_other_
     assert len(set_for(n["auto"])) == 1
     for other in ("suggest", "shadow", "low", "kept"):
         assert set_for(n[other]) == [], f"{other}: nothing is set"
-    (write,) = store.psa_writes_of(engine, tenant, n["auto"], "category")
+    (write,) = psa_writes.psa_writes_of(engine, tenant, n["auto"], "category")
     assert (write["status"], write["attempts"], write["text"]) == ("posted", 1, "Storage")
 
     call = set_for(n["auto"])[0]
@@ -1021,7 +1022,7 @@ async def test_auto_mode_sets_the_category_in_the_psa_once_audited_and_no_other_
     def audited() -> list[dict[str, Any]]:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(store.outbox.c.value).where(store.outbox.c.value.contains(tenant.encode()))
+                select(tables.outbox.c.value).where(tables.outbox.c.value.contains(tenant.encode()))
             )
             return [json.loads(r[0]) for r in rows if b"packet.category" in r[0]]
 
@@ -1037,12 +1038,16 @@ async def test_an_autotask_category_without_a_picklist_value_fails_clearly_and_i
     psa_fake, url = sink
     tenant = unique("auto-nomap")
     engine = packets.rt.engine
-    store.set_target(engine, tenant, "autotask", url, CREDENTIALS["autotask"], {}, box=packets.rt.packets.box)  # type: ignore[attr-defined]
+    targets.set_target(
+        engine, tenant, "autotask", url, CREDENTIALS["autotask"], {}, box=packets.rt.packets.box
+    )  # type: ignore[attr-defined]
     await packets.send(triaged(tenant, "7201", "auto", apply=True))
     await eventually(
-        lambda: [w["status"] for w in store.psa_writes_of(engine, tenant, "7201", "category")] == ["failed"],
+        lambda: (
+            [w["status"] for w in psa_writes.psa_writes_of(engine, tenant, "7201", "category")] == ["failed"]
+        ),
         "the write given up",
     )
-    (write,) = store.psa_writes_of(engine, tenant, "7201", "category")
+    (write,) = psa_writes.psa_writes_of(engine, tenant, "7201", "category")
     assert write["attempts"] == 1 and "category_ids" in write["last_error"]
     assert not [c for c in psa_fake.categories if "7201" in json.dumps(c["body"])]

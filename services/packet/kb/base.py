@@ -13,10 +13,10 @@ import numpy as np
 from sqlalchemy import Engine
 
 from libs.common.embeddings import Embedder
-from services.packet import store
 from services.packet.builder import RunbookMatch
 from services.packet.kb.markdown import Runbook, parse
 from services.packet.kb.search import RunbookIndex, section_text
+from services.packet.store import runbooks
 
 GLOBAL = "global"
 
@@ -50,10 +50,10 @@ class KnowledgeBase:
             raise ValueError(f"{path}: no text")
         scope = scope_of(tenant_id)
         digest = hashlib.sha256(f"{url or ''}\n{markdown}".encode()).hexdigest()
-        changed = store.runbook_hash(self.engine, scope, path) != digest
+        changed = runbooks.runbook_hash(self.engine, scope, path) != digest
         if changed:
             vectors = self.embedder.encode([section_text(book, i) for i in range(len(book.sections))])
-            store.put_runbook(self.engine, scope, path, book.title, url, markdown, digest, vectors)
+            runbooks.put_runbook(self.engine, scope, path, book.title, url, markdown, digest, vectors)
         return {
             "scope": scope,
             "path": path,
@@ -63,7 +63,7 @@ class KnowledgeBase:
         }
 
     def remove(self, tenant_id: str | None, path: str) -> bool:
-        return store.delete_runbook(self.engine, scope_of(tenant_id), path)
+        return runbooks.delete_runbook(self.engine, scope_of(tenant_id), path)
 
     def search(self, tenant_id: str, query: str, k: int = 3) -> list[RunbookMatch]:
         cached = self._index(tenant_id)
@@ -86,12 +86,12 @@ class KnowledgeBase:
 
     def _index(self, tenant_id: str) -> _Cached:
         scopes = [scope_of(tenant_id), GLOBAL]
-        version = store.runbook_version(self.engine, scopes)
+        version = runbooks.runbook_version(self.engine, scopes)
         with self._lock:
             cached = self._indexes.get(tenant_id)
             if cached is not None and cached.version == version:
                 return cached
-        rows = store.load_runbooks(self.engine, scopes)
+        rows = runbooks.load_runbooks(self.engine, scopes)
         books = [parse(str(r["source"]), fallback_title=str(r["path"])) for r in rows]
         dims = 384
         vectors = [np.frombuffer(r["vectors"], dtype=np.float32).reshape(-1, dims) for r in rows]  # type: ignore[arg-type]

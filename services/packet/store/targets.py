@@ -1,0 +1,79 @@
+"""Each tenant's PSA target (kind, base URL, options; credentials sealed at rest). Setting one
+releases the notes that waited for it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from libs.common.crypto import SecretBox
+from libs.common.db import upsert
+from libs.common.events import utcnow
+from services.packet.store import dumps
+from services.packet.tables import deliveries, psa_writes, targets
+
+
+def set_target(
+    engine: Engine,
+    tenant_id: str,
+    kind: str,
+    base_url: str,
+    credentials: dict[str, Any],
+    options: dict[str, Any],
+    *,
+    box: SecretBox,
+) -> int:
+    """Set the tenant's PSA target; the notes that waited for one are released: the latest
+    version of each packet is posted, its older waiting versions are superseded by it.
+    Returns how many notes were released."""
+    row = {
+        "tenant_id": tenant_id,
+        "kind": kind,
+        "base_url": base_url,
+        "credentials": box.seal(credentials),  # encrypted at rest
+        "options": dumps(options),
+        "updated_at": utcnow(),
+    }
+    with engine.begin() as conn:
+        conn.execute(upsert(engine, targets, ["tenant_id"]), [row])
+        waiting = conn.execute(
+            select(deliveries.c.packet_id, deliveries.c.version).where(
+                deliveries.c.tenant_id == tenant_id, deliveries.c.status == "waiting"
+            )
+        ).all()
+        newest: dict[str, int] = {}
+        for packet_id, version in waiting:
+            newest[packet_id] = max(version, newest.get(packet_id, 0))
+        for packet_id, version in waiting:
+            released = version == newest[packet_id]
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.packet_id == packet_id, deliveries.c.version == version)
+                .values(
+                    status="pending" if released else "superseded",
+                    next_at=utcnow(),
+                    last_error=None if released else "a later version of the packet was posted instead",
+                )
+            )
+        notes = conn.execute(
+            update(psa_writes)
+            .where(psa_writes.c.tenant_id == tenant_id, psa_writes.c.status == "waiting")
+            .values(status="pending", next_at=utcnow(), last_error=None)
+        ).rowcount
+    return len(newest) + notes
+
+
+def get_target(engine: Engine, tenant_id: str, *, box: SecretBox) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(targets).where(targets.c.tenant_id == tenant_id)).mappings().first()
+    if row is None:
+        return None
+    return {
+        "kind": row["kind"],
+        "base_url": row["base_url"],
+        "credentials": box.open(row["credentials"]),
+        "options": json.loads(row["options"]),
+    }

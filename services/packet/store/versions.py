@@ -1,0 +1,184 @@
+"""Packet versions and their deliveries (the PSA note of each version): a version and its
+delivery are written in one transaction with the version's events (the outbox); deliveries
+are taken under a lease and finished with their audit events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, select
+
+from libs.common.events import Envelope, utcnow
+from libs.common.outbox import stage
+from services.packet.store import leases
+from services.packet.tables import deliveries, outbox, packets
+
+NO_TARGET = "no PSA target configured for the tenant: the note is posted once one is (PUT /v1/psa)"
+
+
+def list_packets(engine: Engine, tenant_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    """A tenant's packets, the most recently changed first: each with its latest version."""
+    latest = (
+        select(
+            packets.c.packet_id,
+            packets.c.ticket_id,
+            func.max(packets.c.version).label("version"),
+            func.min(packets.c.created_at).label("created_at"),
+            func.max(packets.c.created_at).label("updated_at"),
+        )
+        .where(packets.c.tenant_id == tenant_id)
+        .group_by(packets.c.packet_id, packets.c.ticket_id)
+        .order_by(func.max(packets.c.created_at).desc(), packets.c.packet_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(latest).mappings()]
+
+
+def latest_packet(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(packets)
+                .where(packets.c.tenant_id == tenant_id, packets.c.ticket_id == ticket_id)
+                .order_by(packets.c.version.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+    return dict(row) if row else None
+
+
+def save_packet(
+    engine: Engine,
+    *,
+    tenant_id: str,
+    ticket_id: str,
+    packet_id: uuid.UUID,
+    version: int,
+    content_hash: str,
+    payload: str,
+    cause_event_id: str,
+    trigger_at: datetime,
+    deliver: bool,
+    events: list[Envelope] = (),  # type: ignore[assignment]
+    namespace: str = "",
+) -> None:
+    """The packet version and its delivery, in one transaction (the outbox: a crash never
+    leaves a version without its delivery). Without a PSA target the delivery waits, visibly,
+    until one is configured."""
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            packets.insert().values(
+                packet_id=str(packet_id),
+                version=version,
+                tenant_id=tenant_id,
+                ticket_id=ticket_id,
+                content_hash=content_hash,
+                payload=payload,
+                cause_event_id=cause_event_id,
+                trigger_at=trigger_at,
+                created_at=now,
+            )
+        )
+        conn.execute(
+            deliveries.insert().values(
+                packet_id=str(packet_id),
+                version=version,
+                tenant_id=tenant_id,
+                status="pending" if deliver else "waiting",
+                attempts=0,
+                next_at=now,
+                last_error=None if deliver else NO_TARGET,
+            )
+        )
+        # The version's event and its audit go out through the outbox: with the version, or not at all.
+        stage(conn, outbox, list(events), namespace)
+
+
+def packet_versions(engine: Engine, tenant_id: str, packet_id: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                packets,
+                deliveries.c.status,
+                deliveries.c.attempts,
+                deliveries.c.posted_at,
+                deliveries.c.last_error,
+            )
+            .select_from(
+                packets.outerjoin(
+                    deliveries,
+                    and_(
+                        deliveries.c.packet_id == packets.c.packet_id,
+                        deliveries.c.version == packets.c.version,
+                    ),
+                )
+            )
+            .where(packets.c.tenant_id == tenant_id, packets.c.packet_id == packet_id)
+            .order_by(packets.c.version)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+def packet_payload(engine: Engine, packet_id: str, version: int) -> tuple[str, str, datetime] | None:
+    """(tenant, payload JSON, trigger time) of one packet version."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(packets.c.tenant_id, packets.c.payload, packets.c.trigger_at).where(
+                packets.c.packet_id == packet_id, packets.c.version == version
+            )
+        ).first()
+    return (row[0], row[1], row[2]) if row else None
+
+
+def waiting_notes(engine: Engine, tenant_id: str) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).where(
+                    deliveries.c.tenant_id == tenant_id, deliveries.c.status == "waiting"
+                )
+            ).scalar_one()
+        )
+
+
+def due_deliveries(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+    return leases.due(engine, deliveries, limit)
+
+
+def claim_delivery(engine: Engine, packet_id: str, version: int, lease_s: float) -> bool:
+    return leases.claim(engine, deliveries, {"packet_id": packet_id, "version": version}, lease_s)
+
+
+def finish_delivery(
+    engine: Engine,
+    packet_id: str,
+    version: int,
+    *,
+    status: str,
+    attempts: int,
+    next_at: datetime | None = None,
+    error: str | None = None,
+    remote_id: str | None = None,
+    events: list[Envelope] = (),  # type: ignore[assignment]  # an empty default that is never mutated
+    namespace: str = "",
+) -> None:
+    leases.finish(
+        engine,
+        deliveries,
+        {"packet_id": packet_id, "version": version},
+        status=status,
+        attempts=attempts,
+        next_at=next_at,
+        error=error,
+        remote_id=remote_id,
+        events=events,
+        namespace=namespace,
+    )
