@@ -24,13 +24,11 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine
 
 from libs.common.audit import AuditEmitter, audit_event
@@ -62,15 +60,14 @@ from libs.common.reasoning import (
 )
 from services.triage.tickets import store
 from services.triage.tickets.intents import CATALOGUE, Intent, IntentMatcher
+from services.triage.tickets.learning import CaseMemory
 from services.triage.tickets.model import TicketClassifier
+from services.triage.tickets.review import Reviews
 from services.triage.tickets.triager import (
-    Case,
-    TenantCases,
     TicketTriager,
     Triage,
     TriageConfig,
     ticket_text,
-    train,
 )
 
 log = logging.getLogger(__name__)
@@ -95,32 +92,6 @@ _CONFIDENCE = Histogram(
 _DECISIONS = Counter("msp_triage_tickets_triaged_total", "Tickets triaged", ["method", "mode"])
 _OFF = Counter("msp_triage_ticket_off_total", "Tickets classified into a category whose rollout mode is off")
 _ABSTAINED = Counter("msp_triage_ticket_abstentions_total", "Tickets left for a human to categorise")
-_REVIEWS = Counter(
-    "msp_triage_ticket_reviews_total", "Categories engineers set after triage", ["outcome"]
-)  # outcome: corrected (the counter-metric), confirmed, decided (after an abstention)
-_LEARNED = Counter("msp_triage_cases_learned_total", "Resolved tickets taken into case memory")
-_RETRAINS = Counter("msp_triage_model_retrains_total", "Tenant models (re)trained", ["outcome"])
-_DRIFT_CORRECTED = Gauge(
-    "msp_triage_drift_correction_share",
-    "Share of reviewed triage results corrected (sliding window)",
-    ["tenant_id"],
-)
-_DRIFT_CONFIDENCE = Gauge(
-    "msp_triage_drift_mean_confidence", "Mean category confidence (sliding window)", ["tenant_id"]
-)
-
-
-def _applied(decision: dict[str, Any]) -> bool:
-    """Whether a stored decision asked a PSA writer to set its category (`auto` mode)."""
-    if decision.get("mode") != "auto" or not decision.get("result"):
-        return False
-    return bool(json.loads(decision["result"]).get("payload", {}).get("apply_category"))
-
-
-@dataclass
-class Drift:
-    confidences: deque[float]
-    reviews: deque[bool]  # True: corrected
 
 
 def text_hash(text: str) -> str:
@@ -171,16 +142,13 @@ class TicketTriage:
         self.auto_threshold = auto_threshold
         self.reasoning = reasoning  # asked when the local path is unsure (Claude, if configured)
         self.global_corpus = global_corpus
-        self.drift_window = drift_window
         self.triager: TicketTriager | None = None
         self._ready = asyncio.Event()
         self._lock = threading.Lock()  # case memory and models: event loop vs worker threads
-        self._loaded: set[str] = set()
+        self.memory = CaseMemory(engine=engine, embedder=embedder, config=config, lock=self._lock)
+        self.reviews = Reviews(engine=engine, audit=audit, window=drift_window)
         self._matchers: dict[str, tuple[str, IntentMatcher]] = {}
-        self._drift: dict[str, Drift] = {}
         self._signal_shapes: dict[tuple[str, str], tuple[Any, ...]] = {}  # last written, per signal
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._train_slot = asyncio.Semaphore(1)  # one model trains at a time: it takes the CPU
         self._prepare: asyncio.Task[None] | None = None
         self.failed: str | None = None  # why ticket triage cannot work, if it cannot
 
@@ -205,7 +173,7 @@ class TicketTriage:
             log.error(self.failed, exc_info=exc)
             self._ready.set()
             return
-        self.triager = triager
+        self.triager = self.memory.triager = triager
         self._matchers[""] = ("", matcher)
         self._ready.set()
         log.info("ticket triage ready", extra={"seconds": round(time.perf_counter() - started, 1)})
@@ -214,17 +182,15 @@ class TicketTriage:
         return local_path(self.embedder, self.config, self.global_corpus)
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *([self._prepare] if self._prepare else [])]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._prepare is not None:
+            self._prepare.cancel()
+        await self.memory.stop()
         await self.outbox.stop()
 
     def forget_all(self) -> None:
         """Partitions moved: drop what is cached per tenant (the database has it all)."""
         with self._lock:
-            if self.triager is not None:
-                self.triager.tenants.clear()
-            self._loaded.clear()
+            self.memory.forget()
             self._signal_shapes.clear()
 
     async def on_revoke(self) -> None:
@@ -261,137 +227,17 @@ class TicketTriage:
 
     async def _ticket(self, event: TicketEvent) -> None:
         tenant, ticket = event.tenant_id, event.payload.ticket
-        await self._load(tenant)
+        await self.memory.load(tenant)
         prior = await asyncio.to_thread(store.last_decision, self.engine, tenant, ticket.ticket_id)
         if prior is not None and ticket.category:
-            await self._review(event, prior)
+            await self.reviews.review(event, prior)
         if event.payload.kind in LEARN_KINDS and ticket.category:
-            await self._learn(event)
+            await self.memory.learn(event)
             return
         text = ticket_text(ticket)
         digest = text_hash(text)
         if prior is None or (event.payload.kind in RECLASSIFY_KINDS and prior["text_hash"] != digest):
             await self._classify(event, text, digest)
-
-    async def _load(self, tenant: str) -> None:
-        if tenant in self._loaded:
-            return
-        rows = await asyncio.to_thread(store.load_cases, self.engine, tenant)
-        stored = await asyncio.to_thread(store.load_model, self.engine, tenant)
-        assert self.triager is not None
-        with self._lock:
-            cases = self.triager.cases(tenant)
-            for case, vector in rows:
-                cases.add(case, vector)
-            if stored is not None:
-                cases.install(*stored)
-            self._loaded.add(tenant)
-        self._maybe_train(tenant, cases)
-
-    # --- learning ---------------------------------------------------------------------------
-
-    async def _learn(self, event: TicketEvent) -> None:
-        tenant, ticket = event.tenant_id, event.payload.ticket
-        note = event.payload.note
-        case = Case(
-            ticket_id=ticket.ticket_id,
-            text=ticket_text(ticket),
-            category=ticket.category,
-            priority=ticket.priority,
-            resolution=note.text if note is not None else "",
-            url=ticket.url,
-        )
-        vector = (await asyncio.to_thread(self.embedder.encode, [case.text]))[0]
-        assert self.triager is not None
-        with self._lock:
-            cases = self.triager.cases(tenant)
-            changed = cases.add(case, vector)
-        if changed:
-            await asyncio.to_thread(store.save_case, self.engine, tenant, case, vector)
-            _LEARNED.inc()
-            self._maybe_train(tenant, cases)
-
-    def _maybe_train(self, tenant: str, cases: TenantCases) -> None:
-        with self._lock:
-            if not cases.wants_training(self.config):
-                return
-            cases.training = True
-        task = asyncio.create_task(self._train(tenant, cases))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _train(self, tenant: str, cases: TenantCases) -> None:
-        try:
-            async with self._train_slot:
-                with self._lock:
-                    texts, labels, vectors, upto = cases.training_set()
-                started = time.perf_counter()
-                model = await asyncio.to_thread(train, texts, labels, vectors)
-                with self._lock:
-                    cases.install(model, upto)
-                size = await asyncio.to_thread(store.save_model, self.engine, tenant, model, upto)
-            _RETRAINS.labels("ok").inc()
-            log.info(
-                "tenant model trained",
-                extra={
-                    "tenant_id": tenant,
-                    "cases": len(texts),
-                    "seconds": round(time.perf_counter() - started, 1),
-                    "stored_bytes": size,
-                },
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            _RETRAINS.labels("failed").inc()
-            log.exception(
-                "tenant model training failed; the previous model stays", extra={"tenant_id": tenant}
-            )
-        finally:
-            cases.training = False
-
-    async def _review(self, event: TicketEvent, prior: dict[str, Any]) -> None:
-        final = event.payload.ticket.category
-        if final is None or final in (prior["input_category"], prior["final_category"]):
-            return
-        tenant = event.tenant_id
-        if final == prior["label"] and _applied(prior):
-            # The PSA echoing the category the platform set itself (`auto`): not an engineer's
-            # review, so it neither confirms the decision nor feeds the drift figures.
-            return
-        if prior["label"] is None:
-            outcome = "decided"
-        else:
-            outcome = "corrected" if final != prior["label"] else "confirmed"
-        await asyncio.to_thread(
-            store.mark_final, self.engine, tenant, prior["ticket_id"], final, outcome == "corrected"
-        )
-        _REVIEWS.labels(outcome).inc()
-        if outcome != "decided":
-            drift = self._drift_of(tenant)
-            drift.reviews.append(outcome == "corrected")
-            _DRIFT_CORRECTED.labels(tenant).set(sum(drift.reviews) / len(drift.reviews))
-        if outcome == "corrected":
-            await self.audit.emit(
-                tenant_id=tenant,
-                action="triage.ticket.corrected",
-                subject_kind="ticket",
-                subject_id=prior["ticket_id"],
-                cause_id=str(event.event_id),
-                details={
-                    "triaged": prior["label"],
-                    "set_by_engineer": final,
-                    "confidence": prior["confidence"],
-                },
-            )
-
-    def _drift_of(self, tenant: str) -> Drift:
-        found = self._drift.get(tenant)
-        if found is None:
-            found = self._drift[tenant] = Drift(
-                deque(maxlen=self.drift_window), deque(maxlen=self.drift_window)
-            )
-        return found
 
     # --- classifying ------------------------------------------------------------------------
 
@@ -484,9 +330,7 @@ class TicketTriage:
         _CONFIDENCE.labels(category.method.split(":")[0]).observe(category.confidence)
         if category.label is None:
             _ABSTAINED.inc()
-        drift = self._drift_of(tenant)
-        drift.confidences.append(category.confidence)
-        _DRIFT_CONFIDENCE.labels(tenant).set(float(np.mean(drift.confidences)))
+        self.reviews.decided(tenant, category.confidence)
 
     def classify_now(
         self,
