@@ -135,6 +135,88 @@ def runbook_source(m: RunbookMatch, section: Section | None = None, links: Links
     )
 
 
+# How a signal relates to the ticket, closest first, and how sure that makes the packet that
+# the signal bears on it: an alert on the ticket's own device, on a device the ticket's device
+# feeds (the clustering's topology link names it), or only somewhere else at the same site.
+_RELATIONS = ("device", "topology", "site", "other")
+RELATION_CONFIDENCE = {"device": 0.9, "topology": 0.7, "site": 0.35, "other": 0.2}
+
+
+def relation(sig: dict[str, Any], snap: dict[str, Any]) -> tuple[str, str]:
+    """(kind, how it reads) of a signal's relation to a ticket's snapshot."""
+    devices = [d for d in snap.get("devices") or [] if d]
+    same = sorted(set(devices) & set(sig.get("devices") or []))
+    if same:
+        return "device", f"the ticket's device {', '.join(same)}"
+    for reason in sig.get("reasons") or []:
+        if reason.get("feature") == "topology":
+            upstream = [
+                d
+                for d in devices
+                if re.search(rf"(?<![\w.-]){re.escape(d)}(?![\w.-])", reason.get("detail", ""))
+            ]
+            if upstream:
+                return "topology", f"downstream of the ticket's device {', '.join(upstream)}"
+    site = snap.get("site")
+    if site and site in (sig.get("sites") or []):
+        return "site", f"another device at the ticket's site {site}"
+    return "other", "near the ticket's time"
+
+
+# What a runbook section is for, from its heading: the common runbook headings (Meaning,
+# Impact, Diagnosis, Mitigation...) and their usual synonyms.
+_ROLES = {
+    "diagnose": ("diagnos", "check", "troubleshoot", "investigat", "triage", "verify"),
+    "act": (
+        "mitigat",
+        "resolution",
+        "resolve",
+        "remediat",
+        "fix",
+        "workaround",
+        "recover",
+        "procedure",
+        "steps",
+        "solution",
+        "action",
+    ),
+    "describe": (
+        "meaning",
+        "impact",
+        "summary",
+        "description",
+        "overview",
+        "about",
+        "background",
+        "symptom",
+        "context",
+    ),
+}
+
+
+def section_role(heading: str) -> str | None:
+    words = heading.lower()
+    for role, stems in _ROLES.items():
+        if any(stem in words for stem in stems):
+            return role
+    return None
+
+
+def next_step_section(m: RunbookMatch, *, checks_open: bool) -> Section:
+    """The section to point the engineer at: the diagnosis while its checks are not all reported
+    done, else what to do about it; the best-matching section when the runbook has neither."""
+    by_role: dict[str, Section] = {}
+    for sec in m.sections:
+        role = section_role(sec.heading)
+        if role is not None and sec.text.strip():
+            by_role.setdefault(role, sec)
+    order = ("diagnose", "act") if checks_open else ("act", "diagnose")
+    for role in order:
+        if role in by_role:
+            return by_role[role]
+    return m.section
+
+
 def build(
     ticket: dict[str, Any],
     signals: Sequence[dict[str, Any]],
@@ -200,12 +282,20 @@ def build(
             )
         )
 
-    # --- related alerts
+    # --- related alerts: how each signal relates to the ticket decides its rank and confidence
     related: list[Claim] = []
-    for sig in sorted(signals, key=lambda s: (s.get("state") in ("resolved", "merged"), s["first_seen"])):
+    ranked = sorted(
+        ((relation(sig, snap), sig) for sig in signals),
+        key=lambda rs: (
+            _RELATIONS.index(rs[0][0]),
+            rs[1].get("state") in ("resolved", "merged"),
+            rs[1]["first_seen"],
+        ),
+    )
+    for (kind, how), sig in ranked:
         state = {"opened": "open", "updated": "open"}.get(sig.get("state", ""), sig.get("state", ""))
         where = ", ".join(sig.get("devices") or sig.get("sites") or [])
-        text = f"{sig['title']} ({sig['severity']}, {state}) on {where}: "
+        text = f"{sig['title']} ({sig['severity']}, {state}) on {where}, {how}: "
         text += f"{sig['count']} alert(s) since {sig['first_seen']}"
         signal_url = links.signal(str(sig["signal_id"])) if links else None
         srcs = [
@@ -215,7 +305,10 @@ def build(
             )
         ]
         srcs += _alert_sources(sig, snap, signal_url)
-        related.append(Claim(text=clip(text), confidence=float(sig.get("confidence", 0.8)), sources=srcs))
+        # How sure the packet is that the signal bears on the ticket: the relation, lowered for a
+        # signal that has already ended (it may be what happened before, not what is happening).
+        confidence = RELATION_CONFIDENCE[kind] * (0.8 if state in ("resolved", "merged") else 1.0)
+        related.append(Claim(text=clip(text), confidence=round(confidence, 3), sources=srcs))
     if related:
         open_ = [s for s in signals if s.get("state") in ("opened", "updated")]
         summary.append(
@@ -226,13 +319,27 @@ def build(
             )
         )
 
-    # --- runbook sections
+    # --- runbook sections: the section that helps the next step (the checks not yet reported,
+    # else what to do), not the one that merely reads most like the ticket
     runbook: list[Claim] = []
     offered = [m for m in runbooks if m.score >= RUNBOOK_MIN_SCORE][:2]
+    said = [sentence for n in notes for sentence in note_sentences(n["text"])]
+    open_checks: list[tuple[str, str]] = []
     for n, m in enumerate(offered):
-        heading = m.section.heading or m.title
+        checks = [
+            (sec.heading, step)
+            for sec in m.sections
+            if section_role(sec.heading) == "diagnose"
+            for step in _steps(sec.text)[:5]
+        ]
+        done = answered([step for _, step in checks], said) if checks and said else [False] * len(checks)
+        unchecked = [c for c, d in zip(checks, done, strict=True) if not d]
+        if n == 0:
+            open_checks = unchecked
+        section = next_step_section(m, checks_open=bool(unchecked))
+        heading = section.heading or m.title
         conf = round(min(0.95, max(0.05, (m.score - 0.1) / 0.6)), 3)
-        src = cite(f"runbook:{n}", runbook_source(m, links=links))
+        src = cite(f"runbook:{n}", runbook_source(m, section, links=links))
         runbook.append(
             Claim(text=clip(f"Runbook '{m.title}', section '{heading}'"), confidence=conf, sources=[src])
         )
@@ -268,22 +375,13 @@ def build(
     unknown: list[Unknown] = []
     if offered:
         best = offered[0]
-        checks = [
-            (sec.heading, step)
-            for sec in best.sections
-            if sec.heading.lower() in ("diagnosis", "diagnose", "checks", "troubleshooting", "investigation")
-            for step in _steps(sec.text)[:5]
-        ]
-        said = [sentence for n in notes for sentence in note_sentences(n["text"])]
-        done = answered([step for _, step in checks], said) if checks and said else [False] * len(checks)
-        for (heading, step), answered_already in zip(checks, done, strict=True):
-            if not answered_already:
-                unknown.append(
-                    Unknown(
-                        text=clip(f"Not yet checked ({best.title}, {heading}): {step}", 900),
-                        missing_evidence="no note on the ticket reports this check",
-                    )
+        for heading, step in open_checks:
+            unknown.append(
+                Unknown(
+                    text=clip(f"Not yet checked ({best.title}, {heading}): {step}", 900),
+                    missing_evidence="no note on the ticket reports this check",
                 )
+            )
     if not snap.get("devices"):
         unknown.append(
             Unknown(text="Which device is affected", missing_evidence="the ticket names no device")

@@ -172,6 +172,51 @@ def test_every_claim_cites_its_sources_and_unknowns_say_what_is_missing() -> Non
     assert parts.similar_cases[0].sources[0].id == "T-1" and parts.similar_cases[0].confidence == 0.88
 
 
+def test_related_signals_are_ranked_by_how_they_relate_and_their_confidence_says_so() -> None:
+    elsewhere = {
+        **SIGNAL,
+        "signal_id": str(uuid.uuid4()),
+        "title": "Antivirus: threat quarantined on WS-07",
+        "devices": ["WS-07"],
+        "first_seen": "2026-11-26T07:00:00+00:00",  # earlier than the disk signal
+    }
+    downstream = {
+        **SIGNAL,
+        "signal_id": str(uuid.uuid4()),
+        "title": "Share unreachable on NAS-2",
+        "devices": ["NAS-2"],
+        "sites": [],
+        "reasons": [{"feature": "topology", "detail": "alert on upstream device FS01", "weight": 0.8}],
+    }
+    ended = {**SIGNAL, "signal_id": str(uuid.uuid4()), "state": "resolved"}
+    parts = builder.build(ticket(), [elsewhere, downstream, ended, SIGNAL], [], None)
+    got = [(c.sources[0].id, c.confidence) for c in parts.related_alerts]
+    assert got == [
+        (SIGNAL["signal_id"], 0.9),  # the ticket's own device, still open
+        (ended["signal_id"], 0.72),  # the ticket's device, but over
+        (downstream["signal_id"], 0.7),  # fed by the ticket's device
+        (elsewhere["signal_id"], 0.35),  # only the same site: listed last, and said so
+    ]
+    assert "another device at the ticket's site hq" in parts.related_alerts[-1].text
+    assert "the ticket's device FS01" in parts.related_alerts[0].text
+
+
+def test_the_runbook_claim_points_at_the_section_for_the_next_step() -> None:
+    book = "# Disk full\n\n## Meaning\nThe volume is nearly full.\n\n" + DOC.split("Intro text.\n\n", 1)[1]
+    best_is_meaning = builder.RunbookMatch(
+        **{**match(book).__dict__, "section": parse(book, fallback_title="x").sections[1]}
+    )
+    assert best_is_meaning.section.heading == "Meaning"
+    # Checks still open: the diagnosis, not the section that merely reads most like the ticket.
+    parts = builder.build(ticket(), [SIGNAL], [best_is_meaning], None)
+    assert parts.runbook[0].sources[0].id.endswith("#diagnosis"), parts.runbook[0].sources[0].id
+    # Every check reported in the notes: what to do next.
+    done = ticket(["Checked which directories grew with du.", "Confirmed the log rotation ran."])
+    parts = builder.build(done, [SIGNAL], [best_is_meaning], None)
+    assert parts.runbook[0].sources[0].id.endswith("#mitigation"), parts.runbook[0].sources[0].id
+    assert not any(u.text.startswith("Not yet checked") for u in parts.still_unknown)
+
+
 def test_what_is_missing_is_said_when_there_is_no_evidence() -> None:
     parts = builder.build(ticket(devices=[]), [], [], None)
     missing = {u.text: u.missing_evidence for u in parts.still_unknown}
