@@ -305,8 +305,14 @@ def run_demo(var: Path) -> dict[str, Any]:
                     f"{url_of('packet')}/v1/packets/{b['packet_id']}/page?tenant_id={tenant}", secret
                 ),
                 "summary": [c["text"] for c in b["packet"]["summary"]],
-                "related_alerts": [c["text"] for c in b["packet"]["related_alerts"]],
-                "runbook": [c["text"] for c in b["packet"]["runbook"]],
+                # Each with how sure the packet is that it bears on the ticket.
+                "related_alerts": [
+                    f"{c['confidence']:.2f} {c['text']}" for c in b["packet"]["related_alerts"]
+                ],
+                "runbook": [
+                    f"{c['confidence']:.2f} {c['text']} ({c['sources'][0]['id']})"
+                    for c in b["packet"]["runbook"]
+                ],
                 "still_unknown": [u["text"] for u in b["packet"]["still_unknown"]],
             }
             for b in built

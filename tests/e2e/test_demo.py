@@ -107,3 +107,20 @@ def test_the_printed_packet_link_opens_and_every_source_on_it_opens(demo: tuple[
         assert status == 200, (href, body[:300])
         if "#" in href:
             assert f"id='{href.split('#', 1)[1]}'" in body, href
+
+
+def test_the_demo_packet_ranks_related_alerts_by_relation_and_points_at_the_next_step(
+    demo: tuple[Path, str],
+) -> None:
+    _var, out = demo
+    report = json.loads(out[out.index("\n{") : out.index("\n}\n") + 2])
+    (packet,) = report["packets"]
+    related = packet["related_alerts"]
+    # The file server's own disk signal first and sure; the antivirus alert on a workstation
+    # that only shares the site last, with a confidence that says how loosely it relates.
+    assert "FS01" in related[0] and related[0].startswith("0.90 "), related
+    (antivirus,) = [r for r in related if "WS-114" in r]
+    assert related[-1] == antivirus and float(antivirus.split()[0]) <= 0.4, related
+    assert "another device at the ticket's site hq" in antivirus
+    # The note reports none of the runbook's checks yet: the claim points at the diagnosis.
+    assert "section 'Diagnosis'" in packet["runbook"][0] and "#diagnosis" in packet["runbook"][0]
