@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
+from bench import spread  # noqa: E402
 from bench.raw_kafka import Record, raw_produce_eps  # noqa: E402
 from libs.common.bus import EventConsumer, EventProducer  # noqa: E402
 from libs.common.events import AlertPayload, AlertReceived, EventSource, utcnow  # noqa: E402
@@ -197,6 +198,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=50000)
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    spread.add_runs(ap)
     args = ap.parse_args()
     bootstrap = args.bootstrap
     if not bootstrap:
@@ -206,7 +208,12 @@ def main() -> None:
         bootstrap = broker.start(broker.BrokerConfig(port=19092, var_dir=REPO_ROOT / "var" / "test"))
     configure_tracing("bench")
     for tenants in (1, 100):
-        print(json.dumps(asyncio.run(run_case(bootstrap, tenants, args.events))), flush=True)
+        report = spread.repeat(
+            f"bus:{tenants}-tenants",
+            args.runs,
+            lambda _i, t=tenants: asyncio.run(run_case(bootstrap, t, args.events)),
+        )
+        print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
+from bench import spread  # noqa: E402
 from bench.raw_kafka import Record, raw_produce_eps  # noqa: E402
 from cli import broker, debian  # noqa: E402
 from cli.processes import wait_spawned  # noqa: E402
@@ -114,18 +115,8 @@ async def raw_produce(bootstrap: str, topic: str, n: int, value: bytes) -> float
     return await raw_produce_eps(bootstrap, topic, records)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=int, default=15)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-    args = ap.parse_args()
-    debian.ensure("wrk", "wrk")
-    bootstrap = args.bootstrap or broker.start(
-        broker.BrokerConfig(port=19092, var_dir=REPO_ROOT / "var" / "test")
-    )
+def once(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+    """One run of the case."""
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     asyncio.run(ensure_topics(bootstrap, namespace=namespace))
     var = Path(tempfile.mkdtemp(prefix="msp-bench-ingest-"))
@@ -177,29 +168,42 @@ def main() -> None:
             p.wait(timeout=30)
         asyncio.run(drop_namespace(bootstrap, namespace))
         shutil.rmtree(var, ignore_errors=True)
-    print(
-        json.dumps(
-            {
-                "bench": "ingest",
-                "batch_eps": round(batch["rps"] * args.batch),
-                "single_eps": round(single["rps"]),
-                "single_p50_ms": round(single["p50_ms"], 2),
-                "single_p99_ms": round(single["p99_ms"], 2),
-                "raw_produce_eps": round(raw_eps),
-                "batch_size": args.batch,
-                "batch_p99_ms": round(batch["p99_ms"], 2),
-                "non_2xx": single["non_2xx"] + batch["non_2xx"] + warm["non_2xx"],
-                "workers": args.workers,
-                "connections": args.connections,
-                "seconds": args.seconds,
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
-            }
-        )
+    return {
+        "bench": "ingest",
+        "batch_eps": round(batch["rps"] * args.batch),
+        "single_eps": round(single["rps"]),
+        "single_p50_ms": round(single["p50_ms"], 2),
+        "single_p99_ms": round(single["p99_ms"], 2),
+        "raw_produce_eps": round(raw_eps),
+        "batch_size": args.batch,
+        "batch_p99_ms": round(batch["p99_ms"], 2),
+        "non_2xx": single["non_2xx"] + batch["non_2xx"] + warm["non_2xx"],
+        "workers": args.workers,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    spread.add_runs(ap)
+    args = ap.parse_args()
+    debian.ensure("wrk", "wrk")
+    bootstrap = args.bootstrap or broker.start(
+        broker.BrokerConfig(port=19092, var_dir=REPO_ROOT / "var" / "test")
     )
+    report = spread.repeat("ingest", args.runs, lambda _i: once(args, bootstrap))
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,14 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
+from bench import spread  # noqa: E402
 from cli import broker, postgres  # noqa: E402
 from cli.processes import spawn_service, wait_spawned  # noqa: E402
 from libs.common.bus import EventProducer  # noqa: E402
@@ -210,17 +212,9 @@ async def run(
 SINK = ""
 
 
-def main() -> None:
+def once(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+    """One run of the case."""
     global SINK
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rate", type=float, default=20)
-    ap.add_argument("--seconds", type=float, default=30)
-    ap.add_argument("--tenants", type=int, default=20)
-    ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-    args = ap.parse_args()
-    bootstrap = args.bootstrap or broker.start(
-        broker.BrokerConfig(port=19092, var_dir=REPO_ROOT / "var" / "test")
-    )
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     asyncio.run(ensure_topics(bootstrap, namespace=namespace))
     tenants = [f"client-{i:03d}" for i in range(args.tenants)]
@@ -258,25 +252,36 @@ def main() -> None:
         received.setdefault(f"{note['body']['tenant_id']}/{note['body']['ticket_id']}", note["received"])
     lat = sorted(received[k] - sent[k] for k in sent if k in received)
     bus = sorted(floor[k] - sent[k] for k in sent if k in floor)
-    print(
-        json.dumps(
-            {
-                "bench": "packet",
-                "packets": len(lat),
-                "escalations": len(sent),
-                "p50_latency_s": round(lat[len(lat) // 2], 3) if lat else None,
-                "p95_latency_s": round(lat[min(len(lat) - 1, int(len(lat) * 0.95))], 3) if lat else None,
-                "max_latency_s": round(lat[-1], 3) if lat else None,
-                "bus_p95_latency_s": round(bus[min(len(bus) - 1, int(len(bus) * 0.95))], 3) if bus else None,
-                "offered_rate": args.rate,
-                "tenants": args.tenants,
-                "llm": False,
-                "namespace": namespace,
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-            }
-        )
+    return {
+        "bench": "packet",
+        "packets": len(lat),
+        "escalations": len(sent),
+        "p50_latency_s": round(lat[len(lat) // 2], 3) if lat else None,
+        "p95_latency_s": round(lat[min(len(lat) - 1, int(len(lat) * 0.95))], 3) if lat else None,
+        "max_latency_s": round(lat[-1], 3) if lat else None,
+        "bus_p95_latency_s": round(bus[min(len(bus) - 1, int(len(bus) * 0.95))], 3) if bus else None,
+        "offered_rate": args.rate,
+        "tenants": args.tenants,
+        "llm": False,
+        "namespace": namespace,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=20)
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--tenants", type=int, default=20)
+    ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    spread.add_runs(ap)
+    args = ap.parse_args()
+    bootstrap = args.bootstrap or broker.start(
+        broker.BrokerConfig(port=19092, var_dir=REPO_ROOT / "var" / "test")
     )
+    report = spread.repeat("packet", args.runs, lambda _i: once(args, bootstrap))
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
+from bench import spread  # noqa: E402
 from bench.raw_kafka import raw_produce_eps, raw_producer  # noqa: E402
 from cli import broker  # noqa: E402
 from cli.processes import spawn_service, wait_spawned  # noqa: E402
@@ -196,17 +197,8 @@ async def sustained(
     return sent, seen, send_s
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rate", type=float, default=10500)
-    ap.add_argument("--seconds", type=float, default=40)
-    ap.add_argument("--tenants", type=int, default=100)
-    ap.add_argument("--workers", type=int, default=2, help="triage processes in the consumer group")
-    ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-    args = ap.parse_args()
-    bootstrap = args.bootstrap or broker.start(
-        broker.BrokerConfig(port=19092, var_dir=REPO_ROOT / "var" / "test")
-    )
+def once(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+    """One run of the case."""
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     asyncio.run(ensure_topics(bootstrap, namespace=namespace))
     n = int(args.rate * args.seconds)
@@ -249,30 +241,42 @@ def main() -> None:
     done = [aid for aid in sent if aid in seen]
     lat = sorted(seen[a] - sent[a] for a in done)
     last = max(seen[a] for a in done) if done else first
-    print(
-        json.dumps(
-            {
-                "bench": "triage_alerts",
-                # every alert event, firing or resolved, over the time from the first sent to
-                # the last firing alert's signal revision read back
-                "alerts_per_s": round(len(records) / max(last - first, 1e-9), 1),
-                "firing_alerts_per_s": round(len(done) / max(last - first, 1e-9), 1),
-                "p99_latency_s": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
-                "p50_latency_s": round(lat[len(lat) // 2], 3) if lat else None,
-                "bus_eps": round(bus_eps, 1),
-                "alerts": len(records),
-                "firing_alerts": len(sent),
-                "firing_alerts_reaching_a_signal": len(done),
-                "offered_rate": args.rate,
-                "send_seconds": round(send_s, 2),
-                "tenants": args.tenants,
-                "workers": args.workers,
-                "namespace": namespace,
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-            }
-        )
+    return {
+        "bench": "triage_alerts",
+        # every alert event, firing or resolved, over the time from the first sent to
+        # the last firing alert's signal revision read back
+        "alerts_per_s": round(len(records) / max(last - first, 1e-9), 1),
+        "firing_alerts_per_s": round(len(done) / max(last - first, 1e-9), 1),
+        "p99_latency_s": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
+        "p50_latency_s": round(lat[len(lat) // 2], 3) if lat else None,
+        "bus_eps": round(bus_eps, 1),
+        "alerts": len(records),
+        "firing_alerts": len(sent),
+        "firing_alerts_reaching_a_signal": len(done),
+        "offered_rate": args.rate,
+        "send_seconds": round(send_s, 2),
+        "tenants": args.tenants,
+        "workers": args.workers,
+        "namespace": namespace,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=10500)
+    ap.add_argument("--seconds", type=float, default=40)
+    ap.add_argument("--tenants", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=2, help="triage processes in the consumer group")
+    ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    spread.add_runs(ap)
+    args = ap.parse_args()
+    bootstrap = args.bootstrap or broker.start(
+        broker.BrokerConfig(port=19092, var_dir=REPO_ROOT / "var" / "test")
     )
+    report = spread.repeat("triage_alerts", args.runs, lambda _i: once(args, bootstrap))
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":
