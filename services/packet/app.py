@@ -55,6 +55,10 @@ def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
         retry_max_s=settings.psa_retry_max_s,
         max_attempts=settings.psa_max_attempts,
         psa_timeout_s=settings.psa_timeout_s,
+        psa_concurrency=settings.psa_concurrency,
+        lease_s=settings.psa_lease_s,
+        due_batch=settings.psa_due_batch,
+        signal_update_every_s=settings.signal_update_every_s,
         namespace=settings.topic_namespace,
         box=settings.secret_box(),
     )

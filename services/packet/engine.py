@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -131,6 +131,9 @@ class PacketTunables:
     max_attempts: int = 10
     psa_timeout_s: float = 10.0
     signal_update_every_s: float = 60.0  # alerts joining a signal re-version a packet at most this often
+    psa_concurrency: int = 16  # tickets whose PSA writes are in flight at once (each ticket's in order)
+    lease_s: float = 60.0  # a poster holds a due write this long; a dead poster's write is due again after
+    due_batch: int = 50  # due writes taken per pass
 
 
 class Packets:
@@ -150,6 +153,9 @@ class Packets:
         max_attempts: int = PacketTunables.max_attempts,
         psa_timeout_s: float = PacketTunables.psa_timeout_s,
         signal_update_every_s: float = PacketTunables.signal_update_every_s,
+        psa_concurrency: int = PacketTunables.psa_concurrency,
+        lease_s: float = PacketTunables.lease_s,
+        due_batch: int = PacketTunables.due_batch,
         namespace: str = "",
         box: SecretBox | None = None,
     ) -> None:
@@ -166,6 +172,9 @@ class Packets:
         self.max_attempts = max_attempts
         self.psa_timeout_s = psa_timeout_s
         self.signal_update_every_s = signal_update_every_s
+        self.psa_concurrency = psa_concurrency
+        self.lease_s = lease_s
+        self.due_batch = due_batch
         self.namespace = namespace
         # Tenants' PSA credentials are stored encrypted with this box.
         self.box = box or SecretBox(new_key())
@@ -488,12 +497,15 @@ class Packets:
 
     async def _deliver_forever(self) -> None:
         while self.running:
+            busy = False
             try:
-                await self.deliver_due()
+                busy = await self.deliver_due() > 0
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("delivery pass failed; trying again shortly")
+            if busy:
+                continue  # more may be due already: look again at once
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=0.5)
             except TimeoutError:
@@ -501,17 +513,47 @@ class Packets:
             self._wake.clear()
 
     async def deliver_due(self) -> int:
-        posted = 0
-        for write in await asyncio.to_thread(psa_writes.due_psa_writes, self.engine):
-            if await asyncio.to_thread(psa_writes.claim_psa_write, self.engine, write["write_key"], 60.0):
-                posted += await self._deliver_write(write)
-        for row in await asyncio.to_thread(versions.due_deliveries, self.engine):
-            if not await asyncio.to_thread(
-                versions.claim_delivery, self.engine, row["packet_id"], row["version"], 60.0
-            ):
-                continue  # another instance has it
-            posted += await self._deliver(row)
-        return posted
+        """One pass over what is due: each ticket's writes in order (its queued notes and
+        categories, then its packet versions, oldest first), up to `psa_concurrency` tickets
+        at once. Returns how many writes were attempted."""
+        writes = await asyncio.to_thread(psa_writes.due_psa_writes, self.engine, self.due_batch)
+        due = await asyncio.to_thread(versions.due_deliveries, self.engine, self.due_batch)
+        lanes: dict[tuple[str, str], list[Callable[[], Awaitable[int]]]] = {}
+        for write in writes:
+            lanes.setdefault((write["tenant_id"], write["ticket_id"]), []).append(
+                functools.partial(self._claimed_write, write)
+            )
+        for row in sorted(due, key=lambda r: (r["packet_id"], r["version"])):
+            lanes.setdefault(("packet", row["packet_id"]), []).append(
+                functools.partial(self._claimed_version, row)
+            )
+        slots = asyncio.Semaphore(self.psa_concurrency)
+
+        async def lane(steps: list[Callable[[], Awaitable[int]]]) -> int:
+            async with slots:
+                return sum([await step() for step in steps])
+
+        done = await asyncio.gather(*(lane(steps) for steps in lanes.values()), return_exceptions=True)
+        for failed in (d for d in done if isinstance(d, BaseException)):
+            # The database, most likely: the write's lease runs out and it is due again.
+            log.error("a PSA write failed outside the PSA call", exc_info=failed)
+        return sum(d for d in done if isinstance(d, int))
+
+    async def _claimed_write(self, write: dict[str, Any]) -> int:
+        if not await asyncio.to_thread(
+            psa_writes.claim_psa_write, self.engine, write["write_key"], self.lease_s
+        ):
+            return 0  # another instance has it
+        await self._deliver_write(write)
+        return 1
+
+    async def _claimed_version(self, row: dict[str, Any]) -> int:
+        if not await asyncio.to_thread(
+            versions.claim_delivery, self.engine, row["packet_id"], row["version"], self.lease_s
+        ):
+            return 0  # another instance has it
+        await self._deliver(row)
+        return 1
 
     async def _deliver_write(self, row: dict[str, Any]) -> int:
         """One queued PSA write: a step's note (looked up by its marker before it is posted

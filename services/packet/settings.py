@@ -28,3 +28,10 @@ class PacketSettings(ServiceSettings):
     psa_retry_base_s: float = Field(default=PacketTunables.retry_base_s, gt=0)  # doubles per attempt...
     psa_retry_max_s: float = Field(default=PacketTunables.retry_max_s, gt=0)  # ...up to this
     psa_max_attempts: int = Field(default=PacketTunables.max_attempts, ge=1)
+    # Tickets whose PSA writes are in flight at once (a ticket's own writes stay in order).
+    psa_concurrency: int = Field(default=PacketTunables.psa_concurrency, ge=1, le=256)
+    # How long a poster holds a due write; a poster that died leaves it due again after this.
+    psa_lease_s: float = Field(default=PacketTunables.lease_s, gt=0)
+    psa_due_batch: int = Field(default=PacketTunables.due_batch, ge=1, le=10_000)
+    # Alerts joining an open signal re-version a ticket's packet at most this often.
+    signal_update_every_s: float = Field(default=PacketTunables.signal_update_every_s, ge=0)
