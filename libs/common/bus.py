@@ -256,6 +256,12 @@ class EventConsumer:
     The handler gets the decoded model and the raw record. A record that cannot be decoded,
     whose tenant disagrees between key, header and body, or whose handler keeps failing
     (after `max_attempts`), is published to `deadletter.v1`; only then is its offset committed.
+
+    With `lanes` above 1, the events of one poll are handled in lanes by record key (the
+    tenant): one key's events in their order, up to `lanes` keys at once, each event with its
+    own retries and dead-lettering; a partition's offset is committed up to the first event
+    not yet handled. For handlers whose work waits on I/O (a database, a PSA) and whose effects
+    are keyed per tenant.
     """
 
     def __init__(
@@ -277,7 +283,13 @@ class EventConsumer:
         max_records: int = 500,
         auto_offset_reset: str = "earliest",
         namespace: str = "",
+        lanes: int = 1,
     ) -> None:
+        if lanes < 1:
+            raise ValueError("lanes must be at least 1")
+        if lanes > 1 and batch_handler is not None:
+            raise ValueError("lanes are for a per-event handler; a batch handler sees the whole batch")
+        self.lanes = lanes
         self.service = service
         self.namespace = namespace
         self.topics = list(topics)
@@ -341,6 +353,10 @@ class EventConsumer:
                             self._pending[tp] = records[-1].offset + 1
                     if time.monotonic() - self._last_commit >= self.commit_every_s:
                         await self._commit_pending()
+                    continue
+                if self.lanes > 1:
+                    await self._process_in_lanes(batch)
+                    await self._commit_pending()
                     continue
                 for tp, records in batch.items():
                     for record in records:
@@ -415,6 +431,47 @@ class EventConsumer:
             self.stats.handled += 1
             self._count_ok(topic)
             self._hist.observe(time.perf_counter() - start)
+
+    async def _process_in_lanes(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """One poll's records in lanes by key (see the class docstring); what was handled is
+        marked for commit per partition, up to its first record not handled (a stop request
+        ends every lane after the record in hand)."""
+        lanes: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = {}
+        for records in batch.values():
+            for record in records:
+                lanes.setdefault(record.key, []).append(record)
+        done: set[tuple[str, int, int]] = set()
+        slots = asyncio.Semaphore(self.lanes)
+        failed = asyncio.Event()
+
+        async def lane(records: list[ConsumerRecord[bytes, bytes]]) -> None:
+            async with slots:
+                for record in records:
+                    if self._stopping.is_set() or failed.is_set():
+                        return
+                    try:
+                        await self._process(record)
+                    except BaseException:
+                        failed.set()  # the other lanes stop after the record in hand
+                        raise
+                    done.add((record.topic, record.partition, record.offset))
+
+        try:
+            # What escapes `_process` (the loop being cancelled, lost state, a dead letter that
+            # could not be written) ends the loop as it does without lanes, once every lane has
+            # put down the record in hand.
+            outcomes = await asyncio.gather(*(lane(r) for r in lanes.values()), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        finally:
+            for tp, records in batch.items():
+                for record in records:
+                    if (record.topic, record.partition, record.offset) not in done:
+                        break
+                    self._pending[tp] = record.offset + 1
 
     def _count_ok(self, topic: str, n: int = 1) -> None:
         counter = self._ok_counters.get(topic)

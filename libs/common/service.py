@@ -159,6 +159,7 @@ class Runtime:
         max_records: int = 500,
         checkpoint: Callable[[], Awaitable[None]] | None = None,
         commit_every_s: float = 0.0,
+        lanes: int = 1,
     ) -> EventConsumer:
         consumer = EventConsumer(
             service=self.service,
@@ -173,6 +174,7 @@ class Runtime:
             commit_every_s=commit_every_s,
             producer=self.producer,
             namespace=self.settings.topic_namespace,
+            lanes=lanes,
         )
         self.consumers.append(consumer)
         return consumer

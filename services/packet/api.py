@@ -347,6 +347,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             body.credentials.model_dump(exclude_none=True),
             body.options,
         )
+        packets.forget_target(body.tenant_id)
         packets.wake()
         return {
             "tenant_id": body.tenant_id,

@@ -69,6 +69,7 @@ def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
         [*topics, AutomationRun.topic, AutomationResult.topic],
         counted.handler(packets.handle),
         group_id=f"{settings.effective_consumer_group}-packets",
+        lanes=settings.consumer_lanes,
     )
     rt.packets = packets  # type: ignore[attr-defined]
     rt.kb = kb  # type: ignore[attr-defined]

@@ -131,6 +131,7 @@ class PacketTunables:
     max_attempts: int = 10
     psa_timeout_s: float = 10.0
     signal_update_every_s: float = 60.0  # alerts joining a signal re-version a packet at most this often
+    target_ttl_s: float = 5.0  # a tenant's PSA target is read again after this (set here: at once)
     psa_concurrency: int = 16  # tickets whose PSA writes are in flight at once (each ticket's in order)
     lease_s: float = 60.0  # a poster holds a due write this long; a dead poster's write is due again after
     due_batch: int = 50  # due writes taken per pass
@@ -181,6 +182,8 @@ class Packets:
         # What the service says (packet events, audits) leaves through the outbox.
         self.outbox = OutboxRelay(engine, tables.outbox, producer, "packet")
         self._last_version: dict[tuple[str, str], float] = {}
+        self._targets: dict[str, tuple[float, dict[str, Any]]] = {}  # tenant -> (read at, target)
+        self.target_ttl_s = PacketTunables.target_ttl_s
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -206,6 +209,25 @@ class Packets:
         if self._client is not None:
             await self._client.aclose()
         await self.outbox.stop()
+
+    def target(self, tenant: str) -> dict[str, Any] | None:
+        """The tenant's PSA target, read at most every `target_ttl_s` (blocking: call it in a
+        thread). Only a configured target is kept: "none configured" is always read afresh, so
+        a target set through another instance is used by the next version, never missed."""
+        now = time.monotonic()
+        known = self._targets.get(tenant)
+        if known is not None and now - known[0] < self.target_ttl_s:
+            return known[1]
+        found = targets.get_target(self.engine, tenant, box=self.box)
+        if found is None:
+            self._targets.pop(tenant, None)
+        else:
+            self._targets[tenant] = (now, found)
+        return found
+
+    def forget_target(self, tenant: str) -> None:
+        """The target was just set through this process: read it afresh."""
+        self._targets.pop(tenant, None)
 
     # --- the stream -------------------------------------------------------------------------
 
@@ -311,9 +333,7 @@ class Packets:
         )
 
     async def _queue_write(self, tenant: str, row: dict[str, Any]) -> None:
-        target = await asyncio.to_thread(
-            functools.partial(targets.get_target, box=self.box), self.engine, tenant
-        )
+        target = await asyncio.to_thread(self.target, tenant)
         added = await asyncio.to_thread(
             functools.partial(psa_writes.add_psa_write, has_target=target is not None),
             self.engine,
@@ -384,9 +404,7 @@ class Packets:
         payload = EscalationPacketPayload(
             packet_id=packet_id, ticket_id=ticket["ticket_id"], version=version, **content
         )  # type: ignore[arg-type]
-        target = await asyncio.to_thread(
-            functools.partial(targets.get_target, box=self.box), self.engine, tenant
-        )
+        target = await asyncio.to_thread(self.target, tenant)
         created = utcnow()
         link = ticket["snapshot"].get("url")
         packet_event = EscalationPacket(
@@ -440,15 +458,19 @@ class Packets:
     def _parts(self, tenant: str, ticket: dict[str, Any]) -> builder.PacketParts:
         snap = ticket["snapshot"]
         now = datetime.now(UTC)
-        signals = projections.signals_around(
-            self.engine, tenant, snap.get("devices") or [], snap.get("site"), now - CONTEXT_WINDOW, now
+        signals, triage, runs = projections.context(
+            self.engine,
+            tenant,
+            ticket["ticket_id"],
+            snap.get("devices") or [],
+            snap.get("site"),
+            now - CONTEXT_WINDOW,
+            now,
         )
         query = " ".join(
             [snap.get("title", ""), snap.get("description", ""), *(s["title"] for s in signals[:3])]
         )
         runbooks = self.kb.search(tenant, query, k=3)
-        triage = projections.get_triage(self.engine, tenant, ticket["ticket_id"])
-        runs = projections.runs_on(self.engine, tenant, ticket["ticket_id"])
         links = builder.Links(tenant, packet_base=self.page_base_url, triage_base=self.triage_url)
         ticket = {**ticket, "packet_id": str(packet_id_for(tenant, ticket["ticket_id"]))}
         return builder.build(ticket, signals, runbooks, triage, runs, links=links, answered=self._answered)
@@ -560,9 +582,7 @@ class Packets:
         again) or a category (setting a field to a value is idempotent)."""
         assert self._client is not None
         tenant, key, what = row["tenant_id"], row["write_key"], row["kind"]
-        target = await asyncio.to_thread(
-            functools.partial(targets.get_target, box=self.box), self.engine, tenant
-        )
+        target = await asyncio.to_thread(self.target, tenant)
         attempts = row["attempts"] + 1
         if target is None:
             await asyncio.to_thread(
@@ -650,9 +670,7 @@ class Packets:
         found = await asyncio.to_thread(
             versions.packet_payload, self.engine, row["packet_id"], row["version"]
         )
-        target = await asyncio.to_thread(
-            functools.partial(targets.get_target, box=self.box), self.engine, row["tenant_id"]
-        )
+        target = await asyncio.to_thread(self.target, row["tenant_id"])
         if found is None or target is None:
             await asyncio.to_thread(
                 versions.finish_delivery,

@@ -33,5 +33,8 @@ class PacketSettings(ServiceSettings):
     # How long a poster holds a due write; a poster that died leaves it due again after this.
     psa_lease_s: float = Field(default=PacketTunables.lease_s, gt=0)
     psa_due_batch: int = Field(default=PacketTunables.due_batch, ge=1, le=10_000)
+    # Tenants whose events are handled at once (each tenant's in order): building a version
+    # mostly waits on the database, so one process serves many tenants side by side.
+    consumer_lanes: int = Field(default=8, ge=1, le=64)
     # Alerts joining an open signal re-version a ticket's packet at most this often.
     signal_update_every_s: float = Field(default=PacketTunables.signal_update_every_s, ge=0)

@@ -287,3 +287,75 @@ async def test_an_event_waits_out_a_database_outage_instead_of_being_dead_letter
     finally:
         down.dispose()
         await producer.stop()
+
+
+async def test_lanes_handle_tenants_side_by_side_each_in_order_and_commit_only_what_was_handled(
+    bootstrap: str, scratch_topic
+) -> None:  # type: ignore[no-untyped-def]
+    topic = await scratch_topic(AlertReceived, partitions=1)  # both tenants interleaved on one partition
+    slow, fast, group = unique("slow"), unique("fast"), unique("g")
+    producer = await started_producer(bootstrap)
+    effects: list[tuple[str, str]] = []
+    gate = asyncio.Event()
+    crash_on: set[str] = set()
+
+    async def handler(event: AlertReceived, _record: Any) -> None:
+        if event.tenant_id == slow:
+            await gate.wait()  # the slow tenant's first event blocks its lane until released
+        if event.payload.title in crash_on:
+            raise asyncio.CancelledError  # a process dying mid-event
+        effects.append((event.tenant_id, event.payload.title))
+
+    def consumer() -> EventConsumer:
+        return EventConsumer(
+            service="test-svc",
+            topics=[topic],
+            group_id=group,
+            bootstrap_servers=bootstrap,
+            handler=handler,
+            producer=producer,
+            lanes=4,
+        )
+
+    try:
+        for i in range(5):
+            for tenant in (slow, fast):
+                key, value, headers = encode(alert(tenant, title=f"{tenant}-{i}", event_id=uuid.uuid4()))
+                await producer.send_raw(topic, value, key=key, headers=headers)
+        first = consumer()
+        await first.start()
+        task = asyncio.create_task(first.run())
+        # The fast tenant's five events are handled while the slow one's first is still waiting.
+        for _ in range(400):
+            if len(effects) == 5:
+                break
+            await asyncio.sleep(0.05)
+        assert effects == [(fast, f"{fast}-{i}") for i in range(5)]
+        crash_on.add(f"{slow}-2")  # the slow tenant's third event will crash the process
+        gate.set()
+        try:
+            await asyncio.wait_for(task, timeout=30)
+        except asyncio.CancelledError:
+            pass
+        await first.stop()
+        assert [t for x, t in effects if x == slow] == [f"{slow}-0", f"{slow}-1"]
+        # After the restart: nothing lost, each tenant in its order; the partition was
+        # committed only up to the first event not handled, so what follows it comes again.
+        crash_on.clear()
+        await consume_until(consumer(), lambda: sum(x == slow for x, _ in effects) >= 5)
+        assert [t for x, t in effects if x == slow] == [f"{slow}-{i}" for i in range(5)]
+        fast_seen = [t for x, t in effects if x == fast]
+        assert set(fast_seen) == {f"{fast}-{i}" for i in range(5)}
+        assert fast_seen[:5] == [f"{fast}-{i}" for i in range(5)]
+        with pytest.raises(ValueError, match="lanes"):
+            EventConsumer(
+                service="x",
+                topics=[topic],
+                group_id="g",
+                bootstrap_servers=bootstrap,
+                handler=handler,
+                producer=producer,
+                lanes=0,
+            )
+    finally:
+        await producer.stop()

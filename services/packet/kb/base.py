@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +34,14 @@ class _Cached:
 
 
 class KnowledgeBase:
-    def __init__(self, engine: Engine, embedder: Embedder) -> None:
+    def __init__(self, engine: Engine, embedder: Embedder, recheck_s: float = 1.0) -> None:
         self.engine = engine
         self.embedder = embedder
+        # How often a tenant's index asks the database whether its runbooks changed (a change
+        # made through this process is seen at once; through another one, within this time).
+        self.recheck_s = recheck_s
         self._indexes: dict[str, _Cached] = {}
+        self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def put(
@@ -54,6 +59,8 @@ class KnowledgeBase:
         if changed:
             vectors = self.embedder.encode([section_text(book, i) for i in range(len(book.sections))])
             runbooks.put_runbook(self.engine, scope, path, book.title, url, markdown, digest, vectors)
+            with self._lock:
+                self._checked.clear()
         return {
             "scope": scope,
             "path": path,
@@ -63,7 +70,10 @@ class KnowledgeBase:
         }
 
     def remove(self, tenant_id: str | None, path: str) -> bool:
-        return runbooks.delete_runbook(self.engine, scope_of(tenant_id), path)
+        removed = runbooks.delete_runbook(self.engine, scope_of(tenant_id), path)
+        with self._lock:
+            self._checked.clear()
+        return removed
 
     def search(self, tenant_id: str, query: str, k: int = 3) -> list[RunbookMatch]:
         cached = self._index(tenant_id)
@@ -86,10 +96,16 @@ class KnowledgeBase:
 
     def _index(self, tenant_id: str) -> _Cached:
         scopes = [scope_of(tenant_id), GLOBAL]
+        now = time.monotonic()
+        with self._lock:
+            cached = self._indexes.get(tenant_id)
+            if cached is not None and now - self._checked.get(tenant_id, -1e9) < self.recheck_s:
+                return cached
         version = runbooks.runbook_version(self.engine, scopes)
         with self._lock:
             cached = self._indexes.get(tenant_id)
             if cached is not None and cached.version == version:
+                self._checked[tenant_id] = now
                 return cached
         rows = runbooks.load_runbooks(self.engine, scopes)
         books = [parse(str(r["source"]), fallback_title=str(r["path"])) for r in rows]
@@ -99,4 +115,5 @@ class KnowledgeBase:
         cached = _Cached(version, RunbookIndex(books, self.embedder.encode, stacked), [dict(r) for r in rows])
         with self._lock:
             self._indexes[tenant_id] = cached
+            self._checked[tenant_id] = now
         return cached

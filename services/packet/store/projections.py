@@ -6,15 +6,46 @@ triage result, and the platform actions run on a ticket with their results.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, select, update
 
 from libs.common.db import upsert
 from libs.common.events import utcnow
 from services.packet.store import dumps, when
 from services.packet.tables import actions, signals, tickets, triage
+
+
+@contextmanager
+def _reading(bind: Engine | Connection) -> Iterator[Connection]:
+    """A connection to read on: the caller's, or one of the engine's for this read alone."""
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.connect() as conn:
+            yield conn
+
+
+def context(
+    engine: Engine,
+    tenant_id: str,
+    ticket_id: str,
+    devices: list[str],
+    site: str | None,
+    since: datetime,
+    until: datetime,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]]]:
+    """What a packet version is built from besides the ticket, read on one connection: the
+    signals around the ticket, its triage result, and the actions run on it."""
+    with engine.connect() as conn:
+        return (
+            signals_around(conn, tenant_id, devices, site, since, until),
+            get_triage(conn, tenant_id, ticket_id),
+            runs_on(conn, tenant_id, ticket_id),
+        )
 
 
 def _ticket(row: Any) -> dict[str, Any]:
@@ -89,14 +120,19 @@ def apply_signal(engine: Engine, tenant_id: str, payload: dict[str, Any]) -> boo
 
 
 def signals_around(
-    engine: Engine, tenant_id: str, devices: list[str], site: str | None, since: datetime, until: datetime
+    bind: Engine | Connection,
+    tenant_id: str,
+    devices: list[str],
+    site: str | None,
+    since: datetime,
+    until: datetime,
 ) -> list[dict[str, Any]]:
     """The tenant's signals on the devices or site, seen within [since, until]."""
     if not devices and not site:
         return []
     wanted = set(devices)
     out = []
-    with engine.connect() as conn:
+    with _reading(bind) as conn:
         rows = conn.execute(
             select(signals.c.payload, signals.c.alert_ids)
             .where(signals.c.tenant_id == tenant_id, signals.c.last_seen >= since)
@@ -123,8 +159,8 @@ def drop_triage(engine: Engine, tenant_id: str, ticket_id: str) -> None:
         conn.execute(delete(triage).where(triage.c.tenant_id == tenant_id, triage.c.ticket_id == ticket_id))
 
 
-def get_triage(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
-    with engine.connect() as conn:
+def get_triage(bind: Engine | Connection, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
+    with _reading(bind) as conn:
         row = conn.execute(
             select(triage.c.payload).where(triage.c.tenant_id == tenant_id, triage.c.ticket_id == ticket_id)
         ).scalar()
@@ -186,8 +222,8 @@ def record_result(
         return row[0]
 
 
-def runs_on(engine: Engine, tenant_id: str, ticket_id: str) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
+def runs_on(bind: Engine | Connection, tenant_id: str, ticket_id: str) -> list[dict[str, Any]]:
+    with _reading(bind) as conn:
         rows = conn.execute(
             select(actions)
             .where(actions.c.tenant_id == tenant_id, actions.c.ticket_id == ticket_id)
