@@ -10,6 +10,7 @@ topic (`/v1/counts`).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -25,7 +26,22 @@ from services.packet.kb.base import KnowledgeBase
 from services.packet.settings import PacketSettings
 
 
+@dataclass(frozen=True)
+class PacketService:
+    """The wired service: its runtime and app, and the parts tests and tools reach for."""
+
+    rt: Runtime
+    app: FastAPI
+    packets: Packets
+    kb: KnowledgeBase
+
+
 def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
+    service = assemble(settings)
+    return service.rt, service.app
+
+
+def assemble(settings: PacketSettings) -> PacketService:
     topics = [SignalClustered.topic, TicketEvent.topic, TicketTriaged.topic]
     rt = Runtime(settings, migrations_dir=Path(__file__).parent / "migrations")
     app = rt.make_app("msp packet", __doc__ or "")
@@ -71,8 +87,6 @@ def build(settings: PacketSettings) -> tuple[Runtime, FastAPI]:
         group_id=f"{settings.effective_consumer_group}-packets",
         lanes=settings.consumer_lanes,
     )
-    rt.packets = packets  # type: ignore[attr-defined]
-    rt.kb = kb  # type: ignore[attr-defined]
     add_routes(app, settings, packets, kb)
     add_counts_route(app, settings, counted)
-    return rt, app
+    return PacketService(rt, app, packets, kb)

@@ -8,6 +8,7 @@ took in is counted per tenant and topic (`/v1/counts`).
 """
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,7 +32,22 @@ from services.triage.tickets.corpus import read_labelled
 from services.triage.tickets.engine import TicketTriage
 
 
+@dataclass(frozen=True)
+class TriageService:
+    """The wired service: its runtime and app, alert clustering, and ticket triage when on."""
+
+    rt: Runtime
+    app: FastAPI
+    clustering: AlertClustering
+    tickets: TicketTriage | None
+
+
 def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
+    service = assemble(settings)
+    return service.rt, service.app
+
+
+def assemble(settings: TriageSettings) -> TriageService:
     rt = Runtime(settings, migrations_dir=Path(__file__).parent / "migrations")
     app = rt.make_app("msp triage", __doc__ or "")
     counted = Counted(rt.engine, "triage")
@@ -55,9 +71,9 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
         checkpoint=clustering.checkpoint,
         commit_every_s=5.0,
     )
-    rt.clustering = clustering  # type: ignore[attr-defined]
+    tickets = None
     if settings.embeddings_enabled and settings.tickets_enabled:
-        add_ticket_triage(rt, app, settings, counted)
+        tickets = add_ticket_triage(rt, app, settings, counted)
 
     reader = tenant_reader(settings)
 
@@ -96,7 +112,7 @@ def build(settings: TriageSettings) -> tuple[Runtime, FastAPI]:
         """The strongest alert-template links learned for a tenant (lift and support)."""
         return {"tenant_id": tenant_id, "links": clustering.learned_links(tenant_id, limit)}
 
-    return rt, app
+    return TriageService(rt, app, clustering, tickets)
 
 
 _STATE_OF = {"resolved": "resolved", "merged": "merged"}
@@ -146,6 +162,5 @@ def add_ticket_triage(
         on_revoke=triage.on_revoke,
         group_id=f"{settings.effective_consumer_group}-tickets",
     )
-    rt.tickets = triage  # type: ignore[attr-defined]
     add_ticket_routes(app, settings, rt.engine, triage)
     return triage

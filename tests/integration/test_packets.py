@@ -34,7 +34,7 @@ from libs.common.events import (
 )
 from libs.common.topics import ensure_topics
 from services.packet import tables
-from services.packet.app import build
+from services.packet.app import assemble
 from services.packet.settings import PacketSettings
 from services.packet.store import projections, psa_writes, targets, versions
 from tests.conftest import eventually, start_runtime, unique
@@ -129,7 +129,8 @@ class Packets:
 
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, namespace=self.namespace)
-        self.rt, self.app = build(self.settings)
+        self.service = assemble(self.settings)
+        self.rt, self.app = self.service.rt, self.service.app
         await start_runtime(self.rt, "packet")
         self.producer = EventProducer(self.bootstrap, client_id="test", namespace=self.namespace)
         await self.producer.start()
@@ -189,9 +190,9 @@ async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_n
         url,
         {"company": "msp", "public_key": "pk", "private_key": "sk", "client_id": "c1"},
         {},
-        box=packets.rt.packets.box,  # type: ignore[attr-defined]
+        box=packets.service.packets.box,
     )
-    packets.rt.kb.put(tenant, "fileserver/disk-full.md", RUNBOOK, "https://kb.client.test/disk-full")  # type: ignore[attr-defined]
+    packets.service.kb.put(tenant, "fileserver/disk-full.md", RUNBOOK, "https://kb.client.test/disk-full")
     sig = signal(tenant)
     await packets.send(sig, ticket(tenant, "T-1", "created"))
     await handled_up_to_here(packets, tenant)
@@ -268,7 +269,7 @@ async def _outage(packets: Packets, psa: PsaSink, url: str) -> None:
         url,
         {"integration_code": "x", "username": "u", "secret": "s"},
         {},
-        box=packets.rt.packets.box,  # type: ignore[attr-defined]
+        box=packets.service.packets.box,
     )
     psa.failures = [503, 503, 429]
     await packets.send(escalation(tenant, "77"))
@@ -350,9 +351,9 @@ async def test_notes_that_waited_for_a_psa_target_are_posted_once_one_is_set(
     assert [v["status"] for v in packets.versions(tenant, "31")] == ["waiting", "waiting"]
     assert not any("/tickets/31/notes" in n["path"] for n in psa.notes)
     released = targets.set_target(
-        packets.rt.engine, tenant, "halopsa", url, {"token": "t"}, {}, box=packets.rt.packets.box
+        packets.rt.engine, tenant, "halopsa", url, {"token": "t"}, {}, box=packets.service.packets.box
     )
-    packets.rt.packets.wake()  # type: ignore[attr-defined]
+    packets.service.packets.wake()
     assert released == 1
     await eventually(
         lambda: [v["status"] for v in packets.versions(tenant, "31")] == ["superseded", "posted"],
@@ -367,7 +368,7 @@ async def test_near_identical_tenants_never_cite_each_others_sources_over_thousa
 ) -> None:
     from services.packet.engine import merge_ticket
 
-    engine, kb = packets.rt.engine, packets.rt.kb  # type: ignore[attr-defined]
+    engine, kb = packets.rt.engine, packets.service.kb
     tenants = [unique("twin-a"), unique("twin-b")]
     own: dict[str, set[str]] = {}
     for t in tenants:
@@ -418,7 +419,9 @@ async def test_near_identical_tenants_never_cite_each_others_sources_over_thousa
                     )
                 }
             )
-            payload = await packets.rt.packets.rebuild(t, merge_ticket(None, event), event, trigger="test")  # type: ignore[attr-defined]
+            payload = await packets.service.packets.rebuild(
+                t, merge_ticket(None, event), event, trigger="test"
+            )
             assert payload is not None
             built[t] += 1
             for part in ("summary", "related_alerts", "runbook", "already_tried", "similar_cases"):
@@ -438,7 +441,7 @@ async def test_near_identical_tenants_never_cite_each_others_sources_over_thousa
 
 
 def test_the_knowledge_base_serves_a_tenant_its_own_runbooks_and_the_global_library(packets: Packets) -> None:
-    kb = packets.rt.kb  # type: ignore[attr-defined]
+    kb = packets.service.kb
     a, b = unique("kb-a"), unique("kb-b")
     vpn = "# VPN tunnel down\n\n## Diagnosis\nCheck IPsec phase 1 on the gateway of {who}.\n"
     assert kb.put(a, "vpn.md", vpn.format(who=a))["changed"]
@@ -624,7 +627,7 @@ async def test_a_packet_cites_each_alert_with_its_own_text_and_every_source_link
     import httpx
 
     tenant = unique("links")
-    packets.rt.kb.put(tenant, "fileserver/disk-full.md", RUNBOOK, None)  # type: ignore[attr-defined]
+    packets.service.kb.put(tenant, "fileserver/disk-full.md", RUNBOOK, None)
     sig = signal(tenant)
     fs02 = uuid.uuid4()
     alerts = [
@@ -768,7 +771,7 @@ def test_a_note_answers_a_runbook_check_by_meaning_not_by_its_words(
         "shadow": "Check whether the shadow copies take more than 10% of the volume.",
         "backup": "Confirm the last backup of the volume completed.",
     }
-    done = packets.rt.packets._answered(list(checks.values()), note_sentences(note))  # type: ignore[attr-defined]
+    done = packets.service.packets._answered(list(checks.values()), note_sentences(note))
     assert {name for name, hit in zip(checks, done, strict=True) if hit} == ({answers} if answers else set())
 
 
@@ -852,7 +855,7 @@ async def test_a_note_posted_just_before_a_crash_is_found_in_the_psa_and_not_pos
             .where(tables.deliveries.c.packet_id == version["packet_id"])
             .values(status="posting", next_at=datetime.now(UTC) + timedelta(seconds=2))
         )
-    targets.set_target(engine, tenant, kind, url, credentials, {}, box=packets.rt.packets.box)  # type: ignore[attr-defined]
+    targets.set_target(engine, tenant, kind, url, credentials, {}, box=packets.service.packets.box)
     packet = EscalationPacketPayload.model_validate_json(version["payload"])
     async with httpx.AsyncClient() as client:
         await psa.post(client, psa.Target(kind, url, credentials, {}), tenant, "555", packet, None)
@@ -862,7 +865,7 @@ async def test_a_note_posted_just_before_a_crash_is_found_in_the_psa_and_not_pos
 
     assert len(posted_for_555()) == 1
     looked = psa_fake.lookups
-    packets.rt.packets.wake()  # type: ignore[attr-defined]
+    packets.service.packets.wake()
     await eventually(lambda: packets.versions(tenant, "555")[0]["status"] == "posted", "recorded as posted")
     assert psa_fake.lookups > looked, "the PSA was asked first"
     assert len(posted_for_555()) == 1, "exactly one note for the version"
@@ -900,7 +903,7 @@ async def test_psa_credentials_are_stored_encrypted_and_never_returned(packets: 
             select(tables.targets.c.credentials).where(tables.targets.c.tenant_id == tenant)
         ).scalar()
     assert stored and "hunter2" not in stored, "encrypted at rest"
-    box = packets.rt.packets.box  # type: ignore[attr-defined]
+    box = packets.service.packets.box
     assert targets.get_target(packets.rt.engine, tenant, box=box)["credentials"] == body["credentials"]
     from libs.common.crypto import SecretBox, SecretBoxError, new_key
 
@@ -1039,8 +1042,8 @@ async def test_an_autotask_category_without_a_picklist_value_fails_clearly_and_i
     tenant = unique("auto-nomap")
     engine = packets.rt.engine
     targets.set_target(
-        engine, tenant, "autotask", url, CREDENTIALS["autotask"], {}, box=packets.rt.packets.box
-    )  # type: ignore[attr-defined]
+        engine, tenant, "autotask", url, CREDENTIALS["autotask"], {}, box=packets.service.packets.box
+    )
     await packets.send(triaged(tenant, "7201", "auto", apply=True))
     await eventually(
         lambda: (

@@ -100,7 +100,7 @@ class TriageWithTickets(Triage):
     async def start(self) -> None:
         await super().start()
         deadline = time.monotonic() + 120
-        while not self.rt.tickets.ready:  # type: ignore[attr-defined]
+        while not self.service.tickets.ready:
             assert time.monotonic() < deadline, "ticket triage never got ready"
             await asyncio.sleep(0.1)
 
@@ -140,7 +140,9 @@ async def teach(t: TriageWithTickets, tenant: str) -> None:
         for i, text in enumerate(texts)
     ]
     await t.send(*events)  # type: ignore[arg-type]
-    await eventually(lambda: t.rt.tickets.status(tenant).get("model") == "tenant_model", "the tenant model")  # type: ignore[attr-defined]
+    await eventually(
+        lambda: t.service.tickets.status(tenant).get("model") == "tenant_model", "the tenant model"
+    )
 
 
 async def test_a_new_tenant_falls_back_to_the_global_model_and_gets_its_client_context(
@@ -194,7 +196,7 @@ async def test_a_resolved_ticket_is_a_similar_case_at_once_and_never_for_another
     await triage.send(
         ticket_event(a, "A-1", text, kind="resolved", category="Network", note="reissued the vpn certificate")  # type: ignore[arg-type]
     )
-    await eventually(lambda: triage.rt.tickets.status(a).get("cases") == 1, "the case to be learned")  # type: ignore[attr-defined]
+    await eventually(lambda: triage.service.tickets.status(a).get("cases") == 1, "the case to be learned")
     await triage.send(ticket_event(a, "A-2", text), ticket_event(b, "B-2", text))  # type: ignore[arg-type]
     mine = await triage.result(a, "A-2")
     assert mine["similar_cases"][0]["ticket_id"] == "A-1"
@@ -354,7 +356,7 @@ async def test_a_tenant_model_survives_a_restart_without_retraining(
 ) -> None:
     tenant = unique("kept")
     await teach(triage, tenant)
-    trained_on = triage.rt.tickets.status(tenant)["trained_on"]  # type: ignore[attr-defined]
+    trained_on = triage.service.tickets.status(tenant)["trained_on"]
     # Another instance, as after a restart or a rebalance: the same database, nothing in memory.
     t = TriageWithTickets(bootstrap, pg_url, tmp_path, tickets_min_history=12, tickets_abstain_below=0.2)
     await t.start()
@@ -362,7 +364,7 @@ async def test_a_tenant_model_survives_a_restart_without_retraining(
         await t.send(ticket_event(tenant, "K-1", "the printer in the lobby is jammed and will not print"))  # type: ignore[arg-type]
         got = await t.result(tenant, "K-1")
         assert (got["category"]["label"], got["category"]["method"]) == ("Printers", "tenant_model")
-        status = t.rt.tickets.status(tenant)  # type: ignore[attr-defined]
+        status = t.service.tickets.status(tenant)
         assert status["trained_on"] == trained_on and not status["training"], (
             "the stored model, not a new one"
         )

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from libs.common.bus import EventProducer
 from libs.common.events import AlertPayload, AlertReceived, EventSource
 from libs.common.topics import ensure_topics, physical
-from services.triage.app import build
+from services.triage.app import assemble
 from services.triage.settings import TriageSettings
 from tests.conftest import start_runtime, unique
 
@@ -77,7 +77,8 @@ class Triage:
 
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, namespace=self.namespace)
-        self.rt, self.app = build(self.settings)
+        self.service = assemble(self.settings)
+        self.rt, self.app = self.service.rt, self.service.app
         await start_runtime(self.rt, "triage")
         self.producer = EventProducer(self.bootstrap, client_id="test", namespace=self.namespace)
         await self.producer.start()
@@ -286,7 +287,7 @@ async def test_a_broker_error_while_publishing_keeps_what_the_revision_was_to_sa
     """The sweeper (and the batch path) publish a revision before marking it published: when
     the broker refuses, the signal's changes stay pending and go out with the next revision,
     whose number was never used, instead of vanishing."""
-    clustering = triage.rt.clustering  # type: ignore[attr-defined]
+    clustering = triage.service.clustering
     tenant = unique("nobroker")
     first = alert(tenant, "disk-fs09", "Disk D: above 91% on FS09", at=0, device="FS09")
     await triage.send(first)
