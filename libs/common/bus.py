@@ -9,6 +9,7 @@ alongside. Consumer: at-least-once; an offset is committed only after the handle
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -407,27 +408,16 @@ class EventConsumer:
             except (ValidationError, TenantMismatch, ValueError) as exc:
                 await self._deadletter(record, exc, reason="invalid")
                 return
-            attempt = 0
-            while True:
-                try:
-                    await self.handler(event, record)
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the handler's failure is data for the dead letter
-                    if unavailable(exc):
-                        await self._wait_out(exc)
-                        continue
-                    attempt += 1
-                    if attempt >= self.max_attempts:
-                        log.exception(
-                            "handler failed; dead-lettering",
-                            extra={"topic": record.topic, "offset": record.offset},
-                        )
-                        await self._deadletter(record, exc, reason="handler")
-                        return
-                    await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
-            self._outage_s = 0.0
+            handler = self.handler
+            failure = await self._attempts(lambda: handler(event, record), self.max_attempts)
+            if failure is not None:
+                log.error(
+                    "handler failed; dead-lettering",
+                    exc_info=failure,
+                    extra={"topic": record.topic, "offset": record.offset},
+                )
+                await self._deadletter(record, failure, reason="handler")
+                return
             self.stats.handled += 1
             self._count_ok(topic)
             self._hist.observe(time.perf_counter() - start)
@@ -530,37 +520,44 @@ class EventConsumer:
             },
         ):
             handled = decoded
-            attempt = 0
-            while True:
-                try:
-                    await self.batch_handler(decoded)
-                    break
-                except (asyncio.CancelledError, StateLost):
-                    raise
-                except Exception as exc:
-                    if unavailable(exc):
-                        await self._wait_out(exc)
-                        continue
-                    attempt += 1
-                    if attempt < self.max_attempts:
-                        await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
-                        continue
-                    # Isolate the poison: one event at a time, dead-lettering those that fail.
-                    log.exception("batch handler failed; retrying events one by one")
-                    handled = []
-                    for item in decoded:
-                        try:
-                            await self.batch_handler([item])
-                            handled.append(item)
-                        except asyncio.CancelledError:
-                            raise
-                        except Exception as exc:
-                            await self._deadletter(item[1], exc, reason="handler")
-        self._outage_s = 0.0
+            batch_handler = self.batch_handler
+            failure = await self._attempts(lambda: batch_handler(decoded), self.max_attempts)
+            if failure is not None:
+                # Isolate the poison: one event at a time (once each), dead-lettering those that fail.
+                log.error("batch handler failed; retrying events one by one", exc_info=failure)
+                handled = []
+                for item in decoded:
+                    failed = await self._attempts(functools.partial(batch_handler, [item]), 1)
+                    if failed is None:
+                        handled.append(item)
+                    else:
+                        await self._deadletter(item[1], failed, reason="handler")
         self.stats.handled += len(handled)
         for topic, n in Counter(record.topic for _, record in handled).items():
             self._count_ok(logical(topic, self.namespace), n)
         self._hist.observe(time.perf_counter() - start)
+
+    async def _attempts(self, call: Callable[[], Awaitable[None]], attempts: int) -> Exception | None:
+        """The one retry loop of both handler paths: `call` until it succeeds (None) or has
+        failed `attempts` times (its last exception, for the dead letter), backing off between
+        attempts. A dependency that is down is waited out and not counted as an attempt;
+        cancellation and lost state are never retried."""
+        attempt = 0
+        while True:
+            try:
+                await call()
+                self._outage_s = 0.0
+                return None
+            except (asyncio.CancelledError, StateLost):
+                raise
+            except Exception as exc:  # the handler's failure is data for the dead letter
+                if unavailable(exc):
+                    await self._wait_out(exc)
+                    continue
+                attempt += 1
+                if attempt >= attempts:
+                    return exc
+                await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
 
     async def _wait_out(self, exc: BaseException) -> None:
         """A dependency is down (the database, the broker): not the event's fault, so it is
