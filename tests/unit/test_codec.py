@@ -41,6 +41,28 @@ def test_trace_context_travels_in_headers() -> None:
     assert trace.get_current_span(ctx).get_span_context().trace_id == sent_trace
 
 
+def test_a_trace_that_is_not_recorded_still_carries_its_ids_into_headers_and_logs() -> None:
+    import logging
+
+    from libs.common.telemetry import JsonFormatter, span_from_headers
+
+    configure_tracing("test")
+    # Ten traces in a hundred are recorded by default; the rest still get real ids.
+    spans = []
+    for _ in range(200):
+        with tracer().start_as_current_span("producer") as span:
+            _, _, headers = encode(alert())
+            spans.append((span.is_recording(), span.get_span_context().trace_id, headers))
+    recorded = sum(r for r, _, _ in spans)
+    assert 0 < recorded < 100, recorded
+    _, sent_trace, headers = next(s for s in spans if not s[0])
+    with span_from_headers("consume", headers, **{"msp.service": "test"}) as consumer:
+        assert not consumer.is_recording()  # the producer's decision is followed
+        assert consumer.get_span_context().trace_id == sent_trace
+        line = JsonFormatter("test").format(logging.makeLogRecord({"msg": "handled"}))
+    assert f'"trace_id": "{sent_trace:032x}"' in line
+
+
 def test_undeclared_topic_is_an_error() -> None:
     key, value, headers = encode(alert())
     with pytest.raises(KeyError, match="unknown topic"):
