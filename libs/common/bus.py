@@ -171,6 +171,19 @@ class EventProducer:
             self.started = False
             await self._producer.stop()
 
+    async def renew(self) -> None:
+        """Replace the Kafka client with a fresh one (new connections, metadata, producer id):
+        for a caller whose sends keep failing after the broker came back. Sends in flight on
+        the old client fail, and their callers retry as they do for any failed send."""
+        if not self.started:
+            return
+        old, self._producer = self._producer, AIOKafkaProducer(**self._config)
+        await self._producer.start()
+        try:
+            await asyncio.wait_for(old.stop(), timeout=5)
+        except Exception:  # noqa: BLE001 - the old client is abandoned either way
+            log.warning("the replaced Kafka producer did not stop cleanly")
+
     async def publish(self, event: Envelope, *, topic: str | None = None) -> RecordMetadata:
         return (await self.publish_many([event], topic=topic))[0]
 

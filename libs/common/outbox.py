@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 RELAYED = Counter("msp_outbox_relayed_total", "Events published from a service's outbox", ["service"])
 WAITING = Gauge("msp_outbox_waiting", "Events staged in the outbox, not yet published", ["service"])
+RENEWALS = Counter(
+    "msp_outbox_producer_renewals_total", "Kafka producers renewed after relaying kept failing", ["service"]
+)
 
 
 def outbox_table(metadata: MetaData, service: str) -> Table:
@@ -82,9 +86,23 @@ class OutboxRelay:
     """Publishes what was staged, oldest first, and marks it published once Kafka has it."""
 
     def __init__(
-        self, engine: Engine, table: Table, producer: EventProducer, service: str, *, batch: int = 500
+        self,
+        engine: Engine,
+        table: Table,
+        producer: EventProducer,
+        service: str,
+        *,
+        batch: int = 500,
+        renew_after_s: float = 15.0,
+        publish_timeout_s: float = 20.0,
     ) -> None:
         self.engine = engine
+        # Relaying that has failed for this long renews the Kafka client: once the broker is
+        # back, recovery is bounded by this, whatever state the old client was left in.
+        self.renew_after_s = renew_after_s
+        # A publish that has not been acknowledged in this time counts as failed (a client left
+        # in a bad state by a broker restart can wait forever without raising).
+        self.publish_timeout_s = publish_timeout_s
         self.table = table
         self.producer = producer
         self.service = service
@@ -111,13 +129,26 @@ class OutboxRelay:
                 self._task.cancel()
 
     async def _forever(self) -> None:
+        failing_since: float | None = None
         while self.running:
             self._wake.clear()
+            attempt_started = time.monotonic()
             try:
                 while await self.relay_once() == self.batch:
-                    pass
+                    attempt_started = time.monotonic()
+                failing_since = None
             except Exception:  # noqa: BLE001 - nothing is lost: the rows stay until published
                 log.exception("outbox relay failed; retrying shortly")
+                now = time.monotonic()
+                failing_since = failing_since or attempt_started
+                if now - failing_since >= self.renew_after_s:
+                    log.warning("outbox relay still failing: renewing the Kafka producer")
+                    RENEWALS.labels(self.service).inc()
+                    try:
+                        await self.producer.renew()
+                    except Exception:  # noqa: BLE001 - the broker may still be down: try again later
+                        log.exception("renewing the Kafka producer failed")
+                    failing_since = now
                 await asyncio.sleep(1.0)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=0.5)
@@ -129,11 +160,14 @@ class OutboxRelay:
         if not rows:
             WAITING.labels(self.service).set(0)
             return 0
-        await self.producer.send_raw_many(
-            [
-                (r.topic, r.key, r.value, [(k, v.encode("latin-1")) for k, v in json.loads(r.headers)])
-                for r in rows
-            ]
+        await asyncio.wait_for(
+            self.producer.send_raw_many(
+                [
+                    (r.topic, r.key, r.value, [(k, v.encode("latin-1")) for k, v in json.loads(r.headers)])
+                    for r in rows
+                ]
+            ),
+            timeout=self.publish_timeout_s,
         )
         await asyncio.to_thread(self._mark, [r.event_id for r in rows])
         RELAYED.labels(self.service).inc(len(rows))

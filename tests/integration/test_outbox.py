@@ -76,3 +76,49 @@ async def test_staged_events_wait_out_a_refusing_broker_and_go_out_as_staged(
         await consumer.stop()
     assert sorted(got) == sorted(r.value for r in rows)
     engine.dispose()
+
+
+async def test_a_relay_that_keeps_failing_renews_its_producer_and_then_delivers(
+    bootstrap: str, pg_url: str
+) -> None:
+    from prometheus_client import REGISTRY
+
+    engine = make_engine(pg_url)
+    service = unique("obr").replace("-", "_")
+    table = outbox_table(MetaData(), service)
+    table.create(engine)
+    namespace = unique("obrns").replace("-", "")  # no topics yet: every relay attempt fails
+    events = [alert(unique("t"), n) for n in range(3)]
+    with engine.begin() as conn:
+        stage(conn, table, events, namespace)
+    producer = EventProducer(bootstrap, client_id="relay", request_timeout_ms=1000)
+    await producer.start()
+    relay = OutboxRelay(engine, table, producer, service, renew_after_s=0.5)
+
+    def renewals() -> float:
+        found = REGISTRY.get_sample_value("msp_outbox_producer_renewals_total", {"service": service})
+        return found or 0.0
+
+    def published() -> int:
+        with engine.connect() as conn:
+            return sum(r.published_at is not None for r in conn.execute(select(table.c.published_at)))
+
+    await relay.start()
+    try:
+        for _ in range(300):  # the relay's own counter says when it renewed
+            if renewals() >= 1:
+                break
+            await asyncio.sleep(0.1)
+        assert renewals() >= 1, "the relay never renewed its producer"
+        assert published() == 0
+        await ensure_topics(bootstrap, namespace=namespace)
+        relay.wake()
+        for _ in range(300):
+            if published() == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert published() == 3, "the renewed producer delivers once the broker takes the events"
+    finally:
+        await relay.stop()
+        await producer.stop()
+        engine.dispose()
