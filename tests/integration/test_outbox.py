@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import MetaData, select
+from sqlalchemy import Engine, MetaData, Table, select
 
 from libs.common.bus import EventProducer
 from libs.common.db import make_engine
@@ -32,14 +32,20 @@ def alert(tenant: str, n: int) -> AlertReceived:
     )
 
 
-async def test_staged_events_wait_out_a_refusing_broker_and_go_out_as_staged(
-    bootstrap: str, pg_url: str
-) -> None:
+def fresh_outbox(pg_url: str) -> tuple[Engine, str, Table, str]:
+    """A database engine, a service name, its new outbox table, and a topic namespace whose
+    topics do not exist yet (the broker refuses them until they are created)."""
     engine = make_engine(pg_url)
     service = unique("ob").replace("-", "_")
     table = outbox_table(MetaData(), service)
     table.create(engine)
-    namespace = unique("obns").replace("-", "")  # its topics do not exist yet: the broker refuses
+    return engine, service, table, unique("obns").replace("-", "")
+
+
+async def test_staged_events_wait_out_a_refusing_broker_and_go_out_as_staged(
+    bootstrap: str, pg_url: str
+) -> None:
+    engine, service, table, namespace = fresh_outbox(pg_url)
     tenant = unique("t")
     events = [alert(tenant, n) for n in range(5)]
     with engine.begin() as conn:
@@ -83,11 +89,7 @@ async def test_a_relay_that_keeps_failing_renews_its_producer_and_then_delivers(
 ) -> None:
     from prometheus_client import REGISTRY
 
-    engine = make_engine(pg_url)
-    service = unique("obr").replace("-", "_")
-    table = outbox_table(MetaData(), service)
-    table.create(engine)
-    namespace = unique("obrns").replace("-", "")  # no topics yet: every relay attempt fails
+    engine, service, table, namespace = fresh_outbox(pg_url)  # no topics yet: every attempt fails
     events = [alert(unique("t"), n) for n in range(3)]
     with engine.begin() as conn:
         stage(conn, table, events, namespace)
