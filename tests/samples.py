@@ -1,9 +1,15 @@
-"""One valid event of every kind, for tests that need realistic instances."""
+"""The tests' shared factories: one valid event of every kind, alerts on a timeline, and
+synthetic labelled tickets."""
 
 from __future__ import annotations
 
+import csv
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
 
 from libs.common import events as ev
 
@@ -40,6 +46,39 @@ def alert(tenant: str = "acme", title: str = "Disk D: above 90% on FS01", **kw: 
             site="hq",
             labels={"job": "node"},
             starts_at=T0,
+        ),
+    )
+
+
+def timed_alert(
+    tenant: str,
+    fingerprint: str,
+    title: str,
+    *,
+    at: float = 0.0,
+    device: str | None = None,
+    site: str | None = None,
+    status: str = "firing",
+    labels: dict[str, str] | None = None,
+    started: float | None = None,
+    t0: datetime = T0,
+    system: str = "test-rmm",
+) -> ev.AlertReceived:
+    """An alert `at` seconds after `t0` (its problem started `started` seconds after, by
+    default when it fired): the one alert factory of the tests that build streams."""
+    return ev.AlertReceived(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        occurred_at=t0 + timedelta(seconds=at),
+        source=ev.EventSource(system=system, reference=fingerprint),
+        payload=ev.AlertPayload(
+            fingerprint=fingerprint,
+            status=status,  # type: ignore[arg-type]
+            title=title,
+            device=device,
+            site=site,
+            labels=labels or {},
+            starts_at=t0 + timedelta(seconds=at if started is None else started),
         ),
     )
 
@@ -127,3 +166,39 @@ def every_event(tenant: str = "acme") -> list[ev.Envelope]:
             ),
         ),
     ]
+
+
+VOCAB = {
+    "Access": ["password", "reset", "locked", "account", "login", "mfa"],
+    "Hardware": ["laptop", "screen", "keyboard", "dock", "broken", "charger"],
+    "Purchase": ["order", "licence", "quote", "invoice", "buy", "renewal"],
+}
+
+
+def tickets(n: int, seed: int) -> tuple[list[str], list[str], np.ndarray]:
+    """Texts drawn from each category's words plus shared filler; vectors that carry the
+    category (as a sentence embedding would) with noise."""
+    rng = random.Random(seed)
+    gen = np.random.default_rng(seed)
+    fixed = np.random.default_rng(0)  # the categories sit where they sit, whatever the sample
+    centres = {c: fixed.normal(size=16) for c in VOCAB}
+    texts, labels, vecs = [], [], []
+    for _ in range(n):
+        c = rng.choice(list(VOCAB))
+        words = rng.sample(VOCAB[c], 3) + rng.sample(
+            ["please", "help", "thanks", "user", "today", "urgent"], 3
+        )
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(c)
+        v = centres[c] + gen.normal(scale=0.8, size=16)
+        vecs.append(v / np.linalg.norm(v))
+    return texts, labels, np.array(vecs, dtype=np.float32)
+
+
+def write_csv(path: Path, texts: list[str], labels: list[str]) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Document", "Topic_group"])
+        w.writerows(zip(texts, labels, strict=True))
+    return path

@@ -10,7 +10,7 @@ the service may replace it with Claude's, validated to cite the same sources.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -140,6 +140,15 @@ def runbook_source(m: RunbookMatch, section: Section | None = None, links: Links
 # feeds (the clustering's topology link names it), or only somewhere else at the same site.
 _RELATIONS = ("device", "topology", "site", "other")
 RELATION_CONFIDENCE = {"device": 0.9, "topology": 0.7, "site": 0.35, "other": 0.2}
+
+
+def touches(
+    devices: Iterable[str], site: str | None, signal_devices: Iterable[str], signal_sites: Iterable[str]
+) -> bool:
+    """Whether a signal concerns a ticket: it shares one of the ticket's devices, or the
+    ticket's site. The one rule for both directions (a signal refreshing the packets of the
+    tickets it touches, and a packet gathering the signals around its ticket)."""
+    return bool(set(devices) & set(signal_devices)) or (bool(site) and site in set(signal_sites))
 
 
 def relation(sig: dict[str, Any], snap: dict[str, Any]) -> tuple[str, str]:

@@ -364,10 +364,8 @@ class Packets:
         now = time.monotonic()
         for ticket in await asyncio.to_thread(projections.escalated_tickets, self.engine, tenant):
             snap = ticket["snapshot"]
-            if not (
-                set(snap.get("devices") or []) & set(payload.devices)
-                or (snap.get("site") and snap["site"] in payload.sites)
-            ):
+            devices, site = snap.get("devices") or [], snap.get("site")
+            if not builder.touches(devices, site, payload.devices, payload.sites):
                 continue
             key = (tenant, ticket["ticket_id"])
             if grew and now - self._last_version.get(key, -1e9) < self.signal_update_every_s:

@@ -5,7 +5,6 @@ is lost while the broker refuses."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -14,22 +13,17 @@ from sqlalchemy import Engine, MetaData, Table, select
 
 from libs.common.bus import EventProducer
 from libs.common.db import make_engine
-from libs.common.events import AlertPayload, AlertReceived, EventSource
+from libs.common.events import AlertReceived
 from libs.common.outbox import OutboxRelay, outbox_table, stage
 from libs.common.topics import ensure_topics, physical
 from tests.conftest import unique
+from tests.samples import timed_alert
 
 pytestmark = pytest.mark.integration
 
 
 def alert(tenant: str, n: int) -> AlertReceived:
-    return AlertReceived(
-        event_id=uuid.uuid4(),
-        tenant_id=tenant,
-        occurred_at=datetime.now(UTC),
-        source=EventSource(system="test"),
-        payload=AlertPayload(fingerprint=f"fp-{n}", status="firing", title=f"alert {n}"),
-    )
+    return timed_alert(tenant, f"fp-{n}", f"alert {n}", t0=datetime.now(UTC), system="test")
 
 
 def fresh_outbox(pg_url: str) -> tuple[Engine, str, Table, str]:

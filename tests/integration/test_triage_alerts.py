@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,43 +14,20 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from libs.common.bus import EventProducer
-from libs.common.events import AlertPayload, AlertReceived, EventSource
+from libs.common.events import AlertReceived
 from libs.common.topics import ensure_topics, physical
 from services.triage.app import assemble
 from services.triage.settings import TriageSettings
 from tests.conftest import start_runtime, unique
+from tests.samples import timed_alert
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 
-def alert(
-    tenant: str,
-    fingerprint: str,
-    title: str,
-    *,
-    at: float,
-    device: str | None = None,
-    site: str | None = None,
-    status: str = "firing",
-    started: float | None = None,
-) -> AlertReceived:
-    start = T0 + timedelta(seconds=started if started is not None else at)
-    return AlertReceived(
-        event_id=uuid.uuid4(),
-        tenant_id=tenant,
-        occurred_at=T0 + timedelta(seconds=at),
-        source=EventSource(system="test-rmm", reference=fingerprint),
-        payload=AlertPayload(
-            fingerprint=fingerprint,
-            status=status,  # type: ignore[arg-type]
-            title=title,
-            device=device,
-            site=site,
-            starts_at=start,
-        ),
-    )
+def alert(tenant: str, fingerprint: str, title: str, *, at: float, **kw: Any) -> AlertReceived:
+    return timed_alert(tenant, fingerprint, title, at=at, t0=T0, **kw)
 
 
 class Triage:

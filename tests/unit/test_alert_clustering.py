@@ -3,47 +3,24 @@ alarm-stream scoring used by `msp eval alarms`."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
 
 from evals.alarms_data import Alarm, pair_scores, quiet_gap_baseline
-from libs.common.events import AlertPayload, AlertReceived, EventSource, SignalPayload
+from libs.common.events import AlertReceived, SignalPayload
 from services.triage.alerts.clusterer import ClusterConfig, Signal, TenantClusterer
 from services.triage.alerts.correlation import CorrelationLearner
 from services.triage.alerts.templates import mask, template_of
+from tests.samples import timed_alert
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 
-def alert(
-    fp: str,
-    title: str,
-    at: float,
-    *,
-    device: str | None = None,
-    site: str | None = None,
-    status: str = "firing",
-    labels: dict[str, str] | None = None,
-    started: float | None = None,
-) -> AlertReceived:
-    return AlertReceived(
-        event_id=uuid.uuid4(),
-        tenant_id="acme",
-        occurred_at=T0 + timedelta(seconds=at),
-        source=EventSource(system="rmm"),
-        payload=AlertPayload(
-            fingerprint=fp,
-            status=status,
-            title=title,
-            device=device,
-            site=site,  # type: ignore[arg-type]
-            labels=labels or {},
-            starts_at=T0 + timedelta(seconds=at if started is None else started),
-        ),
-    )
+def alert(fp: str, title: str, at: float, **kw: Any) -> AlertReceived:
+    return timed_alert("acme", fp, title, at=at, t0=T0, **kw)
 
 
 @pytest.mark.parametrize(
@@ -189,43 +166,6 @@ def test_pair_scores_count_same_device_pairs_within_the_hour() -> None:
     assert scores["linked_recall"] == 1.0
     assert scores["pair_precision"] == round(1 / 3, 4)
     assert quiet_gap_baseline(alarms, 900) == [0, 0, 0, 1, 2]
-
-
-@pytest.fixture(scope="module")
-def embedder():  # type: ignore[no-untyped-def]
-    from libs.common.embeddings import Embedder
-
-    return Embedder()
-
-
-def test_the_embedder_encodes_a_text_once_however_often_it_recurs(embedder) -> None:  # type: ignore[no-untyped-def]
-    before = embedder.model_calls
-    first = embedder.encode(["Disk D: above <NUM>% on <ID>", "disk d:  ABOVE <num>% on <id>"])
-    again = embedder.encode(["Disk D: above <NUM>% on <ID>"])
-    assert embedder.model_calls == before + 1, "same normalised text: one model call"
-    assert first.shape == (2, 384) and np.allclose(first[0], again[0])
-    assert abs(float(np.linalg.norm(first[0])) - 1.0) < 1e-5
-
-
-def test_new_signals_with_similar_text_on_one_site_are_merged_by_hdbscan(embedder) -> None:  # type: ignore[no-untyped-def]
-    c = TenantClusterer("acme", ClusterConfig(), embed=embedder.encode)
-    disks = [
-        c.add(alert("disk-FS01", "Disk C: almost full on FS01", 0, device="FS01", site="hq")),
-        c.add(alert("disk-FS02", "Disk D: nearly full on FS02", 20, device="FS02", site="hq")),
-        c.add(alert("disk-FS03", "Low disk space on volume E of FS03", 40, device="FS03", site="hq")),
-    ]
-    ups = c.add(alert("ups-1", "UPS on battery at closet 2", 30, device="UPS1", site="hq"))
-    assert len({s.signal_id for s in disks if s}) == 3, "three different texts: three signals at first"
-    c.merge_new_groups()
-    survivors = {s.merged_into or s.signal_id for s in disks if s}
-    assert len(survivors) == 1
-    (into,) = survivors
-    merged = c.signals[into]
-    assert sorted(merged.devices) == ["FS01", "FS02", "FS03"]
-    assert any("HDBSCAN" in r[1] for r in merged.reasons.values())
-    assert ups is not None and ups.status == "open" and ups.signal_id != into
-    states = {s.signal_id: state for s, state, _ in c.take_changes()}
-    assert sorted(states.values()).count("merged") == 2
 
 
 def test_new_group_detection_survives_any_micro_batch_and_keeps_only_tight_groups() -> None:

@@ -3,18 +3,12 @@ cites, and how it is rendered for a PSA."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from libs.common.events import EscalationPacketPayload
-from libs.common.settings import REPO_ROOT
 from services.packet import builder, psa
 from services.packet.kb.markdown import anchor, parse
 from services.packet.kb.search import BM25, RunbookIndex, tokens
@@ -260,51 +254,6 @@ def test_notes_render_for_each_psa_as_internal_and_escaped() -> None:
     assert headers["Authorization"].startswith("Basic ") and "https://msp/page" in body["text"]
     with pytest.raises(ValueError, match="unknown PSA kind"):
         psa.request_for(psa.Target("servicenow", "https://x", {}, {}), "acme", "1", p, None)
-
-
-def test_eval_runbooks_writes_a_ranking_per_query_and_a_bm25_baseline(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    (docs / "net").mkdir(parents=True)
-    (docs / "net" / "VpnTunnelDown.md").write_text(
-        "# VpnTunnelDown\n\n## Meaning\nThe IPsec tunnel to a branch is down.\n"
-    )
-    (docs / "DiskFull.md").write_text("# DiskFull\n\n## Meaning\nA volume is nearly full.\n")
-    queries = tmp_path / "queries.json"
-    queries.write_text(
-        json.dumps(
-            [
-                {
-                    "alert": "VpnTunnelDown",
-                    "summary": "Tunnel down.",
-                    "description": "IPsec to {{ $labels.site }} is down.",
-                    "runbook_path": "docs/net/VpnTunnelDown.md",
-                },
-                {
-                    "alert": "DiskFull",
-                    "summary": "Volume almost full.",
-                    "description": "",
-                    "runbook_path": "docs/DiskFull.md",
-                },
-            ]
-        )
-    )
-    out = tmp_path / "rank.jsonl"
-    proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "--var-dir", str(tmp_path / "var"), "eval", "runbooks",
-         "--docs", str(docs), "--queries", str(queries), "--rankings", str(out)],
-        cwd=REPO_ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout)
-    assert report["queries"] == 2 and report["recall_at_1"] == 1.0 and "mrr" in report["baseline_bm25"]
-    lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert lines[0] == {"alert": "VpnTunnelDown", "ranked": ["net/VpnTunnelDown.md", "DiskFull.md"]}
-    bad = subprocess.run(
-        [sys.executable, "-m", "cli.main", "eval", "runbooks", "--docs", str(tmp_path / "nope"),
-         "--queries", str(queries), "--rankings", str(out)],
-        cwd=REPO_ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert bad.returncode != 0 and "no runbook folder" in bad.stderr
 
 
 def test_what_the_platform_ran_on_the_ticket_is_already_tried_with_its_execution() -> None:

@@ -3,55 +3,12 @@ the similar cases it leaned on."""
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import random
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from evals.tickets import precision_at_coverage
-from libs.common.settings import REPO_ROOT
 from services.triage.tickets.model import TicketClassifier
-
-VOCAB = {
-    "Access": ["password", "reset", "locked", "account", "login", "mfa"],
-    "Hardware": ["laptop", "screen", "keyboard", "dock", "broken", "charger"],
-    "Purchase": ["order", "licence", "quote", "invoice", "buy", "renewal"],
-}
-
-
-def tickets(n: int, seed: int) -> tuple[list[str], list[str], np.ndarray]:
-    """Texts drawn from each category's words plus shared filler; vectors that carry the
-    category (as a sentence embedding would) with noise."""
-    rng = random.Random(seed)
-    gen = np.random.default_rng(seed)
-    fixed = np.random.default_rng(0)  # the categories sit where they sit, whatever the sample
-    centres = {c: fixed.normal(size=16) for c in VOCAB}
-    texts, labels, vecs = [], [], []
-    for _ in range(n):
-        c = rng.choice(list(VOCAB))
-        words = rng.sample(VOCAB[c], 3) + rng.sample(
-            ["please", "help", "thanks", "user", "today", "urgent"], 3
-        )
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        labels.append(c)
-        v = centres[c] + gen.normal(scale=0.8, size=16)
-        vecs.append(v / np.linalg.norm(v))
-    return texts, labels, np.array(vecs, dtype=np.float32)
-
-
-def write_csv(path: Path, texts: list[str], labels: list[str]) -> Path:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["Document", "Topic_group"])
-        w.writerows(zip(texts, labels, strict=True))
-    return path
+from tests.samples import tickets
 
 
 def test_it_learns_the_categories_and_is_sure_when_right() -> None:
@@ -93,41 +50,6 @@ def test_precision_at_coverage_takes_the_most_confident_first() -> None:
     assert precision_at_coverage(correct, confidence, 1.0) == 0.75
 
 
-def test_eval_tickets_writes_one_prediction_per_test_row_and_a_baseline(tmp_path: Path) -> None:
-    texts, labels, _ = tickets(400, 5)
-    data = write_csv(tmp_path / "tickets.csv", texts, labels)
-    out = tmp_path / "pred.csv"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "--var-dir",
-            str(tmp_path / "var"),
-            "eval",
-            "tickets",
-            "--data",
-            str(data),
-            "--predictions",
-            str(out),
-        ],
-        cwd=REPO_ROOT,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
-    assert report["test"] == 80 and report["train"] == 320
-    with out.open() as fh:
-        rows = list(csv.DictReader(fh))
-    assert len(rows) == 80 and len({int(r["row"]) for r in rows}) == 80
-    assert all(labels[int(r["row"])] in VOCAB for r in rows)
-    assert report["macro_f1"] > 0.9 and "macro_f1" in report["baseline_tfidf_linear_svm"]
-    assert (tmp_path / "var" / "cache" / "embeddings.sqlite").exists()
-
-
 def test_ndcg_rewards_relevant_cases_ranked_first() -> None:
     from evals.tickets import _ndcg_at
 
@@ -135,19 +57,6 @@ def test_ndcg_rewards_relevant_cases_ranked_first() -> None:
     last = np.array([[False] * 9 + [True]])
     assert _ndcg_at(np.ones((1, 10), dtype=bool), 10)[0] == pytest.approx(1.0)
     assert _ndcg_at(first, 10)[0] > _ndcg_at(last, 10)[0] > 0
-
-
-def test_eval_similar_ranks_same_label_cases_and_reports_a_lexical_baseline(tmp_path: Path) -> None:
-    from evals.tickets import evaluate_similar
-
-    texts, labels, _ = tickets(300, 6)
-    data = write_csv(tmp_path / "tickets.csv", texts, labels)
-    report = evaluate_similar(
-        data=data, text_col="Document", label_col="Topic_group", cache=tmp_path / "c.sqlite"
-    )
-    assert report["queries"] == 60 and report["candidates"] == 240
-    assert report["precision_at_5"] > 0.9, "three well-separated categories: neighbours share the label"
-    assert 0 < report["baseline_tfidf"]["ndcg_at_10"] <= 1
 
 
 def test_a_stored_model_predicts_exactly_as_the_model_it_was_stored_from() -> None:

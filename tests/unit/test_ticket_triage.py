@@ -12,7 +12,7 @@ from services.triage.tickets.intents import CATALOGUE, IntentMatcher
 from services.triage.tickets.model import TicketClassifier
 from services.triage.tickets.triager import Case, TicketTriager, TriageConfig, snapshot_of, ticket_text
 from services.triage.tickets.triager import train as train_model
-from tests.unit.test_ticket_model import tickets
+from tests.samples import tickets
 
 
 def embed(texts: list[str]) -> np.ndarray:
@@ -155,24 +155,6 @@ def test_open_critical_signals_make_a_ticket_critical() -> None:
     assert priority.decide("printer jam, no rush", [], []).label == "low"
     voted = priority.decide("printer jam", [], [("a", "P2", 0.9), ("b", "P2", 0.8), ("c", "P4", 0.3)])
     assert (voted.label, voted.method) == ("P2", "similar_cases")
-
-
-def test_intents_match_by_phrase_and_by_resemblance() -> None:
-    from libs.common.embeddings import shared_embedder
-
-    real = IntentMatcher(CATALOGUE, shared_embedder().encode)
-    texts = [
-        "Hi, I forgot my password and can't log in to Windows",
-        "the shared mailbox for support is not visible in my outlook",
-        "quarterly board meeting agenda attached",
-    ]
-    got = real.match(texts, shared_embedder().encode(texts))
-    assert got[0].intent is not None and got[0].intent.name == "password_reset"
-    assert "forgot my password" not in got[0].matched_terms  # phrases are the catalogue's own
-    assert got[1].intent is not None and got[1].intent.name == "mailbox_access"
-    assert "shared mailbox" in got[1].matched_terms
-    assert got[2].intent is None, "a ticket that asks for nothing the catalogue knows gets no intent"
-    assert all(0.0 <= m.confidence <= 1.0 for m in got)
 
 
 def test_a_ticket_is_split_into_title_and_description_without_losing_text() -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 
 from libs.common.db import upsert
 from libs.common.events import utcnow
+from services.packet.builder import touches
 from services.packet.store import dumps, when
 from services.packet.tables import actions, signals, tickets, triage
 
@@ -130,7 +131,6 @@ def signals_around(
     """The tenant's signals on the devices or site, seen within [since, until]."""
     if not devices and not site:
         return []
-    wanted = set(devices)
     out = []
     with _reading(bind) as conn:
         rows = conn.execute(
@@ -143,7 +143,7 @@ def signals_around(
             p = json.loads(payload)
             if datetime.fromisoformat(p["first_seen"]) > until:
                 continue
-            if wanted.intersection(p.get("devices", [])) or (site is not None and site in p.get("sites", [])):
+            if touches(devices, site, p.get("devices", []), p.get("sites", [])):
                 out.append({**p, "alert_ids": json.loads(alert_ids)})
     return out
 
