@@ -10,14 +10,17 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from cli import broker
 from cli import processes as platform
 from cli.api import Api, ApiError
 from cli.local import REPO_ROOT, operator_token, url_of, var_dir
+from cli.processes import SERVICES
 
 TEST_BROKER_PORT = 19092
 TEST_POSTGRES_PORT = 55432
@@ -386,6 +389,46 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migration(args: argparse.Namespace) -> int:
+    """Generate a service's next migration from its tables (`services/<name>/tables.py`), or
+    with --check, fail when any service's tables and migrations disagree."""
+    import importlib
+
+    from libs.common.db import generate_migration
+
+    names = [args.service] if args.service else list(SERVICES)
+    if not args.check and (not args.service or not args.message):
+        print("msp migration: name the service and say what the change is, e.g. "
+              "msp migration packet \"feedback notes\" (or --check)", file=sys.stderr)  # fmt: skip
+        return 2
+    drifted = []
+    for name in names:
+        if name not in SERVICES:
+            print(f"msp migration: no service {name!r} (one of {', '.join(SERVICES)})", file=sys.stderr)
+            return 2
+        metadata = importlib.import_module(f"services.{name}.tables").metadata
+        migrations = REPO_ROOT / "services" / name / "migrations"
+        if args.check:
+            with tempfile.TemporaryDirectory() as scratch:
+                scratch_dir = Path(scratch) / "migrations"
+                shutil.copytree(migrations, scratch_dir)
+                if generate_migration(name, metadata, scratch_dir, "check") is not None:
+                    drifted.append(name)
+            continue
+        written = generate_migration(name, metadata, migrations, args.message)
+        if written is None:
+            print(f"{name}: its migrations already create what its tables declare; nothing written")
+        else:
+            print(f"{name}: wrote {written.relative_to(REPO_ROOT)} (read it before committing)")
+    if drifted:
+        print(f"tables and migrations disagree in: {', '.join(drifted)} (msp migration <service> <message>)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if args.check:
+        print(f"tables and migrations agree: {', '.join(names)}")
+    return 0
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     """Start what the tests need (PostgreSQL, the broker), run pytest, stop what it started."""
     from cli import debian, postgres
@@ -659,6 +702,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(fn=cmd_eval)
 
     sub.add_parser("lint", help="ruff and mypy, as CI runs them").set_defaults(fn=cmd_lint)
+
+    mi = sub.add_parser("migration", help="a service's next migration, generated from its tables")
+    mi.add_argument("service", nargs="?", help="the service whose tables changed")
+    mi.add_argument("message", nargs="?", help="what the change is (the revision's docstring)")
+    mi.add_argument("--check", action="store_true", help="fail when tables and migrations disagree")
+    mi.set_defaults(fn=cmd_migration)
 
     te = sub.add_parser("test", help="start PostgreSQL and the broker, run pytest, stop what it started")
     te.add_argument(

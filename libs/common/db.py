@@ -7,12 +7,13 @@ schema. SQLite is the embedded default for local runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Table, create_engine, event, text
+from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -45,17 +46,35 @@ def ping(engine: Engine) -> bool:
         return False
 
 
-def migrate(url: str, migrations_dir: Path, service: str) -> None:
-    """Bring the service's tables to the newest revision (idempotent)."""
+def _config(url: str, migrations_dir: Path, service: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["version_table"] = f"alembic_version_{service}"
-    command.upgrade(cfg, "head")
+    cfg.attributes["service"] = service
+    return cfg
 
 
-def run_alembic_env() -> None:
-    """The body of every service's `migrations/env.py` (online mode only)."""
+def migrate(url: str, migrations_dir: Path, service: str) -> None:
+    """Bring the service's tables to the newest revision (idempotent)."""
+    command.upgrade(_config(url, migrations_dir, service), "head")
+
+
+def owned_by(service: str) -> Callable[[str | None, str, Any], bool]:
+    """Alembic's `include_name` for one service: its tables are named `<service>_...` (several
+    services may share a database); its version table is Alembic's own."""
+
+    def include(name: str | None, kind: str, _parent: Any) -> bool:
+        if kind != "table" or name is None:
+            return True
+        return name.startswith(f"{service}_") and name != f"alembic_version_{service}"
+
+    return include
+
+
+def run_alembic_env(metadata: MetaData) -> None:
+    """The body of every service's `migrations/env.py` (online mode only). `metadata` holds the
+    service's tables: what `msp migration` compares the database with."""
     from alembic import context
 
     cfg = context.config
@@ -63,6 +82,8 @@ def run_alembic_env() -> None:
     with engine.connect() as conn:
         context.configure(
             connection=conn,
+            target_metadata=metadata,
+            include_name=owned_by(cfg.attributes["service"]),
             version_table=cfg.attributes["version_table"],
             render_as_batch=conn.dialect.name == "sqlite",
         )
@@ -70,6 +91,77 @@ def run_alembic_env() -> None:
             context.run_migrations()
         conn.commit()
     engine.dispose()
+
+
+def schema_drift(conn: Connection, metadata: MetaData, service: str) -> list[Any]:
+    """What differs between the service's tables in the database and its metadata (Alembic's
+    comparison: tables, columns, types, nullability, indexes, constraints); [] when they agree."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    context = MigrationContext.configure(conn, opts={"include_name": owned_by(service), "compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
+def generate_migration(service: str, metadata: MetaData, migrations_dir: Path, message: str) -> Path | None:
+    """Write the service's next Alembic revision from what its metadata declares and its
+    migrations do not create yet (the migrations run on a scratch SQLite database first).
+    None, and no file, when they already agree."""
+    import re
+    import tempfile
+
+    from alembic.autogenerate import produce_migrations, render_python_code
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    if not message.strip():
+        raise ValueError("a migration needs a message that says what it changes")
+    with tempfile.TemporaryDirectory() as scratch:
+        url = f"sqlite:///{scratch}/{service}.db"
+        cfg = _config(url, migrations_dir, service)
+        command.upgrade(cfg, "head")
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                context = MigrationContext.configure(
+                    conn, opts={"include_name": owned_by(service), "compare_type": True}
+                )
+                script = produce_migrations(context, metadata)
+        finally:
+            engine.dispose()
+    if script.upgrade_ops is None or script.upgrade_ops.is_empty():
+        return None
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    numbers = [re.match(r"(\d{4})_", p.name) for p in (migrations_dir / "versions").glob("*.py")]
+    number = 1 + max((int(m.group(1)) for m in numbers if m), default=0)
+    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40] or "change"
+    revision = f"{service}_{number:04d}"
+    assert script.downgrade_ops is not None
+    body = f'''"""{message.strip()}
+
+Revision ID: {revision}
+(generated by `msp migration` from the service's tables: read it before committing)
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = {head!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    {render_python_code(script.upgrade_ops, render_as_batch=True)}
+
+
+def downgrade() -> None:
+    {render_python_code(script.downgrade_ops, render_as_batch=True)}
+'''
+    path = migrations_dir / "versions" / f"{number:04d}_{slug}.py"
+    path.write_text(body)
+    return path
 
 
 def upsert(engine: Engine, table: Table, keys: list[str], *, newer: str | None = None):  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, func, insert, select
+from sqlalchemy import Column, DateTime, Engine, Index, MetaData, String, Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from libs.common.events import Envelope, utcnow
@@ -22,10 +22,11 @@ def inbox_table(metadata: MetaData, service: str) -> Table:
         f"{service}_inbox",
         metadata,
         Column("event_id", String(36), primary_key=True),
-        Column("tenant_id", String(63), nullable=False, index=True),
+        Column("tenant_id", String(63), nullable=False),
         Column("topic", String(100), nullable=False),
         Column("event_type", String(100), nullable=False),
         Column("received_at", DateTime(timezone=True), nullable=False),
+        Index(f"ix_{service}_inbox_tenant", "tenant_id"),
     )
 
 
@@ -97,9 +98,9 @@ class Counted:
     handler is wrapped so that an event is recorded after it was handled (a redelivery is
     recorded once). Nothing is audited per event: the decisions are."""
 
-    def __init__(self, engine: Engine, service: str) -> None:
+    def __init__(self, engine: Engine, table: Table) -> None:
         self.engine = engine
-        self.table = inbox_table(MetaData(), service)
+        self.table = table  # the service's inbox (`inbox_table` in its tables)
 
     def handler(self, handle: Callable[[Any, Any], Awaitable[None]]) -> Callable[[Any, Any], Awaitable[None]]:
         async def counted(event: Any, record: Any) -> None:

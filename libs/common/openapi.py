@@ -15,7 +15,7 @@ query string with a NUL character 400.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -96,7 +96,7 @@ def document(app: FastAPI, *, body_limit: bool = False) -> None:
         # What the dependencies of the app's own routes refuse (routes of an included router
         # declare theirs on the router: `APIRouter(responses=errors(...))`).
         declared: dict[tuple[str, str], set[int]] = {}
-        for route in app.routes:
+        for route in flat_routes(app.routes):
             if isinstance(route, APIRoute):
                 for method in route.methods or ():
                     declared[(route.path_format, method.lower())] = _dependency_answers(route.dependant)
@@ -163,7 +163,7 @@ def _with_full_allow(app: FastAPI) -> Callable[[Request, StarletteHTTPException]
     async def handler(request: Request, exc: StarletteHTTPException) -> Any:
         if exc.status_code != 405:
             return await http_exception_handler(request, exc)
-        allowed = _methods_of(app.routes, request.scope)
+        allowed = _methods_of(flat_routes(app.routes), request.scope)
         return JSONResponse(
             {"detail": f"{request.method} is not allowed here; allowed: {', '.join(allowed)}"},
             status_code=405,
@@ -171,6 +171,18 @@ def _with_full_allow(app: FastAPI) -> Callable[[Request, StarletteHTTPException]
         )
 
     return handler
+
+
+def flat_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """The routes of an app with those of its included routers in place (FastAPI keeps an
+    included router as one entry; the services include theirs without a prefix, so each
+    route's own path is its path in the app)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from flat_routes(inner.routes)
+        else:
+            yield route
 
 
 def _methods_of(routes: Iterable[Any], scope: Any) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry.trace import SpanKind
@@ -387,13 +387,16 @@ def run_service(settings_cls: type[S], build: Callable[[S], tuple[Runtime, FastA
     rt.serve(app)
 
 
-def add_counts_route(app: FastAPI, settings: ServiceSettings, counted: Any) -> None:
+def counts_router(settings: ServiceSettings, counted: Any) -> APIRouter:
     """`GET /v1/counts`: the events this service's consumers took in for one tenant, by topic
     (`counted` is the service's `inbox.Counted`)."""
+    router = APIRouter()
 
-    @app.get("/v1/counts", tags=["ops"], dependencies=[operator_only(settings)])
+    @router.get("/v1/counts", tags=["ops"], dependencies=[operator_only(settings)])
     async def counts(
         tenant_id: TenantQuery,
     ) -> dict[str, Any]:
         """Events this service has taken in for one tenant, by topic."""
         return {"tenant_id": tenant_id, "by_topic": await asyncio.to_thread(counted.counts, tenant_id)}
+
+    return router

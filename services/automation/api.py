@@ -20,7 +20,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
 from pydantic import Field, ValidationError
 from sqlalchemy import Engine
@@ -597,22 +597,22 @@ def _shown_plan(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def add_routes(
-    app: FastAPI,
+def make_router(
     api: AutomationApi,
     settings: AutomationSettings,
     drafts: Automations | None = None,
     miner: Miner | None = None,
-) -> None:
+) -> APIRouter:
+    router = APIRouter()
     reader = tenant_reader(settings)
 
-    @app.get("/v1/actions", tags=["catalogue"])
+    @router.get("/v1/actions", tags=["catalogue"])
     async def actions(who: Access = reader) -> dict[str, Any]:
         """Every action the platform can plan and run: its parameters (JSON Schema), risk, the
         scope a tenant grants for it, whether it can be undone, and that it has a dry run."""
         return {"actions": [a.describe() for a in catalogue().values()]}
 
-    @app.get("/v1/actions/{name}", tags=["catalogue"], responses=errors(404))
+    @router.get("/v1/actions/{name}", tags=["catalogue"], responses=errors(404))
     async def action(
         name: Annotated[str, PathParam(pattern=r"^[a-z0-9_.]{3,100}$")], who: Access = reader
     ) -> dict[str, Any]:
@@ -621,7 +621,7 @@ def add_routes(
             raise HTTPException(404, f"no action {name}")
         return found.describe()
 
-    @app.put("/v1/tools", tags=["tenants"])
+    @router.put("/v1/tools", tags=["tenants"])
     async def put_tools(tenant_id: TenantQuery, body: ToolMap, who: Access = reader) -> dict[str, Any]:  # type: ignore[valid-type]
         """The tenant's tool map: for each kind of system, the connector and its settings
         (credentials included; they are stored encrypted and never shown again)."""
@@ -643,12 +643,12 @@ def add_routes(
         api.relay.wake()
         return {"tenant_id": tenant_id, "tools": shown(tool_map)}
 
-    @app.get("/v1/tools", tags=["tenants"])
+    @router.get("/v1/tools", tags=["tenants"])
     async def get_tools(tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
         tool_map = await asyncio.to_thread(store.get_tools, api.engine, api.box, tenant_id)
         return {"tenant_id": tenant_id, "tools": shown(tool_map)}
 
-    @app.put("/v1/policy", tags=["tenants"])
+    @router.put("/v1/policy", tags=["tenants"])
     async def put_policy(tenant_id: TenantQuery, body: TenantPolicy, who: Access = reader) -> dict[str, Any]:
         await api.allow(who, tenant_id, frozenset({"admin"}), what="set the action policy")
         unknown = [p for p in body.allowed_actions if "*" not in p and get(p) is None]
@@ -667,13 +667,13 @@ def add_routes(
         api.relay.wake()
         return {"tenant_id": tenant_id, "policy": body.model_dump(mode="json")}
 
-    @app.get("/v1/policy", tags=["tenants"])
+    @router.get("/v1/policy", tags=["tenants"])
     async def get_policy(tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
         policy = await asyncio.to_thread(store.get_policy, api.engine, tenant_id)
         always = await asyncio.to_thread(store.allowed_always, api.engine, tenant_id)
         return {"tenant_id": tenant_id, "policy": policy.model_dump(mode="json"), "always_allowed": always}
 
-    @app.put("/v1/always-allowed/{name}", tags=["tenants"], responses=errors(404))
+    @router.put("/v1/always-allowed/{name}", tags=["tenants"], responses=errors(404))
     async def grant_always(name: str, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         """An approver lets the tenant's engineers run this action without a second person."""
         await api.allow(who, body.tenant_id, APPROVERS, what="mark actions always allowed", operator=False)
@@ -701,7 +701,7 @@ def add_routes(
         api.relay.wake()
         return {"action": name, "always_allowed": True, "changed": changed}
 
-    @app.delete("/v1/always-allowed/{name}", tags=["tenants"])
+    @router.delete("/v1/always-allowed/{name}", tags=["tenants"])
     async def revoke_always(name: str, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         await api.allow(who, body.tenant_id, APPROVERS, what="revoke always-allowed actions", operator=False)
         audit = api._audit(
@@ -726,49 +726,49 @@ def add_routes(
         api.relay.wake()
         return {"action": name, "always_allowed": False, "changed": changed}
 
-    @app.post("/v1/instructions", tags=["plans"], status_code=201)
+    @router.post("/v1/instructions", tags=["plans"], status_code=201)
     async def instructions(body: InstructionIn, who: Access = reader) -> dict[str, Any]:
         """An instruction and its ticket into a plan of catalogue actions: each step's
         parameters with where they came from, its risk, what the policy says, and the
         questions to answer before it can run. Nothing runs until the plan is confirmed."""
         return await api.propose(body, who)
 
-    @app.get("/v1/plans", tags=["plans"])
+    @router.get("/v1/plans", tags=["plans"])
     async def plans(
         tenant_id: TenantQuery, who: Access = reader, limit: Annotated[int, Query(ge=1, le=200)] = 50
     ) -> dict[str, Any]:
         rows = await asyncio.to_thread(store.list_plans, api.engine, tenant_id, limit)
         return {"tenant_id": tenant_id, "plans": [_shown_plan(r) for r in rows]}
 
-    @app.get("/v1/plans/{plan_id}", tags=["plans"], responses=errors(404))
+    @router.get("/v1/plans/{plan_id}", tags=["plans"], responses=errors(404))
     async def plan(plan_id: Uuid, tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
         return _shown_plan(await api._plan(tenant_id, plan_id))
 
-    @app.post("/v1/plans/{plan_id}/confirm", tags=["plans"], responses=errors(404, 409))
+    @router.post("/v1/plans/{plan_id}/confirm", tags=["plans"], responses=errors(404, 409))
     async def confirm(plan_id: Uuid, body: ConfirmIn, who: Access = reader) -> dict[str, Any]:
         """Run the plan (with the engineer's edits); a step that needs approval makes the plan
         wait for an approver instead."""
         return await api.confirm(plan_id, body, who)
 
-    @app.post("/v1/plans/{plan_id}/approve", tags=["plans"], responses=errors(404, 409))
+    @router.post("/v1/plans/{plan_id}/approve", tags=["plans"], responses=errors(404, 409))
     async def approve(plan_id: Uuid, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         return await api.approve(plan_id, body, who, approve=True)
 
-    @app.post("/v1/plans/{plan_id}/reject", tags=["plans"], responses=errors(404, 409))
+    @router.post("/v1/plans/{plan_id}/reject", tags=["plans"], responses=errors(404, 409))
     async def reject(plan_id: Uuid, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         return await api.approve(plan_id, body, who, approve=False)
 
-    @app.get("/v1/runs/{run_id}", tags=["runs"], responses=errors(404))
+    @router.get("/v1/runs/{run_id}", tags=["runs"], responses=errors(404))
     async def run(run_id: Uuid, tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
         """A run's progress: each step's state, attempts, duration, error class and answer."""
         return await api.run_view(tenant_id, run_id)
 
-    @app.post("/v1/runs/{run_id}/code", tags=["runs"], responses=errors(404, 409))
+    @router.post("/v1/runs/{run_id}/code", tags=["runs"], responses=errors(404, 409))
     async def code(run_id: Uuid, body: CodeIn, who: Access = reader) -> dict[str, Any]:
         """The code the person read out, for a step that challenged them (SMS or call)."""
         return await api.enter_code(run_id, body, who)
 
-    @app.get("/v1/runs/{run_id}/steps/{step}/password", tags=["runs"], responses=errors(404))
+    @router.get("/v1/runs/{run_id}/steps/{step}/password", tags=["runs"], responses=errors(404))
     async def password(
         run_id: Uuid,
         step: Annotated[int, PathParam(ge=0, le=100)],
@@ -779,14 +779,14 @@ def add_routes(
         return await api.password(tenant_id, run_id, step, who)
 
     if drafts is None:
-        return
+        return router
 
-    @app.get("/v1/automations", tags=["automations"])
+    @router.get("/v1/automations", tags=["automations"])
     async def automations_list(tenant_id: TenantQuery, who: Access = reader) -> dict[str, Any]:
         """The tenant's automations: drafts made from resolutions, and approved ones."""
         return {"tenant_id": tenant_id, "automations": await asyncio.to_thread(drafts.list, tenant_id)}
 
-    @app.get("/v1/automations/{automation_id}", tags=["automations"], responses=errors(404))
+    @router.get("/v1/automations/{automation_id}", tags=["automations"], responses=errors(404))
     async def automation_get(
         automation_id: Uuid, tenant_id: TenantQuery, who: Access = reader
     ) -> dict[str, Any]:
@@ -797,7 +797,7 @@ def add_routes(
             raise HTTPException(404, f"no automation {automation_id} for tenant {tenant_id}")
         return found
 
-    @app.post(
+    @router.post(
         "/v1/automations/{automation_id}/versions/{version}/approve",
         tags=["automations"],
         responses=errors(404, 409),
@@ -822,7 +822,7 @@ def add_routes(
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from None
 
-    @app.post("/v1/automations/{automation_id}/versions", tags=["automations"], responses=errors(404, 409))
+    @router.post("/v1/automations/{automation_id}/versions", tags=["automations"], responses=errors(404, 409))
     async def automation_edit(automation_id: Uuid, body: VersionIn, who: Access = reader) -> dict[str, Any]:
         """A new version from a manual edit (its diff against the latest one is kept). It does
         not run until an approver other than its author approves it."""
@@ -862,7 +862,7 @@ def add_routes(
         found = await asyncio.to_thread(drafts.get, body.tenant_id, automation_id)
         return {**(found or {}), "proposed_version": number}
 
-    @app.get("/v1/automations/{automation_id}/versions", tags=["automations"], responses=errors(404))
+    @router.get("/v1/automations/{automation_id}/versions", tags=["automations"], responses=errors(404))
     async def automation_versions(
         automation_id: Uuid, tenant_id: TenantQuery, who: Access = reader
     ) -> dict[str, Any]:
@@ -890,26 +890,26 @@ def add_routes(
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from None
 
-    @app.post("/v1/automations/{automation_id}/pause", tags=["automations"], responses=errors(404, 409))
+    @router.post("/v1/automations/{automation_id}/pause", tags=["automations"], responses=errors(404, 409))
     async def automation_pause(automation_id: Uuid, body: DecisionIn, who: Access = reader) -> dict[str, Any]:
         """Stop an active automation from matching or running until it is resumed (who and why kept)."""
         return await change_status(automation_id, body, who, "pause")
 
-    @app.post("/v1/automations/{automation_id}/resume", tags=["automations"], responses=errors(404, 409))
+    @router.post("/v1/automations/{automation_id}/resume", tags=["automations"], responses=errors(404, 409))
     async def automation_resume(
         automation_id: Uuid, body: DecisionIn, who: Access = reader
     ) -> dict[str, Any]:
         """Let a paused automation match and run again (its failure count starts over)."""
         return await change_status(automation_id, body, who, "resume")
 
-    @app.post("/v1/automations/{automation_id}/retire", tags=["automations"], responses=errors(404, 409))
+    @router.post("/v1/automations/{automation_id}/retire", tags=["automations"], responses=errors(404, 409))
     async def automation_retire(
         automation_id: Uuid, body: DecisionIn, who: Access = reader
     ) -> dict[str, Any]:
         """Retire for good: a retired automation never matches, never runs, gets no new version."""
         return await change_status(automation_id, body, who, "retire")
 
-    @app.get("/v1/automations/{automation_id}/runs", tags=["automations"], responses=errors(404))
+    @router.get("/v1/automations/{automation_id}/runs", tags=["automations"], responses=errors(404))
     async def automation_runs(
         automation_id: Uuid,
         tenant_id: TenantQuery,
@@ -924,7 +924,7 @@ def add_routes(
             raise HTTPException(404, str(exc)) from None
 
     if miner is None:
-        return
+        return router
 
     async def mined(tenant_id: str, kind: str, refresh: bool, who: Access) -> dict[str, Any]:
         if refresh:
@@ -941,7 +941,7 @@ def add_routes(
             }
         return {"tenant_id": tenant_id, **found}
 
-    @app.get("/v1/candidates", tags=["automations"])
+    @router.get("/v1/candidates", tags=["automations"])
     async def candidates(
         tenant_id: TenantQuery, who: Access = reader, refresh: bool = False
     ) -> dict[str, Any]:
@@ -950,10 +950,12 @@ def add_routes(
         with what it would do and a variant per kind of tool where clients differ."""
         return await mined(tenant_id, "candidates", refresh, who)
 
-    @app.get("/v1/readiness", tags=["automations"])
+    @router.get("/v1/readiness", tags=["automations"])
     async def readiness_report(
         tenant_id: TenantQuery, who: Access = reader, refresh: bool = False
     ) -> dict[str, Any]:
         """Per category: volume, near-duplicate share, label consistency, documented
         resolutions, handling time; the recommended pilot and the categories not ready, with why."""
         return await mined(tenant_id, "readiness", refresh, who)
+
+    return router

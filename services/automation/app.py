@@ -19,7 +19,7 @@ from libs.common.outbox import OutboxRelay
 from libs.common.reasoning import reasoning_from_settings
 from libs.common.service import Runtime
 from services.automation import tables
-from services.automation.api import AutomationApi, add_routes
+from services.automation.api import AutomationApi, make_router
 from services.automation.automations import Automations
 from services.automation.executor import Executor
 from services.automation.handlers import Lifecycle
@@ -82,5 +82,5 @@ def build(settings: AutomationSettings) -> tuple[Runtime, FastAPI]:
             rt.engine, drafts, embed=embed, interpreter=planner.local, interval_s=settings.mining_interval_s
         )
         rt.add_component("miner", miner.start, miner.stop, lambda: miner.running)
-        add_routes(app, api, settings, drafts, miner)
+        app.include_router(make_router(api, settings, drafts, miner))
     return rt, app

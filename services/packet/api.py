@@ -17,7 +17,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from pydantic import BeforeValidator, Field, field_validator
@@ -133,7 +133,8 @@ PAGE_STYLE = (
 )
 
 
-def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -> None:
+def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -> APIRouter:
+    router = APIRouter()
     guard = [operator_only(settings)]
     reader = tenant_reader(settings)
     engine = packets.engine
@@ -150,7 +151,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             raise HTTPException(404, f"no packet {packet_id} for tenant {tenant_id}")
         return rows
 
-    @app.get("/v1/packets", tags=["packets"], dependencies=[reader], responses=errors(404))
+    @router.get("/v1/packets", tags=["packets"], dependencies=[reader], responses=errors(404))
     async def list_or_find_packets(
         tenant_id: TenantQuery,
         ticket_id: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
@@ -182,7 +183,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             "packet": json.loads(row["payload"]),
         }
 
-    @app.get("/v1/packets/{packet_id}", tags=["packets"], dependencies=[reader], responses=errors(404))
+    @router.get("/v1/packets/{packet_id}", tags=["packets"], dependencies=[reader], responses=errors(404))
     async def get_packet(packet_id: PacketId, tenant_id: TenantQuery) -> dict[str, Any]:
         """Every version of a packet, with its PSA delivery and the feedback on it."""
         rows = await versions_of(tenant_id, packet_id)
@@ -208,7 +209,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             "feedback": await asyncio.to_thread(feedback.feedback_of, engine, tenant_id, packet_id),
         }
 
-    @app.get(
+    @router.get(
         "/v1/packets/{packet_id}/page",
         tags=["packets"],
         dependencies=[reader],
@@ -233,7 +234,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         )
         return HTMLResponse(page)
 
-    @app.post(
+    @router.post(
         "/v1/packets/{packet_id}/feedback",
         tags=["packets"],
         status_code=201,
@@ -260,7 +261,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             packet_engine.REVIEW.observe(body.review_seconds)
         return row
 
-    @app.put("/v1/kb/runbooks", tags=["knowledge base"], dependencies=guard)
+    @router.put("/v1/kb/runbooks", tags=["knowledge base"], dependencies=guard)
     async def put_runbook(body: RunbookIn) -> dict[str, Any]:
         """Add or replace a runbook of a tenant (or of the global library, without tenant)."""
         try:
@@ -268,7 +269,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    @app.delete("/v1/kb/runbooks", tags=["knowledge base"], dependencies=guard, responses=errors(404))
+    @router.delete("/v1/kb/runbooks", tags=["knowledge base"], dependencies=guard, responses=errors(404))
     async def delete_runbook(
         path: Annotated[str, Query(min_length=1, max_length=500)],
         tenant_id: Annotated[str | None, Query(pattern=TENANT)] = None,
@@ -279,12 +280,12 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             )
         return {"deleted": path}
 
-    @app.get("/v1/kb/runbooks", tags=["knowledge base"], dependencies=guard)
+    @router.get("/v1/kb/runbooks", tags=["knowledge base"], dependencies=guard)
     async def list_runbooks(tenant_id: Annotated[str | None, Query(pattern=TENANT)] = None) -> dict[str, Any]:
         scope = "global" if tenant_id is None else f"tenant:{tenant_id}"
         return {"scope": scope, "runbooks": await asyncio.to_thread(runbooks.list_runbooks, engine, scope)}
 
-    @app.get(
+    @router.get(
         "/v1/kb/runbooks/page",
         tags=["knowledge base"],
         dependencies=[reader],
@@ -315,7 +316,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             f"</head><body><h1>{e(book.title)}</h1><p>{e(key)}: {e(path)}</p>{''.join(parts)}</body></html>"
         )
 
-    @app.get("/v1/kb/search", tags=["knowledge base"], dependencies=guard)
+    @router.get("/v1/kb/search", tags=["knowledge base"], dependencies=guard)
     async def search(
         tenant_id: TenantQuery, q: Annotated[str, Query(min_length=1, max_length=4000)]
     ) -> dict[str, Any]:
@@ -335,7 +336,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             ]
         }
 
-    @app.put("/v1/psa", tags=["psa"], dependencies=guard)
+    @router.put("/v1/psa", tags=["psa"], dependencies=guard)
     async def put_target(body: TargetIn) -> dict[str, Any]:
         """Where a tenant's packets are posted (one PSA per tenant)."""
         released = await asyncio.to_thread(
@@ -358,7 +359,7 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             "released_notes": released,
         }
 
-    @app.get("/v1/psa", tags=["psa"], dependencies=guard)
+    @router.get("/v1/psa", tags=["psa"], dependencies=guard)
     async def get_target(tenant_id: TenantQuery) -> dict[str, Any]:
         """The tenant's PSA target (never its credentials). Without one, packets are still
         built and kept; their notes wait (`waiting_notes`) and are posted, the latest version
@@ -381,6 +382,8 @@ def add_routes(app: FastAPI, settings: PacketSettings, packets: Packets, kb: Kno
             "base_url": found["base_url"],
             "options": found["options"],
         }
+
+    return router
 
 
 def _ticket_html(ticket: dict[str, Any] | None) -> str:

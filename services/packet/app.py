@@ -19,8 +19,9 @@ from libs.common.embeddings import shared_embedder
 from libs.common.events import AutomationResult, AutomationRun, SignalClustered, TicketEvent, TicketTriaged
 from libs.common.inbox import Counted
 from libs.common.reasoning import reasoning_from_settings
-from libs.common.service import Runtime, add_counts_route
-from services.packet.api import add_routes
+from libs.common.service import Runtime, counts_router
+from services.packet import tables
+from services.packet.api import make_router
 from services.packet.engine import Packets
 from services.packet.kb.base import KnowledgeBase
 from services.packet.settings import PacketSettings
@@ -45,7 +46,7 @@ def assemble(settings: PacketSettings) -> PacketService:
     topics = [SignalClustered.topic, TicketEvent.topic, TicketTriaged.topic]
     rt = Runtime(settings, migrations_dir=Path(__file__).parent / "migrations")
     app = rt.make_app("msp packet", __doc__ or "")
-    counted = Counted(rt.engine, "packet")
+    counted = Counted(rt.engine, tables.inbox)
     embedder = shared_embedder()
     kb = KnowledgeBase(rt.engine, embedder)
 
@@ -87,6 +88,6 @@ def assemble(settings: PacketSettings) -> PacketService:
         group_id=f"{settings.effective_consumer_group}-packets",
         lanes=settings.consumer_lanes,
     )
-    add_routes(app, settings, packets, kb)
-    add_counts_route(app, settings, counted)
+    app.include_router(make_router(settings, packets, kb))
+    app.include_router(counts_router(settings, counted))
     return PacketService(rt, app, packets, kb)

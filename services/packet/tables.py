@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
 )
 
+from libs.common.inbox import inbox_table
 from libs.common.llm import usage_table
 from libs.common.outbox import outbox_table
 
@@ -151,6 +152,7 @@ psa_writes = Table(
     Index("ix_packet_psa_writes_due", "status", "next_at"),
 )
 
+inbox = inbox_table(metadata, "packet")  # what the consumers took in, per tenant and topic
 outbox = outbox_table(metadata, "packet")
 llm_usage = usage_table(metadata, "packet")  # the tenants' daily Claude token budgets
 actions = Table(

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, MetaData, text
 from sqlalchemy.exc import DBAPIError
 
 from libs.common.bus import EventConsumer, EventProducer
@@ -261,30 +261,19 @@ def test_packet_tables_keep_signals_packets_and_deliveries_per_tenant(
 
 
 def test_every_table_is_declared_as_its_migrations_create_it(pg_url: str) -> None:
-    """Each service's table definitions and its Alembic migrations describe the same schema
+    """Each service's tables (`services/<name>/tables.py`, one metadata) and its Alembic
+    migrations describe the same schema on PostgreSQL, with all five services in one database
     (the equivalent of `alembic check`): a column, index or constraint added to one and not the
-    other fails here."""
+    other fails here. `msp migration --check` does the same on SQLite."""
+    import importlib
     import uuid as _uuid
 
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
-    from services.audit import tables as audit_tables
-    from services.automation import tables as automation_tables
-    from services.ingest import tables as ingest_tables
-    from services.packet import tables as packet_tables
-    from services.triage.alerts import store as alert_store
-    from services.triage.tickets import store as ticket_store
+    from libs.common.db import schema_drift
 
-    declared = {
-        "audit": [audit_tables.metadata],
-        "automation": [automation_tables.metadata],
-        "ingest": [ingest_tables.metadata],
-        "packet": [packet_tables.metadata],
-        "triage": [alert_store.metadata, ticket_store.metadata],
-    }
+    services = ("audit", "automation", "ingest", "packet", "triage")
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     name = f"msp_schema_{_uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
@@ -292,24 +281,54 @@ def test_every_table_is_declared_as_its_migrations_create_it(pg_url: str) -> Non
     url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
     fresh = make_engine(url)
     try:
-        for service in declared:
+        for service in services:
             migrate(url, REPO_ROOT / "services" / service / "migrations", service)
-        drift = []
         with fresh.connect() as conn:
-            context = MigrationContext.configure(conn)
-            for service, metadatas in declared.items():
-                for metadata in metadatas:
-                    for diff in compare_metadata(context, metadata):
-                        # Tables of other metadata (other services, Alembic's own) are not drift.
-                        op, obj = (diff[0], diff[1]) if isinstance(diff, tuple) else (diff[0][0], diff[0][2])
-                        table = getattr(obj, "name", None) if op.endswith("_table") else None
-                        table = table or getattr(getattr(obj, "table", None), "name", None) or str(obj)
-                        if op.startswith("remove_") and table not in metadata.tables:
-                            continue
-                        drift.append((service, op, str(obj)[:200]))
-        assert drift == []
+            drift = {
+                service: schema_drift(
+                    conn, importlib.import_module(f"services.{service}.tables").metadata, service
+                )
+                for service in services
+            }
+        assert drift == dict.fromkeys(services, [])
     finally:
         fresh.dispose()
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_a_migration_is_generated_from_the_tables_and_then_they_agree(tmp_path: Path) -> None:
+    """`msp migration`'s generator: a column declared in the tables and missing from the
+    migrations becomes the next revision (numbered after the last), and once it runs the
+    database and the tables agree; with nothing to do it writes nothing."""
+    import shutil
+
+    from sqlalchemy import Column, String
+
+    from libs.common.db import generate_migration, schema_drift
+    from services.packet import tables
+
+    migrations = tmp_path / "migrations"
+    shutil.copytree(REPO_ROOT / "services" / "packet" / "migrations", migrations)
+    assert generate_migration("packet", tables.metadata, migrations, "nothing") is None
+    changed = MetaData()
+    for table in tables.metadata.tables.values():
+        table.to_metadata(changed)
+    changed.tables["packet_feedback"].append_column(Column("reviewer_note", String(200)))
+    with pytest.raises(ValueError, match="message"):
+        generate_migration("packet", changed, migrations, " ")
+    written = generate_migration("packet", changed, migrations, "Feedback keeps the reviewer's note")
+    assert written is not None and written.name.startswith("0008_")
+    source = written.read_text()
+    assert 'down_revision = "packet_0007"' in source or "down_revision = 'packet_0007'" in source
+    assert "add_column" in source and "reviewer_note" in source and "drop_column" in source
+    url = f"sqlite:///{tmp_path}/packet.db"
+    migrate(url, migrations, "packet")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert schema_drift(conn, changed, "packet") == []
+            assert schema_drift(conn, tables.metadata, "packet") != []
+    finally:
+        engine.dispose()

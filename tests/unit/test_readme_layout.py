@@ -33,3 +33,25 @@ def test_every_module_is_on_the_map() -> None:
                 continue
             missing.append(str(path.relative_to(REPO_ROOT)))
     assert missing == [], f"modules the README's layout does not name: {missing}"
+
+
+def test_the_walk_through_names_functions_that_exist() -> None:
+    """Every `file` `function` pair in "Follow one alert" imports: renaming or moving a stop
+    without updating the README fails here."""
+    import importlib
+
+    text = (REPO_ROOT / "README.md").read_text()
+    start = text.index("## Follow one alert")
+    section = text[start : text.index("\n## ", start + 3)]
+    stops = re.findall(r"^\d+\. ", section, flags=re.M)
+    pairs = re.findall(r"`([\w/]+)\.py`\s+`([\w.]+)`", section)
+    assert len(stops) >= 10 and len(pairs) >= len(stops)
+    unresolved = []
+    for path, qualname in pairs:
+        assert (REPO_ROOT / f"{path}.py").is_file(), f"{path}.py does not exist"
+        obj: object = importlib.import_module(path.replace("/", "."))
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if not callable(obj):
+            unresolved.append(f"{path}.py {qualname}")
+    assert unresolved == [], f"stops that name nothing: {unresolved}"

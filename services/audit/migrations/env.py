@@ -1,3 +1,4 @@
 from libs.common.db import run_alembic_env
+from services.audit.tables import metadata
 
-run_alembic_env()
+run_alembic_env(metadata)

@@ -14,41 +14,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Engine, Index, Integer, MetaData, String, Table, Text, select, update
+from sqlalchemy import Engine, select, update
 
 from libs.common.db import upsert
 from libs.common.events import utcnow
-
-metadata = MetaData()
-signals = Table(
-    "triage_signals",
-    metadata,
-    Column("signal_id", String(36), primary_key=True),
-    Column("tenant_id", String(63), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("revision", Integer, nullable=False),
-    Column("state", Text, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index("ix_triage_signals_tenant_status", "tenant_id", "status"),
-)
-# The revision numbers a signal may have published: reserved in blocks before they are used,
-# so a restart continues after every number that may have reached the topic.
-reservations = Table(
-    "triage_revision_reservations",
-    metadata,
-    Column("signal_id", String(36), primary_key=True),
-    Column("tenant_id", String(63), nullable=False),
-    Column("reserved", Integer, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index("ix_triage_revision_reservations_tenant_id", "tenant_id"),
-)
-correlations = Table(
-    "triage_correlations",
-    metadata,
-    Column("tenant_id", String(63), primary_key=True),
-    Column("state", Text, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
+from services.triage.tables import correlations, reservations, signals
 
 
 @dataclass

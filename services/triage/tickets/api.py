@@ -9,7 +9,7 @@ import asyncio
 import json
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import Field
 from sqlalchemy import Engine, select
 
@@ -65,10 +65,11 @@ def drift(engine: Engine, tenant_id: str, window: int) -> dict[str, Any]:
     }
 
 
-def add_ticket_routes(app: FastAPI, settings: ServiceSettings, engine: Engine, triage: TicketTriage) -> None:
+def make_router(settings: ServiceSettings, engine: Engine, triage: TicketTriage) -> APIRouter:
+    router = APIRouter()
     guard = [operator_only(settings)]
 
-    @app.get(
+    @router.get(
         "/v1/tickets/{ticket_id}/triage",
         tags=["tickets"],
         dependencies=[tenant_reader(settings)],
@@ -85,19 +86,19 @@ def add_ticket_routes(app: FastAPI, settings: ServiceSettings, engine: Engine, t
             "corrected": row["corrected"],
         }
 
-    @app.get("/v1/tickets/drift", tags=["tickets"], dependencies=guard)
+    @router.get("/v1/tickets/drift", tags=["tickets"], dependencies=guard)
     async def ticket_drift(
         tenant_id: TenantQuery, window: Annotated[int, Query(ge=1, le=10000)] = 200
     ) -> dict[str, Any]:
         """Mean confidence and share of engineer corrections over the tenant's latest decisions."""
         return await asyncio.to_thread(drift, engine, tenant_id, window)
 
-    @app.get("/v1/tickets/memory", tags=["tickets"], dependencies=guard)
+    @router.get("/v1/tickets/memory", tags=["tickets"], dependencies=guard)
     async def ticket_memory(tenant_id: TenantQuery) -> dict[str, Any]:
         """The tenant's case memory as this instance holds it, and which model decides."""
         return triage.status(tenant_id)
 
-    @app.get("/v1/rollout", tags=["tickets"], dependencies=guard)
+    @router.get("/v1/rollout", tags=["tickets"], dependencies=guard)
     async def get_rollout(tenant_id: TenantQuery) -> dict[str, Any]:
         modes = await asyncio.to_thread(store.rollout_modes, engine, tenant_id)
         return {
@@ -106,7 +107,7 @@ def add_ticket_routes(app: FastAPI, settings: ServiceSettings, engine: Engine, t
             "modes": {c: {"mode": m, "auto_threshold": t} for c, (m, t) in modes.items()},
         }
 
-    @app.put("/v1/rollout", tags=["tickets"], dependencies=guard)
+    @router.put("/v1/rollout", tags=["tickets"], dependencies=guard)
     async def put_rollout(body: RolloutIn) -> dict[str, Any]:
         """Set the rollout mode of a tenant (category `*`) or of one of its categories."""
         await asyncio.to_thread(
@@ -123,7 +124,7 @@ def add_ticket_routes(app: FastAPI, settings: ServiceSettings, engine: Engine, t
         )
         return body.model_dump()
 
-    @app.get("/v1/intents", tags=["tickets"], dependencies=guard)
+    @router.get("/v1/intents", tags=["tickets"], dependencies=guard)
     async def get_intents(tenant_id: TenantQuery) -> dict[str, Any]:
         """The shipped intent catalogue and the tenant's own intents (which override by name)."""
         own = await asyncio.to_thread(store.tenant_intents, engine, tenant_id)
@@ -135,9 +136,11 @@ def add_ticket_routes(app: FastAPI, settings: ServiceSettings, engine: Engine, t
             "tenant": own,
         }
 
-    @app.put("/v1/intents", tags=["tickets"], dependencies=guard)
+    @router.put("/v1/intents", tags=["tickets"], dependencies=guard)
     async def put_intent(body: IntentIn) -> dict[str, Any]:
         """Add or replace one of the tenant's own intents; it counts from the next ticket on."""
         intent = body.model_dump(exclude={"tenant_id"})
         await asyncio.to_thread(store.save_intent, engine, body.tenant_id, intent)
         return body.model_dump()
+
+    return router

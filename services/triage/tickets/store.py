@@ -15,109 +15,27 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
-    Boolean,
-    Column,
-    DateTime,
     Engine,
-    Float,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
     select,
 )
 
 from libs.common.db import upsert
 from libs.common.events import Envelope, utcnow
-from libs.common.llm import usage_table
-from libs.common.outbox import outbox_table, stage
+from libs.common.outbox import stage
+from services.triage.tables import (
+    cases,
+    intents,
+    models,
+    open_signals,
+    outbox,
+    rollout,
+    tickets,
+)
 from services.triage.tickets.model import TicketClassifier
 from services.triage.tickets.triager import Case
 
 log = logging.getLogger(__name__)
 MODEL_MAGIC = b"MSPMODEL1\n"  # then a NumPy .npz archive: arrays and JSON, loaded without pickle
-metadata = MetaData()
-outbox = outbox_table(metadata, "triage")
-llm_usage = usage_table(metadata, "triage")  # the tenants' daily Claude token budgets
-cases = Table(
-    "triage_cases",
-    metadata,
-    Column("tenant_id", String(63), primary_key=True),
-    Column("ticket_id", String(1000), primary_key=True),
-    Column("text", Text, nullable=False),
-    Column("category", Text),
-    Column("priority", Text),
-    Column("resolution", Text, nullable=False),
-    Column("url", Text),
-    Column("vector", LargeBinary, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-tickets = Table(
-    "triage_tickets",
-    metadata,
-    Column("tenant_id", String(63), primary_key=True),
-    Column("ticket_id", String(1000), primary_key=True),
-    Column("text_hash", String(64), nullable=False),
-    Column("input_category", Text),  # the category the ticket had when it was classified
-    Column("label", Text),  # what triage said (None: abstained)
-    Column("confidence", Float, nullable=False),
-    Column("method", String(64), nullable=False),
-    Column("mode", String(16), nullable=False),
-    Column("final_category", Text),  # the category an engineer set afterwards
-    Column("corrected", Boolean, nullable=False, default=False),
-    Column("result", Text, nullable=False),  # the triaged payload, as published
-    Column("event_id", String(36), nullable=False),
-    Column("decided_at", DateTime(timezone=True), nullable=False),
-    Index("ix_triage_tickets_tenant_decided", "tenant_id", "decided_at"),
-)
-rollout = Table(
-    "triage_rollout",
-    metadata,
-    Column("tenant_id", String(63), primary_key=True),
-    Column("category", String(200), primary_key=True),  # "*": the tenant's default
-    Column("mode", String(16), nullable=False),
-    Column("auto_threshold", Float, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-intents = Table(
-    "triage_intents",
-    metadata,
-    Column("tenant_id", String(63), primary_key=True),
-    Column("name", String(100), primary_key=True),
-    Column("description", Text, nullable=False),
-    Column("category", Text, nullable=False),
-    Column("keywords", Text, nullable=False),
-    Column("examples", Text, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-open_signals = Table(
-    "triage_open_signals",
-    metadata,
-    Column("tenant_id", String(63), primary_key=True),
-    Column("signal_id", String(36), primary_key=True),
-    Column("revision", Integer, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("title", Text, nullable=False),
-    Column("severity", String(16), nullable=False),
-    Column("devices", Text, nullable=False),
-    Column("sites", Text, nullable=False),
-    Column("last_seen", DateTime(timezone=True), nullable=False),
-    Index("ix_triage_open_signals_tenant_state", "tenant_id", "state", "last_seen"),
-)
-
-
-models = Table(
-    "triage_models",
-    metadata,
-    Column("tenant_id", String(63), primary_key=True),
-    Column("trained_on", Integer, nullable=False),
-    Column("model", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
 
 # --- cases ------------------------------------------------------------------------------------
 
