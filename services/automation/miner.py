@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, delete, func, insert, select
 
+from libs.common.embeddings import DIMENSIONS
 from libs.common.events import utcnow
 from services.automation.automations import Automations, ticket_text
 from services.automation.interpret import LocalInterpreter, Ticket
@@ -140,7 +141,7 @@ class Miner:
             parts.append(self.embed(texts[start : start + 2000]))
             done = min(start + 2000, len(texts))
             self.progress(f"embedded {done}/{len(texts)} tickets ({time.perf_counter() - t0:.0f} s)")
-        vectors = np.concatenate(parts) if parts else np.zeros((0, 384), dtype=np.float32)
+        vectors = np.concatenate(parts) if parts else np.zeros((0, DIMENSIONS), dtype=np.float32)
         live = [a for a in self.automations.list(tenant) if a["status"] != "retired"]
         examples: list[tuple[str | None, float, str]] = []
         for a in live:

@@ -94,8 +94,6 @@ def add_ticket_triage(
         audit=rt.audit,
         embedder=shared_embedder(),
         config=settings.triage_config(),
-        default_mode=settings.tickets_default_mode,
-        auto_threshold=settings.tickets_auto_threshold,
         reasoning=reasoning_from_settings(settings, engine=rt.engine),
         global_corpus=corpus,
         namespace=settings.topic_namespace,

@@ -1,10 +1,10 @@
 """Settings of the triage service (environment variables `MSP_...`)."""
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
+from libs.common.events import RolloutMode
 from libs.common.settings import ServiceSettings
 from services.triage.alerts.clusterer import ClusterConfig
 from services.triage.tickets.triager import TriageConfig
@@ -33,8 +33,8 @@ class TriageSettings(ServiceSettings):
         default=TriageConfig.min_history, ge=2
     )  # labelled cases before a tenant model
     tickets_abstain_below: float = Field(default=TriageConfig.abstain_below, ge=0, le=1)
-    tickets_default_mode: Literal["off", "shadow", "suggest", "auto"] = "shadow"
-    tickets_auto_threshold: float = Field(default=0.9, ge=0, le=1)
+    tickets_default_mode: RolloutMode = TriageConfig.default_mode
+    tickets_auto_threshold: float = Field(default=TriageConfig.auto_threshold, ge=0, le=1)
     # A labelled CSV the operator marks as global material for the global model (tenants with
     # little history); the shipped intent catalogue's examples are always part of it.
     tickets_global_corpus: Path | None = None
@@ -42,7 +42,12 @@ class TriageSettings(ServiceSettings):
     tickets_global_label_col: str = "category"
 
     def triage_config(self) -> TriageConfig:
-        return TriageConfig(min_history=self.tickets_min_history, abstain_below=self.tickets_abstain_below)
+        return TriageConfig(
+            min_history=self.tickets_min_history,
+            abstain_below=self.tickets_abstain_below,
+            default_mode=self.tickets_default_mode,
+            auto_threshold=self.tickets_auto_threshold,
+        )
 
     def cluster_config(self) -> ClusterConfig:
         return ClusterConfig(

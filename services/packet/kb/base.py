@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import Engine
 
-from libs.common.embeddings import Embedder
+from libs.common.embeddings import DIMENSIONS, Embedder
 from services.packet.builder import RunbookMatch
 from services.packet.kb.markdown import Runbook, parse
 from services.packet.kb.search import RunbookIndex, section_text
@@ -109,9 +109,8 @@ class KnowledgeBase:
                 return cached
         rows = runbooks.load_runbooks(self.engine, scopes)
         books = [parse(str(r["source"]), fallback_title=str(r["path"])) for r in rows]
-        dims = 384
-        vectors = [np.frombuffer(r["vectors"], dtype=np.float32).reshape(-1, dims) for r in rows]  # type: ignore[arg-type]
-        stacked = np.vstack(vectors) if vectors else np.zeros((0, dims), dtype=np.float32)
+        vectors = [np.frombuffer(r["vectors"], dtype=np.float32).reshape(-1, DIMENSIONS) for r in rows]  # type: ignore[arg-type]
+        stacked = np.vstack(vectors) if vectors else np.zeros((0, DIMENSIONS), dtype=np.float32)
         cached = _Cached(version, RunbookIndex(books, self.embedder.encode, stacked), [dict(r) for r in rows])
         with self._lock:
             self._indexes[tenant_id] = cached

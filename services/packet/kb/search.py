@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csc_matrix
 
+from libs.common.embeddings import DIMENSIONS
 from services.packet.kb.markdown import Runbook
 
 _TEMPLATE = re.compile(r"\{\{.*?\}\}|\$labels\.\w+|\$value")
@@ -116,7 +117,7 @@ class RunbookIndex:
         self.doc_lex = BM25([tokens(f"{r.title}\n{r.text}") for r in self.runbooks])
         self.section_lex = BM25([tokens(t) for t in texts])
         if vectors is None:
-            vectors = embed(texts) if texts else np.zeros((0, 384), dtype=np.float32)
+            vectors = embed(texts) if texts else np.zeros((0, DIMENSIONS), dtype=np.float32)
         if len(vectors) != len(texts):
             raise ValueError(f"{len(vectors)} section vectors for {len(texts)} sections")
         self.vectors = np.asarray(vectors, dtype=np.float32)

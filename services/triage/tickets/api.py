@@ -22,13 +22,14 @@ from libs.common.settings import ServiceSettings
 from services.triage.tickets import store
 from services.triage.tickets.engine import TicketTriage
 from services.triage.tickets.intents import CATALOGUE
+from services.triage.tickets.triager import TriageConfig
 
 
 class RolloutIn(RequestBody):
     tenant_id: str = Field(pattern=TENANT_PATTERN)
     category: str = Field(default="*", min_length=1, max_length=200)  # "*": the tenant's default
     mode: RolloutMode
-    auto_threshold: Float = Field(default=0.9, ge=0.0, le=1.0)
+    auto_threshold: Float = Field(default=TriageConfig.auto_threshold, ge=0.0, le=1.0)
 
 
 class IntentIn(RequestBody):
@@ -103,7 +104,7 @@ def make_router(settings: ServiceSettings, engine: Engine, triage: TicketTriage)
         modes = await asyncio.to_thread(store.rollout_modes, engine, tenant_id)
         return {
             "tenant_id": tenant_id,
-            "default": {"mode": triage.default_mode, "auto_threshold": triage.auto_threshold},
+            "default": {"mode": triage.config.default_mode, "auto_threshold": triage.config.auto_threshold},
             "modes": {c: {"mode": m, "auto_threshold": t} for c, (m, t) in modes.items()},
         }
 

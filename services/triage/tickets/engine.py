@@ -123,8 +123,6 @@ class TicketTriage:
         audit: AuditEmitter,
         embedder: Embedder,
         config: TriageConfig,
-        default_mode: str = "shadow",
-        auto_threshold: float = 0.9,
         reasoning: Reasoning | None = None,
         global_corpus: tuple[list[str], list[str]] | None = None,
         drift_window: int = 200,
@@ -138,8 +136,6 @@ class TicketTriage:
         self.audit = audit
         self.embedder = embedder
         self.config = config
-        self.default_mode = default_mode
-        self.auto_threshold = auto_threshold
         self.reasoning = reasoning  # asked when the local path is unsure (Claude, if configured)
         self.global_corpus = global_corpus
         self.triager: TicketTriager | None = None
@@ -244,7 +240,7 @@ class TicketTriage:
     async def _classify(self, event: TicketEvent, text: str, digest: str) -> None:
         tenant, ticket = event.tenant_id, event.payload.ticket
         stored = await asyncio.to_thread(store.rollout_modes, self.engine, tenant)
-        modes = {"*": (self.default_mode, self.auto_threshold), **stored}
+        modes = {"*": (self.config.default_mode, self.config.auto_threshold), **stored}
         if all(m == "off" for m, _ in modes.values()):
             return  # nothing would use the result: compute nothing
         started = time.perf_counter()

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from libs.common.events import Claim, Decision, SimilarCase, Source, TicketSnapshot
+from libs.common.embeddings import DIMENSIONS
+from libs.common.events import Claim, Decision, RolloutMode, SimilarCase, Source, TicketSnapshot
 from services.triage.tickets import priority
 from services.triage.tickets.intents import IntentMatcher
 from services.triage.tickets.model import TicketClassifier
@@ -30,6 +31,8 @@ class TriageConfig:
     retrain_min_new: int = 20  # ...and by at least this many cases
     abstain_below: float = 0.5  # category confidence under which the local path abstains
     similar_k: int = 5
+    default_mode: RolloutMode = "shadow"  # a tenant's rollout mode until an operator sets one
+    auto_threshold: float = 0.9  # confidence at or above which `auto` acts
 
 
 def ticket_text(ticket: TicketSnapshot) -> str:
@@ -61,7 +64,7 @@ class Case:
 class TenantCases:
     """One tenant's resolved cases: the similar-case index and what its model learns from."""
 
-    def __init__(self, tenant_id: str, dim: int = 384) -> None:
+    def __init__(self, tenant_id: str, dim: int = DIMENSIONS) -> None:
         self.tenant_id = tenant_id
         self.cases: list[Case] = []
         self.position: dict[str, int] = {}
