@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cachetools import TTLCache
 from fastapi import HTTPException, status
 from pydantic import ValidationError
 from sqlalchemy import Engine
@@ -40,21 +40,6 @@ class Accepted:
     event_ids: list[str]
 
 
-class _TTLCache:
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self._items: dict[object, tuple[float, object]] = {}
-
-    def get(self, key: object) -> object | None:
-        hit = self._items.get(key)
-        return hit[1] if hit and time.monotonic() - hit[0] < self.ttl_s else None
-
-    def put(self, key: object, value: object) -> None:
-        if len(self._items) > 50000:
-            self._items.clear()
-        self._items[key] = (time.monotonic(), value)
-
-
 class IngestPipeline:
     def __init__(
         self,
@@ -69,7 +54,8 @@ class IngestPipeline:
         self.publisher = publisher
         self.limiter = limiter
         self.max_events = max_events
-        self._owners = _TTLCache(mapping_cache_s)
+        # (source, ref) -> owning tenant; touched on the event loop only.
+        self._owners: TTLCache[tuple[str, str], str] = TTLCache(maxsize=50_000, ttl=mapping_cache_s)
 
     async def accept(
         self,
@@ -150,11 +136,11 @@ class IngestPipeline:
             if cached is None:
                 unknown.add(ref)
             else:
-                owners[ref] = cached  # type: ignore[assignment]
+                owners[ref] = cached
         if unknown:
             found = await asyncio.to_thread(tenants.owner_of, self.engine, source_system, unknown)
             for ref, owner in found.items():
-                self._owners.put((source_system, ref), owner)
+                self._owners[(source_system, ref)] = owner
             owners.update(found)
         foreign = sorted(ref for ref, owner in owners.items() if owner != caller.tenant_id)
         if foreign:

@@ -12,10 +12,12 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from cachetools import TTLCache
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -114,6 +116,9 @@ def list_keys(engine: Engine, tenant_id: str) -> list[dict[str, object]]:
         return [dict(r._mapping) for r in rows]
 
 
+_MISSING = object()
+
+
 class KeyVerifier:
     """Checks presented keys against the registry, with a short cache so a busy sender does
     not cost a database read per request. A revoked key stops working within `ttl_s`."""
@@ -121,28 +126,34 @@ class KeyVerifier:
     def __init__(self, engine: Engine, ttl_s: float = 5.0) -> None:
         self.engine = engine
         self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        # Unknown keys are cached too (as None), so a sender with a bad key costs no reads
+        # either. Read on the event loop and written from worker threads: under a lock.
+        self._cache: TTLCache[str, Principal | None] = TTLCache(maxsize=10_000, ttl=ttl_s)
+        self._lock = threading.Lock()
 
     async def averify(self, presented: str | None) -> Principal | None:
         """`verify` for the event loop: a cached key costs no thread hop, a miss reads the database
         in a worker thread."""
         if presented:
-            cached = self._cache.get(presented)
-            if cached and time.monotonic() - cached[0] < self.ttl_s:
-                return cached[1]
+            with self._lock:
+                cached = self._cache.get(presented, _MISSING)
+            if cached is not _MISSING:
+                return cached  # type: ignore[return-value]  # a Principal or None, never _MISSING here
         return await asyncio.to_thread(self.verify, presented)
 
     def verify(self, presented: str | None) -> Principal | None:
         if not presented or not presented.startswith("msp_") or presented.count("_") < 2:
             return None
-        now = time.monotonic()
-        cached = self._cache.get(presented)
-        if cached and now - cached[0] < self.ttl_s:
-            return cached[1]
-        principal = self._lookup(presented)
-        if len(self._cache) > 10000:
-            self._cache.clear()
-        self._cache[presented] = (now, principal)
+        return self._cached(presented, lambda: self._lookup(presented))
+
+    def _cached(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
+        with self._lock:
+            cached = self._cache.get(key, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]  # a Principal or None, never _MISSING here
+        principal = load()
+        with self._lock:
+            self._cache[key] = principal
         return principal
 
     def _row(self, key_id: str) -> Any:
@@ -166,15 +177,12 @@ class KeyVerifier:
 
     def by_key_id(self, key_id: str) -> Principal | None:
         """The active key with this id, for posts authenticated by a signature instead."""
-        now = time.monotonic()
-        cache_key = f"id:{key_id}"
-        cached = self._cache.get(cache_key)
-        if cached and now - cached[0] < self.ttl_s:
-            return cached[1]
-        row = self._row(key_id)
-        principal = Principal(tenant_id=row.tenant_id, key_id=key_id, role=row.role) if row else None
-        self._cache[cache_key] = (now, principal)
-        return principal
+
+        def load() -> Principal | None:
+            row = self._row(key_id)
+            return Principal(tenant_id=row.tenant_id, key_id=key_id, role=row.role) if row else None
+
+        return self._cached(f"id:{key_id}", load)
 
 
 # --- signing secrets --------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import html
 import json
 import re
 import uuid
@@ -27,7 +26,7 @@ from libs.common.events import TENANT_PATTERN, EscalationPacketPayload
 from libs.common.jsontypes import RELATIVE_PATH, Bool, Int, RequestBody, json_number
 from libs.common.openapi import errors
 from libs.common.service import operator_only
-from services.packet import builder, psa
+from services.packet import builder, pages, psa
 from services.packet import engine as packet_engine
 from services.packet.engine import Packets
 from services.packet.kb.base import KnowledgeBase, scope_of
@@ -127,12 +126,6 @@ TargetIn = Annotated[
 ]
 
 
-PAGE_STYLE = (
-    "<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto;line-height:1.45}"
-    "i{color:#555}li{margin:.3rem 0}:target{background:#fff3c4}pre{white-space:pre-wrap}</style>"
-)
-
-
 def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -> APIRouter:
     router = APIRouter()
     guard = [operator_only(settings)]
@@ -223,14 +216,15 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
         rows = await versions_of(tenant_id, packet_id)
         packet = EscalationPacketPayload.model_validate_json(rows[-1]["payload"])
         ticket = await asyncio.to_thread(projections.get_ticket, engine, tenant_id, packet.ticket_id)
-        e = html.escape
-        body = psa.render_html(packet, link=signed)
         older = ", ".join(f"v{r['version']}" for r in rows[:-1]) or "none"
-        page = (
-            "<!doctype html><html><head><meta charset='utf-8'>"
-            f"<title>Packet {e(packet.ticket_id)} v{packet.version}</title>{PAGE_STYLE}</head><body>"
-            f"<h1>Ticket {e(packet.ticket_id)}</h1><p>Tenant {e(tenant_id)}; earlier versions: {e(older)}</p>"
-            f"{body}{_ticket_html(ticket)}</body></html>"
+        page = pages.render(
+            "packet_page.html",
+            title=f"Packet {packet.ticket_id} v{packet.version}",
+            tenant_id=tenant_id,
+            older=older,
+            ticket=ticket,
+            **psa.note_context(packet, link=signed),
+            **_ticket_context(ticket),
         )
         return HTMLResponse(page)
 
@@ -305,15 +299,8 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
             where = "the global library" if scope == "global" else f"tenant {tenant_id}"
             raise HTTPException(404, f"no runbook {path} in {where}")
         book = parse(found["source"], fallback_title=found["title"])
-        e = html.escape
-        parts = [
-            f"<section id='{e(sec.anchor, quote=True)}'><h2>{e(sec.heading or book.title)}</h2>"
-            f"<pre>{e(sec.text)}</pre></section>"
-            for sec in book.sections
-        ]
         return HTMLResponse(
-            f"<!doctype html><html><head><meta charset='utf-8'><title>{e(book.title)}</title>{PAGE_STYLE}"
-            f"</head><body><h1>{e(book.title)}</h1><p>{e(key)}: {e(path)}</p>{''.join(parts)}</body></html>"
+            pages.render("runbook_page.html", title=book.title, book=book, key=key, path=path)
         )
 
     @router.get("/v1/kb/search", tags=["knowledge base"], dependencies=guard)
@@ -386,24 +373,23 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
     return router
 
 
-def _ticket_html(ticket: dict[str, Any] | None) -> str:
-    """The ticket and its notes, each under the anchor its sources link to."""
+def _ticket_context(ticket: dict[str, Any] | None) -> dict[str, Any]:
+    """The ticket's facts and notes for the packet page, each note with the anchor its sources
+    link to."""
     if ticket is None:
-        return ""
-    e = html.escape
+        return {"facts": [], "notes": []}
     snap = ticket["snapshot"]
     facts = [
-        f"<li>{e(k)}: {e(', '.join(v) if isinstance(v, list) else str(v))}</li>"
+        (k, ", ".join(v) if isinstance(v, list) else str(v))
         for k, v in snap.items()
         if v not in (None, "", []) and k not in ("ticket_id", "title", "description")
     ]
     notes = [
-        f"<li id='{e(builder.anchor_of('note', str(n['note_id'])), quote=True)}'>"
-        f"<b>{e(n.get('author') or 'note')}</b>: {e(n.get('text') or '')}</li>"
+        {
+            "anchor": builder.anchor_of("note", str(n["note_id"])),
+            "author": n.get("author"),
+            "text": n.get("text"),
+        }
         for n in ticket["notes"]
     ]
-    return (
-        f"<hr><section id='ticket'><h2>The ticket: {e(snap.get('title', ''))}</h2>"
-        f"<p>{e(snap.get('description') or '')}</p><ul>{''.join(facts)}</ul>"
-        f"<h3>Notes</h3><ul>{''.join(notes) or '<li>none</li>'}</ul></section>"
-    )
+    return {"facts": facts, "notes": notes}

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from cachetools import TTLCache
 from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine
 
@@ -182,8 +184,11 @@ class Packets:
         # What the service says (packet events, audits) leaves through the outbox.
         self.outbox = OutboxRelay(engine, tables.outbox, producer, "packet")
         self._last_version: dict[tuple[str, str], float] = {}
-        self._targets: dict[str, tuple[float, dict[str, Any]]] = {}  # tenant -> (read at, target)
-        self.target_ttl_s = PacketTunables.target_ttl_s
+        # tenant -> its PSA target, kept target_ttl_s; read and written from worker threads.
+        self._targets: TTLCache[str, dict[str, Any]] = TTLCache(
+            maxsize=100_000, ttl=PacketTunables.target_ttl_s
+        )
+        self._targets_lock = threading.Lock()
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -214,20 +219,22 @@ class Packets:
         """The tenant's PSA target, read at most every `target_ttl_s` (blocking: call it in a
         thread). Only a configured target is kept: "none configured" is always read afresh, so
         a target set through another instance is used by the next version, never missed."""
-        now = time.monotonic()
-        known = self._targets.get(tenant)
-        if known is not None and now - known[0] < self.target_ttl_s:
-            return known[1]
+        with self._targets_lock:
+            known = self._targets.get(tenant)
+        if known is not None:
+            return known
         found = targets.get_target(self.engine, tenant, box=self.box)
-        if found is None:
-            self._targets.pop(tenant, None)
-        else:
-            self._targets[tenant] = (now, found)
+        with self._targets_lock:
+            if found is None:
+                self._targets.pop(tenant, None)
+            else:
+                self._targets[tenant] = found
         return found
 
     def forget_target(self, tenant: str) -> None:
         """The target was just set through this process: read it afresh."""
-        self._targets.pop(tenant, None)
+        with self._targets_lock:
+            self._targets.pop(tenant, None)
 
     # --- the stream -------------------------------------------------------------------------
 

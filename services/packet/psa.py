@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 
 from libs.common.events import Claim, EscalationPacketPayload
+from services.packet import pages
 
 KINDS = ("connectwise", "autotask", "halopsa", "webhook")
 PARTS = (
@@ -74,8 +74,7 @@ def action_note(key: str, text: str, run_id: str, requested_by: str) -> Note:
         marker=mark,
         title="Note from the MSP platform",
         markdown=f"{text}\n\n_Added by the MSP platform for {requested_by} (run {run_id})._\n{mark}",
-        html=f"<p>{html.escape(text)}</p><p><i>Added by the MSP platform for {html.escape(requested_by)} "
-        f"(run {html.escape(run_id)}).</i></p><p>{html.escape(mark)}</p>",
+        html=pages.render("action_note.html", text=text, requested_by=requested_by, run_id=run_id, mark=mark),
         webhook={"action_note": {"text": text, "run_id": run_id, "requested_by": requested_by}},
     )
 
@@ -115,28 +114,20 @@ def render_html(
 ) -> str:
     """The packet as HTML; `link` maps each source URL to the one shown (the packet page signs
     links into the platform's own pages)."""
-    e = html.escape
-    out = [f"<p><b>Escalation packet</b> v{p.version} for ticket {e(p.ticket_id)}</p>"]
-    for field, title in PARTS:
-        claims: list[Claim] = getattr(p, field)
-        if not claims:
-            continue
-        out.append(f"<p><b>{e(title)}</b></p><ul>")
-        for c in claims:
-            cites = []
-            for s in c.sources:
-                label = e(f"{s.kind} {s.id}")
-                cites.append(f'<a href="{e(link(s.url), quote=True)}">{label}</a>' if s.url else label)
-            out.append(f"<li>{e(c.text)} <i>(confidence {c.confidence:.2f}; {', '.join(cites)})</i></li>")
-        out.append("</ul>")
-    if p.still_unknown:
-        out.append("<p><b>Still unknown</b></p><ul>")
-        out += [f"<li>{e(u.text)} <i>(missing: {e(u.missing_evidence)})</i></li>" for u in p.still_unknown]
-        out.append("</ul>")
-    if page_url:
-        out.append(f'<p><a href="{e(page_url, quote=True)}">Full packet</a></p>')
-    out.append(f"<p>{e(marker(p))}</p>")
-    return "".join(out)
+    return pages.render("note.html", **note_context(p, page_url, link))
+
+
+def note_context(
+    p: EscalationPacketPayload, page_url: str | None = None, link: Callable[[str], str] = str
+) -> dict[str, Any]:
+    """What `templates/note.html` shows of a packet."""
+    return {
+        "p": p,
+        "parts": [(title, getattr(p, field)) for field, title in PARTS],
+        "page_url": page_url,
+        "link": link,
+        "marker": marker(p),
+    }
 
 
 @dataclass(frozen=True)

@@ -289,3 +289,16 @@ def test_what_the_platform_ran_on_the_ticket_is_already_tried_with_its_execution
         "The platform ran ad.reset_password(user=ann): failed: PolicyError too short",
     ]
     assert ran[1].sources[0].id == "r-1/1" and ran[1].sources[0].url == "https://msp/runs/r-1"
+
+
+def test_the_runbook_page_shows_markup_in_a_runbook_as_text() -> None:
+    from services.packet import pages
+
+    book = parse(
+        "# Disk <img src=x onerror=alert(1)>\n\n## Diagnosis\nRun `df -h` </pre><script>x()</script>\n",
+        fallback_title="disk.md",
+    )
+    page = pages.render("runbook_page.html", title=book.title, book=book, key="global", path="a'b.md")
+    assert "<script>" not in page and "<img" not in page and "&lt;script&gt;" in page
+    assert f'id="{book.sections[-1].anchor}"' in page and "a&#39;b.md" in page
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")

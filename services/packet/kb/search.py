@@ -14,12 +14,11 @@ over between collections.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import bm25s
 import numpy as np
-from scipy.sparse import csc_matrix
 
 from libs.common.embeddings import DIMENSIONS
 from services.packet.kb.markdown import Runbook
@@ -51,7 +50,10 @@ def tokens(text: str) -> list[str]:
 
 
 def _stem(word: str) -> str:
-    # Plurals and the commonest verb endings only: "failing", "failed", "fails" -> "fail".
+    """Plurals and the commonest verb endings only: "failing", "failed", "fails" -> "fail".
+    Snowball's English stemmer (PyStemmer) was measured in its place and ranked worse on the
+    kube-prometheus runbooks (Recall@1 0.902 against 0.929, MRR 0.942 against 0.954), so the
+    light rule stays."""
     for suffix in ("ing", "ed", "es", "s"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
             return word[: -len(suffix)]
@@ -59,34 +61,23 @@ def _stem(word: str) -> str:
 
 
 class BM25:
-    """Okapi BM25 (k1 1.2, b 0.75) over token lists, as a sparse matrix of term weights: a
-    query's scores are the sum of its terms' columns."""
+    """Okapi BM25 (k1 1.2, b 0.75, Lucene's idf) over token lists, by `bm25s` (a sparse matrix
+    of term weights). A query term counts once however often the query repeats it."""
 
     def __init__(self, docs: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> None:
-        self.vocabulary: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        freqs: list[int] = []
-        for d, doc in enumerate(docs):
-            for term, count in Counter(doc).items():
-                rows.append(d)
-                cols.append(self.vocabulary.setdefault(term, len(self.vocabulary)))
-                freqs.append(count)
-        n = len(docs)
-        f = np.array(freqs, dtype=np.float64)
-        lengths = np.array([len(doc) for doc in docs], dtype=np.float64)
-        avg = float(lengths.mean()) if n and lengths.sum() else 1.0
-        df = np.bincount(np.array(cols, dtype=np.int64), minlength=len(self.vocabulary))
-        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
-        norm = k1 * (1 - b + b * lengths[np.array(rows, dtype=np.int64)] / avg) if rows else np.zeros(0)
-        weights = idf[np.array(cols, dtype=np.int64)] * f * (k1 + 1) / (f + norm) if rows else np.zeros(0)
-        self.matrix = csc_matrix((weights, (rows, cols)), shape=(n, len(self.vocabulary)))
+        self.size = len(docs)
+        self._index = bm25s.BM25(k1=k1, b=b, method="lucene")
+        if docs:
+            self._index.index([list(d) for d in docs], show_progress=False)
+            self.vocabulary: set[str] = set(self._index.vocab_dict)
+        else:
+            self.vocabulary = set()
 
     def scores(self, query: Sequence[str]) -> np.ndarray:
-        cols = sorted({self.vocabulary[t] for t in query if t in self.vocabulary})
-        if not cols:
-            return np.zeros(self.matrix.shape[0])
-        return np.asarray(self.matrix[:, cols].sum(axis=1)).ravel()
+        terms = sorted({t for t in query if t in self.vocabulary})
+        if not terms:
+            return np.zeros(self.size)
+        return np.asarray(self._index.get_scores(terms), dtype=np.float64)
 
 
 @dataclass(frozen=True)
