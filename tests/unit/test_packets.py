@@ -59,6 +59,20 @@ def test_a_runbook_is_split_at_its_headings_but_not_inside_code() -> None:
         parse("---\ntitle: [unclosed\n---\nbody", fallback_title="x")
 
 
+def test_setext_headings_split_and_indented_code_does_not() -> None:
+    book = parse(
+        "Disk full\n=========\n\nMeaning text.\n\nMitigation\n----------\n\n    # not a heading: code\n"
+        "    rm -rf /tmp/cache\n\n<!-- # nor this -->\n",
+        fallback_title="disk.md",
+    )
+    assert book.title == "Disk full"
+    assert [(s.heading, s.path) for s in book.sections] == [
+        ("Disk full", ("Disk full",)),
+        ("Mitigation", ("Disk full", "Mitigation")),
+    ]
+    assert "# not a heading: code" in book.sections[1].text and "# nor this" in book.sections[1].text
+
+
 def test_identifiers_are_split_and_templates_dropped() -> None:
     got = tokens("KubePodCrashLooping: pod {{ $labels.pod }} restarts, node_filesystem_avail low")
     assert {"kubepodcrashloop", "kube", "pod", "crash", "loop"} <= set(got)  # stemmed too

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import frontmatter
 import yaml
+from markdown_it import MarkdownIt
 
-_FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.DOTALL)
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-_FENCE = re.compile(r"^\s*(```|~~~)")
+_MD = MarkdownIt("commonmark")
 
 
 @dataclass(frozen=True)
@@ -44,45 +44,42 @@ def anchor(heading: str) -> str:
 
 
 def parse(source: str, *, fallback_title: str) -> Runbook:
-    """Split one Markdown document. Headings inside fenced code blocks are code, not headings."""
-    meta: dict[str, object] = {}
+    """Split one Markdown document at its headings, as a CommonMark parser (markdown-it-py)
+    finds them: ATX and setext headings, never a line inside a code block or fence. Each
+    section's text is the source between its heading and the next."""
     body = source.replace("\r\n", "\n")
-    m = _FRONT.match(body)
-    if m:
-        try:
-            loaded = yaml.safe_load(m.group(1))
-        except yaml.YAMLError as exc:
-            raise ValueError(f"front matter is not valid YAML: {exc}") from None
-        if isinstance(loaded, dict):
-            meta = {str(k): v for k, v in loaded.items()}
-        body = body[m.end() :]
+    try:
+        post = frontmatter.loads(body)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"front matter is not valid YAML: {exc}") from None
+    except ValueError as exc:  # front matter that is not a mapping
+        raise ValueError(f"front matter is not a mapping: {exc}") from None
+    meta = {str(k): v for k, v in post.metadata.items()}
+    body = post.content
+    lines = body.split("\n")
+    tokens = _MD.parse(body)
+    # (first line, line after, level, text) of every heading, in order
+    headings = [
+        (tok.map[0], tok.map[1], int(tok.tag[1]), tokens[i + 1].content.strip())
+        for i, tok in enumerate(tokens)
+        if tok.type == "heading_open" and tok.map is not None
+    ]
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
-    heading, fenced = "", False
-    lines: list[str] = []
     h1: str | None = None
-
-    def close() -> None:
-        text = "\n".join(lines).strip()
+    starts = [(0, 0, 0, "")] + headings
+    for n, (_, body_from, level, heading) in enumerate(starts):
+        body_to = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
+        if heading:
+            while path and path[-1][0] >= level:
+                path.pop()
+            path.append((level, heading))
+            if level == 1 and h1 is None:
+                h1 = heading
+        text = "\n".join(lines[body_from:body_to]).strip()
         if heading or text:
             sections.append(
                 Section(heading, tuple(h for _, h in path), anchor(heading) if heading else "", text)
             )
-
-    for line in body.split("\n"):
-        if _FENCE.match(line):
-            fenced = not fenced
-        hm = None if fenced else _HEADING.match(line)
-        if hm is None:
-            lines.append(line)
-            continue
-        close()
-        level, heading, lines = len(hm.group(1)), hm.group(2).strip(), []
-        while path and path[-1][0] >= level:
-            path.pop()
-        path.append((level, heading))
-        if level == 1 and h1 is None:
-            h1 = heading
-    close()
     title = str(meta.get("title") or h1 or fallback_title)
     return Runbook(title=title, meta=meta, sections=tuple(sections))
