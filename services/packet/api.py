@@ -33,6 +33,7 @@ from services.packet.kb.base import KnowledgeBase, scope_of
 from services.packet.kb.markdown import parse
 from services.packet.settings import PacketSettings
 from services.packet.store import feedback, projections, runbooks, targets, versions
+from services.packet.ticket import KnownTicket
 
 TENANT = TENANT_PATTERN
 TenantQuery = Annotated[str, Query(pattern=TENANT)]
@@ -373,23 +374,19 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
     return router
 
 
-def _ticket_context(ticket: dict[str, Any] | None) -> dict[str, Any]:
+def _ticket_context(ticket: KnownTicket | None) -> dict[str, Any]:
     """The ticket's facts and notes for the packet page, each note with the anchor its sources
     link to."""
     if ticket is None:
         return {"facts": [], "notes": []}
-    snap = ticket["snapshot"]
+    snap = ticket.snapshot.model_dump()
     facts = [
         (k, ", ".join(v) if isinstance(v, list) else str(v))
         for k, v in snap.items()
         if v not in (None, "", []) and k not in ("ticket_id", "title", "description")
     ]
     notes = [
-        {
-            "anchor": builder.anchor_of("note", str(n["note_id"])),
-            "author": n.get("author"),
-            "text": n.get("text"),
-        }
-        for n in ticket["notes"]
+        {"anchor": builder.anchor_of("note", n.note_id), "author": n.author, "text": n.text}
+        for n in ticket.notes
     ]
     return {"facts": facts, "notes": notes}

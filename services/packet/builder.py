@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from libs.common.events import Claim, Source, Unknown
+from libs.common.events import Claim, Source, TicketNote, TicketSnapshot, Unknown
 from services.packet.kb.markdown import Section
+from services.packet.ticket import KnownTicket
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _STEP = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.+)$")
@@ -102,22 +103,20 @@ def clip(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def ticket_source(ticket: dict[str, Any], excerpt: str, links: Links | None = None) -> Source:
-    snap = ticket["snapshot"]
-    url = snap.get("url") or (links and links.packet_page(ticket.get("packet_id", ""), "ticket"))
-    return Source(kind="ticket", id=str(snap["ticket_id"]), url=url, excerpt=clip(excerpt))
+def ticket_source(
+    ticket: KnownTicket, excerpt: str, links: Links | None = None, packet_id: str = ""
+) -> Source:
+    url = ticket.snapshot.url or (links and links.packet_page(packet_id, "ticket"))
+    return Source(kind="ticket", id=ticket.snapshot.ticket_id, url=url, excerpt=clip(excerpt))
 
 
-def note_source(ticket: dict[str, Any], note: dict[str, Any], links: Links | None = None) -> Source:
+def note_source(
+    ticket: KnownTicket, note: TicketNote, links: Links | None = None, packet_id: str = ""
+) -> Source:
     # The PSA's ticket page holds its notes; without one, the note on the packet page.
-    url = ticket["snapshot"].get("url") or (
-        links and links.packet_page(ticket.get("packet_id", ""), anchor_of("note", str(note["note_id"])))
-    )
+    url = ticket.snapshot.url or (links and links.packet_page(packet_id, anchor_of("note", note.note_id)))
     return Source(
-        kind="note",
-        id=f"{ticket['snapshot']['ticket_id']}/{note['note_id']}",
-        url=url,
-        excerpt=clip(note["text"]),
+        kind="note", id=f"{ticket.snapshot.ticket_id}/{note.note_id}", url=url, excerpt=clip(note.text)
     )
 
 
@@ -151,9 +150,9 @@ def touches(
     return bool(set(devices) & set(signal_devices)) or (bool(site) and site in set(signal_sites))
 
 
-def relation(sig: dict[str, Any], snap: dict[str, Any]) -> tuple[str, str]:
+def relation(sig: dict[str, Any], snap: TicketSnapshot) -> tuple[str, str]:
     """(kind, how it reads) of a signal's relation to a ticket's snapshot."""
-    devices = [d for d in snap.get("devices") or [] if d]
+    devices = [d for d in snap.devices if d]
     same = sorted(set(devices) & set(sig.get("devices") or []))
     if same:
         return "device", f"the ticket's device {', '.join(same)}"
@@ -166,7 +165,7 @@ def relation(sig: dict[str, Any], snap: dict[str, Any]) -> tuple[str, str]:
             ]
             if upstream:
                 return "topology", f"downstream of the ticket's device {', '.join(upstream)}"
-    site = snap.get("site")
+    site = snap.site
     if site and site in (sig.get("sites") or []):
         return "site", f"another device at the ticket's site {site}"
     return "other", "near the ticket's time"
@@ -227,7 +226,7 @@ def next_step_section(m: RunbookMatch, *, checks_open: bool) -> Section:
 
 
 def build(
-    ticket: dict[str, Any],
+    ticket: KnownTicket,
     signals: Sequence[dict[str, Any]],
     runbooks: Sequence[RunbookMatch],
     triage: dict[str, Any] | None,
@@ -235,12 +234,12 @@ def build(
     *,
     links: Links | None = None,
     answered: CheckMatcher = lexical_matcher,
+    packet_id: str = "",
 ) -> PacketParts:
-    """`ticket` may carry its `packet_id` (for links to the packet page); `answered` decides
-    which runbook checks the notes already answer (by meaning, when the service has its
-    embedding model)."""
-    snap = ticket["snapshot"]
-    notes = [n for n in ticket["notes"] if (n.get("text") or "").strip()]
+    """`packet_id` makes links to the packet page; `answered` decides which runbook checks the
+    notes already answer (by meaning, when the service has its embedding model)."""
+    snap = ticket.snapshot
+    notes = [n for n in ticket.notes if n.text.strip()]
     sources: dict[str, Source] = {}
 
     def cite(key: str, source: Source) -> Source:
@@ -249,42 +248,42 @@ def build(
 
     # --- summary (extractive)
     summary: list[Claim] = []
-    first = _SENTENCE.split((snap.get("description") or "").strip())[0] if snap.get("description") else ""
-    what = f"{snap['title']}" + (f": {first}" if first else "")
+    first = _SENTENCE.split(snap.description.strip())[0] if snap.description else ""
+    what = snap.title + (f": {first}" if first else "")
     summary.append(
         Claim(
             text=clip(what, 600),
             confidence=0.95,
-            sources=[cite("ticket", ticket_source(ticket, what, links))],
+            sources=[cite("ticket", ticket_source(ticket, what, links, packet_id))],
         )
     )
-    who = [x for x in (snap.get("requester"), snap.get("site")) if x]
-    if who or snap.get("devices"):
-        text = "Raised" + (f" by {snap['requester']}" if snap.get("requester") else "")
-        text += f" at site {snap['site']}" if snap.get("site") else ""
-        text += f", on {', '.join(snap['devices'])}" if snap.get("devices") else ""
+    who = [x for x in (snap.requester, snap.site) if x]
+    if who or snap.devices:
+        text = "Raised" + (f" by {snap.requester}" if snap.requester else "")
+        text += f" at site {snap.site}" if snap.site else ""
+        text += f", on {', '.join(snap.devices)}" if snap.devices else ""
         summary.append(Claim(text=clip(text + "."), confidence=0.95, sources=[sources["ticket"]]))
-    for e in ticket["escalations"][-1:]:
+    for e in ticket.escalations[-1:]:
         moves = [
-            f"{label} {e.get(f'from_{k}') or '?'} to {e.get(f'to_{k}')}"
-            for k, label in (("tier", "tier"), ("board", "board"), ("assignee", "assignee"))
-            if e.get(f"to_{k}")
+            f"{k} {getattr(e, f'from_{k}') or '?'} to {getattr(e, f'to_{k}')}"
+            for k in ("tier", "board", "assignee")
+            if getattr(e, f"to_{k}")
         ]
         if moves:
             summary.append(
                 Claim(
                     text=clip("Escalated: " + "; ".join(moves) + "."),
                     confidence=0.95,
-                    sources=[ticket_source(ticket, "escalation: " + "; ".join(moves), links)],
+                    sources=[ticket_source(ticket, "escalation: " + "; ".join(moves), links, packet_id)],
                 )
             )
     if notes:
         last = notes[-1]
-        src = cite(f"note:{last['note_id']}", note_source(ticket, last, links))
+        src = cite(f"note:{last.note_id}", note_source(ticket, last, links, packet_id))
         summary.append(
             Claim(
                 text=clip(
-                    f"{len(notes)} note(s) so far; the latest: {_SENTENCE.split(last['text'].strip())[0]}"
+                    f"{len(notes)} note(s) so far; the latest: {_SENTENCE.split(last.text.strip())[0]}"
                 ),
                 confidence=0.9,
                 sources=[src],
@@ -332,7 +331,7 @@ def build(
     # else what to do), not the one that merely reads most like the ticket
     runbook: list[Claim] = []
     offered = [m for m in runbooks if m.score >= RUNBOOK_MIN_SCORE][:2]
-    said = [sentence for n in notes for sentence in note_sentences(n["text"])]
+    said = [sentence for n in notes for sentence in note_sentences(n.text)]
     open_checks: list[tuple[str, str]] = []
     for n, m in enumerate(offered):
         checks = [
@@ -356,9 +355,9 @@ def build(
     # --- already tried (the ticket's notes)
     tried = [
         Claim(
-            text=clip(f"{n.get('author') or 'An engineer'} noted: {n['text']}"),
+            text=clip(f"{n.author or 'An engineer'} noted: {n.text}"),
             confidence=0.9,
-            sources=[note_source(ticket, n, links)],
+            sources=[note_source(ticket, n, links, packet_id)],
         )
         for n in notes
     ]
@@ -391,14 +390,14 @@ def build(
                     missing_evidence="no note on the ticket reports this check",
                 )
             )
-    if not snap.get("devices"):
+    if not snap.devices:
         unknown.append(
             Unknown(text="Which device is affected", missing_evidence="the ticket names no device")
         )
     elif not signals:
         unknown.append(
             Unknown(
-                text=f"Whether monitoring sees a problem on {', '.join(snap['devices'])}",
+                text=f"Whether monitoring sees a problem on {', '.join(snap.devices)}",
                 missing_evidence="no alerts from these devices around the ticket's time",
             )
         )
@@ -434,7 +433,7 @@ def note_sentences(text: str) -> list[str]:
     return [c.strip() for c in _CLAUSE.split(text) if len(c.strip()) > 3]
 
 
-def _alert_sources(sig: dict[str, Any], snap: dict[str, Any], signal_url: str | None) -> list[Source]:
+def _alert_sources(sig: dict[str, Any], snap: TicketSnapshot, signal_url: str | None) -> list[Source]:
     """The signal's alerts, each quoted with its own text and linked to its source's page
     (the signal's page when the source gave none); those on the ticket's devices first."""
     described = sig.get("alerts") or []
@@ -443,7 +442,7 @@ def _alert_sources(sig: dict[str, Any], snap: dict[str, Any], signal_url: str | 
             Source(kind="alert", id=str(a), url=signal_url, excerpt=f"an alert of signal {sig['signal_id']}")
             for a in sig.get("alert_ids", [])[-3:]
         ]
-    mine = set(snap.get("devices") or [])
+    mine = set(snap.devices)
     ranked = sorted(
         enumerate(described), key=lambda ia: (ia[1].get("device") not in mine, -ia[0])
     )  # on the ticket's devices first, then the latest

@@ -48,6 +48,7 @@ from libs.common.reasoning import Evidence, Reasoning, SummariseInput, Summarise
 from services.packet import builder, psa, tables
 from services.packet.kb.base import KnowledgeBase
 from services.packet.store import projections, psa_writes, targets, versions
+from services.packet.ticket import KnownTicket, merge_ticket
 
 log = logging.getLogger(__name__)
 
@@ -85,42 +86,6 @@ REVIEW = Histogram(
 
 def packet_id_for(tenant_id: str, ticket_id: str) -> uuid.UUID:
     return uuid.uuid5(PACKET_NAMESPACE, f"{tenant_id}\x1f{ticket_id}")
-
-
-def merge_ticket(known: dict[str, Any] | None, event: TicketEvent) -> dict[str, Any]:
-    """The ticket as known so far, with this event applied (idempotent: a redelivered event
-    adds no second note or escalation)."""
-    p = event.payload
-    snap = p.ticket.model_dump(mode="json")
-    ticket = known or {
-        "ticket_id": snap["ticket_id"],
-        "snapshot": {},
-        "notes": [],
-        "escalations": [],
-        "escalated": False,
-        "closed": False,
-    }
-    merged = dict(ticket["snapshot"])
-    for key, value in snap.items():
-        if value not in (None, "", []) or key not in merged:
-            merged[key] = value
-    ticket["snapshot"] = merged
-    if p.note is not None and all(n["note_id"] != p.note.note_id for n in ticket["notes"]):
-        ticket["notes"].append(p.note.model_dump(mode="json"))
-    if p.kind == "escalated" and all(e.get("event_id") != str(event.event_id) for e in ticket["escalations"]):
-        ticket["escalations"].append(
-            {
-                **(p.escalation.model_dump(mode="json") if p.escalation else {}),
-                "event_id": str(event.event_id),
-                "at": event.occurred_at.isoformat(),
-            }
-        )
-        ticket["escalated"] = True
-    if p.kind in ("resolved", "closed"):
-        ticket["closed"] = True
-    elif p.kind == "reopened":
-        ticket["closed"] = False
-    return ticket
 
 
 @dataclass(frozen=True)
@@ -288,7 +253,7 @@ class Packets:
         if ticket_id is None:
             return
         ticket = await asyncio.to_thread(projections.get_ticket, self.engine, event.tenant_id, ticket_id)
-        if ticket is not None and ticket["escalated"] and not ticket["closed"]:
+        if ticket is not None and ticket.open_escalation:
             await self.rebuild(event.tenant_id, ticket, event, trigger="automation_result")
 
     async def _queue_action_notes(self, event: AutomationResult) -> None:
@@ -319,7 +284,7 @@ class Packets:
         if p.category.label is None:
             return
         known = await asyncio.to_thread(projections.get_ticket, self.engine, tenant, p.ticket_id)
-        current = (known or {}).get("snapshot", {}).get("category")
+        current = known.snapshot.category if known else None
         if current:
             _CATEGORIES.labels("kept").inc()
             return
@@ -354,7 +319,7 @@ class Packets:
         known = await asyncio.to_thread(projections.get_ticket, self.engine, tenant, ticket_id)
         ticket = merge_ticket(known, event)
         await asyncio.to_thread(projections.save_ticket, self.engine, tenant, ticket)
-        if ticket["escalated"] and not ticket["closed"]:
+        if ticket.open_escalation:
             await self.rebuild(tenant, ticket, event, trigger=event.payload.kind)
 
     async def _signal(self, event: SignalClustered) -> None:
@@ -370,11 +335,10 @@ class Packets:
             return
         now = time.monotonic()
         for ticket in await asyncio.to_thread(projections.escalated_tickets, self.engine, tenant):
-            snap = ticket["snapshot"]
-            devices, site = snap.get("devices") or [], snap.get("site")
-            if not builder.touches(devices, site, payload.devices, payload.sites):
+            snap = ticket.snapshot
+            if not builder.touches(snap.devices, snap.site, payload.devices, payload.sites):
                 continue
-            key = (tenant, ticket["ticket_id"])
+            key = (tenant, ticket.ticket_id)
             if grew and now - self._last_version.get(key, -1e9) < self.signal_update_every_s:
                 continue
             await self.rebuild(tenant, ticket, event, trigger=f"signal_{payload.state}")
@@ -382,7 +346,7 @@ class Packets:
     # --- building ---------------------------------------------------------------------------
 
     async def rebuild(
-        self, tenant: str, ticket: dict[str, Any], cause: Any, *, trigger: str
+        self, tenant: str, ticket: KnownTicket, cause: Any, *, trigger: str
     ) -> EscalationPacketPayload | None:
         """A new packet version when its content changed; None when it did not."""
         started = time.perf_counter()
@@ -401,23 +365,23 @@ class Packets:
                 {k: [c.model_dump(mode="json") for c in v] for k, v in content.items()}, sort_keys=True
             ).encode()
         ).hexdigest()
-        latest = await asyncio.to_thread(versions.latest_packet, self.engine, tenant, ticket["ticket_id"])
+        latest = await asyncio.to_thread(versions.latest_packet, self.engine, tenant, ticket.ticket_id)
         if latest is not None and latest["content_hash"] == digest:
             return None
-        packet_id = packet_id_for(tenant, ticket["ticket_id"])
+        packet_id = packet_id_for(tenant, ticket.ticket_id)
         version = 1 if latest is None else int(latest["version"]) + 1
         payload = EscalationPacketPayload(
-            packet_id=packet_id, ticket_id=ticket["ticket_id"], version=version, **content
+            packet_id=packet_id, ticket_id=ticket.ticket_id, version=version, **content
         )  # type: ignore[arg-type]
         target = await asyncio.to_thread(self.target, tenant)
         created = utcnow()
-        link = ticket["snapshot"].get("url")
+        link = ticket.snapshot.url
         packet_event = EscalationPacket(
             event_id=derive_event_id(tenant, "packet", str(packet_id), str(version)),
             tenant_id=tenant,
             occurred_at=created,
             ingested_at=created,
-            source=EventSource(system="msp.packet", reference=ticket["ticket_id"], link=link),
+            source=EventSource(system="msp.packet", reference=ticket.ticket_id, link=link),
             payload=payload,
         )
         built = audit_event(
@@ -428,7 +392,7 @@ class Packets:
             subject_id=f"{packet_id}:v{version}",
             cause_id=str(cause.event_id),
             details={
-                "ticket_id": ticket["ticket_id"],
+                "ticket_id": ticket.ticket_id,
                 "trigger": trigger,
                 "psa": target["kind"] if target else None,
             },
@@ -437,7 +401,7 @@ class Packets:
             versions.save_packet,
             self.engine,
             tenant_id=tenant,
-            ticket_id=ticket["ticket_id"],
+            ticket_id=ticket.ticket_id,
             packet_id=packet_id,
             version=version,
             content_hash=digest,
@@ -451,7 +415,7 @@ class Packets:
         self.outbox.wake()
         if target is not None:
             self._wake.set()
-        self._last_version[(tenant, ticket["ticket_id"])] = time.monotonic()
+        self._last_version[(tenant, ticket.ticket_id)] = time.monotonic()
         claims = [c for k, v in content.items() if k != "still_unknown" for c in v]
         _VERSIONS.labels(trigger).inc()
         _CLAIMS.observe(len(claims))
@@ -460,25 +424,31 @@ class Packets:
         _BUILD.observe(time.perf_counter() - started)
         return payload
 
-    def _parts(self, tenant: str, ticket: dict[str, Any]) -> builder.PacketParts:
-        snap = ticket["snapshot"]
+    def _parts(self, tenant: str, ticket: KnownTicket) -> builder.PacketParts:
+        snap = ticket.snapshot
         now = datetime.now(UTC)
         signals, triage, runs = projections.context(
             self.engine,
             tenant,
-            ticket["ticket_id"],
-            snap.get("devices") or [],
-            snap.get("site"),
+            ticket.ticket_id,
+            snap.devices,
+            snap.site,
             now - CONTEXT_WINDOW,
             now,
         )
-        query = " ".join(
-            [snap.get("title", ""), snap.get("description", ""), *(s["title"] for s in signals[:3])]
-        )
+        query = " ".join([snap.title, snap.description, *(s["title"] for s in signals[:3])])
         runbooks = self.kb.search(tenant, query, k=3)
         links = builder.Links(tenant, packet_base=self.page_base_url, triage_base=self.triage_url)
-        ticket = {**ticket, "packet_id": str(packet_id_for(tenant, ticket["ticket_id"]))}
-        return builder.build(ticket, signals, runbooks, triage, runs, links=links, answered=self._answered)
+        return builder.build(
+            ticket,
+            signals,
+            runbooks,
+            triage,
+            runs,
+            links=links,
+            answered=self._answered,
+            packet_id=str(packet_id_for(tenant, ticket.ticket_id)),
+        )
 
     def _answered(self, checks: Sequence[str], sentences: Sequence[str]) -> list[bool]:
         """Which runbook checks a note already reports, by meaning: a check is answered when a
@@ -492,15 +462,14 @@ class Packets:
         return [bool(w or b >= self.check_match_threshold) for w, b in zip(lexical, best, strict=True)]
 
     async def _summary(
-        self, tenant: str, ticket: dict[str, Any], parts: builder.PacketParts, cause: Any
+        self, tenant: str, ticket: KnownTicket, parts: builder.PacketParts, cause: Any
     ) -> list[Claim]:
         """Claude's summary when configured, each sentence citing the packet's sources; the
         extractive one otherwise, or when Claude's answer cites nothing it was given."""
         if self.reasoning is None or self.reasoning.claude is None:
             return parts.summary
-        snap = ticket["snapshot"]
         question = SummariseInput(
-            subject=f"{snap.get('title', '')}\n{snap.get('description', '')}"[:2000],
+            subject=f"{ticket.snapshot.title}\n{ticket.snapshot.description}"[:2000],
             sources=[
                 Evidence(key=k, kind=s.kind, id=s.id, excerpt=s.excerpt) for k, s in parts.sources.items()
             ],
@@ -509,7 +478,7 @@ class Packets:
             self.audit,
             tenant_id=tenant,
             subject_kind="ticket",
-            subject_id=ticket["ticket_id"],
+            subject_id=ticket.ticket_id,
             cause_id=str(cause.event_id),
         )
         answer = await self.reasoning.ask_claude("summarise", tenant, question, on_fallback=fell_back)

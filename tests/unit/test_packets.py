@@ -12,6 +12,7 @@ from libs.common.events import EscalationPacketPayload
 from services.packet import builder, psa
 from services.packet.kb.markdown import anchor, parse
 from services.packet.kb.search import BM25, RunbookIndex, tokens
+from services.packet.ticket import KnownTicket
 
 DOC = """---
 title: Node disk filling up
@@ -105,23 +106,27 @@ def test_the_search_names_the_document_and_its_best_section() -> None:
         RunbookIndex(books, embed, np.zeros((1, 64), dtype=np.float32))
 
 
-def ticket(notes: list[str] | None = None, devices: list[str] | None = None) -> dict:  # type: ignore[type-arg]
-    return {
-        "ticket_id": "T-9",
-        "snapshot": {
+def ticket(notes: list[str] | None = None, devices: list[str] | None = None) -> KnownTicket:
+    return KnownTicket.model_validate(
+        {
             "ticket_id": "T-9",
-            "title": "Disk full on FS01",
-            "description": "Users cannot save. Since 9am.",
-            "devices": ["FS01"] if devices is None else devices,
-            "site": "hq",
-            "requester": "ann",
-            "url": "https://psa/T-9",
-        },
-        "notes": [{"note_id": f"n{i}", "text": t, "author": "l1"} for i, t in enumerate(notes or [])],
-        "escalations": [{"from_tier": "L1", "to_tier": "L2", "event_id": "e"}],
-        "escalated": True,
-        "closed": False,
-    }
+            "snapshot": {
+                "ticket_id": "T-9",
+                "title": "Disk full on FS01",
+                "description": "Users cannot save. Since 9am.",
+                "devices": ["FS01"] if devices is None else devices,
+                "site": "hq",
+                "requester": "ann",
+                "url": "https://psa/T-9",
+            },
+            "notes": [{"note_id": f"n{i}", "text": t, "author": "l1"} for i, t in enumerate(notes or [])],
+            "escalations": [
+                {"from_tier": "L1", "to_tier": "L2", "event_id": "e", "at": "2026-11-20T09:00:00+00:00"}
+            ],
+            "escalated": True,
+            "closed": False,
+        }
+    )
 
 
 def match(book_text: str = DOC) -> builder.RunbookMatch:

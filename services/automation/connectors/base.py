@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict
 
 from services.automation.catalogue import Action, Params
@@ -108,3 +110,45 @@ def temporary_password(secret: bytes, key: str) -> str:
     digest = hmac.new(secret, f"temporary password\n{key}".encode(), hashlib.sha256).digest()
     body = base64.b32encode(digest[:10]).decode().rstrip("=")
     return f"Tmp-{body[:4].lower()}{body[4:8]}-{int.from_bytes(digest[10:12], 'big') % 90 + 10}!"
+
+
+class BearerToken:
+    """An OAuth access token, kept until a minute before it expires. `fetch` asks the peer for
+    one (the grant differs per system); a peer out of reach is `unavailable`, a refusal is
+    `auth` with the `refused` sentence and the status."""
+
+    def __init__(self, fetch: Callable[[], httpx.Response], *, peer: str, refused: str) -> None:
+        self.fetch = fetch
+        self.peer = peer
+        self.refused = refused
+        self._token: tuple[str, float] | None = None
+
+    def get(self) -> str:
+        if self._token and self._token[1] > time.time() + 60:
+            return self._token[0]
+        try:
+            r = self.fetch()
+        except httpx.HTTPError as exc:
+            raise StepFailed("unavailable", f"cannot reach {self.peer}: {exc}") from None
+        if r.status_code != 200:
+            raise StepFailed("auth", f"{self.refused} ({r.status_code})")
+        doc = r.json()
+        self._token = (doc["access_token"], time.time() + float(doc.get("expires_in", 3600)))
+        return self._token[0]
+
+
+def call_json(http: httpx.Client, token: BearerToken, method: str, path: str, **kwargs: Any) -> Any:
+    """One authenticated call to a REST peer; its JSON answer (None when empty). A refusal is a
+    `StepFailed` classed by the status (401 auth, 403 permission, 404 not_found, 429 throttled,
+    5xx unavailable, other 4xx invalid_input)."""
+    try:
+        r = http.request(method, path, headers={"Authorization": f"Bearer {token.get()}"}, **kwargs)
+    except httpx.HTTPError as exc:
+        raise StepFailed("unavailable", f"cannot reach {token.peer}: {exc}") from None
+    if r.status_code >= 400:
+        what = f"{method} {path} -> {r.status_code} {r.text[:200]}"
+        cls = {401: "auth", 403: "permission", 404: "not_found", 429: "throttled"}.get(
+            r.status_code, "unavailable" if r.status_code >= 500 else "invalid_input"
+        )
+        raise StepFailed(cls, what)  # type: ignore[arg-type]
+    return r.json() if r.content else None

@@ -7,13 +7,12 @@ through the components the tenant names for them (variables carry the service na
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 import httpx
 
 from libs.common.jsontypes import Float
-from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed
+from services.automation.connectors.base import BearerToken, Connector, ConnectorConfig, StepFailed, call_json
 
 
 class DattoConfig(ConnectorConfig):
@@ -36,43 +35,21 @@ class DattoRmm(Connector):
     def __init__(self, config: ConnectorConfig, *, secret: bytes) -> None:
         super().__init__(config, secret=secret)
         self.http = httpx.Client(base_url=self.config.api_url.rstrip("/"), timeout=self.config.timeout_s)
-        self._token: tuple[str, float] | None = None
+        self.token = BearerToken(self._grant, peer="Datto RMM", refused="Datto RMM refused the API key")
 
     def close(self) -> None:
         self.http.close()
 
-    def _bearer(self) -> str:
-        if self._token and self._token[1] > time.time() + 30:
-            return self._token[0]
+    def _grant(self) -> httpx.Response:
         c = self.config
-        try:
-            r = self.http.post(
-                "/auth/oauth/token",
-                auth=("public-client", "public"),
-                data={"grant_type": "password", "username": c.api_key, "password": c.api_secret},
-            )
-        except httpx.HTTPError as exc:
-            raise StepFailed("unavailable", f"cannot reach Datto RMM: {exc}") from None
-        if r.status_code != 200:
-            raise StepFailed("auth", f"Datto RMM refused the API key ({r.status_code})")
-        doc = r.json()
-        self._token = (doc["access_token"], time.time() + float(doc.get("expires_in", 3600)))
-        return self._token[0]
+        return self.http.post(
+            "/auth/oauth/token",
+            auth=("public-client", "public"),
+            data={"grant_type": "password", "username": c.api_key, "password": c.api_secret},
+        )
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            r = self.http.request(
-                method, path, headers={"Authorization": f"Bearer {self._bearer()}"}, **kwargs
-            )
-        except httpx.HTTPError as exc:
-            raise StepFailed("unavailable", f"cannot reach Datto RMM: {exc}") from None
-        if r.status_code >= 400:
-            what = f"{method} {path} -> {r.status_code} {r.text[:200]}"
-            cls = {401: "auth", 403: "permission", 404: "not_found", 429: "throttled"}.get(
-                r.status_code, "unavailable" if r.status_code >= 500 else "invalid_input"
-            )
-            raise StepFailed(cls, what)  # type: ignore[arg-type]
-        return r.json() if r.content else None
+        return call_json(self.http, self.token, method, path, **kwargs)
 
     def _pages(self, path: str, key: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

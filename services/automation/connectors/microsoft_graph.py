@@ -21,7 +21,13 @@ import httpx
 
 from libs.common.jsontypes import Float
 from services.automation.catalogue import Action, Params
-from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed, temporary_password
+from services.automation.connectors.base import (
+    BearerToken,
+    Connector,
+    ConnectorConfig,
+    StepFailed,
+    temporary_password,
+)
 
 
 class GraphConfig(ConnectorConfig):
@@ -61,7 +67,9 @@ class MicrosoftGraph(Connector):
     def __init__(self, config: ConnectorConfig, *, secret: bytes) -> None:
         super().__init__(config, secret=secret)
         self.http = httpx.Client(base_url=self.config.base_url.rstrip("/"), timeout=self.config.timeout_s)
-        self._token: tuple[str, float] | None = None
+        self.token = BearerToken(
+            self._grant, peer="Microsoft Graph", refused="the app registration was refused a token"
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -70,11 +78,14 @@ class MicrosoftGraph(Connector):
         c = self.config
         if c.token:
             return c.token
-        if self._token and self._token[1] > time.time() + 60:
-            return self._token[0]
         if not (c.token_url and c.client_id and c.client_secret):
             raise StepFailed("not_configured", "the Graph connector needs a token or an app registration")
-        r = httpx.post(
+        return self.token.get()
+
+    def _grant(self) -> httpx.Response:
+        c = self.config
+        assert c.token_url is not None
+        return httpx.post(
             c.token_url,
             data={
                 "grant_type": "client_credentials",
@@ -84,11 +95,6 @@ class MicrosoftGraph(Connector):
             },
             timeout=c.timeout_s,
         )
-        if r.status_code != 200:
-            raise StepFailed("auth", f"the app registration was refused a token ({r.status_code})")
-        doc = r.json()
-        self._token = (doc["access_token"], time.time() + float(doc.get("expires_in", 3600)))
-        return self._token[0]
 
     def _call(
         self,

@@ -7,14 +7,13 @@ scripts by their name in the tenant's NinjaOne library.
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
 from libs.common.jsontypes import Float
-from services.automation.connectors.base import Connector, ConnectorConfig, StepFailed
+from services.automation.connectors.base import BearerToken, Connector, ConnectorConfig, StepFailed, call_json
 
 
 class NinjaOneConfig(ConnectorConfig):
@@ -37,47 +36,27 @@ class NinjaOne(Connector):
     def __init__(self, config: ConnectorConfig, *, secret: bytes) -> None:
         super().__init__(config, secret=secret)
         self.http = httpx.Client(base_url=self.config.base_url.rstrip("/"), timeout=self.config.timeout_s)
-        self._token: tuple[str, float] | None = None
+        self.token = BearerToken(
+            self._grant, peer="NinjaOne", refused="NinjaOne refused the client credentials"
+        )
 
     def close(self) -> None:
         self.http.close()
 
-    def _bearer(self) -> str:
-        if self._token and self._token[1] > time.time() + 30:
-            return self._token[0]
+    def _grant(self) -> httpx.Response:
         c = self.config
-        try:
-            r = self.http.post(
-                "/ws/oauth/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": c.client_id,
-                    "client_secret": c.client_secret,
-                    "scope": "monitoring management control",
-                },
-            )
-        except httpx.HTTPError as exc:
-            raise StepFailed("unavailable", f"cannot reach NinjaOne: {exc}") from None
-        if r.status_code != 200:
-            raise StepFailed("auth", f"NinjaOne refused the client credentials ({r.status_code})")
-        doc = r.json()
-        self._token = (doc["access_token"], time.time() + float(doc.get("expires_in", 3600)))
-        return self._token[0]
+        return self.http.post(
+            "/ws/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": c.client_id,
+                "client_secret": c.client_secret,
+                "scope": "monitoring management control",
+            },
+        )
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            r = self.http.request(
-                method, path, headers={"Authorization": f"Bearer {self._bearer()}"}, **kwargs
-            )
-        except httpx.HTTPError as exc:
-            raise StepFailed("unavailable", f"cannot reach NinjaOne: {exc}") from None
-        if r.status_code >= 400:
-            what = f"{method} {path} -> {r.status_code} {r.text[:200]}"
-            cls = {401: "auth", 403: "permission", 404: "not_found", 429: "throttled"}.get(
-                r.status_code, "unavailable" if r.status_code >= 500 else "invalid_input"
-            )
-            raise StepFailed(cls, what)  # type: ignore[arg-type]
-        return r.json() if r.content else None
+        return call_json(self.http, self.token, method, path, **kwargs)
 
     def _device(self, name: str) -> int:
         after: int | None = None

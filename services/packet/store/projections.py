@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, select, update
 
 from libs.common.db import upsert
-from libs.common.events import utcnow
+from libs.common.events import TicketNote, TicketSnapshot, utcnow
 from services.packet.builder import touches
 from services.packet.store import dumps, when
 from services.packet.tables import actions, signals, tickets, triage
+from services.packet.ticket import KnownEscalation, KnownTicket
 
 
 @contextmanager
@@ -49,40 +50,41 @@ def context(
         )
 
 
-def _ticket(row: Any) -> dict[str, Any]:
-    return {
-        "ticket_id": row["ticket_id"],
-        "snapshot": json.loads(row["snapshot"]),
-        "notes": json.loads(row["notes"]),
-        "escalations": json.loads(row["escalations"]),
-        "escalated": row["escalated"],
-        "closed": row["closed"],
-    }
+def _ticket(row: Any) -> KnownTicket:
+    return KnownTicket(
+        ticket_id=row["ticket_id"],
+        snapshot=TicketSnapshot.model_validate_json(row["snapshot"]),
+        notes=[TicketNote.model_validate(n) for n in json.loads(row["notes"])],
+        escalations=[KnownEscalation.model_validate(e) for e in json.loads(row["escalations"])],
+        escalated=row["escalated"],
+        closed=row["closed"],
+    )
 
 
-def get_ticket(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
+def get_ticket(engine: Engine, tenant_id: str, ticket_id: str) -> KnownTicket | None:
     with engine.connect() as conn:
         query = select(tickets).where(tickets.c.tenant_id == tenant_id, tickets.c.ticket_id == ticket_id)
         row = conn.execute(query).mappings().first()
     return None if row is None else _ticket(row)
 
 
-def save_ticket(engine: Engine, tenant_id: str, ticket: dict[str, Any]) -> None:
+def save_ticket(engine: Engine, tenant_id: str, ticket: KnownTicket) -> None:
+    doc = ticket.model_dump(mode="json")
     row = {
         "tenant_id": tenant_id,
-        "ticket_id": ticket["ticket_id"],
-        "snapshot": dumps(ticket["snapshot"]),
-        "notes": dumps(ticket["notes"]),
-        "escalations": dumps(ticket["escalations"]),
-        "escalated": ticket["escalated"],
-        "closed": ticket["closed"],
+        "ticket_id": ticket.ticket_id,
+        "snapshot": dumps(doc["snapshot"]),
+        "notes": dumps(doc["notes"]),
+        "escalations": dumps(doc["escalations"]),
+        "escalated": ticket.escalated,
+        "closed": ticket.closed,
         "updated_at": utcnow(),
     }
     with engine.begin() as conn:
         conn.execute(upsert(engine, tickets, ["tenant_id", "ticket_id"]), [row])
 
 
-def escalated_tickets(engine: Engine, tenant_id: str) -> list[dict[str, Any]]:
+def escalated_tickets(engine: Engine, tenant_id: str) -> list[KnownTicket]:
     """The tenant's escalated tickets still open (a signal change may concern them)."""
     with engine.connect() as conn:
         rows = conn.execute(
