@@ -106,7 +106,7 @@ def test_the_printed_packet_link_opens_and_every_source_on_it_opens(demo: tuple[
         status, body = fetch(href.split("#")[0])
         assert status == 200, (href, body[:300])
         if "#" in href:
-            assert f"id='{href.split('#', 1)[1]}'" in body, href
+            assert f'id="{href.split("#", 1)[1]}"' in body, href
 
 
 def test_the_demo_packet_ranks_related_alerts_by_relation_and_points_at_the_next_step(

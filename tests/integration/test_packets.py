@@ -729,7 +729,7 @@ async def test_a_packet_cites_each_alert_with_its_own_text_and_every_source_link
             assert opened.status_code == 200, (h, opened.text)
             anchor = h.split("#", 1)[1] if "#" in h else None
             if anchor:
-                assert f"id='{anchor}'" in opened.text, (anchor, h)
+                assert f'id="{anchor}"' in opened.text, (anchor, h)
         # A signed link opens its own path only, its own tenant only, and not after it expires.
         link = next(h for h in own if "/page?" in h)[len(packets.settings.effective_page_base_url) :].split(
             "#"
