@@ -31,9 +31,9 @@ from services.packet import engine as packet_engine
 from services.packet.engine import Packets
 from services.packet.kb.base import KnowledgeBase, scope_of
 from services.packet.kb.markdown import parse
+from services.packet.known import KnownTicket
 from services.packet.settings import PacketSettings
 from services.packet.store import feedback, projections, runbooks, targets, versions
-from services.packet.ticket import KnownTicket
 
 TENANT = TENANT_PATTERN
 TenantQuery = Annotated[str, Query(pattern=TENANT)]

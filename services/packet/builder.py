@@ -12,12 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from pydantic import TypeAdapter
+
 from libs.common.events import Claim, Source, TicketNote, TicketSnapshot, Unknown
 from services.packet.kb.markdown import Section
-from services.packet.ticket import KnownTicket
+from services.packet.known import KnownSignal, KnownTicket
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _STEP = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.+)$")
@@ -141,6 +144,14 @@ _RELATIONS = ("device", "topology", "site", "other")
 RELATION_CONFIDENCE = {"device": 0.9, "topology": 0.7, "site": 0.35, "other": 0.2}
 
 
+def _iso(moment: datetime) -> str:
+    """A time as the event JSON writes it (UTC as `Z`), so claim texts read as they always did."""
+    return str(_TIME.dump_python(moment, mode="json"))
+
+
+_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
 def touches(
     devices: Iterable[str], site: str | None, signal_devices: Iterable[str], signal_sites: Iterable[str]
 ) -> bool:
@@ -150,23 +161,21 @@ def touches(
     return bool(set(devices) & set(signal_devices)) or (bool(site) and site in set(signal_sites))
 
 
-def relation(sig: dict[str, Any], snap: TicketSnapshot) -> tuple[str, str]:
+def relation(sig: KnownSignal, snap: TicketSnapshot) -> tuple[str, str]:
     """(kind, how it reads) of a signal's relation to a ticket's snapshot."""
     devices = [d for d in snap.devices if d]
-    same = sorted(set(devices) & set(sig.get("devices") or []))
+    same = sorted(set(devices) & set(sig.devices))
     if same:
         return "device", f"the ticket's device {', '.join(same)}"
-    for reason in sig.get("reasons") or []:
-        if reason.get("feature") == "topology":
+    for reason in sig.reasons:
+        if reason.feature == "topology":
             upstream = [
-                d
-                for d in devices
-                if re.search(rf"(?<![\w.-]){re.escape(d)}(?![\w.-])", reason.get("detail", ""))
+                d for d in devices if re.search(rf"(?<![\w.-]){re.escape(d)}(?![\w.-])", reason.detail)
             ]
             if upstream:
                 return "topology", f"downstream of the ticket's device {', '.join(upstream)}"
     site = snap.site
-    if site and site in (sig.get("sites") or []):
+    if site and site in sig.sites:
         return "site", f"another device at the ticket's site {site}"
     return "other", "near the ticket's time"
 
@@ -227,7 +236,7 @@ def next_step_section(m: RunbookMatch, *, checks_open: bool) -> Section:
 
 def build(
     ticket: KnownTicket,
-    signals: Sequence[dict[str, Any]],
+    signals: Sequence[KnownSignal],
     runbooks: Sequence[RunbookMatch],
     triage: dict[str, Any] | None,
     runs: Sequence[dict[str, Any]] = (),
@@ -296,20 +305,20 @@ def build(
         ((relation(sig, snap), sig) for sig in signals),
         key=lambda rs: (
             _RELATIONS.index(rs[0][0]),
-            rs[1].get("state") in ("resolved", "merged"),
-            rs[1]["first_seen"],
+            rs[1].ended,
+            rs[1].first_seen,
         ),
     )
     for (kind, how), sig in ranked:
-        state = {"opened": "open", "updated": "open"}.get(sig.get("state", ""), sig.get("state", ""))
-        where = ", ".join(sig.get("devices") or sig.get("sites") or [])
-        text = f"{sig['title']} ({sig['severity']}, {state}) on {where}, {how}: "
-        text += f"{sig['count']} alert(s) since {sig['first_seen']}"
-        signal_url = links.signal(str(sig["signal_id"])) if links else None
+        state = {"opened": "open", "updated": "open"}.get(sig.state, sig.state)
+        where = ", ".join(sig.devices or sig.sites)
+        text = f"{sig.title} ({sig.severity}, {state}) on {where}, {how}: "
+        text += f"{sig.count} alert(s) since {_iso(sig.first_seen)}"
+        signal_url = links.signal(str(sig.signal_id)) if links else None
         srcs = [
             cite(
-                f"signal:{sig['signal_id']}",
-                Source(kind="signal", id=str(sig["signal_id"]), url=signal_url, excerpt=clip(sig["title"])),
+                f"signal:{sig.signal_id}",
+                Source(kind="signal", id=str(sig.signal_id), url=signal_url, excerpt=clip(sig.title)),
             )
         ]
         srcs += _alert_sources(sig, snap, signal_url)
@@ -318,12 +327,12 @@ def build(
         confidence = RELATION_CONFIDENCE[kind] * (0.8 if state in ("resolved", "merged") else 1.0)
         related.append(Claim(text=clip(text), confidence=round(confidence, 3), sources=srcs))
     if related:
-        open_ = [s for s in signals if s.get("state") in ("opened", "updated")]
+        open_ = [s for s in signals if not s.ended]
         summary.append(
             Claim(
                 text=f"{len(open_)} open signal(s) on the ticket's devices or site.",
                 confidence=0.9,
-                sources=[sources[f"signal:{s['signal_id']}"] for s in (open_ or signals)][:5],
+                sources=[sources[f"signal:{s.signal_id}"] for s in (open_ or signals)][:5],
             )
         )
 
@@ -433,29 +442,24 @@ def note_sentences(text: str) -> list[str]:
     return [c.strip() for c in _CLAUSE.split(text) if len(c.strip()) > 3]
 
 
-def _alert_sources(sig: dict[str, Any], snap: TicketSnapshot, signal_url: str | None) -> list[Source]:
+def _alert_sources(sig: KnownSignal, snap: TicketSnapshot, signal_url: str | None) -> list[Source]:
     """The signal's alerts, each quoted with its own text and linked to its source's page
     (the signal's page when the source gave none); those on the ticket's devices first."""
-    described = sig.get("alerts") or []
+    described = sig.alerts
     if not described:  # a revision from before alerts were described: ids only
         return [
-            Source(kind="alert", id=str(a), url=signal_url, excerpt=f"an alert of signal {sig['signal_id']}")
-            for a in sig.get("alert_ids", [])[-3:]
+            Source(kind="alert", id=str(a), url=signal_url, excerpt=f"an alert of signal {sig.signal_id}")
+            for a in sig.alert_ids[-3:]
         ]
     mine = set(snap.devices)
     ranked = sorted(
-        enumerate(described), key=lambda ia: (ia[1].get("device") not in mine, -ia[0])
+        enumerate(described), key=lambda ia: (ia[1].device not in mine, -ia[0])
     )  # on the ticket's devices first, then the latest
     out = []
     for _, a in ranked[:3]:
-        where = f" ({a['device']})" if a.get("device") and a["device"] not in a["title"] else ""
+        where = f" ({a.device})" if a.device and a.device not in a.title else ""
         out.append(
-            Source(
-                kind="alert",
-                id=str(a["alert_id"]),
-                url=a.get("url") or signal_url,
-                excerpt=clip(a["title"] + where),
-            )
+            Source(kind="alert", id=str(a.alert_id), url=a.url or signal_url, excerpt=clip(a.title + where))
         )
     return out
 

@@ -47,8 +47,8 @@ from libs.common.outbox import OutboxRelay
 from libs.common.reasoning import Evidence, Reasoning, SummariseInput, SummariseOutput, audit_fallback
 from services.packet import builder, psa, tables
 from services.packet.kb.base import KnowledgeBase
+from services.packet.known import KnownTicket, merge_ticket
 from services.packet.store import projections, psa_writes, targets, versions
-from services.packet.ticket import KnownTicket, merge_ticket
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +436,7 @@ class Packets:
             now - CONTEXT_WINDOW,
             now,
         )
-        query = " ".join([snap.title, snap.description, *(s["title"] for s in signals[:3])])
+        query = " ".join([snap.title, snap.description, *(s.title for s in signals[:3])])
         runbooks = self.kb.search(tenant, query, k=3)
         links = builder.Links(tenant, packet_base=self.page_base_url, triage_base=self.triage_url)
         return builder.build(

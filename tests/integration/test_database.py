@@ -235,7 +235,7 @@ def test_packet_tables_keep_signals_packets_and_deliveries_per_tenant(
         assert pkt_seen.apply_signal(db, a, signal)
         assert not pkt_seen.apply_signal(db, a, signal), "the same revision again changes nothing"
         window = (now - timedelta(hours=1), now + timedelta(minutes=1))
-        assert [s["signal_id"] for s in pkt_seen.signals_around(db, a, ["FS01"], None, *window)] == [
+        assert [str(s.signal_id) for s in pkt_seen.signals_around(db, a, ["FS01"], None, *window)] == [
             signal["signal_id"]
         ]
         assert pkt_seen.signals_around(db, b, ["FS01"], "hq", *window) == []

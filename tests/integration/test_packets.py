@@ -366,7 +366,7 @@ async def test_notes_that_waited_for_a_psa_target_are_posted_once_one_is_set(
 async def test_near_identical_tenants_never_cite_each_others_sources_over_thousands_of_packets(
     packets: Packets,
 ) -> None:
-    from services.packet.ticket import merge_ticket
+    from services.packet.known import merge_ticket
 
     engine, kb = packets.rt.engine, packets.service.kb
     tenants = [unique("twin-a"), unique("twin-b")]

@@ -12,7 +12,7 @@ from libs.common.events import EscalationPacketPayload
 from services.packet import builder, psa
 from services.packet.kb.markdown import anchor, parse
 from services.packet.kb.search import BM25, RunbookIndex, tokens
-from services.packet.ticket import KnownTicket
+from services.packet.known import KnownSignal, KnownTicket
 
 DOC = """---
 title: Node disk filling up
@@ -156,6 +156,14 @@ SIGNAL = {
 }
 
 
+def signal(d: dict[str, object] | None = None) -> KnownSignal:
+    """A signal as the packet service knows it, from the fields a test sets."""
+    d = d or SIGNAL
+    return KnownSignal.model_validate(
+        {"member_alert_ids": [SIGNAL["signal_id"]], "last_seen": SIGNAL["first_seen"], **d}
+    )
+
+
 def test_every_claim_cites_its_sources_and_unknowns_say_what_is_missing() -> None:
     triage = {
         "similar_cases": [
@@ -168,7 +176,7 @@ def test_every_claim_cites_its_sources_and_unknowns_say_what_is_missing() -> Non
         ]
     }
     parts = builder.build(
-        ticket(["Checked which directories grew with du: the CAD folder."]), [SIGNAL], [match()], triage
+        ticket(["Checked which directories grew with du: the CAD folder."]), [signal()], [match()], triage
     )
     for name in ("summary", "related_alerts", "runbook", "already_tried", "similar_cases"):
         claims = getattr(parts, name)
@@ -202,7 +210,7 @@ def test_related_signals_are_ranked_by_how_they_relate_and_their_confidence_says
         "reasons": [{"feature": "topology", "detail": "alert on upstream device FS01", "weight": 0.8}],
     }
     ended = {**SIGNAL, "signal_id": str(uuid.uuid4()), "state": "resolved"}
-    parts = builder.build(ticket(), [elsewhere, downstream, ended, SIGNAL], [], None)
+    parts = builder.build(ticket(), [signal(x) for x in (elsewhere, downstream, ended, SIGNAL)], [], None)
     got = [(c.sources[0].id, c.confidence) for c in parts.related_alerts]
     assert got == [
         (SIGNAL["signal_id"], 0.9),  # the ticket's own device, still open
@@ -221,11 +229,11 @@ def test_the_runbook_claim_points_at_the_section_for_the_next_step() -> None:
     )
     assert best_is_meaning.section.heading == "Meaning"
     # Checks still open: the diagnosis, not the section that merely reads most like the ticket.
-    parts = builder.build(ticket(), [SIGNAL], [best_is_meaning], None)
+    parts = builder.build(ticket(), [signal()], [best_is_meaning], None)
     assert parts.runbook[0].sources[0].id.endswith("#diagnosis"), parts.runbook[0].sources[0].id
     # Every check reported in the notes: what to do next.
     done = ticket(["Checked which directories grew with du.", "Confirmed the log rotation ran."])
-    parts = builder.build(done, [SIGNAL], [best_is_meaning], None)
+    parts = builder.build(done, [signal()], [best_is_meaning], None)
     assert parts.runbook[0].sources[0].id.endswith("#mitigation"), parts.runbook[0].sources[0].id
     assert not any(u.text.startswith("Not yet checked") for u in parts.still_unknown)
 
@@ -241,7 +249,7 @@ def test_what_is_missing_is_said_when_there_is_no_evidence() -> None:
 
 
 def test_notes_render_for_each_psa_as_internal_and_escaped() -> None:
-    parts = builder.build(ticket(["<script>alert(1)</script> tried a reboot"]), [SIGNAL], [match()], None)
+    parts = builder.build(ticket(["<script>alert(1)</script> tried a reboot"]), [signal()], [match()], None)
     p = EscalationPacketPayload(
         packet_id=uuid.uuid4(),
         ticket_id="123",

@@ -16,9 +16,9 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from libs.common.db import upsert
 from libs.common.events import TicketNote, TicketSnapshot, utcnow
 from services.packet.builder import touches
+from services.packet.known import KnownEscalation, KnownSignal, KnownTicket
 from services.packet.store import dumps, when
 from services.packet.tables import actions, signals, tickets, triage
-from services.packet.ticket import KnownEscalation, KnownTicket
 
 
 @contextmanager
@@ -39,7 +39,7 @@ def context(
     site: str | None,
     since: datetime,
     until: datetime,
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]]]:
+) -> tuple[list[KnownSignal], dict[str, Any] | None, list[dict[str, Any]]]:
     """What a packet version is built from besides the ticket, read on one connection: the
     signals around the ticket, its triage result, and the actions run on it."""
     with engine.connect() as conn:
@@ -129,7 +129,7 @@ def signals_around(
     site: str | None,
     since: datetime,
     until: datetime,
-) -> list[dict[str, Any]]:
+) -> list[KnownSignal]:
     """The tenant's signals on the devices or site, seen within [since, until]."""
     if not devices and not site:
         return []
@@ -146,7 +146,8 @@ def signals_around(
             if datetime.fromisoformat(p["first_seen"]) > until:
                 continue
             if touches(devices, site, p.get("devices", []), p.get("sites", [])):
-                out.append({**p, "alert_ids": json.loads(alert_ids)})
+                # Only the signals that concern the ticket are validated into their type.
+                out.append(KnownSignal.model_validate({**p, "alert_ids": json.loads(alert_ids)}))
     return out
 
 

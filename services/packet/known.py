@@ -1,12 +1,13 @@
-"""The ticket as the packet service knows it: the latest snapshot (each field as last reported,
-an empty report keeping the known value), its notes, its escalations and whether it is open.
-Built from `tickets.events.v1`, one event at a time, idempotently. Pure: no I/O."""
+"""What the packet service knows, typed: the ticket (the latest snapshot, each field as last
+reported, an empty report keeping the known value; its notes, its escalations and whether it
+is open; built from `tickets.events.v1` one event at a time, idempotently) and the signals
+around it (their latest revision and every member alert id seen). Pure: no I/O."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from libs.common.events import Escalation, TicketEvent, TicketNote, TicketSnapshot
+from libs.common.events import Escalation, SignalPayload, TicketEvent, TicketNote, TicketSnapshot
 
 
 class KnownEscalation(Escalation):
@@ -65,3 +66,14 @@ def merge_ticket(known: KnownTicket | None, event: TicketEvent) -> KnownTicket:
         escalated=escalated,
         closed=closed,
     )
+
+
+class KnownSignal(SignalPayload):
+    """A signal's latest revision, with every member alert id the service has seen of it (the
+    revision itself names only the most recent)."""
+
+    alert_ids: list[str] = Field(default_factory=list)
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("resolved", "merged")
