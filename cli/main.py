@@ -536,6 +536,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             label_col=args.label_col,
             predictions=Path(args.predictions),
             cache=_var(args) / "cache" / "embeddings.sqlite",
+            few_shot_k=args.few_shot,
         )
         print(json.dumps(report, indent=2))
         return 0
@@ -679,6 +680,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--assignments", help="alarms: where to write row,signal_id")
     ev.add_argument("--rate", type=float, default=5000.0, help="alarms: replayed events per second")
     ev.add_argument("--batch", type=int, default=500, help="alarms: alerts per ingest request")
+    ev.add_argument(
+        "--few-shot",
+        type=int,
+        metavar="K",
+        help="tickets: keep K training tickets of every class but the largest two (seed 42)",
+    )
     ev.add_argument(
         "--limit",
         type=int,

@@ -35,6 +35,24 @@ def split(labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return train, test
 
 
+def few_shot(labels: list[str], keep: int, seed: int = 42) -> list[int]:
+    """Positions of a training part that keeps every ticket of the two largest classes and
+    `keep` tickets (drawn with a fixed seed) of every other class: a long tail of classes with
+    few examples, from any labelled set."""
+    by_class: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    largest = sorted(by_class, key=lambda c: (-len(by_class[c]), c))[:2]
+    rng = np.random.default_rng(seed)
+    kept: list[int] = []
+    for label, positions in sorted(by_class.items()):
+        if label in largest or len(positions) <= keep:
+            kept += positions
+        else:
+            kept += sorted(int(i) for i in rng.choice(positions, size=keep, replace=False))
+    return sorted(kept)
+
+
 def precision_at_coverage(correct: np.ndarray, confidence: np.ndarray, coverage: float) -> float:
     order = np.argsort(-confidence, kind="stable")
     n = max(1, int(round(coverage * len(order))))
@@ -69,7 +87,10 @@ def evaluate(
     predictions: Path,
     cache: Path,
     timing_sample: int = 300,
+    few_shot_k: int | None = None,
 ) -> dict[str, Any]:
+    """`few_shot_k`: train on the largest two classes whole and that many tickets of each other
+    class (the test part unchanged), as a long-tail label set would be."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.svm import LinearSVC
@@ -87,6 +108,15 @@ def evaluate(
         te_rows, te_texts, te_labels = read_labelled(test, text_col, label_col)
     else:
         raise ValueError("give --data, or both --train and --test")
+    if few_shot_k is not None:
+        if few_shot_k < 1:
+            raise ValueError("--few-shot needs a positive number of tickets per class")
+        keep = few_shot(tr_labels, few_shot_k)
+        tr_rows, tr_texts, tr_labels = (
+            [tr_rows[i] for i in keep],
+            [tr_texts[i] for i in keep],
+            [tr_labels[i] for i in keep],
+        )
     _progress(f"{len(tr_texts)} training and {len(te_texts)} test tickets; embedding (cached in {cache})")
     embedder = Embedder(store=cache)
     t = time.perf_counter()
@@ -155,6 +185,7 @@ def evaluate(
     ms = sorted(x * 1000 for x in times)
     return {
         "eval": "tickets",
+        "few_shot": few_shot_k,
         "train": len(tr_texts),
         "test": len(te_texts),
         "method": "service local path: tenant model (linear SVM on word+char TF-IDF and MiniLM "

@@ -75,3 +75,14 @@ def test_a_stored_model_predicts_exactly_as_the_model_it_was_stored_from() -> No
     assert [(p.label, round(p.confidence, 9)) for p in a] == [(p.label, round(p.confidence, 9)) for p in b]
     assert a[0].scores == pytest.approx(b[0].scores)
     assert light.evidence_terms(texts[0], a[0].label) == again.evidence_terms(texts[0], a[0].label)
+
+
+def test_few_shot_keeps_the_two_largest_classes_whole_and_k_of_each_other() -> None:
+    from evals.tickets import few_shot
+
+    labels = ["a"] * 50 + ["b"] * 30 + ["c"] * 12 + ["d"] * 3 + ["e"] * 20
+    kept = few_shot(labels, 5)
+    counts = {c: sum(labels[i] == c for i in kept) for c in "abcde"}
+    assert counts == {"a": 50, "b": 30, "c": 5, "d": 3, "e": 5}
+    assert kept == few_shot(labels, 5), "the same seed draws the same tickets"
+    assert len(set(kept)) == len(kept) == 93
