@@ -232,7 +232,7 @@ class EventProducer:
             raise PublishError(f"{len(failures)} of {len(results)} events not acknowledged: {failures[0]!r}")
         for topic in set(topics):
             EVENTS_PUBLISHED.labels(topic).inc(topics.count(topic))
-        return results  # type: ignore[return-value]
+        return results
 
 
 Handler = Callable[[Any, ConsumerRecord[bytes, bytes]], Awaitable[None]]

@@ -146,7 +146,8 @@ class RefuseNul:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
             return await _refuse_nul(send, "a path or query parameter")
         await self.app(scope, receive, send)

@@ -50,7 +50,8 @@ class TraceRequests:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         headers = [(k.decode("latin-1"), v) for k, v in scope.get("headers") or () if k in _TRACE_HEADERS]
         with tracer().start_as_current_span(
             f"{scope['method']} {scope['path']}", context=context_from_headers(headers), kind=SpanKind.SERVER
@@ -72,7 +73,8 @@ class BodyLimit:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._refuse(send)

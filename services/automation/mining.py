@@ -264,8 +264,8 @@ def readiness(
     documented_any = any(r["documented_resolutions"] > 0 for r in rows)
 
     def score(r: dict[str, Any]) -> float:
-        s = r["volume"] * r["near_duplicate_share"] * (r["label_consistency"] or 0.5)
-        return s * (0.2 + r["documented_resolutions"]) if documented_any else s
+        s = float(r["volume"]) * float(r["near_duplicate_share"]) * float(r["label_consistency"] or 0.5)
+        return s * (0.2 + float(r["documented_resolutions"])) if documented_any else s
 
     ready.sort(key=score, reverse=True)
     pilot = None

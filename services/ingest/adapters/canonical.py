@@ -96,7 +96,7 @@ def alert_event(tenant_id: str, alert: CanonicalAlert) -> AlertReceived:
         source=EventSource(system=alert.source_system, reference=alert.fingerprint, link=alert.url),
         payload=AlertPayload(
             fingerprint=alert.fingerprint,
-            status=alert.status,  # type: ignore[arg-type]
+            status=alert.status,
             severity=alert.severity,
             title=alert.title,
             description=alert.description,

@@ -761,14 +761,16 @@ def cluster_distances(dist: np.ndarray) -> np.ndarray:
 
     def fit(single: bool) -> np.ndarray:
         def run(epsilon: float) -> np.ndarray:
-            return HDBSCAN(
-                min_cluster_size=2,
-                min_samples=1,
-                metric="precomputed",
-                cluster_selection_epsilon=epsilon,
-                allow_single_cluster=single,  # a micro-batch is often one burst and a few strays
-                copy=True,
-            ).fit_predict(dist)
+            return np.asarray(
+                HDBSCAN(
+                    min_cluster_size=2,
+                    min_samples=1,
+                    metric="precomputed",
+                    cluster_selection_epsilon=epsilon,
+                    allow_single_cluster=single,  # a micro-batch is often one burst and a few strays
+                    copy=True,
+                ).fit_predict(dist)
+            )
 
         try:
             return run(0.4)

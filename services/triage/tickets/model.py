@@ -268,8 +268,8 @@ class TicketClassifier:
     def confidence(self, blended: np.ndarray) -> np.ndarray:
         gap = margin(blended)
         if self._calibration is None:
-            return 1.0 - 1.0 / (1.0 + np.clip(gap, 0.0, None))
-        return self._calibration.predict_proba(gap.reshape(-1, 1))[:, 1]
+            return np.asarray(1.0 - 1.0 / (1.0 + np.clip(gap, 0.0, None)))
+        return np.asarray(self._calibration.predict_proba(gap.reshape(-1, 1))[:, 1])
 
 
 MODEL_FORMAT = "msp-ticket-model/1"
@@ -308,6 +308,6 @@ def _vectorizer(params: dict[str, Any], terms: np.ndarray, idf: np.ndarray) -> T
 def margin(scores: np.ndarray) -> np.ndarray:
     """Best score minus the runner-up, per row (the best score alone with one column)."""
     if scores.shape[1] < 2:
-        return scores[:, 0]
+        return np.asarray(scores[:, 0])
     top2 = np.sort(scores, axis=1)[:, -2:]
-    return top2[:, 1] - top2[:, 0]
+    return np.asarray(top2[:, 1] - top2[:, 0])

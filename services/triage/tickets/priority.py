@@ -61,7 +61,7 @@ def decide(
     if len(voted) >= min_votes:
         weights: dict[str, float] = {}
         for _, p, s in voted:
-            weights[p] = weights.get(p, 0.0) + s  # type: ignore[index]
+            weights[p] = weights.get(p, 0.0) + s
         best = max(weights, key=weights.__getitem__)
         share = weights[best] / sum(weights.values())
         ids = tuple(t for t, p, _ in voted if p == best)

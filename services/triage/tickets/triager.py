@@ -48,7 +48,7 @@ def snapshot_of(ticket_id: str, text: str, **fields: object) -> TicketSnapshot:
         cut = first.rfind(" ", 0, 200)
         cut = cut if cut > 0 else 200
         first, rest = first[:cut], (first[cut:] + "\n" + rest).strip()
-    return TicketSnapshot(ticket_id=ticket_id, title=first or "(no title)", description=rest, **fields)  # type: ignore[arg-type]
+    return TicketSnapshot(ticket_id=ticket_id, title=first or "(no title)", description=rest, **fields)
 
 
 @dataclass(frozen=True)
