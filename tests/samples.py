@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from libs.common import events as ev
+from libs.common.reasoning import ActionSpec, ParamSpec, TicketContext
 
 T0 = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 
@@ -202,3 +203,43 @@ def write_csv(path: Path, texts: list[str], labels: list[str]) -> Path:
         w.writerow(["Document", "Topic_group"])
         w.writerows(zip(texts, labels, strict=True))
     return path
+
+
+# The action catalogue and ticket the reasoning tests plan against.
+CATALOGUE = [
+    ActionSpec(
+        name="ad.reset_password",
+        description="Reset a user's password and require a change at next sign-in",
+        examples=["reset the password for anna", "give bob a temporary password"],
+        params=[ParamSpec(name="user", kind="user")],
+    ),
+    ActionSpec(
+        name="ad.unlock_account",
+        description="Unlock a locked-out user account",
+        examples=["unlock anna's account", "the account is locked, unlock it"],
+        params=[ParamSpec(name="user", kind="user")],
+    ),
+    ActionSpec(
+        name="ad.add_to_group",
+        description="Add a user to a security or distribution group",
+        examples=["add anna to the finance group", "give her access to the sales team group"],
+        params=[ParamSpec(name="user", kind="user"), ParamSpec(name="group", kind="group")],
+    ),
+    ActionSpec(
+        name="rmm.restart_service",
+        description="Restart a Windows service on a device",
+        examples=["restart the spooler on PC-12", "restart the print service"],
+        params=[
+            ParamSpec(name="device", kind="device"),
+            ParamSpec(name="service", kind="text", required=False),
+        ],
+    ),
+]
+
+TICKET = TicketContext(
+    text="Anna cannot sign in since this morning",
+    requester="anna.berg",
+    users=["anna.berg"],
+    emails=["anna.berg@acme.test"],
+    devices=["PC-12"],
+)

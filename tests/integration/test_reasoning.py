@@ -22,7 +22,7 @@ from libs.common.reasoning import (
     TicketContext,
 )
 from tests.messages_server import MessagesServer, messages_server
-from tests.unit.test_reasoning import CATALOGUE, TICKET
+from tests.samples import CATALOGUE, TICKET
 
 pytestmark = pytest.mark.integration
 

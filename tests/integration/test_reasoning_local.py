@@ -14,7 +14,6 @@ import pytest
 from libs.common.embeddings import shared_embedder
 from libs.common.reasoning import (
     JUDGEMENTS,
-    ActionSpec,
     Candidate,
     ClassifyInput,
     ClassifyOutput,
@@ -22,50 +21,12 @@ from libs.common.reasoning import (
     InterpretInput,
     InterpretOutput,
     LocalReasoner,
-    ParamSpec,
     PlanStep,
     SummariseInput,
     SummariseOutput,
-    TicketContext,
 )
 from libs.common.settings import REPO_ROOT
-
-CATALOGUE = [
-    ActionSpec(
-        name="ad.reset_password",
-        description="Reset a user's password and require a change at next sign-in",
-        examples=["reset the password for anna", "give bob a temporary password"],
-        params=[ParamSpec(name="user", kind="user")],
-    ),
-    ActionSpec(
-        name="ad.unlock_account",
-        description="Unlock a locked-out user account",
-        examples=["unlock anna's account", "the account is locked, unlock it"],
-        params=[ParamSpec(name="user", kind="user")],
-    ),
-    ActionSpec(
-        name="ad.add_to_group",
-        description="Add a user to a security or distribution group",
-        examples=["add anna to the finance group", "give her access to the sales team group"],
-        params=[ParamSpec(name="user", kind="user"), ParamSpec(name="group", kind="group")],
-    ),
-    ActionSpec(
-        name="rmm.restart_service",
-        description="Restart a Windows service on a device",
-        examples=["restart the spooler on PC-12", "restart the print service"],
-        params=[
-            ParamSpec(name="device", kind="device"),
-            ParamSpec(name="service", kind="text", required=False),
-        ],
-    ),
-]
-TICKET = TicketContext(
-    text="Anna cannot sign in since this morning",
-    requester="anna.berg",
-    users=["anna.berg"],
-    emails=["anna.berg@acme.test"],
-    devices=["PC-12"],
-)
+from tests.samples import CATALOGUE, TICKET
 
 
 @pytest.fixture(scope="module")

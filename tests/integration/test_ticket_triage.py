@@ -461,7 +461,7 @@ def test_a_planted_pickle_in_the_models_table_is_never_loaded(pg_url: str, tmp_p
     from libs.common.events import utcnow
     from libs.common.settings import REPO_ROOT
     from services.triage.tickets.model import TicketClassifier
-    from tests.unit.test_ticket_model import tickets
+    from tests.samples import tickets
 
     migrate(pg_url, REPO_ROOT / "services" / "triage" / "migrations", "triage")
     engine = make_engine(pg_url)

@@ -11,19 +11,11 @@ from libs.common.reasoning import (
     ExtractStepsInput,
     RecordedAction,
     SummariseInput,
-    TicketContext,
     analyse_failure_locally,
     extract_steps_locally,
     summarise_locally,
 )
-
-TICKET = TicketContext(
-    text="Anna cannot sign in since this morning",
-    requester="anna.berg",
-    users=["anna.berg"],
-    emails=["anna.berg@acme.test"],
-    devices=["PC-12"],
-)
+from tests.samples import TICKET
 
 
 def test_steps_are_extracted_from_what_succeeded_with_ticket_values_as_placeholders() -> None:
