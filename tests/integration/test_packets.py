@@ -276,6 +276,10 @@ async def _outage(packets: Packets, psa: PsaSink, url: str) -> None:
     await eventually(
         lambda: any("/Tickets/77/" in n["path"] for n in psa.notes), "the note after the outage", 30
     )
+    # The PSA has the note a moment before the delivery records it as posted.
+    await eventually(
+        lambda: [v["status"] for v in packets.versions(tenant, "77")] == ["posted"], "recorded as posted"
+    )
     (version,) = packets.versions(tenant, "77")
     assert version["status"] == "posted" and version["attempts"] == 4
     note = next(n for n in psa.notes if "/Tickets/77/" in n["path"])
