@@ -135,8 +135,7 @@ class KeyVerifier:
         """`verify` for the event loop: a cached key costs no thread hop, a miss reads the database
         in a worker thread."""
         if presented:
-            with self._lock:
-                cached = self._cache.get(presented, _MISSING)
+            cached = self._peek(presented)
             if cached is not _MISSING:
                 return cached  # type: ignore[return-value]  # a Principal or None, never _MISSING here
         return await asyncio.to_thread(self.verify, presented)
@@ -146,9 +145,13 @@ class KeyVerifier:
             return None
         return self._cached(presented, lambda: self._lookup(presented))
 
-    def _cached(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
+    def _peek(self, key: str) -> object:
+        """The cached answer for `key` (a Principal or None), or `_MISSING`."""
         with self._lock:
-            cached = self._cache.get(key, _MISSING)
+            return self._cache.get(key, _MISSING)
+
+    def _cached(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
+        cached = self._peek(key)
         if cached is not _MISSING:
             return cached  # type: ignore[return-value]  # a Principal or None, never _MISSING here
         principal = load()
