@@ -21,6 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.structs import RecordMetadata
+from opentelemetry.trace import SpanContext
 from prometheus_client import Counter as Metric
 from pydantic import ValidationError
 
@@ -30,6 +31,8 @@ from libs.common.telemetry import (
     EVENTS_CONSUMED,
     EVENTS_PUBLISHED,
     HANDLER_SECONDS,
+    batch_span,
+    consumer_context,
     inject_headers,
     span_from_headers,
 )
@@ -109,9 +112,15 @@ def decode(topic: str, key: bytes | None, value: bytes | None, headers: Sequence
 
 
 def check_tenant(body_tenant: str, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> None:
-    key_tenant = key.decode("utf-8", "replace") if key is not None else None
-    header_tenant = next((v.decode("utf-8", "replace") for k, v in headers if k == H_TENANT), None)
-    if key_tenant != body_tenant or header_tenant != body_tenant:
+    header = None
+    for name, value in headers:
+        if name == H_TENANT:
+            header = value
+            break
+    expected = body_tenant.encode()
+    if key != expected or header != expected:
+        key_tenant = key.decode("utf-8", "replace") if key is not None else None
+        header_tenant = header.decode("utf-8", "replace") if header is not None else None
         raise TenantMismatch(
             f"tenant mismatch: key={key_tenant!r} header={header_tenant!r} body={body_tenant!r}"
         )
@@ -241,6 +250,23 @@ Handler = Callable[[Any, ConsumerRecord[bytes, bytes]], Awaitable[None]]
 BatchHandler = Callable[[list[tuple[Any, ConsumerRecord[bytes, bytes]]]], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class _Route:
+    """What the per-event path needs about one (physical) topic, worked out once."""
+
+    topic: str  # the logical (declared) topic
+    decode: Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Any]
+    span_name: str
+    span_attrs: dict[str, Any]
+    ok: Any  # the topic's "ok" counter child
+    handled: int = 0  # handled since the counter was last brought up to date
+
+    def flush(self) -> None:
+        if self.handled:
+            self.ok.inc(self.handled)
+            self.handled = 0
+
+
 @dataclass
 class ConsumerStats:
     handled: int = 0
@@ -338,6 +364,9 @@ class EventConsumer:
         self._started = False
         self._hist = HANDLER_SECONDS.labels(service, "consume")
         self._ok_counters: dict[str, Any] = {}
+        self._routes: dict[str, _Route] = {}
+        self._batch_span_name = f"{service} process"
+        self._batch_span_attrs: dict[str, Any] = {"messaging.system": "kafka", "msp.service": service}
 
     @property
     def assigned(self) -> bool:
@@ -368,16 +397,18 @@ class EventConsumer:
                     if time.monotonic() - self._last_commit >= self.commit_every_s:
                         await self._commit_pending()
                     continue
+                recorded: list[SpanContext] = []  # the batch's events whose traces are recorded
+                started = time.time_ns()
                 if self.lanes > 1:
-                    await self._process_in_lanes(batch)
-                    await self._commit_pending()
-                    continue
-                for tp, records in batch.items():
-                    for record in records:
-                        if self._stopping.is_set():
-                            break
-                        await self._process(record)
-                        self._pending[tp] = record.offset + 1
+                    await self._process_in_lanes(batch, recorded)
+                else:
+                    for tp, records in batch.items():
+                        for record in records:
+                            if self._stopping.is_set():
+                                break
+                            await self._process(record, recorded)
+                            self._pending[tp] = record.offset + 1
+                batch_span(self._batch_span_name, recorded, self._batch_span_attrs, started)
                 await self._commit_pending()
         except StateLost:
             self._pending = {}  # never commit past the last checkpoint
@@ -393,6 +424,8 @@ class EventConsumer:
 
     async def _commit_pending(self) -> None:
         self._last_commit = time.monotonic()
+        for route in self._routes.values():
+            route.flush()
         if not self._pending:
             return
         if self.checkpoint is not None:
@@ -402,27 +435,31 @@ class EventConsumer:
         offsets, self._pending = self._pending, {}
         await self._consumer.commit(offsets)
 
-    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        headers = list(record.headers or ())
-        topic = logical(record.topic, self.namespace)
-        with span_from_headers(
-            f"{record.topic} process",
-            headers,
-            **{
-                "messaging.system": "kafka",
-                "messaging.destination": record.topic,
-                "msp.service": self.service,
-            },
-        ):
+    async def _process(
+        self, record: ConsumerRecord[bytes, bytes], recorded: list[SpanContext] | None = None
+    ) -> None:
+        """Decode, check and handle one record, retrying and dead-lettering as the class says.
+        `recorded` collects the span contexts of events whose traces are recorded, for one
+        span per batch (see `consumer_context`)."""
+        headers = record.headers or ()
+        route = self._routes.get(record.topic) or self._route(record.topic)
+        with consumer_context(route.span_name, headers, route.span_attrs, recorded):
             assert self.handler is not None
             start = time.perf_counter()
             try:
-                event = decode(topic, record.key, record.value, headers)
+                event = route.decode(record.key, record.value, headers)
             except (ValidationError, TenantMismatch, ValueError) as exc:
                 await self._deadletter(record, exc, reason="invalid")
                 return
             handler = self.handler
-            failure = await self._attempts(lambda: handler(event, record), self.max_attempts)
+            try:  # the common case, without the retry loop's frames
+                await handler(event, record)
+                self._outage_s = 0.0
+                failure = None
+            except (asyncio.CancelledError, StateLost):
+                raise
+            except Exception as exc:
+                failure = await self._attempts(lambda: handler(event, record), self.max_attempts, exc)
             if failure is not None:
                 log.error(
                     "handler failed; dead-lettering",
@@ -432,11 +469,30 @@ class EventConsumer:
                 await self._deadletter(record, failure, reason="handler")
                 return
             self.stats.handled += 1
-            self._count_ok(topic)
+            route.handled += 1  # counted into the metric at each commit (an increment takes a lock)
             self._hist.observe(time.perf_counter() - start)
 
+    def _route(self, physical_topic: str) -> _Route:
+        """What the per-event path needs about a topic, worked out on its first record."""
+        topic = logical(physical_topic, self.namespace)
+        route = _Route(
+            topic=topic,
+            decode=functools.partial(decode, topic),
+            span_name=f"{physical_topic} process",
+            span_attrs={
+                "messaging.system": "kafka",
+                "messaging.destination": physical_topic,
+                "msp.service": self.service,
+            },
+            ok=EVENTS_CONSUMED.labels(self.service, topic, "ok"),
+        )
+        self._routes[physical_topic] = route
+        return route
+
     async def _process_in_lanes(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        recorded: list[SpanContext] | None = None,
     ) -> None:
         """One poll's records in lanes by key (see the class docstring); what was handled is
         marked for commit per partition, up to its first record not handled (a stop request
@@ -455,7 +511,7 @@ class EventConsumer:
                     if self._stopping.is_set() or failed.is_set():
                         return
                     try:
-                        await self._process(record)
+                        await self._process(record, recorded)
                     except BaseException:
                         failed.set()  # the other lanes stop after the record in hand
                         raise
@@ -550,14 +606,20 @@ class EventConsumer:
             self._count_ok(logical(topic, self.namespace), n)
         self._hist.observe(time.perf_counter() - start)
 
-    async def _attempts(self, call: Callable[[], Awaitable[None]], attempts: int) -> Exception | None:
+    async def _attempts(
+        self, call: Callable[[], Awaitable[None]], attempts: int, failed: Exception | None = None
+    ) -> Exception | None:
         """The one retry loop of both handler paths: `call` until it succeeds (None) or has
         failed `attempts` times (its last exception, for the dead letter), backing off between
         attempts. A dependency that is down is waited out and not counted as an attempt;
-        cancellation and lost state are never retried."""
+        cancellation and lost state are never retried. `failed` is the failure of a first
+        attempt the caller already made."""
         attempt = 0
         while True:
             try:
+                if failed is not None:
+                    exc, failed = failed, None
+                    raise exc
                 await call()
                 self._outage_s = 0.0
                 return None

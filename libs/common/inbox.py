@@ -76,21 +76,24 @@ def create_inbox(op, service: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def record_all(engine: Engine, table: Table, events: list[Envelope]) -> int:
-    """Remember several events in one transaction; returns how many were new."""
-    if not events:
+    """Remember several events in one statement; returns how many were new (a redelivered
+    batch, or one event twice in it, adds nothing)."""
+    rows = list(
+        {
+            str(e.event_id): {
+                "event_id": str(e.event_id),
+                "tenant_id": e.tenant_id,
+                "topic": e.topic,
+                "event_type": e.type,
+                "received_at": utcnow(),
+            }
+            for e in events
+        }.values()
+    )
+    if not rows:
         return 0
-    new = 0
     with engine.begin() as conn:
-        for event in events:
-            stmt = insert_ignore(engine, table).values(
-                event_id=str(event.event_id),
-                tenant_id=event.tenant_id,
-                topic=event.topic,
-                event_type=event.type,
-                received_at=utcnow(),
-            )
-            new += conn.execute(stmt).rowcount
-    return new
+        return len(conn.execute(insert_ignore(engine, table).returning(table.c.event_id), rows).all())
 
 
 class Counted:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
@@ -128,6 +128,128 @@ def context_from_headers(headers: KafkaHeaders | None) -> otel_context.Context:
 def current_trace_id() -> str | None:
     span = trace.get_current_span().get_span_context()
     return format(span.trace_id, "032x") if span.is_valid else None
+
+
+def remote_parent(headers: KafkaHeaders | None) -> trace.SpanContext | None:
+    """The producer's span context from a record's `traceparent` (and `tracestate`) header,
+    parsed directly: None when there is none or it is not a valid version-00 value."""
+    parent = state = None
+    for key, value in headers or ():
+        if key == "traceparent":
+            parent = value
+        elif key == "tracestate":
+            state = value
+    return _parse_parent(parent, state)
+
+
+@lru_cache(maxsize=256)  # the events of one publish (a batch post, a consumed batch) share one
+def _parse_parent(parent: bytes | None, state: bytes | None) -> trace.SpanContext | None:
+    parts = parent.split(b"-") if parent is not None else ()
+    if len(parts) != 4:
+        return None
+    version, trace_hex, span_hex, flags_hex = parts
+    if version != b"00" or len(trace_hex) != 32 or len(span_hex) != 16 or len(flags_hex) != 2:
+        return None
+    try:
+        trace_id, span_id, flags = int(trace_hex, 16), int(span_hex, 16), int(flags_hex, 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return trace.SpanContext(
+        trace_id,
+        span_id,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(flags),
+        trace_state=trace.TraceState.from_header([state.decode("latin-1")]) if state else None,
+    )
+
+
+@lru_cache(maxsize=256)
+def _remote_context(
+    parent: bytes | None, state: bytes | None
+) -> tuple[otel_context.Context, trace.SpanContext] | None:
+    """The context to handle an event in under its producer's span (see `consumer_context`),
+    with that span's context; None when the event has no valid trace context."""
+    span_context = _parse_parent(parent, state)
+    if span_context is None:
+        return None
+    ctx = trace.set_span_in_context(trace.NonRecordingSpan(span_context), otel_context.Context())
+    return ctx, span_context
+
+
+class consumer_context:  # noqa: N801 - used as a context manager, like contextlib's
+    """The context one consumed event is handled in.
+
+    An event is handled under its producer's span context itself, without a span of its own:
+    its trace id (and the producer's sampling decision) is in every log line and in every
+    header published while it is handled, and it skips the sampler, the id generator and the
+    span object, which cost more than decoding the event. When its trace is recorded (the
+    producer's sampled flag) and the caller gives a `recorded` list, the event's span context
+    is appended to it, for one span per batch that links to them all (`batch_span`); without
+    the list it gets a consumer span of its own, as `span_from_headers` makes. An event
+    without a valid trace context starts a trace (sampled by the provider) in its own span.
+    """
+
+    __slots__ = ("name", "headers", "attrs", "recorded", "_span", "_token")
+
+    def __init__(
+        self,
+        name: str,
+        headers: KafkaHeaders | None,
+        attrs: dict[str, Any],
+        recorded: list[trace.SpanContext] | None = None,
+    ) -> None:
+        self.name, self.headers, self.attrs, self.recorded = name, headers, attrs, recorded
+        self._span: Any = None
+        self._token: Any = None
+
+    def __enter__(self) -> None:
+        parent = state = None
+        for key, value in self.headers or ():
+            if key == "traceparent":
+                parent = value
+            elif key == "tracestate":
+                state = value
+        remote = _remote_context(parent, state)
+        if remote is not None and remote[1].trace_flags.sampled:
+            if self.recorded is None:
+                remote = None
+            else:
+                self.recorded.append(remote[1])
+        if remote is None:
+            self._span = span_from_headers(self.name, self.headers, **self.attrs)
+            self._span.__enter__()
+        else:
+            self._token = otel_context.attach(remote[0])
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._span is not None:
+            self._span.__exit__(*exc)
+        else:
+            otel_context.detach(self._token)
+
+
+MAX_LINKS = 128  # the SDK's default span link limit
+
+
+def batch_span(
+    name: str, recorded: Sequence[trace.SpanContext], attrs: dict[str, Any], start_ns: int
+) -> None:
+    """One recorded consumer span for the events of a batch whose traces are recorded: a
+    child of the first one's producer span, linked to the others', from `start_ns` to now."""
+    if not recorded:
+        return
+    first, *rest = recorded
+    span = tracer().start_span(
+        name,
+        context=trace.set_span_in_context(trace.NonRecordingSpan(first), otel_context.Context()),
+        kind=trace.SpanKind.CONSUMER,
+        links=[trace.Link(c) for c in rest[:MAX_LINKS]],
+        attributes={**attrs, "messaging.batch.message_count": len(recorded)},
+        start_time=start_ns,
+    )
+    span.end()
 
 
 @contextmanager

@@ -332,3 +332,23 @@ def test_a_migration_is_generated_from_the_tables_and_then_they_agree(tmp_path: 
             assert schema_drift(conn, tables.metadata, "packet") != []
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_the_inbox_records_a_batch_once_and_counts_only_what_is_new(
+    backend: str, engine: Engine, tmp_path: Path
+) -> None:
+    from libs.common.inbox import counts, record_all
+    from services.triage import tables as triage_tables
+    from tests.samples import alert
+
+    if backend == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'triage.db'}")
+        migrate(str(engine.url), REPO_ROOT / "services" / "triage" / "migrations", "triage")
+    tenant, other = unique("t"), unique("t")
+    batch = [alert(tenant=tenant) for _ in range(300)] + [alert(tenant=other)]
+    assert record_all(engine, triage_tables.inbox, batch + batch[:5]) == 301  # a repeat inside counts once
+    assert record_all(engine, triage_tables.inbox, batch[100:] + [alert(tenant=tenant)]) == 1  # a redelivery
+    assert record_all(engine, triage_tables.inbox, []) == 0
+    assert counts(engine, triage_tables.inbox, tenant) == {"alerts.raw.v1": 301}
+    assert counts(engine, triage_tables.inbox, other) == {"alerts.raw.v1": 1}
