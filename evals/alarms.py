@@ -188,6 +188,12 @@ async def _run(
         await drop_namespace(bootstrap, namespace)  # the run's own topics: nothing else reads them
 
 
+# The simple rule "one signal per device until it has been quiet this long", at the window an
+# RMM typically uses and at the one that scores best on real alarm streams: a learned grouping
+# earns its cost only by beating the stronger of the two.
+BASELINE_GAPS_S = (900, 3600)
+
+
 def evaluate(
     data: Path,
     assignments: Path,
@@ -235,7 +241,10 @@ def evaluate(
             w.writerow([a.row, sid])
     latencies = sorted(watcher.seen_at[eid] - sent_at[eid] for eid in set(firing_id.values()))
     ours = grouping_report(alarms, signal_of, linked)
-    base = grouping_report(alarms, quiet_gap_baseline(alarms, 900), linked)
+    baselines = {
+        f"baseline_quiet_gap_{gap // 60}min": grouping_report(alarms, quiet_gap_baseline(alarms, gap), linked)
+        for gap in BASELINE_GAPS_S
+    }
     return {
         "eval": "alarms",
         "data": str(alarm_csv),
@@ -251,11 +260,14 @@ def evaluate(
         "p50_alert_to_signal_s": round(latencies[len(latencies) // 2], 3),
         "p99_alert_to_signal_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
         "pairs": {"linked": ours["linked_pairs"], "shared": ours["shared_pairs"]},
-        "baseline_quiet_gap_15min": {
-            "signals_out": base["signals"],
-            "noise_reduction": base["noise_reduction"],
-            "pair_precision": base["pair_precision"],
-            "linked_recall": base["linked_recall"],
+        **{
+            name: {
+                "signals_out": base["signals"],
+                "noise_reduction": base["noise_reduction"],
+                "pair_precision": base["pair_precision"],
+                "linked_recall": base["linked_recall"],
+            }
+            for name, base in baselines.items()
         },
         "assignments": str(assignments),
     }

@@ -197,6 +197,36 @@ def tickets(n: int, seed: int) -> tuple[list[str], list[str], np.ndarray]:
     return texts, labels, np.array(vecs, dtype=np.float32)
 
 
+def long_tail_tickets(
+    per_large: int, per_rare: int, seed: int, rare: int = 6
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Two large groups and `rare` small ones. A rare group's tickets read mostly like the
+    first large group's (shared filler, two of its words) plus two words of their own, and a
+    few large-group tickets carry a rare group's word too: the shape of a service desk where
+    a handful of specialist groups sit under a big general one. Vectors carry the group
+    (a rare group close to the first large one)."""
+    rng = np.random.default_rng(seed)
+    filler = [f"w{i}" for i in range(60)]
+    words = {"general": [f"g{i}" for i in range(15)], "network": [f"n{i}" for i in range(15)]}
+    own = {f"rare{k}": [f"r{k}", f"r{k}x"] for k in range(rare)}
+    axes = np.eye(2 + rare)
+    centres = {"general": axes[0], "network": axes[1]}
+    centres.update({g: axes[0] + 0.6 * axes[2 + k] for k, g in enumerate(own)})
+    groups = ["general"] * per_large + ["network"] * per_large + [g for g in own for _ in range(per_rare)]
+    texts = []
+    for g in groups:
+        text = list(rng.choice(filler, 6))
+        if g in own:
+            text += list(rng.choice(words["general"], 2)) + own[g]
+        else:
+            text += list(rng.choice(words[g], 3))
+            if rng.random() < 0.05:
+                text.append(str(rng.choice([w for ws in own.values() for w in ws])))
+        texts.append(" ".join(text))
+    vecs = np.array([centres[g] for g in groups]) + rng.normal(scale=0.35, size=(len(groups), 2 + rare))
+    return texts, groups, (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+
+
 def write_csv(path: Path, texts: list[str], labels: list[str]) -> Path:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)

@@ -75,6 +75,9 @@ def test_eval_alarms_replays_the_stream_and_scores_the_signals(bootstrap: str, t
     assert report["noise_reduction"] >= 0.5
     assert report["pair_precision"] == 1.0
     assert report["linked_recall"] >= 0.9
-    base = report["baseline_quiet_gap_15min"]
-    assert set(base) == {"signals_out", "noise_reduction", "pair_precision", "linked_recall"}
+    for rule in ("baseline_quiet_gap_15min", "baseline_quiet_gap_60min"):
+        assert set(report[rule]) == {"signals_out", "noise_reduction", "pair_precision", "linked_recall"}
+    # a longer quiet gap can only join more alarms into one signal
+    hour, quarter = report["baseline_quiet_gap_60min"], report["baseline_quiet_gap_15min"]
+    assert hour["signals_out"] <= quarter["signals_out"]
     assert report["p99_alert_to_signal_s"] >= report["p50_alert_to_signal_s"] > 0

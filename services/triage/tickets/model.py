@@ -96,7 +96,12 @@ class TicketClassifier:
         self.chars = TfidfVectorizer(
             sublinear_tf=True, analyzer="char_wb", ngram_range=(2, 5), min_df=2, max_features=300_000
         )
-        self.svm = LinearSVC(C=self.C).fit(self._features(texts, vectors, fit=True), y)
+        # Classes weighted inversely to their frequency: in a long tail (dozens of groups with
+        # a handful of tickets each) an unweighted hinge loss lets the frequent groups swallow
+        # the rare ones (README, "--few-shot").
+        self.svm = LinearSVC(C=self.C, class_weight="balanced").fit(
+            self._features(texts, vectors, fit=True), y
+        )
         self._vocabulary: np.ndarray | None = None
         self.classes_ = self.svm.classes_
         self.train_vectors = np.ascontiguousarray(vectors, dtype=np.float32)
