@@ -130,20 +130,20 @@ def current_trace_id() -> str | None:
     return format(span.trace_id, "032x") if span.is_valid else None
 
 
-def remote_parent(headers: KafkaHeaders | None) -> trace.SpanContext | None:
-    """The producer's span context from a record's `traceparent` (and `tracestate`) header,
-    parsed directly: None when there is none or it is not a valid version-00 value."""
+def _trace_headers(headers: KafkaHeaders | None) -> tuple[bytes | None, bytes | None]:
+    """A record's `traceparent` and `tracestate` header values (None where absent)."""
     parent = state = None
     for key, value in headers or ():
         if key == "traceparent":
             parent = value
         elif key == "tracestate":
             state = value
-    return _parse_parent(parent, state)
+    return parent, state
 
 
-@lru_cache(maxsize=256)  # the events of one publish (a batch post, a consumed batch) share one
 def _parse_parent(parent: bytes | None, state: bytes | None) -> trace.SpanContext | None:
+    """The producer's span context from those header values, parsed directly: None when there
+    is none or it is not a valid version-00 `traceparent`."""
     parts = parent.split(b"-") if parent is not None else ()
     if len(parts) != 4:
         return None
@@ -165,7 +165,7 @@ def _parse_parent(parent: bytes | None, state: bytes | None) -> trace.SpanContex
     )
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=256)  # the events of one publish (a batch post, a consumed batch) share one
 def _remote_context(
     parent: bytes | None, state: bytes | None
 ) -> tuple[otel_context.Context, trace.SpanContext] | None:
@@ -205,13 +205,7 @@ class consumer_context:  # noqa: N801 - used as a context manager, like contextl
         self._token: Any = None
 
     def __enter__(self) -> None:
-        parent = state = None
-        for key, value in self.headers or ():
-            if key == "traceparent":
-                parent = value
-            elif key == "tracestate":
-                state = value
-        remote = _remote_context(parent, state)
+        remote = _remote_context(*_trace_headers(self.headers))
         if remote is not None and remote[1].trace_flags.sampled:
             if self.recorded is None:
                 remote = None
