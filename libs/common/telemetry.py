@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache, wraps
@@ -18,6 +18,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Histogram
+
+from libs.common.settings import SettingsError
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 KafkaHeaders = Sequence[tuple[str, bytes]]
@@ -71,32 +73,81 @@ DEFAULT_SAMPLE_RATIO = 0.1
 
 
 def configure_tracing(service: str) -> None:
-    """Install an SDK tracer provider so spans get real W3C ids.
-
-    Exporting spans is left to the deployment (OTEL_* variables with an exporter package); the
-    ids still travel in Kafka headers and logs without one.
+    """Install an SDK tracer provider so spans get real W3C ids, and export them where the
+    standard `OTEL_*` variables say (see `span_exporter`); without an exporter the ids still
+    travel in Kafka headers and logs.
 
     Sampling: unless `OTEL_TRACES_SAMPLER` says otherwise, one trace in ten is recorded
     (`parentbased_traceidratio`, 0.1: a consumer follows its producer's decision). An event in
-    a trace that is not recorded still gets a span with real ids, so its trace id is in every
-    log line and header; what it skips is the cost of recording (about half of a consumer's
-    per-event time).
+    a trace that is not recorded is still handled under its trace id, so that id is in every
+    log line and header; what it skips is the cost of recording.
     """
     global _configured
     if _configured:
         return
     from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+    exporter = span_exporter(os.environ)
     sampler = (
         None
         if os.environ.get("OTEL_TRACES_SAMPLER")
         else ParentBased(TraceIdRatioBased(DEFAULT_SAMPLE_RATIO))
     )
-    trace.set_tracer_provider(
-        TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
-    )
+    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; ours names the service.
+    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
+    if exporter is not None:
+        # Batches leave on a thread of their own (OTEL_BSP_* tune it); the provider flushes
+        # what is queued when the process exits.
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
     _configured = True
+
+
+class TracingConfigError(SettingsError):
+    """The OTEL_* variables ask for an exporter this platform does not ship (a start-up error,
+    printed and exit 1, like any other bad setting)."""
+
+
+def span_exporter(env: Mapping[str, str]) -> Any:
+    """The span exporter the standard variables ask for, or None.
+
+    Spans are exported over OTLP/HTTP (protobuf) when `OTEL_TRACES_EXPORTER` is `otlp`, or when
+    it is unset and an OTLP endpoint is (`OTEL_EXPORTER_OTLP_ENDPOINT`, to which `/v1/traces`
+    is appended, or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, used as it is); the exporter reads
+    its endpoint, headers, timeout and compression from those variables itself. `none`, or no
+    variable at all, exports nothing: a platform without a collector does not retry
+    connections to one. `console` prints spans as JSON to stdout. The gRPC protocol is refused
+    with a clear error rather than ignored (this platform ships the HTTP exporter only).
+    """
+    names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not names:
+        names = ["otlp"] if endpoint else []
+    unknown = set(names) - {"otlp", "console", "none"}
+    if unknown:
+        raise TracingConfigError(
+            f"OTEL_TRACES_EXPORTER={env.get('OTEL_TRACES_EXPORTER')!r}: unknown exporter "
+            f"{', '.join(sorted(unknown))} (this platform ships otlp, console and none)"
+        )
+    if "none" in names or not names:
+        return None
+    if len(names) > 1:
+        raise TracingConfigError("OTEL_TRACES_EXPORTER: name one exporter (otlp, console or none)")
+    if names == ["console"]:
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    if protocol and protocol != "http/protobuf":
+        raise TracingConfigError(
+            f"OTLP protocol {protocol!r} is not supported: this platform exports over "
+            "http/protobuf (a collector's port 4318); set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
 
 
 _TRACERS: dict[str, trace.Tracer] = {}

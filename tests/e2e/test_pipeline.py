@@ -18,6 +18,7 @@ from libs.common.db import make_engine
 from libs.common.settings import REPO_ROOT
 from services.ingest import tenants
 from tests.conftest import unique
+from tests.fakes.otlp_collector import Collector, otlp_collector
 from tests.processes import platform_env, start_platform, stop_platform
 
 pytestmark = pytest.mark.e2e
@@ -49,11 +50,22 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def platform(bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def collector() -> Iterator[Collector]:
+    with otlp_collector() as received:
+        yield received
+
+
+@pytest.fixture(scope="module")
+def platform(
+    bootstrap: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory, collector: Collector
+) -> Iterator[Platform]:
     var = tmp_path_factory.mktemp("var")
     # The run's own topics: the services see this run's events, not the history of the
-    # shared broker that other tests filled.
-    started = start_platform(SERVICES, platform_env(bootstrap, pg_url, var, OPERATOR, "e2e"), var)
+    # shared broker that other tests filled. Traces are exported, as a deployment would, to
+    # an OTLP receiver on loopback (batches leave every 100 ms rather than every 5 s).
+    env = platform_env(bootstrap, pg_url, var, OPERATOR, "e2e")
+    env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    started = start_platform(SERVICES, env, var)
     procs = {n: p for n, (p, _, _) in started.items()}
     urls = {n: u for n, (_, u, _) in started.items()}
     logs = {n: lg for n, (_, _, lg) in started.items()}
@@ -401,10 +413,12 @@ def test_services_expose_metrics_and_stop_cleanly_on_sigterm(
 
 
 def test_the_headline_path_alerts_and_a_ticket_become_a_psa_note_citing_their_signal(
-    platform: Platform,
+    platform: Platform, collector: Collector
 ) -> None:
     """Raw alerts and a ticket about the same device, through ingest; the ticket escalates; the
-    note that lands in the tenant's PSA cites the signal those alerts formed."""
+    note that lands in the tenant's PSA cites the signal those alerts formed. The ticket's
+    trace (the caller's, recorded) leaves each service for the OTLP collector: ingest's request,
+    triage's classification and the packet service's consumer."""
     import json
     from datetime import UTC, datetime, timedelta
 
@@ -436,6 +450,7 @@ def test_the_headline_path_alerts_and_a_ticket_become_a_psa_note_citing_their_si
         )
         assert put.status_code == 200, put.text
         snap = {"ticket_id": "7001", "title": "S: drive full again", "devices": ["FS07"], "site": "hq"}
+        trace_id = secrets.token_hex(16)
         for body in (
             {"kind": "created", "event_ref": "7001-c", "ticket": snap},
             {
@@ -445,7 +460,9 @@ def test_the_headline_path_alerts_and_a_ticket_become_a_psa_note_citing_their_si
                 "escalation": {"from_tier": "L1", "to_tier": "L2"},
             },
         ):
-            assert httpx.post(f"{ingest}/v1/tickets/events", json=body, headers=auth).status_code == 202
+            caller = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+            r = httpx.post(f"{ingest}/v1/tickets/events", json=body, headers=auth | caller)
+            assert r.status_code == 202, r.text
         assert wait_for(lambda: any(n["body"].get("ticket_id") == "7001" for n in sink.notes), timeout_s=60)
         note = next(n for n in sink.notes if n["body"].get("ticket_id") == "7001")
     packet = note["body"]["packet"]
@@ -457,3 +474,15 @@ def test_the_headline_path_alerts_and_a_ticket_become_a_psa_note_citing_their_si
     assert set(quoted) <= alert_ids and quoted, "the alerts themselves, quoted"
     assert all(e.startswith("Disk D: above 9") for e in quoted.values())
     assert sig["signal_id"] in note["body"]["markdown"] or sig["title"] in json.dumps(note["body"])
+
+    def exported() -> set[str]:
+        return {s.service for s in collector.in_trace(trace_id)}
+
+    assert wait_for(lambda: {"ingest", "triage", "packet"} <= exported(), timeout_s=20), exported()
+    spans = collector.in_trace(trace_id)
+    # ingest's server span is the caller's child; triage classified the ticket in the trace
+    # itself (a span of its own, not the batch's); the packet service's consumer span is in it
+    # or links to it.
+    assert any(s.service == "ingest" and s.trace_id == trace_id and s.name.startswith("POST") for s in spans)
+    assert any(s.service == "triage" and s.trace_id == trace_id for s in spans)
+    assert len({s.span_id for s in spans}) == len(spans), "each span exported once"

@@ -177,3 +177,44 @@ def test_recorded_events_of_a_batch_share_one_span_that_links_to_each_of_them() 
     assert span.start_time == started
     batch_span("svc process", [], {}, started)  # nothing recorded: no span
     assert len(exporter.get_finished_spans()) == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ({}, None),  # no collector named: nothing exported, nothing retried
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, "OTLPSpanExporter"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, "OTLPSpanExporter"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            "OTLPSpanExporter",
+        ),
+        ({"OTEL_TRACES_EXPORTER": "console"}, "ConsoleSpanExporter"),
+    ],
+)
+def test_the_span_exporter_follows_the_standard_variables(env: dict[str, str], kind: str | None) -> None:
+    from libs.common.telemetry import span_exporter
+
+    exporter = span_exporter(env)
+    assert (type(exporter).__name__ if exporter is not None else None) == kind
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "jaeger"}, "unknown exporter jaeger"),
+        ({"OTEL_TRACES_EXPORTER": "otlp,console"}, "name one exporter"),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "http/protobuf",
+        ),
+    ],
+)
+def test_an_exporter_the_platform_does_not_ship_stops_start_up_with_a_clear_error(
+    env: dict[str, str], says: str
+) -> None:
+    from libs.common.telemetry import TracingConfigError, span_exporter
+
+    with pytest.raises(TracingConfigError, match=says):
+        span_exporter(env)

@@ -58,6 +58,7 @@ from libs.common.reasoning import (
     Reasoning,
     audit_fallback,
 )
+from libs.common.telemetry import consumer_context
 from services.triage.tickets import store
 from services.triage.tickets.intents import CATALOGUE, Intent, IntentMatcher
 from services.triage.tickets.learning import CaseMemory
@@ -90,6 +91,7 @@ _CONFIDENCE = Histogram(
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
 )
 _DECISIONS = Counter("msp_triage_tickets_triaged_total", "Tickets triaged", ["method", "mode"])
+_SPAN_ATTRS = {"messaging.system": "kafka", "msp.service": "triage"}
 _OFF = Counter("msp_triage_ticket_off_total", "Tickets classified into a category whose rollout mode is off")
 _ABSTAINED = Counter("msp_triage_ticket_abstentions_total", "Tickets left for a human to categorise")
 
@@ -196,12 +198,13 @@ class TicketTriage:
 
     async def handle_batch(self, items: list[tuple[Any, Any]]) -> None:
         """Signal revisions are written in bulk (an alert storm sends many, and tickets share
-        their partitions); each ticket event is handled after the signals before it."""
+        their partitions); each ticket event is handled after the signals before it, in its
+        own trace (what it publishes carries that trace on, not the batch's first event's)."""
         await self._ready.wait()
         if self.failed is not None:
             raise RuntimeError(self.failed)
         pending: list[tuple[str, dict[str, Any]]] = []
-        for event, _record in items:
+        for event, record in items:
             if isinstance(event, SignalClustered):
                 # Context needs what a signal is, where and how bad, not its counts: most
                 # revisions (alerts joining) change nothing of that and are not written.
@@ -217,7 +220,8 @@ class TicketTriage:
                 if pending:
                     await asyncio.to_thread(store.apply_signals, self.engine, pending)
                     pending = []
-                await self._ticket(event)
+                with consumer_context("triage ticket", record.headers, _SPAN_ATTRS):
+                    await self._ticket(event)
         if pending:
             await asyncio.to_thread(store.apply_signals, self.engine, pending)
 
