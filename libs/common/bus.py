@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from libs.common.events import DeadLetter, Envelope
 from libs.common.telemetry import (
+    CONSUMER_LAG,
     DEADLETTERED,
     EVENTS_CONSUMED,
     EVENTS_PUBLISHED,
@@ -39,6 +40,7 @@ from libs.common.telemetry import (
 from libs.common.topics import logical, physical, spec_for
 
 log = logging.getLogger(__name__)
+LAG_REPORT_S = 1.0  # how often a consumer brings its lag gauges up to date
 DEPENDENCY_WAITS = Metric(
     "msp_consumer_dependency_waits_total",
     "Times a consumer held an event because the database or the broker was unavailable",
@@ -280,6 +282,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self.owner._commit_pending()
+        self.owner._forget_lag(revoked)
         if self.owner.on_revoke is not None and revoked:
             await self.owner.on_revoke()
 
@@ -366,6 +369,7 @@ class EventConsumer:
         self._routes: dict[str, _Route] = {}
         self._batch_span_name = f"{service} process"
         self._batch_span_attrs: dict[str, Any] = {"messaging.system": "kafka", "msp.service": service}
+        self._lag_at = 0.0  # when the lag gauges were last brought up to date (monotonic)
 
     @property
     def assigned(self) -> bool:
@@ -395,6 +399,7 @@ class EventConsumer:
                             self._pending[tp] = records[-1].offset + 1
                     if time.monotonic() - self._last_commit >= self.commit_every_s:
                         await self._commit_pending()
+                    await self._report_lag()
                     continue
                 recorded: list[SpanContext] = []  # the batch's events whose traces are recorded
                 started = time.time_ns()
@@ -409,6 +414,7 @@ class EventConsumer:
                             self._pending[tp] = record.offset + 1
                 batch_span(self._batch_span_name, recorded, self._batch_span_attrs, started)
                 await self._commit_pending()
+                await self._report_lag()
         except StateLost:
             self._pending = {}  # never commit past the last checkpoint
             raise
@@ -420,6 +426,39 @@ class EventConsumer:
         if self._started:
             self._started = False
             await self._consumer.stop()
+
+    async def _report_lag(self) -> None:
+        """Bring `msp_consumer_lag` up to date for the partitions this consumer holds, about
+        once a second: the last stable offset (what read_committed can read; the high watermark
+        before the first fetch says) minus the consumer's position, from what the fetches
+        already told the client (no request of its own)."""
+        now = time.monotonic()
+        if now - self._lag_at < LAG_REPORT_S:
+            return
+        self._lag_at = now
+        group = self._config["group_id"]
+        for tp in self._consumer.assignment():
+            end = self._consumer.last_stable_offset(tp)
+            if end is None:
+                end = self._consumer.highwater(tp)
+            if end is None:
+                continue  # nothing fetched from it yet
+            try:
+                position = await self._consumer.position(tp)
+            except Exception:  # revoked meanwhile: the next assignment reports it
+                continue
+            route = self._routes.get(tp.topic) or self._route(tp.topic)
+            CONSUMER_LAG.labels(group, route.topic, str(tp.partition)).set(max(0, end - position))
+
+    def _forget_lag(self, revoked: Any) -> None:
+        """A revoked partition's lag is its next owner's to report."""
+        group = self._config["group_id"]
+        for tp in revoked or ():
+            route = self._routes.get(tp.topic) or self._route(tp.topic)
+            try:
+                CONSUMER_LAG.remove(group, route.topic, str(tp.partition))
+            except KeyError:
+                pass  # never reported
 
     async def _commit_pending(self) -> None:
         self._last_commit = time.monotonic()

@@ -13,6 +13,7 @@ import hmac
 import logging
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,30 +34,64 @@ from libs.common.bus import BatchHandler, EventConsumer, EventProducer, Handler
 from libs.common.db import make_engine, migrate, ping
 from libs.common.events import TENANT_PATTERN
 from libs.common.settings import ServiceSettings, load_settings
-from libs.common.telemetry import configure_logging, configure_tracing, context_from_headers, tracer
+from libs.common.telemetry import (
+    HTTP_REQUESTS,
+    HTTP_SECONDS,
+    configure_logging,
+    configure_tracing,
+    context_from_headers,
+    tracer,
+)
 
 log = logging.getLogger(__name__)
 # A tenant id in a query string, as every service's routes take it.
 TenantQuery = Annotated[str, Query(pattern=TENANT_PATTERN)]
 
 
-class TraceRequests:
+class ObserveRequests:
     """ASGI middleware: continue the caller's trace (W3C traceparent) or start one, so that
-    everything the request publishes carries it onward in Kafka headers. Plain ASGI rather
-    than `@app.middleware("http")`, which costs a task and a stream per request."""
+    everything the request publishes carries it onward in Kafka headers; and count and time
+    each request by route template (`/v1/signals/{signal_id}`, never the raw path: bounded
+    cardinality), method and status. Plain ASGI rather than `@app.middleware("http")`, which
+    costs a task and a stream per request."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, service: str) -> None:
         self.app = app
+        self.service = service
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = [(k.decode("latin-1"), v) for k, v in scope.get("headers") or () if k in _TRACE_HEADERS]
-        with tracer().start_as_current_span(
-            f"{scope['method']} {scope['path']}", context=context_from_headers(headers), kind=SpanKind.SERVER
-        ):
-            await self.app(scope, receive, send)
+        status = 500  # unless the application answers
+        started = time.perf_counter()
+
+        async def send_observed(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            name, parent = f"{scope['method']} {scope['path']}", context_from_headers(headers)
+            with tracer().start_as_current_span(name, context=parent, kind=SpanKind.SERVER):
+                await self.app(scope, receive, send_observed)
+        finally:
+            route = scope.get("route")
+            self._observe(getattr(route, "path", "unmatched"), scope["method"], status, started)
+
+    def _observe(self, route: str, method: str, status: int, started: float) -> None:
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                HTTP_REQUESTS.labels(self.service, route, method, str(status)),
+                HTTP_SECONDS.labels(self.service, route, method),
+            )
+        series[0].inc()
+        series[1].observe(time.perf_counter() - started)
 
 
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
@@ -235,14 +270,14 @@ class Runtime:
 
     def make_app(self, title: str, description: str = "", *, body_limit: bool = False) -> FastAPI:
         # FastAPI's own OpenTelemetry layer would open a second server span (and metrics) per
-        # request: TraceRequests does the one thing needed, the W3C context, for less.
+        # request: ObserveRequests does what is needed, the W3C context and per-route metrics, for less.
         app = FastAPI(
             title=title,
             description=description,
             lifespan=self.lifespan,
             telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         )
-        app.add_middleware(TraceRequests)
+        app.add_middleware(ObserveRequests, service=self.service)
         openapi.document(app, body_limit=body_limit)
         app.add_exception_handler(RequestValidationError, request_errors)  # type: ignore[arg-type]
         app.add_exception_handler(OperationalError, database_unavailable)  # type: ignore[arg-type]

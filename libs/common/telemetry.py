@@ -17,7 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from libs.common.settings import SettingsError
 
@@ -321,6 +321,22 @@ EVENTS_CONSUMED = Counter(
 EVENTS_PUBLISHED = Counter("msp_events_published_total", "Events acknowledged by Kafka", ["topic"])
 DEADLETTERED = Counter(
     "msp_deadlettered_total", "Events sent to the dead-letter topic", ["service", "topic", "reason"]
+)
+CONSUMER_LAG = Gauge(
+    "msp_consumer_lag",
+    "Events a consumer group has yet to read in one partition (its last stable offset minus "
+    "its position), as the consumer last saw it",
+    ["group", "topic", "partition"],
+)
+# The route is the template the request matched ("unmatched" for none): a bounded label.
+HTTP_REQUESTS = Counter(
+    "msp_http_requests_total", "HTTP requests answered", ["service", "route", "method", "code"]
+)
+HTTP_SECONDS = Histogram(
+    "msp_http_request_seconds",
+    "Time to answer an HTTP request",
+    ["service", "route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
 P = ParamSpec("P")

@@ -389,6 +389,17 @@ def test_an_escalated_ticket_gets_a_packet_posted_into_the_tenants_psa(
     )
 
 
+def _samples(url: str, name: str) -> list[Any]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics").text
+    return [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
+
+
+def _sample(url: str, name: str, labels: dict[str, str]) -> float | None:
+    return next((s.value for s in _samples(url, name) if s.labels == labels), None)
+
+
 def test_services_expose_metrics_and_stop_cleanly_on_sigterm(
     bootstrap: str, pg_url: str, tmp_path: Path
 ) -> None:
@@ -403,6 +414,12 @@ def test_services_expose_metrics_and_stop_cleanly_on_sigterm(
         )
         series = 'msp_events_consumed_total{outcome="ok",service="triage",topic="alerts.raw.v1"}'
         assert wait_for(lambda: series in httpx.get(f"{urls['triage']}/metrics").text)
+        # HTTP by route template, and each consumer group's lag per partition.
+        posted = {"service": "ingest", "route": "/v1/alerts", "method": "POST", "code": "202"}
+        assert _sample(urls["ingest"], "msp_http_requests_total", posted) == 1
+        lags = _samples(urls["triage"], "msp_consumer_lag")
+        assert {s.labels["topic"] for s in lags} >= {"alerts.raw.v1"}, lags
+        assert all(s.value >= 0 for s in lags)
         for proc, _, _ in started.values():
             proc.send_signal(signal.SIGTERM)
         for proc, _, log in started.values():

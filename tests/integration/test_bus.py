@@ -359,3 +359,49 @@ async def test_lanes_handle_tenants_side_by_side_each_in_order_and_commit_only_w
             )
     finally:
         await producer.stop()
+
+
+async def test_a_consumer_reports_its_lag_per_partition_until_it_has_caught_up(
+    bootstrap: str, scratch_topic
+) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import REGISTRY
+
+    from libs.common.topics import logical
+
+    topic = await scratch_topic(AlertReceived, partitions=1)
+    tenant, group = unique("acme"), unique("g")
+    producer = await started_producer(bootstrap)
+    series = {"group": group, "topic": logical(topic, ""), "partition": "0"}
+
+    def lag() -> float | None:
+        return REGISTRY.get_sample_value("msp_consumer_lag", series)
+
+    seen_at_half: list[float | None] = []
+    handled = 0
+
+    async def handler(event: AlertReceived, _record: Any) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == 100:
+            seen_at_half.append(lag())
+
+    try:
+        for i in range(200):
+            key, value, headers = encode(alert(tenant, title=f"m-{i}", event_id=uuid.uuid4()))
+            await producer.send_raw(topic, value, key=key, headers=headers)
+        consumer = EventConsumer(
+            service="test-svc",
+            topics=[topic],
+            group_id=group,
+            bootstrap_servers=bootstrap,
+            handler=handler,
+            producer=producer,
+            max_records=10,
+        )
+        # Reported after its first poll (190 behind), then about once a second: half-way
+        # through it is still behind; once it has read everything it says 0.
+        await consume_until(consumer, lambda: handled >= 200 and lag() == 0)
+        assert seen_at_half and (seen_at_half[0] or 0) >= 100, seen_at_half
+        assert lag() == 0
+    finally:
+        await producer.stop()
