@@ -41,15 +41,20 @@ def insert_ignore(engine: Engine, table: Table):  # type: ignore[no-untyped-def]
 
 def record(engine: Engine, table: Table, event: Envelope, *, received_at: datetime | None = None) -> bool:
     """Remember an event; returns False when it was already there (a redelivery)."""
-    stmt = insert_ignore(engine, table).values(
-        event_id=str(event.event_id),
-        tenant_id=event.tenant_id,
-        topic=event.topic,
-        event_type=event.type,
-        received_at=received_at or utcnow(),
+    stmt = (
+        insert_ignore(engine, table)
+        .returning(table.c.event_id)
+        .values(
+            event_id=str(event.event_id),
+            tenant_id=event.tenant_id,
+            topic=event.topic,
+            event_type=event.type,
+            received_at=received_at or utcnow(),
+        )
     )
     with engine.begin() as conn:
-        return conn.execute(stmt).rowcount == 1
+        # RETURNING, not rowcount: PostgreSQL's driver reports none for ON CONFLICT DO NOTHING.
+        return conn.execute(stmt).first() is not None
 
 
 def counts(engine: Engine, table: Table, tenant_id: str) -> dict[str, int]:

@@ -25,6 +25,7 @@ from fastapi import Path as PathParam
 from pydantic import Field, ValidationError
 from sqlalchemy import Engine
 
+from libs.common import sla
 from libs.common.access import Access, tenant_reader
 from libs.common.audit import audit_event
 from libs.common.crypto import SecretBox
@@ -260,6 +261,8 @@ class AutomationApi:
             await asyncio.to_thread(store.stage_events, self.engine, [audit], namespace=self.namespace)
             self.relay.wake()
             raise HTTPException(409, {"message": "the plan cannot run as it is", "problems": problems})
+        if body.edits:  # the engineer changed what the platform proposed: the counter-metric
+            sla.CORRECTIONS.labels(sla.tenant_label(body.tenant_id), "plan_edited").inc()
         now = self.clock()
         if body.dry_run:
             return await self._start(plan, steps, who, approver=None, reason=None, expect=[], dry_run=True)
@@ -373,6 +376,7 @@ class AutomationApi:
             if not ok:
                 raise HTTPException(409, "the plan changed meanwhile; read it again")
             self.relay.wake()
+            sla.CORRECTIONS.labels(sla.tenant_label(body.tenant_id), "plan_rejected").inc()
             return {"plan_id": plan_id, "status": "rejected"}
         return await self._start(
             plan, plan["steps"], who, approver=who.person, reason=body.reason, expect=["awaiting approval"]

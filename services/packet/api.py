@@ -13,6 +13,7 @@ import functools
 import json
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
@@ -21,6 +22,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from pydantic import BeforeValidator, Field, field_validator
 
+from libs.common import sla
 from libs.common.access import Access, link_secret, sign_url, tenant_reader
 from libs.common.events import TENANT_PATTERN, EscalationPacketPayload
 from libs.common.jsontypes import RELATIVE_PATH, Bool, Int, RequestBody, json_number
@@ -33,10 +35,16 @@ from services.packet.kb.base import KnowledgeBase, scope_of
 from services.packet.kb.markdown import parse
 from services.packet.known import KnownTicket
 from services.packet.settings import PacketSettings
-from services.packet.store import feedback, projections, runbooks, targets, versions
+from services.packet.store import feedback, lifecycle, projections, runbooks, targets, versions
 
 TENANT = TENANT_PATTERN
 TenantQuery = Annotated[str, Query(pattern=TENANT)]
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
 PacketId = Annotated[str, PathParam(pattern=r"^[0-9a-f-]{36}$")]
 
 
@@ -177,6 +185,31 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
             "packet": json.loads(row["payload"]),
         }
 
+    @router.get("/v1/sla", tags=["sla"], dependencies=[reader], responses=errors(422))
+    async def sla_figures(
+        tenant_id: TenantQuery,
+        since: Annotated[
+            datetime | None, Query(description="start (ISO 8601); 30 days before `until`")
+        ] = None,
+        until: Annotated[datetime | None, Query(description="end, exclusive (ISO 8601); now")] = None,
+    ) -> dict[str, Any]:
+        """A tenant's SLA figures for the tickets first seen in [`since`, `until`), from their
+        lifecycle in the PSA's times: mean time to escalate, mean time to resolve after
+        escalation with and without a packet, reopen rate; and the engineer time spent
+        reviewing packets in the window (the counter-metric). Times without a zone are UTC."""
+        end = _utc(until) if until is not None else datetime.now(UTC)
+        try:
+            start = _utc(since) if since is not None else end - timedelta(days=30)
+        except OverflowError:
+            raise HTTPException(422, "`until` is too early for a 30-day window: give `since`") from None
+        if start >= end:
+            raise HTTPException(422, "`since` must be before `until`")
+        if end - start > timedelta(days=366):
+            raise HTTPException(422, "a window of at most 366 days")
+        figures = await asyncio.to_thread(lifecycle.report, engine, tenant_id, start, end)
+        review = await asyncio.to_thread(feedback.review_totals, engine, tenant_id, start, end)
+        return {**figures, "engineer_review": review}
+
     @router.get("/v1/packets/{packet_id}", tags=["packets"], dependencies=[reader], responses=errors(404))
     async def get_packet(packet_id: PacketId, tenant_id: TenantQuery) -> dict[str, Any]:
         """Every version of a packet, with its PSA delivery and the feedback on it."""
@@ -250,10 +283,14 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
             raise HTTPException(422, "give a verdict, a review time, or both")
         row = {"feedback_id": str(uuid.uuid4()), "packet_id": packet_id, **body.model_dump()}
         await asyncio.to_thread(feedback.add_feedback, engine, row)
+        tenant = sla.tenant_label(body.tenant_id)
         if body.verdict:
             packet_engine.FEEDBACK.labels(body.verdict).inc()
+            if body.verdict == "wrong":
+                sla.CORRECTIONS.labels(tenant, "packet_claim_wrong").inc()
         if body.review_seconds is not None:
             packet_engine.REVIEW.observe(body.review_seconds)
+            sla.ENGINEER_REVIEW.labels(tenant, "packet").observe(body.review_seconds)
         return row
 
     @router.put("/v1/kb/runbooks", tags=["knowledge base"], dependencies=guard)

@@ -27,6 +27,7 @@ from cachetools import TTLCache
 from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine
 
+from libs.common import sla
 from libs.common.audit import AuditEmitter, audit_event
 from libs.common.bus import EventProducer
 from libs.common.crypto import SecretBox, new_key
@@ -48,7 +49,7 @@ from libs.common.reasoning import Evidence, Reasoning, SummariseInput, Summarise
 from services.packet import builder, psa, tables
 from services.packet.kb.base import KnowledgeBase
 from services.packet.known import KnownTicket, merge_ticket
-from services.packet.store import projections, psa_writes, targets, versions
+from services.packet.store import lifecycle, projections, psa_writes, targets, versions
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,25 @@ REVIEW = Histogram(
     "Time engineers report spending on a packet",
     buckets=(10, 30, 60, 120, 300, 600, 1800),
 )
+
+
+def observe_lifecycle(tenant_id: str, kind: str, at: datetime, figures: lifecycle.TicketFigures) -> None:
+    """The SLA metrics one ticket event moves, the first time it is seen."""
+    tenant = sla.tenant_label(tenant_id)
+    at = at.astimezone(UTC)
+    if kind == "created":
+        sla.TICKET_TRANSITIONS.labels(tenant, "created").inc()
+    elif kind == "escalated" and figures.escalated_at == at and figures.time_to_escalate_s is not None:
+        sla.TICKET_TRANSITIONS.labels(tenant, "escalated").inc()
+        sla.TIME_TO_ESCALATE.labels(tenant).observe(figures.time_to_escalate_s)
+    elif kind == "reopened":
+        sla.TICKET_TRANSITIONS.labels(tenant, "reopened").inc()
+    elif figures.resolves(kind):
+        sla.TICKET_TRANSITIONS.labels(tenant, "resolved").inc()
+        took = figures.time_to_resolve_after_escalation_s
+        if figures.resolved_at == at and took is not None:
+            packet = "yes" if figures.resolved_with_packet else "no"
+            sla.TIME_TO_RESOLVE_ESCALATED.labels(tenant, packet).observe(took)
 
 
 def packet_id_for(tenant_id: str, ticket_id: str) -> uuid.UUID:
@@ -240,6 +260,8 @@ class Packets:
 
     async def _result(self, event: AutomationResult) -> None:
         p = event.payload
+        if p.outcome in ("succeeded", "failed", "partial"):
+            sla.AUTOMATION_RUNS.labels(sla.tenant_label(event.tenant_id), p.outcome).inc()
         await self._queue_action_notes(event)
         ticket_id = await asyncio.to_thread(
             projections.record_result,
@@ -319,6 +341,12 @@ class Packets:
         known = await asyncio.to_thread(projections.get_ticket, self.engine, tenant, ticket_id)
         ticket = merge_ticket(known, event)
         await asyncio.to_thread(projections.save_ticket, self.engine, tenant, ticket)
+        kind, at = event.payload.kind, event.occurred_at
+        figures = await asyncio.to_thread(
+            lifecycle.record, self.engine, tenant, ticket_id, str(event.event_id), kind, at
+        )
+        if figures is not None:  # seen for the first time
+            observe_lifecycle(tenant, kind, at, figures)
         if ticket.open_escalation:
             await self.rebuild(tenant, ticket, event, trigger=event.payload.kind)
 

@@ -85,6 +85,23 @@ packets = Table(
     Index("ix_packet_packets_ticket", "tenant_id", "ticket_id", "version"),
 )
 
+# Every ticket event once (keyed by its event id), with the PSA's time: the ticket lifecycle the
+# SLA figures are computed from (time to escalate, time to resolve after escalation, reopens).
+lifecycle = Table(
+    "packet_lifecycle",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("tenant_id", String(63), nullable=False),
+    Column("ticket_id", String(1000), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    # Whether the ticket had a packet when the event was handled (what a resolution is
+    # compared by: with a packet, without one).
+    Column("with_packet", Boolean, nullable=False),
+    Index("ix_packet_lifecycle_ticket", "tenant_id", "ticket_id"),
+    Index("ix_packet_lifecycle_at", "tenant_id", "at"),
+)
+
 targets = Table(
     "packet_psa_targets",
     metadata,

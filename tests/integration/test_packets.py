@@ -1058,3 +1058,79 @@ async def test_an_autotask_category_without_a_picklist_value_fails_clearly_and_i
     (write,) = psa_writes.psa_writes_of(engine, tenant, "7201", "category")
     assert write["attempts"] == 1 and "category_ids" in write["last_error"]
     assert not [c for c in psa_fake.categories if "7201" in json.dumps(c["body"])]
+
+
+async def test_the_ticket_lifecycle_gives_each_tenant_its_sla_figures_once_per_event(
+    packets: Packets,
+) -> None:
+    """Escalation and resolution times in the PSA's clock, with and without a packet, reopens;
+    a redelivered event changes nothing; another tenant's figures stay its own."""
+    from datetime import timedelta
+
+    import httpx
+    from prometheus_client import REGISTRY
+
+    tenant, other = unique("acme"), unique("acme")
+    t0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+    def at(ev: TicketEvent, minutes: int) -> TicketEvent:
+        return ev.model_copy(update={"occurred_at": t0 + timedelta(minutes=minutes)})
+
+    escalated = at(escalation(tenant, "L-1", uuid.uuid4()), 60)
+    await packets.send(at(ticket(tenant, "L-1", "created"), 0), escalated)
+    await eventually(lambda: len(packets.versions(tenant, "L-1")) == 1, "the packet")
+    resolved = at(ticket(tenant, "L-1", "resolved"), 180)
+    await packets.send(
+        resolved,
+        at(ticket(tenant, "L-1", "closed"), 185),  # closed after resolved: not a second resolution
+        at(ticket(tenant, "L-1", "reopened"), 240),
+        at(ticket(tenant, "L-1", "resolved"), 300),
+        escalated,  # redeliveries
+        resolved,
+        # A ticket resolved by L1, never escalated; another tenant's ticket.
+        at(ticket(tenant, "L-2", "created"), 10),
+        at(ticket(tenant, "L-2", "resolved"), 40),
+        at(ticket(other, "X-1", "created"), 0),
+        at(escalation(other, "X-1"), 5),
+    )
+    await handled_up_to_here(packets, tenant)
+    await handled_up_to_here(packets, other)
+    token = packets.settings.effective_admin_token()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=packets.app),
+        base_url="http://packet",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        window = {"since": "2026-11-01T00:00:00Z", "until": "2026-11-03T00:00:00Z"}
+        r = await client.get("/v1/sla", params={"tenant_id": tenant, **window})
+        assert r.status_code == 200, r.text
+        figures = r.json()
+        assert figures["tickets"] == 2 and figures["escalated"] == 1
+        assert figures["mean_time_to_escalate_s"] == 3600.0
+        assert figures["resolved_after_escalation"] == {
+            "with_packet": {"tickets": 1, "mean_s": 7200.0},
+            "without_packet": {"tickets": 0, "mean_s": None},
+        }
+        assert (figures["resolved"], figures["reopened"], figures["reopen_rate"]) == (2, 1, 0.5)
+        theirs = (await client.get("/v1/sla", params={"tenant_id": other, **window})).json()
+        assert (theirs["tickets"], theirs["escalated"], theirs["mean_time_to_escalate_s"]) == (1, 1, 300.0)
+        assert theirs["resolved"] == 0 and theirs["reopen_rate"] is None
+        # Up to now (by default): the sentinel escalation of today as well, escalated at once.
+        later = (
+            await client.get("/v1/sla", params={"tenant_id": tenant, "since": "2026-11-03T00:00:00Z"})
+        ).json()
+        assert (later["tickets"], later["escalated"], later["mean_time_to_escalate_s"]) == (1, 1, 0.0)
+        bad = await client.get(
+            "/v1/sla", params={"tenant_id": tenant, "since": "2026-11-03", "until": "2026-11-02"}
+        )
+        assert bad.status_code == 422 and "before" in bad.text
+
+    def sample(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"tenant": tenant, **labels})
+
+    assert sample("msp_sla_time_to_escalate_seconds_sum") == 3600.0
+    assert sample("msp_sla_time_to_resolve_after_escalation_seconds_sum", packet="yes") == 7200.0
+    assert sample("msp_sla_time_to_resolve_after_escalation_seconds_count", packet="yes") == 1
+    assert sample("msp_sla_ticket_transitions_total", transition="resolved") == 3  # L-1 twice, L-2
+    assert sample("msp_sla_ticket_transitions_total", transition="reopened") == 1
+    assert sample("msp_sla_ticket_transitions_total", transition="escalated") == 2  # and the sentinel

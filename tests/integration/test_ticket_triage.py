@@ -236,6 +236,13 @@ async def test_a_tenant_model_decides_once_history_allows_and_a_correction_is_co
     await triage.send(ticket_event(marker, "M-1", "printer jammed"))  # type: ignore[arg-type]
     await triage.result(marker, "M-1")
     assert drift(triage.rt.engine, tenant, 200)["corrected"] == 1
+    # The SLA measures: the ticket's time to classify, and the correction as the counter-metric.
+    from prometheus_client import REGISTRY
+
+    classified = {"tenant": tenant, "kind": "ticket"}
+    assert (REGISTRY.get_sample_value("msp_sla_time_to_classify_seconds_count", classified) or 0) >= 1
+    corrected = {"tenant": tenant, "kind": "triage_corrected"}
+    assert REGISTRY.get_sample_value("msp_sla_engineer_corrections_total", corrected) == 1
 
 
 async def test_rollout_modes_decide_what_the_result_is_for(triage: TriageWithTickets) -> None:

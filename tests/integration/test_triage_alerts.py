@@ -144,6 +144,13 @@ async def test_repeats_of_one_fingerprint_fold_into_one_signal_and_a_redelivery_
     assert any(r["feature"] == "fingerprint" for r in sig["reasons"])
     opened = [e for e in triage.signals if e["tenant_id"] == tenant and e["payload"]["state"] == "opened"]
     assert len(opened) == 1
+    # The tenant's SLA measures: five firing alerts, one signal, each alert's time to classify.
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("msp_sla_alerts_total", {"tenant": tenant}) == 5
+    assert REGISTRY.get_sample_value("msp_sla_signals_opened_total", {"tenant": tenant}) == 1
+    classified = {"tenant": tenant, "kind": "alert"}
+    assert REGISTRY.get_sample_value("msp_sla_time_to_classify_seconds_count", classified) == 5
 
 
 async def test_a_flapping_alert_is_marked_and_not_reopened(triage: Triage) -> None:

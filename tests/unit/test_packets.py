@@ -329,3 +329,46 @@ def test_the_runbook_page_shows_markup_in_a_runbook_as_text() -> None:
     assert "<script>" not in page and "<img" not in page and "&lt;script&gt;" in page
     assert f'id="{book.sections[-1].anchor}"' in page and "a&#39;b.md" in page
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+
+
+def test_sla_figures_of_a_ticket_come_from_its_events_in_any_order() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.packet.store.lifecycle import figures
+
+    t0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+    def ev(kind: str, minutes: int, packet: bool = False) -> tuple[str, datetime, bool]:
+        return kind, t0 + timedelta(minutes=minutes), packet
+
+    # Out of order, resolved without a packet, closed only (a PSA without a resolved state).
+    f = figures([ev("closed", 200), ev("escalated", 20), ev("created", 0), ev("escalated", 90)])
+    assert (f.time_to_escalate_s, f.time_to_resolve_after_escalation_s) == (1200.0, 10800.0)
+    assert not f.resolved_with_packet and f.resolutions == 1 and f.resolves("closed")
+    # Resolved before the escalation (L1 fixed it, then it came back escalated): the
+    # resolution that counts is the one after the escalation; closed after resolved is not one.
+    f = figures(
+        [
+            ev("created", 0),
+            ev("resolved", 10),
+            ev("reopened", 30),
+            ev("escalated", 40),
+            ev("resolved", 100, packet=True),
+            ev("closed", 110, packet=True),
+        ]
+    )
+    assert f.time_to_resolve_after_escalation_s == 3600.0 and f.resolved_with_packet
+    assert (f.resolutions, f.reopens, f.resolves("closed")) == (2, 1, False)
+    # Never escalated: no escalation figures.
+    f = figures([ev("created", 0), ev("resolved", 5)])
+    assert f.time_to_escalate_s is None and f.time_to_resolve_after_escalation_s is None
+
+
+def test_a_flood_of_tenants_cannot_blow_up_the_metric_labels() -> None:
+    from libs.common import sla
+
+    first = [sla.tenant_label(f"flood-{i}") for i in range(600)]
+    labelled = [t for t in first if t != sla.OTHER_TENANTS]
+    assert len(labelled) <= 500 and first.count(sla.OTHER_TENANTS) >= 100
+    # The same answer for a tenant for the life of the process.
+    assert [sla.tenant_label(f"flood-{i}") for i in range(600)] == first

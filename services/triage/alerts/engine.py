@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pydantic_core
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
 
+from libs.common import sla
 from libs.common.audit import audit_event
 from libs.common.bus import EventProducer, StateLost
 from libs.common.embeddings import Embedder
@@ -37,11 +38,6 @@ SIGNALS_OPEN = Gauge("msp_triage_signals_open", "Signals currently open, all ten
 NOISE_REDUCTION = Gauge(
     "msp_triage_noise_reduction_ratio",
     "1 - signals opened / firing alerts taken in, since the process started",
-)
-CLUSTER_LATENCY = Histogram(
-    "msp_triage_alert_to_signal_seconds",
-    "From an alert's ingestion to the publication of the signal revision that holds it",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
 _FIRING_IN = ALERTS_IN.labels("firing")
 _RESOLVED_IN = ALERTS_IN.labels("resolved")
@@ -145,24 +141,30 @@ class AlertClustering:
 
     async def _take_in(self, items: list[tuple[AlertReceived, Any]]) -> None:
         touched: dict[str, TenantClusterer] = {}
-        firing = resolved = 0
+        firing_by_tenant: dict[str, int] = {}
+        resolved = 0
         wall = time.time()
         for event, _record in items:
             c = touched.get(event.tenant_id)
             if c is None:
                 c = touched[event.tenant_id] = await self._tenant(event.tenant_id)
                 self._last_event_wall[event.tenant_id] = wall
+                firing_by_tenant[event.tenant_id] = 0
             sig = c.add(event)
             if sig is not None:
                 aid = str(event.event_id)
                 self._ingested[aid] = event.ingested_at.timestamp()
                 if event.payload.status == "firing":
-                    firing += 1
+                    firing_by_tenant[event.tenant_id] += 1
                 else:
                     resolved += 1
+        firing = sum(firing_by_tenant.values())
         self._firing_in += firing
         _FIRING_IN.inc(firing)
         _RESOLVED_IN.inc(resolved)
+        for tenant_id, n in firing_by_tenant.items():
+            if n:
+                sla.ALERTS.labels(sla.tenant_label(tenant_id)).inc(n)
         for c in touched.values():
             # New-group detection runs on micro-batches of a couple of seconds per tenant: the
             # signals opened since the last run.
@@ -199,7 +201,7 @@ class AlertClustering:
         crash or a broker error never reuses a revision number (nor its event id) for other
         content, and never loses what a revision was to say."""
         events: list[SignalClustered | AuditEvent] = []
-        published: list[str] = []
+        published: list[tuple[str, list[str]]] = []  # (tenant, alert ids) of each revision
         wall = time.time()
         due = [(c, c.due_changes(wall, self.update_every_s)) for c in tenants]
         due = [(c, changes) for c, changes in due if changes]
@@ -224,7 +226,7 @@ class AlertClustering:
                 )
                 if state != "updated":  # decisions are audited; growth is in the stream
                     events.append(self._audit(c.tenant_id, sig, state, added, ch.revision))
-                published.extend(added)
+                published.append((c.tenant_id, added))
         try:
             await self.producer.publish_many(events)
         except BaseException:
@@ -233,17 +235,24 @@ class AlertClustering:
             raise
         for c, changes in due:
             c.published(changes, wall)
+            opened = 0
             for ch in changes:
                 SIGNAL_EVENTS.labels(ch.state).inc()
                 if ch.state == "opened":
-                    self._opened += 1
-                    SIGNALS_OPENED.inc()
+                    opened += 1
+            if opened:
+                self._opened += opened
+                SIGNALS_OPENED.inc(opened)
+                sla.SIGNALS.labels(sla.tenant_label(c.tenant_id)).inc(opened)
+        # Time to classify: from each alert's ingestion to the revision that holds it.
         now = time.time()
-        observe = CLUSTER_LATENCY.observe
-        for aid in published:
-            t = self._ingested.pop(aid, None)
-            if t is not None:
-                observe(max(0.0, now - t))
+        ingested = self._ingested
+        for tenant_id, added in published:
+            observe = sla.TIME_TO_CLASSIFY.labels(sla.tenant_label(tenant_id), "alert").observe
+            for aid in added:
+                t = ingested.pop(aid, None)
+                if t is not None:
+                    observe(max(0.0, now - t))
         if self._firing_in:
             NOISE_REDUCTION.set(1 - self._opened / self._firing_in)
         return len(events)

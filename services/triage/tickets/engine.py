@@ -31,6 +31,7 @@ import numpy as np
 from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine
 
+from libs.common import sla
 from libs.common.audit import AuditEmitter, audit_event
 from libs.common.bus import EventProducer
 from libs.common.embeddings import Embedder
@@ -326,6 +327,9 @@ class TicketTriage:
             self.namespace,
         )
         self.outbox.wake()
+        sla.TIME_TO_CLASSIFY.labels(sla.tenant_label(tenant), "ticket").observe(
+            max(0.0, time.time() - event.ingested_at.timestamp())
+        )
         _DECISIONS.labels(category.method.split(":")[0], mode).inc()
         _CONFIDENCE.labels(category.method.split(":")[0]).observe(category.confidence)
         if category.label is None:

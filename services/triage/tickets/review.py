@@ -16,6 +16,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
 
+from libs.common import sla
 from libs.common.audit import AuditEmitter
 from libs.common.events import TicketEvent
 from services.triage.tickets import store
@@ -71,6 +72,8 @@ class Reviews:
             store.mark_final, self.engine, tenant, prior["ticket_id"], final, outcome == "corrected"
         )
         _REVIEWS.labels(outcome).inc()
+        if outcome == "corrected":
+            sla.CORRECTIONS.labels(sla.tenant_label(tenant), "triage_corrected").inc()
         if outcome != "decided":
             drift = self._of(tenant)
             drift.reviews.append(outcome == "corrected")
