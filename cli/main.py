@@ -389,6 +389,28 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    """Write the dashboards from cli/dashboards.py; with --check, fail when what is in the
+    repository differs from what the code makes (CI runs it)."""
+    from cli import dashboards
+
+    if args.check:
+        stale = [
+            d.uid
+            for d in dashboards.all_dashboards()
+            if not (dashboards.OUT_DIR / f"{d.uid}.json").exists()
+            or (dashboards.OUT_DIR / f"{d.uid}.json").read_text() != dashboards.render(d)
+        ]
+        if stale:
+            print(f"dashboards out of date: {', '.join(stale)} (run ./msp dashboards)", file=sys.stderr)
+            return 1
+        print("dashboards up to date")
+        return 0
+    for path in dashboards.write():
+        print(path.relative_to(REPO_ROOT))
+    return 0
+
+
 def cmd_migration(args: argparse.Namespace) -> int:
     """Generate a service's next migration from its tables (`services/<name>/tables.py`), or
     with --check, fail when any service's tables and migrations disagree."""
@@ -442,6 +464,8 @@ def cmd_test(args: argparse.Namespace) -> int:
             env["MSP_TEST_DATABASE_URL"] = postgres.start(TEST_POSTGRES_PORT)
         # A real Alertmanager posts to ingest in the integration tests.
         debian.ensure("prometheus-alertmanager", "prometheus-alertmanager")
+        # A real Prometheus scrapes the services; promtool checks and unit-tests the rules.
+        debian.ensure("prometheus", "prometheus")
         if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
             cfg = broker.BrokerConfig(port=TEST_BROKER_PORT, var_dir=REPO_ROOT / "var" / "test")
             started_broker = broker.pid_of(cfg) is None
@@ -709,6 +733,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(fn=cmd_eval)
 
     sub.add_parser("lint", help="ruff and mypy, as CI runs them").set_defaults(fn=cmd_lint)
+    da = sub.add_parser(
+        "dashboards", help="write the Grafana dashboards (as code) to deploy/grafana/dashboards/"
+    )
+    da.add_argument("--check", action="store_true", help="fail when the written dashboards are out of date")
+    da.set_defaults(fn=cmd_dashboards)
 
     mi = sub.add_parser("migration", help="a service's next migration, generated from its tables")
     mi.add_argument("service", nargs="?", help="the service whose tables changed")
