@@ -411,6 +411,20 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring every service's tables to their newest revision, once (what a deployment runs
+    before starting services with MSP_MIGRATE_ON_START=false): in MSP_DATABASE_URL, or in each
+    service's embedded SQLite file when it is not set."""
+    from libs.common.db import migrate
+    from libs.common.settings import ServiceSettings, load_settings
+
+    for name in SERVICES:
+        url = load_settings(ServiceSettings, service_name=name).effective_database_url
+        migrate(url, REPO_ROOT / "services" / name / "migrations", name)
+        print(f"{name}: tables at their newest revision", flush=True)
+    return 0
+
+
 def cmd_migration(args: argparse.Namespace) -> int:
     """Generate a service's next migration from its tables (`services/<name>/tables.py`), or
     with --check, fail when any service's tables and migrations disagree."""
@@ -739,6 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--check", action="store_true", help="fail when the written dashboards are out of date")
     da.set_defaults(fn=cmd_dashboards)
 
+    sub.add_parser(
+        "migrate", help="bring every service's tables to their newest revision (MSP_DATABASE_URL)"
+    ).set_defaults(fn=cmd_migrate)
     mi = sub.add_parser("migration", help="a service's next migration, generated from its tables")
     mi.add_argument("service", nargs="?", help="the service whose tables changed")
     mi.add_argument("message", nargs="?", help="what the change is (the revision's docstring)")

@@ -287,6 +287,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.owner.on_revoke()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.owner._joined = True
         log.info(
             "partitions assigned",
             extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)},
@@ -370,10 +371,17 @@ class EventConsumer:
         self._batch_span_name = f"{service} process"
         self._batch_span_attrs: dict[str, Any] = {"messaging.system": "kafka", "msp.service": service}
         self._lag_at = 0.0  # when the lag gauges were last brought up to date (monotonic)
+        self._joined = False
 
     @property
     def assigned(self) -> bool:
         return self._started and bool(self._consumer.assignment())
+
+    @property
+    def joined(self) -> bool:
+        """Started and a member of its group since its first rebalance, whether or not it holds
+        partitions now: a rebalance, or more replicas than partitions, does not make it false."""
+        return self._started and self._joined
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(**self._config)

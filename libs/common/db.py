@@ -60,6 +60,22 @@ def migrate(url: str, migrations_dir: Path, service: str) -> None:
     command.upgrade(_config(url, migrations_dir, service), "head")
 
 
+def pending_migrations(url: str, migrations_dir: Path, service: str) -> bool:
+    """Whether the service's tables are behind its newest revision (or not there at all)."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = _config(url, migrations_dir, service)
+    heads = set(ScriptDirectory.from_config(cfg).get_heads())
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": f"alembic_version_{service}"})
+            return set(context.get_current_heads()) != heads
+    finally:
+        engine.dispose()
+
+
 def owned_by(service: str) -> Callable[[str | None, str, Any], bool]:
     """Alembic's `include_name` for one service: its tables are named `<service>_...` (several
     services may share a database); its version table is Alembic's own."""

@@ -31,9 +31,9 @@ from sqlalchemy.exc import DataError, OperationalError
 from libs.common import openapi
 from libs.common.audit import AuditEmitter
 from libs.common.bus import BatchHandler, EventConsumer, EventProducer, Handler
-from libs.common.db import make_engine, migrate, ping
+from libs.common.db import make_engine, migrate, pending_migrations, ping
 from libs.common.events import TENANT_PATTERN
-from libs.common.settings import ServiceSettings, load_settings
+from libs.common.settings import ServiceSettings, SettingsError, load_settings
 from libs.common.telemetry import (
     HTTP_REQUESTS,
     HTTP_SECONDS,
@@ -220,9 +220,15 @@ class Runtime:
 
     async def start(self) -> None:
         if self.migrations_dir is not None:
-            await asyncio.to_thread(
-                migrate, self.settings.effective_database_url, self.migrations_dir, self.service
-            )
+            url = self.settings.effective_database_url
+            if self.settings.migrate_on_start:
+                await asyncio.to_thread(migrate, url, self.migrations_dir, self.service)
+            elif await asyncio.to_thread(pending_migrations, url, self.migrations_dir, self.service):
+                raise SettingsError(
+                    f"the {self.service} tables are not at their newest revision and "
+                    "MSP_MIGRATE_ON_START is false: run the migrations first (`msp migrate`, or "
+                    "the deployment's migration job)"
+                )
         await self.producer.start()
         for _, start, _ in self._components:
             await start()
@@ -291,7 +297,9 @@ class Runtime:
         async def readyz() -> JSONResponse:
             checks = {
                 "producer": self.producer.started,
-                "consumers_assigned": all(c.assigned for c in self.consumers),
+                # Joined its group once, not "holds partitions now": readiness must not flip for
+                # every replica at each rebalance, nor stay false for a replica without partitions.
+                "consumers_joined": all(c.joined for c in self.consumers),
                 "database": await asyncio.to_thread(ping, self.engine),
                 **{name: check() for name, check in self.readiness.items()},
             }

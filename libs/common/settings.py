@@ -63,6 +63,9 @@ class ServiceSettings(PlatformSettings):
     database_url: str = ""  # empty means the embedded SQLite file under var_dir
     consumer_group: str = ""  # empty means "msp-<service_name>"
     shutdown_grace_s: float = Field(default=10.0, gt=0)
+    # Bring the service's tables to the newest revision at start-up; false where a deployment
+    # migrates once (a Kubernetes Job, `msp migrate`) and replicas only check the revision.
+    migrate_on_start: bool = True
     # Platform operators' token: the admin API and every read API that spans tenants.
     admin_token: SecretStr | None = None
     # Ingest keeps the tenants' keys: services that accept tenant keys on their read APIs ask it.

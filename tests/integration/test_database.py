@@ -352,3 +352,48 @@ def test_the_inbox_records_a_batch_once_and_counts_only_what_is_new(
     assert record_all(engine, triage_tables.inbox, []) == 0
     assert counts(engine, triage_tables.inbox, tenant) == {"alerts.raw.v1": 301}
     assert counts(engine, triage_tables.inbox, other) == {"alerts.raw.v1": 1}
+
+
+async def test_replicas_that_do_not_migrate_refuse_to_start_until_msp_migrate_ran(bootstrap: str) -> None:
+    """What a deployment with a migration job does: `msp migrate` once, replicas only check."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from libs.common.settings import REPO_ROOT, SettingsError
+    from services.audit.app import build
+    from services.audit.settings import AuditSettings
+
+    admin_url = os.environ["MSP_TEST_DATABASE_URL"]
+    name = f"msp_migrate_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        settings = AuditSettings(kafka_bootstrap_servers=bootstrap, database_url=url, migrate_on_start=False)
+        rt, _ = build(settings)
+        with pytest.raises(SettingsError, match="msp migrate"):
+            await rt.start()
+        await rt.stop()
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", "migrate"],
+            env={**os.environ, "MSP_DATABASE_URL": url},
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("tables at their newest revision") == 5
+        rt, _ = build(settings)
+        await rt.start()  # now at head: starts without migrating
+        await rt.stop()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
