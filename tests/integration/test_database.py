@@ -380,7 +380,8 @@ async def test_replicas_that_do_not_migrate_refuse_to_start_until_msp_migrate_ra
         with pytest.raises(SettingsError, match="msp migrate"):
             await rt.start()
         await rt.stop()
-        done = subprocess.run(
+        done = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "cli.main", "migrate"],
             env={**os.environ, "MSP_DATABASE_URL": url},
             cwd=REPO_ROOT,
