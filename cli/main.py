@@ -411,6 +411,41 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     return 0
 
 
+# What a deployment's secrets file holds (docker compose --env-file, kubectl create secret
+# --from-env-file): every secret the services refuse to start without in prod.
+DEPLOYMENT_SECRETS = (
+    "MSP_ADMIN_TOKEN",
+    "MSP_SIGNING_PEPPER",
+    "MSP_SECRETS_KEY",
+    "MSP_AUDIT_ANCHOR_KEY",
+    "POSTGRES_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+)
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    """Write a deployment's secrets file with fresh random values (mode 0600); never overwrite
+    one, whose values protect data already stored (MSP_SECRETS_KEY decrypts credentials)."""
+    import secrets as random_secrets
+
+    from libs.common.crypto import new_key
+
+    path = Path(args.env_file)
+    values = {name: random_secrets.token_urlsafe(32) for name in DEPLOYMENT_SECRETS}
+    values["MSP_SECRETS_KEY"] = new_key()
+    text = "".join(f"{k}={v}\n" for k, v in values.items())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        print(f"{path} exists: keep it (its MSP_SECRETS_KEY decrypts stored credentials)", file=sys.stderr)
+        return 1
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    print(f"{path}: {', '.join(DEPLOYMENT_SECRETS)}")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Bring every service's tables to their newest revision, once (what a deployment runs
     before starting services with MSP_MIGRATE_ON_START=false): in MSP_DATABASE_URL, or in each
@@ -753,6 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--check", action="store_true", help="fail when the written dashboards are out of date")
     da.set_defaults(fn=cmd_dashboards)
 
+    se = sub.add_parser("secrets", help="write a deployment's secrets file (compose --env-file, Kubernetes)")
+    se.add_argument("--env-file", default="deploy/msp.env", help="where (default deploy/msp.env; never overwritten)")
+    se.set_defaults(fn=cmd_secrets)
     sub.add_parser(
         "migrate", help="bring every service's tables to their newest revision (MSP_DATABASE_URL)"
     ).set_defaults(fn=cmd_migrate)
