@@ -789,7 +789,9 @@ def build_parser() -> argparse.ArgumentParser:
     da.set_defaults(fn=cmd_dashboards)
 
     se = sub.add_parser("secrets", help="write a deployment's secrets file (compose --env-file, Kubernetes)")
-    se.add_argument("--env-file", default="deploy/msp.env", help="where (default deploy/msp.env; never overwritten)")
+    se.add_argument(
+        "--env-file", default="deploy/msp.env", help="where (default deploy/msp.env; never overwritten)"
+    )
     se.set_defaults(fn=cmd_secrets)
     sub.add_parser(
         "migrate", help="bring every service's tables to their newest revision (MSP_DATABASE_URL)"
