@@ -389,6 +389,28 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_k8s(args: argparse.Namespace) -> int:
+    """Write the Kubernetes manifests from cli/kubernetes.py; with --check, fail when k8s/ differs."""
+    from cli import kubernetes as k8s
+
+    if args.check:
+        wanted = k8s.outputs()
+        present = {p: p.read_text() for p in [*k8s.OUT_DIR.glob("*.yaml"), k8s.SECRET_TEMPLATE] if p.exists()}
+        stale = sorted(
+            str(p.relative_to(REPO_ROOT))
+            for p in set(wanted) | set(present)
+            if wanted.get(p) != present.get(p)
+        )
+        if stale:
+            print(f"k8s manifests out of date: {', '.join(stale)} (run ./msp k8s)", file=sys.stderr)
+            return 1
+        print("k8s manifests up to date")
+        return 0
+    for path in k8s.write():
+        print(path.relative_to(REPO_ROOT))
+    return 0
+
+
 def cmd_dashboards(args: argparse.Namespace) -> int:
     """Write the dashboards from cli/dashboards.py; with --check, fail when what is in the
     repository differs from what the code makes (CI runs it)."""
@@ -782,6 +804,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(fn=cmd_eval)
 
     sub.add_parser("lint", help="ruff and mypy, as CI runs them").set_defaults(fn=cmd_lint)
+    k8 = sub.add_parser("k8s", help="write the Kubernetes manifests (as code) to k8s/")
+    k8.add_argument("--check", action="store_true", help="fail when the written manifests are out of date")
+    k8.set_defaults(fn=cmd_k8s)
     da = sub.add_parser(
         "dashboards", help="write the Grafana dashboards (as code) to deploy/grafana/dashboards/"
     )
