@@ -80,3 +80,9 @@ AUTOMATION_RUNS = Counter(
     "Automation runs finished, by outcome (succeeded, failed, partial)",
     ["tenant", "outcome"],
 )
+REPORT_TURNAROUND = Histogram(
+    "msp_sla_report_turnaround_seconds",
+    "From a customer report's first draft to an engineer's approval",
+    ["tenant"],
+    buckets=(600, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400),
+)

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge, Le
 from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BeforeValidator, Field, field_validator
 
 from libs.common import sla
@@ -30,12 +30,14 @@ from libs.common.openapi import errors
 from libs.common.service import operator_only
 from services.packet import builder, pages, psa
 from services.packet import engine as packet_engine
+from services.packet import reports as reports_draft
 from services.packet.engine import Packets
 from services.packet.kb.base import KnowledgeBase, scope_of
 from services.packet.kb.markdown import parse
 from services.packet.known import KnownTicket
 from services.packet.settings import PacketSettings
 from services.packet.store import feedback, lifecycle, projections, runbooks, targets, versions
+from services.packet.store import reports as report_store
 
 TENANT = TENANT_PATTERN
 TenantQuery = Annotated[str, Query(pattern=TENANT)]
@@ -57,6 +59,22 @@ class FeedbackIn(RequestBody):
     verdict: Literal["useful", "wrong"] | None = None
     review_seconds: Annotated[float, Ge(0), Le(86400), BeforeValidator(json_number)] | None = None
     engineer: str | None = Field(default=None, max_length=200)
+
+
+class ReportIn(RequestBody):
+    tenant_id: str = Field(pattern=TENANT)
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM, in UTC")
+
+
+class ApproveIn(RequestBody):
+    tenant_id: str = Field(pattern=TENANT)
+    approved_by: str = Field(min_length=1, max_length=200)
+
+
+ReportId = Annotated[str, PathParam(pattern=r"^[0-9a-f-]{36}$")]
+PDF: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}}
+}
 
 
 class RunbookIn(RequestBody):
@@ -184,6 +202,70 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
             "version": row["version"],
             "packet": json.loads(row["payload"]),
         }
+
+    @router.post(
+        "/v1/reports", tags=["reports"], dependencies=[reader], status_code=201, responses=errors(409, 422)
+    )
+    async def draft_report(body: ReportIn) -> dict[str, Any]:
+        """Draft (or redraft) a tenant's report for one month: tickets by category, service
+        levels, notable incidents, automation and time saved, recurring issues. Every figure
+        names its query, every sentence its figures and sources. Never sent by the platform."""
+        data = await asyncio.to_thread(report_store.gather, engine, body.tenant_id, body.month)
+        content = reports_draft.compose(data, resolve_target_s=settings.report_resolve_target_h * 3600)
+        saved = await asyncio.to_thread(report_store.save_draft, engine, body.tenant_id, body.month, content)
+        if saved is None:
+            raise HTTPException(409, f"the {body.month} report was approved: it is no longer redrafted")
+        return saved
+
+    async def one_report(tenant_id: str, report_id: str) -> dict[str, Any]:
+        found = await asyncio.to_thread(report_store.get, engine, tenant_id, report_id)
+        if found is None:
+            raise HTTPException(404, f"no report {report_id} for tenant {tenant_id}")
+        return found
+
+    @router.get("/v1/reports/{report_id}", tags=["reports"], dependencies=[reader], responses=errors(404))
+    async def get_report(report_id: ReportId, tenant_id: TenantQuery) -> dict[str, Any]:
+        """A report draft (or the approved report) with its figures and sections."""
+        return await one_report(tenant_id, report_id)
+
+    @router.get(
+        "/v1/reports/{report_id}/html",
+        tags=["reports"],
+        dependencies=[reader],
+        response_class=HTMLResponse,
+        responses=errors(404),
+    )
+    async def report_html(report_id: ReportId, tenant_id: TenantQuery) -> HTMLResponse:
+        return HTMLResponse(pages.render("report.html", report=await one_report(tenant_id, report_id)))
+
+    @router.get(
+        "/v1/reports/{report_id}/pdf",
+        tags=["reports"],
+        dependencies=[reader],
+        response_class=Response,
+        responses={**PDF, **errors(404)},
+    )
+    async def report_pdf(report_id: ReportId, tenant_id: TenantQuery) -> Response:
+        """The report as PDF (WeasyPrint), for the engineer to send once approved."""
+        html = pages.render("report.html", report=await one_report(tenant_id, report_id))
+        pdf = await asyncio.to_thread(pages.pdf, html)
+        return Response(pdf, media_type="application/pdf")
+
+    @router.post(
+        "/v1/reports/{report_id}/approve", tags=["reports"], dependencies=[reader], responses=errors(404, 409)
+    )
+    async def approve_report(report_id: ReportId, body: ApproveIn) -> dict[str, Any]:
+        """An engineer approves the draft (the platform still sends nothing); the time from the
+        first draft to approval is the customer-report turnaround."""
+        done = await asyncio.to_thread(
+            report_store.approve, engine, body.tenant_id, report_id, body.approved_by
+        )
+        if done is None:
+            await one_report(body.tenant_id, report_id)  # 404 when there is none
+            raise HTTPException(409, "this report was approved already")
+        report, turnaround_s = done
+        sla.REPORT_TURNAROUND.labels(sla.tenant_label(body.tenant_id)).observe(turnaround_s)
+        return report
 
     @router.get("/v1/sla", tags=["sla"], dependencies=[reader], responses=errors(422))
     async def sla_figures(

@@ -20,3 +20,10 @@ _ENV = Environment(
 
 def render(template: str, **context: Any) -> str:
     return _ENV.get_template(template).render(**context)
+
+
+def pdf(html: str) -> bytes:
+    """An HTML page as PDF (WeasyPrint: no browser, no network; the page links nothing)."""
+    from weasyprint import HTML
+
+    return HTML(string=html).write_pdf()  # type: ignore[no-any-return]

@@ -16,6 +16,8 @@ class PacketSettings(ServiceSettings):
     triage_url: str = "http://127.0.0.1:8082"
     # Sentence-model cosine above which a note sentence answers a runbook check.
     check_match_threshold: float = Field(default=PacketTunables.check_match_threshold, ge=0.0, le=1.0)
+    # Customer reports: the resolve-after-escalation target whose attainment they state.
+    report_resolve_target_h: float = Field(default=8.0, gt=0)
 
     @property
     def effective_page_base_url(self) -> str:

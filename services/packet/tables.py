@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from libs.common.inbox import inbox_table
@@ -100,6 +101,23 @@ lifecycle = Table(
     Column("with_packet", Boolean, nullable=False),
     Index("ix_packet_lifecycle_ticket", "tenant_id", "ticket_id"),
     Index("ix_packet_lifecycle_at", "tenant_id", "at"),
+)
+
+# Customer report drafts, one per tenant and month: what the platform drafted (every figure
+# with its query, every sentence with its sources) and who approved it when. Never sent.
+reports = Table(
+    "packet_reports",
+    metadata,
+    Column("report_id", String(36), primary_key=True),
+    Column("tenant_id", String(63), nullable=False),
+    Column("month", String(7), nullable=False),  # YYYY-MM
+    Column("status", String(16), nullable=False),  # draft, approved
+    Column("content", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),  # the first draft
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("approved_at", DateTime(timezone=True)),
+    Column("approved_by", String(200)),
+    UniqueConstraint("tenant_id", "month", name="uq_packet_reports_month"),
 )
 
 targets = Table(

@@ -1134,3 +1134,148 @@ async def test_the_ticket_lifecycle_gives_each_tenant_its_sla_figures_once_per_e
     assert sample("msp_sla_ticket_transitions_total", transition="resolved") == 3  # L-1 twice, L-2
     assert sample("msp_sla_ticket_transitions_total", transition="reopened") == 1
     assert sample("msp_sla_ticket_transitions_total", transition="escalated") == 2  # and the sentinel
+
+
+async def test_a_monthly_report_draft_traces_every_figure_matches_the_api_and_renders_to_pdf(
+    packets: Packets,
+) -> None:
+    """A month of one tenant becomes a draft: its service levels are GET /v1/sla's, every
+    figure names its query and every sentence its figures or sources; it renders to HTML and
+    PDF, is never sent, and an approval records the turnaround. Another tenant sees nothing."""
+    from datetime import timedelta
+
+    import httpx
+    from prometheus_client import REGISTRY
+
+    from libs.common.events import (
+        ActionStep,
+        AutomationResult,
+        AutomationResultPayload,
+        AutomationRun,
+        AutomationRunPayload,
+        StepResult,
+    )
+
+    tenant, other = unique("rep"), unique("rep")
+    now = datetime.now(UTC)
+    month = now.strftime("%Y-%m")
+    t0 = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+    def at(ev: TicketEvent, minutes: int) -> TicketEvent:
+        return ev.model_copy(update={"occurred_at": t0 + timedelta(minutes=minutes)})
+
+    def filed(tid: str, kind: str, category: str) -> TicketEvent:
+        ev = ticket(tenant, tid, kind)
+        snap = ev.payload.ticket.model_copy(
+            update={"category": category, "title": f"{category} problem {tid}"}
+        )
+        return ev.model_copy(update={"payload": ev.payload.model_copy(update={"ticket": snap})})
+
+    events = []
+    for i, tid in enumerate(("P-1", "P-2", "P-3")):  # three printer tickets, two hours each
+        events += [
+            at(filed(tid, "created", "Printers"), 10 * i),
+            at(filed(tid, "resolved", "Printers"), 10 * i + 120),
+        ]
+    events += [  # one escalated account ticket, resolved after 90 minutes, then reopened
+        at(filed("A-1", "created", "Accounts"), 0),
+        at(escalation(tenant, "A-1"), 30),
+        at(filed("A-1", "resolved", "Accounts"), 120),
+        at(filed("A-1", "reopened", "Accounts"), 180),
+    ]
+    await packets.send(signal(tenant, device="FS09"), *events)
+    await eventually(lambda: len(packets.versions(tenant, "A-1")) >= 1, "the escalation's packet")
+    run_id = uuid.uuid4()
+    envelope = {"tenant_id": tenant, "occurred_at": now}
+    await packets.send(
+        AutomationRun(
+            event_id=uuid.uuid4(),
+            source=EventSource(system="msp.automation"),
+            payload=AutomationRunPayload(
+                run_id=run_id,
+                ticket_id="P-3",
+                steps=[ActionStep(action="rmm.restart_service", params={"service": "Spooler"})],
+                requested_by="engineer:sam",
+                mode="manual",
+            ),
+            **envelope,  # type: ignore[arg-type]
+        ),
+        AutomationResult(
+            event_id=uuid.uuid4(),
+            source=EventSource(system="msp.executor"),
+            payload=AutomationResultPayload(
+                run_id=run_id,
+                outcome="succeeded",
+                steps=[
+                    StepResult(index=0, action="rmm.restart_service", outcome="succeeded", duration_ms=60_000)
+                ],
+            ),
+            **envelope,  # type: ignore[arg-type]
+        ),
+    )
+    await handled_up_to_here(packets, tenant)
+    token = packets.settings.effective_admin_token()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=packets.app),
+        base_url="http://packet",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        r = await client.post("/v1/reports", json={"tenant_id": tenant, "month": month})
+        assert r.status_code == 201, r.text
+        report = r.json()
+        assert report["status"] == "draft" and report["approved_at"] is None
+        figures = {f["id"]: f for f in report["figures"]}
+        assert all(f["query"] for f in figures.values()), "a figure without its query"
+        for section in report["sections"]:
+            for s in section["sentences"]:
+                assert s["figures"] or s["sources"], f"an untraceable sentence: {s['text']}"
+                assert set(s["figures"]) <= set(figures), s
+        # The service levels are the API's, for the same month.
+        start = t0.isoformat()
+        end = (t0 + timedelta(days=32)).replace(day=1).isoformat()
+        api = (await client.get("/v1/sla", params={"tenant_id": tenant, "since": start, "until": end})).json()
+        assert figures["escalated"]["value"] == api["escalated"]
+        assert figures["mean_time_to_escalate_s"]["value"] == api["mean_time_to_escalate_s"]
+        assert figures["reopen_rate"]["value"] == api["reopen_rate"]
+        with_packet = api["resolved_after_escalation"]["with_packet"]["mean_s"]
+        assert figures["resolve_with_packet_s"]["value"] == with_packet == 5400.0
+        # Tickets by category; the sentinel escalation of handled_up_to_here is this month's too.
+        assert figures["tickets.Printers"]["value"] == 3 and figures["tickets.Accounts"]["value"] == 1
+        assert figures["runs.succeeded"]["value"] == 1
+        # Time saved: the median printer ticket without automation took 2 h, the run 1 min.
+        assert figures["time_saved_s"]["value"] == 7200 - 60
+        recurring = next(s for s in report["sections"] if s["title"] == "Recurring issues")
+        assert recurring["sentences"][0]["text"].startswith("Printers came back 3 times")
+        assert {"kind": "execution", "id": str(run_id)} in recurring["sentences"][0]["sources"]
+        html = await client.get(f"/v1/reports/{report['report_id']}/html", params={"tenant_id": tenant})
+        assert html.status_code == 200 and "Printers came back 3 times" in html.text and "DRAFT" in html.text
+        pdf = await client.get(f"/v1/reports/{report['report_id']}/pdf", params={"tenant_id": tenant})
+        assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+        assert pdf.content.startswith(b"%PDF") and len(pdf.content) > 5000
+        # Never another tenant's.
+        theirs = await client.get(f"/v1/reports/{report['report_id']}", params={"tenant_id": other})
+        assert theirs.status_code == 404
+        assert (
+            await client.post(
+                f"/v1/reports/{report['report_id']}/approve", json={"tenant_id": other, "approved_by": "x"}
+            )
+        ).status_code == 404
+        # An engineer approves it: the turnaround is measured; it is not redrafted after.
+        ok = await client.post(
+            f"/v1/reports/{report['report_id']}/approve",
+            json={"tenant_id": tenant, "approved_by": "lead.sam"},
+        )
+        assert (
+            ok.status_code == 200
+            and ok.json()["status"] == "approved"
+            and ok.json()["approved_by"] == "lead.sam"
+        )
+        again = await client.post(
+            f"/v1/reports/{report['report_id']}/approve", json={"tenant_id": tenant, "approved_by": "x"}
+        )
+        assert again.status_code == 409
+        redraft = await client.post("/v1/reports", json={"tenant_id": tenant, "month": month})
+        assert redraft.status_code == 409
+        bad = await client.post("/v1/reports", json={"tenant_id": tenant, "month": "2026-13"})
+        assert bad.status_code == 422
+    assert REGISTRY.get_sample_value("msp_sla_report_turnaround_seconds_count", {"tenant": tenant}) == 1

@@ -372,3 +372,49 @@ def test_a_flood_of_tenants_cannot_blow_up_the_metric_labels() -> None:
     assert len(labelled) <= 500 and first.count(sla.OTHER_TENANTS) >= 100
     # The same answer for a tenant for the life of the process.
     assert [sla.tenant_label(f"flood-{i}") for i in range(600)] == first
+
+
+def test_a_report_states_only_what_its_figures_and_sources_hold() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.packet.reports import compose
+    from services.packet.store.lifecycle import figures
+    from services.packet.store.reports import MonthData
+
+    t0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+    def life(*events: tuple[str, int]) -> object:
+        return figures([(kind, t0 + timedelta(minutes=m), False) for kind, m in events])
+
+    data = MonthData(
+        tenant_id="acme",
+        month="2026-10",
+        sla={
+            "escalated": 1,
+            "mean_time_to_escalate_s": 1800.0,
+            "resolved_after_escalation": {
+                "with_packet": {"tickets": 0, "mean_s": None},
+                "without_packet": {"tickets": 1, "mean_s": 36000.0},
+            },
+            "resolved": 2,
+            "reopened": 0,
+            "reopen_rate": 0.0,
+        },
+        tickets={
+            "T-1": ("Email", "Mailbox full", life(("created", 0), ("escalated", 30), ("resolved", 630))),
+            "T-2": ("Email", "Cannot send", life(("created", 0), ("resolved", 60))),
+        },
+        signals=[],
+        runs=[],
+        queries={k: f"query for {k}" for k in ("tickets", "sla", "signals", "runs")},
+    )
+    report = compose(data, resolve_target_s=8 * 3600)  # type: ignore[arg-type]
+    figures_by_id = {f["id"]: f for f in report["figures"]}
+    assert figures_by_id["resolve_target_attainment"]["value"] == 0.0  # 10 h against an 8 h target
+    assert figures_by_id["time_saved_s"]["value"] == 0.0 and figures_by_id["signals"]["value"] == 0
+    text = " ".join(s["text"] for sec in report["sections"] for s in sec["sentences"])
+    assert "2 tickets: Email 2." in text and "0% were resolved within the 8.0 h target" in text
+    assert "No category came back three times or more." in text  # two is not recurring
+    for section in report["sections"]:
+        for s in section["sentences"]:
+            assert s["figures"] or s["sources"], s["text"]

@@ -33,6 +33,7 @@ class TicketFigures:
     escalated_at: datetime | None
     resolved_at: datetime | None  # the first resolution at or after the first escalation
     resolved_with_packet: bool
+    first_resolved_at: datetime | None  # the first resolution of any kind, escalated or not
     resolutions: int
     reopens: int
     marked_resolved: bool  # it has a `resolved` event (then `closed` is not a resolution of its own)
@@ -44,6 +45,15 @@ class TicketFigures:
     @property
     def time_to_escalate_s(self) -> float | None:
         return None if self.escalated_at is None else (self.escalated_at - self.first_at).total_seconds()
+
+    @property
+    def time_to_resolve_s(self) -> float | None:
+        """From the first event to the first resolution (None while unresolved)."""
+        return (
+            None
+            if self.first_resolved_at is None
+            else (self.first_resolved_at - self.first_at).total_seconds()
+        )
 
     @property
     def time_to_resolve_after_escalation_s(self) -> float | None:
@@ -68,6 +78,7 @@ def figures(rows: Iterable[tuple[str, datetime, bool]]) -> TicketFigures:
         escalated_at=escalated_at,
         resolved_at=resolution[0] if resolution else None,
         resolved_with_packet=bool(resolution and resolution[1]),
+        first_resolved_at=next((at for at, kind, _ in ordered if kind in resolving), None),
         resolutions=sum(1 for _, kind, _ in ordered if kind in resolving),
         reopens=sum(1 for _, kind, _ in ordered if kind == "reopened"),
         marked_resolved=has_resolved,
