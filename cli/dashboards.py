@@ -163,6 +163,19 @@ def sla_overview() -> Dashboard:
                 width=6,
             ),
             Panel(
+                "Repeat questions to the customer per ticket (last 7 days)",
+                (Query(f"tenant:msp_sla_repeat_questions_per_ticket:ratio_7d{T}", "per ticket"),),
+                kind="stat",
+                width=6,
+            ),
+            Panel(
+                "Customer-report turnaround (draft to approval, last 30 days)",
+                (Query(f"tenant:msp_sla_report_turnaround_seconds:mean_30d{T}", "turnaround"),),
+                unit="s",
+                kind="stat",
+                width=6,
+            ),
+            Panel(
                 "Engineer time reviewing AI output (last day): the counter-metric",
                 (Query(f"tenant:msp_sla_engineer_review_seconds:sum_1d{T}", "review time"),),
                 unit="s",

@@ -9,7 +9,8 @@ say() { printf '[install] %s\n' "$*" >&2; }
 
 # The common case first, and at once: installed, and pyproject.toml unchanged since.
 stamp=.venv/.installed
-if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(sha256sum pyproject.toml | cut -d' ' -f1)" ]; then
+fingerprint() { cat pyproject.toml scripts/overrides.txt | sha256sum | cut -d' ' -f1; }
+if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(fingerprint)" ]; then
   exit 0
 fi
 
@@ -44,8 +45,8 @@ if ! "$PY" -m uv --version >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check uv==0.13.8
 fi
 
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(fingerprint)
 [ -x .venv/bin/python ] || "$PY" -m uv venv -q --python "$PY" .venv
 say "installing the platform into .venv"
-"$PY" -m uv pip install -q --python .venv/bin/python -e '.[dev]'
+"$PY" -m uv pip install -q --python .venv/bin/python --overrides scripts/overrides.txt -e '.[dev]'
 echo "$want" > "$stamp"

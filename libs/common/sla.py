@@ -86,3 +86,8 @@ REPORT_TURNAROUND = Histogram(
     ["tenant"],
     buckets=(600, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400),
 )
+REPEAT_QUESTIONS = Counter(
+    "msp_sla_repeat_questions_total",
+    "Questions in client-visible notes asking for what an earlier note or the packet already held",
+    ["tenant"],
+)

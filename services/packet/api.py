@@ -43,8 +43,9 @@ TENANT = TENANT_PATTERN
 TenantQuery = Annotated[str, Query(pattern=TENANT)]
 
 
-def _utc(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+def _in_utc(at: datetime) -> datetime:
+    """A time given without a zone is UTC."""
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 PacketId = Annotated[str, PathParam(pattern=r"^[0-9a-f-]{36}$")]
@@ -210,6 +211,10 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
         """Draft (or redraft) a tenant's report for one month: tickets by category, service
         levels, notable incidents, automation and time saved, recurring issues. Every figure
         names its query, every sentence its figures and sources. Never sent by the platform."""
+        try:
+            report_store.month_window(body.month)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         data = await asyncio.to_thread(report_store.gather, engine, body.tenant_id, body.month)
         content = reports_draft.compose(data, resolve_target_s=settings.report_resolve_target_h * 3600)
         saved = await asyncio.to_thread(report_store.save_draft, engine, body.tenant_id, body.month, content)
@@ -279,11 +284,13 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
         lifecycle in the PSA's times: mean time to escalate, mean time to resolve after
         escalation with and without a packet, reopen rate; and the engineer time spent
         reviewing packets in the window (the counter-metric). Times without a zone are UTC."""
-        end = _utc(until) if until is not None else datetime.now(UTC)
-        try:
-            start = _utc(since) if since is not None else end - timedelta(days=30)
-        except OverflowError:
-            raise HTTPException(422, "`until` is too early for a 30-day window: give `since`") from None
+        try:  # in UTC; a time at the edge of the calendar has no UTC or no 30 days before it
+            end = _in_utc(until) if until is not None else datetime.now(UTC)
+            start = _in_utc(since) if since is not None else end - timedelta(days=30)
+        except (OverflowError, ValueError):
+            raise HTTPException(
+                422, "`since` and `until` must be times between the years 1 and 9999 in UTC"
+            ) from None
         if start >= end:
             raise HTTPException(422, "`since` must be before `until`")
         if end - start > timedelta(days=366):

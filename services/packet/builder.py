@@ -437,6 +437,24 @@ def build(
 _CLAUSE = re.compile(r"(?<=[.!?;])\s+|\n+")
 
 
+# A sentence that asks the reader for something: a question mark, or a request's opening words.
+_ASKING = re.compile(
+    r"^(please\s+(send|provide|confirm|share|tell|check|let us know|attach|describe|try)|"
+    r"can you|could you|would you|do you|does|did|is|are|have you|has|what|which|when|where|who|how)\b",
+    re.IGNORECASE,
+)
+
+
+def questions_to_customer(text: str) -> list[str]:
+    """The sentences of a client-visible note that ask the customer for something."""
+    asked = []
+    for sentence in _SENTENCE.split(" ".join(text.split())):
+        sentence = sentence.strip()
+        if len(sentence) > 8 and (sentence.endswith("?") or _ASKING.match(sentence)):
+            asked.append(sentence)
+    return asked
+
+
 def note_sentences(text: str) -> list[str]:
     """A note's sentences (engineers write several checks in one note)."""
     return [c.strip() for c in _CLAUSE.split(text) if len(c.strip()) > 3]

@@ -40,6 +40,7 @@ from libs.common.events import (
     EventSource,
     SignalClustered,
     TicketEvent,
+    TicketNote,
     TicketTriaged,
     derive_event_id,
     utcnow,
@@ -83,6 +84,14 @@ REVIEW = Histogram(
     "Time engineers report spending on a packet",
     buckets=(10, 30, 60, 120, 300, 600, 1800),
 )
+
+
+# What a packet holds as known (its "still unknown" part is what it does not).
+KNOWN_PARTS = ("summary", "related_alerts", "runbook", "already_tried", "similar_cases")
+
+
+def known_notes(known: KnownTicket | None) -> list[TicketNote]:
+    return list(known.notes) if known is not None else []
 
 
 def observe_lifecycle(tenant_id: str, kind: str, at: datetime, figures: lifecycle.TicketFigures) -> None:
@@ -347,6 +356,9 @@ class Packets:
         )
         if figures is not None:  # seen for the first time
             observe_lifecycle(tenant, kind, at, figures)
+        note, earlier = event.payload.note, known_notes(known)
+        if note is not None and not note.internal and all(n.note_id != note.note_id for n in earlier):
+            await self._count_repeat_questions(tenant, ticket_id, note.text, earlier)
         if ticket.open_escalation:
             await self.rebuild(tenant, ticket, event, trigger=event.payload.kind)
 
@@ -370,6 +382,25 @@ class Packets:
             if grew and now - self._last_version.get(key, -1e9) < self.signal_update_every_s:
                 continue
             await self.rebuild(tenant, ticket, event, trigger=f"signal_{payload.state}")
+
+    async def _count_repeat_questions(
+        self, tenant: str, ticket_id: str, text: str, earlier: Sequence[TicketNote]
+    ) -> None:
+        """A client-visible note asking the customer for what an earlier note or the packet
+        already holds is a repeat question (`msp_sla_repeat_questions_total`): matched by
+        meaning, as a note answering a runbook check is."""
+        questions = builder.questions_to_customer(text)
+        if not questions:
+            return
+        held = [s for n in earlier for s in builder.note_sentences(n.text)]
+        latest = await asyncio.to_thread(versions.latest_packet, self.engine, tenant, ticket_id)
+        if latest is not None:
+            payload = json.loads(latest["payload"])
+            held += [c["text"] for part in KNOWN_PARTS for c in payload.get(part, [])]
+        if held:
+            answered = await asyncio.to_thread(self._answered, questions, held)
+            if any(answered):
+                sla.REPEAT_QUESTIONS.labels(sla.tenant_label(tenant)).inc(sum(answered))
 
     # --- building ---------------------------------------------------------------------------
 

@@ -143,6 +143,18 @@ def test_every_recording_rule_and_dashboard_panel_has_data_after_a_replay(
             headers=AS_OPERATOR,
         )
         assert fb.status_code == 201, fb.text
+        # A month's customer report, drafted and approved (the turnaround).
+        month = f"2025-{round_ + 1:02d}"
+        drafted = httpx.post(
+            f"{packet}/v1/reports", json={"tenant_id": tenant, "month": month}, headers=AS_OPERATOR
+        )
+        assert drafted.status_code == 201, drafted.text
+        approved = httpx.post(
+            f"{packet}/v1/reports/{drafted.json()['report_id']}/approve",
+            json={"tenant_id": tenant, "approved_by": "lead"},
+            headers=AS_OPERATOR,
+        )
+        assert approved.status_code == 200, approved.text
         asyncio.run(_publish_run_result_and_a_poison_event(platform, tenant))
 
     def seen(metric: str) -> bool:
@@ -159,6 +171,7 @@ def test_every_recording_rule_and_dashboard_panel_has_data_after_a_replay(
         "msp_sla_engineer_review_seconds_count",
         "msp_sla_engineer_corrections_total",
         "msp_sla_automation_runs_total",
+        "msp_sla_report_turnaround_seconds_count",
     ]
     assert wait_for(lambda: all(seen(m) for m in base), timeout_s=60), [m for m in base if not seen(m)]
     assert wait_for(lambda: bool(query(prometheus, "msp_deadlettered_total")), timeout_s=30)

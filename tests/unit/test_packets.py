@@ -418,3 +418,19 @@ def test_a_report_states_only_what_its_figures_and_sources_hold() -> None:
     for section in report["sections"]:
         for s in section["sentences"]:
             assert s["figures"] or s["sources"], s["text"]
+
+
+def test_the_questions_a_note_asks_the_customer_are_found_by_their_form() -> None:
+    from services.packet.builder import questions_to_customer
+
+    note = (
+        "Thanks for your patience. Could you send us a screenshot of the error? "
+        "We restarted the print spooler this morning. Which printer were you printing to? "
+        "Please confirm the laptop is on the office network."
+    )
+    assert questions_to_customer(note) == [
+        "Could you send us a screenshot of the error?",
+        "Which printer were you printing to?",
+        "Please confirm the laptop is on the office network.",
+    ]
+    assert questions_to_customer("Restarted the spooler; printing works again. Closing the ticket.") == []

@@ -23,13 +23,10 @@ def month_window(month: str) -> tuple[datetime, datetime]:
     """[first instant, first instant of the next month) in UTC for "YYYY-MM"."""
     try:
         start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+        following = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+        end = start.replace(year=following[0], month=following[1])
     except ValueError:
-        raise ValueError(f"month {month!r}: give it as YYYY-MM") from None
-    end = (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
-    )
+        raise ValueError(f"month {month!r}: give a month from 0001-01 to 9999-11 as YYYY-MM") from None
     return start, end
 
 
