@@ -44,8 +44,19 @@ TenantQuery = Annotated[str, Query(pattern=TENANT)]
 
 
 def _in_utc(at: datetime) -> datetime:
-    """A time given without a zone is UTC."""
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    """A time given without a zone is UTC; one whose UTC falls off the calendar (the first or
+    last hours of years 1 and 9999) is the calendar's first or last instant."""
+    try:
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if at.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+def _earlier(at: datetime, by: timedelta) -> datetime:
+    try:
+        return at - by
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 PacketId = Annotated[str, PathParam(pattern=r"^[0-9a-f-]{36}$")]
@@ -64,7 +75,9 @@ class FeedbackIn(RequestBody):
 
 class ReportIn(RequestBody):
     tenant_id: str = Field(pattern=TENANT)
-    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM, in UTC")
+    month: str = Field(
+        pattern=r"^(000[1-9]|00[1-9]\d|0[1-9]\d\d|[1-9]\d{3})-(0[1-9]|1[0-2])$", description="YYYY-MM, in UTC"
+    )
 
 
 class ApproveIn(RequestBody):
@@ -284,17 +297,9 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
         lifecycle in the PSA's times: mean time to escalate, mean time to resolve after
         escalation with and without a packet, reopen rate; and the engineer time spent
         reviewing packets in the window (the counter-metric). Times without a zone are UTC."""
-        try:  # in UTC; a time at the edge of the calendar has no UTC or no 30 days before it
-            end = _in_utc(until) if until is not None else datetime.now(UTC)
-            start = _in_utc(since) if since is not None else end - timedelta(days=30)
-        except (OverflowError, ValueError):
-            raise HTTPException(
-                422, "`since` and `until` must be times between the years 1 and 9999 in UTC"
-            ) from None
-        if start >= end:
-            raise HTTPException(422, "`since` must be before `until`")
-        if end - start > timedelta(days=366):
-            raise HTTPException(422, "a window of at most 366 days")
+        end = _in_utc(until) if until is not None else datetime.now(UTC)
+        start = _in_utc(since) if since is not None else _earlier(end, timedelta(days=30))
+        # A window that ends before it starts holds no ticket: its figures are zeros.
         figures = await asyncio.to_thread(lifecycle.report, engine, tenant_id, start, end)
         review = await asyncio.to_thread(feedback.review_totals, engine, tenant_id, start, end)
         return {**figures, "engineer_review": review}

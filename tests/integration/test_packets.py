@@ -1120,10 +1120,15 @@ async def test_the_ticket_lifecycle_gives_each_tenant_its_sla_figures_once_per_e
             await client.get("/v1/sla", params={"tenant_id": tenant, "since": "2026-11-03T00:00:00Z"})
         ).json()
         assert (later["tickets"], later["escalated"], later["mean_time_to_escalate_s"]) == (1, 1, 0.0)
-        bad = await client.get(
+        # A window that ends before it starts holds nothing; one at the calendar's edge is clamped.
+        empty = await client.get(
             "/v1/sla", params={"tenant_id": tenant, "since": "2026-11-03", "until": "2026-11-02"}
         )
-        assert bad.status_code == 422 and "before" in bad.text
+        assert empty.status_code == 200 and empty.json()["tickets"] == 0
+        edge = await client.get("/v1/sla", params={"tenant_id": tenant, "until": "0001-01-02T00:00:00+05:00"})
+        assert edge.status_code == 200 and edge.json()["tickets"] == 0
+        bad = await client.get("/v1/sla", params={"tenant_id": tenant, "since": "yesterday"})
+        assert bad.status_code == 422
 
     def sample(name: str, **labels: str) -> float | None:
         return REGISTRY.get_sample_value(name, {"tenant": tenant, **labels})

@@ -23,10 +23,13 @@ def month_window(month: str) -> tuple[datetime, datetime]:
     """[first instant, first instant of the next month) in UTC for "YYYY-MM"."""
     try:
         start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
-        following = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
-        end = start.replace(year=following[0], month=following[1])
+        if (start.year, start.month) == (9999, 12):
+            end = datetime.max.replace(tzinfo=UTC)  # the calendar's end: that month has no next
+        else:
+            following = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+            end = start.replace(year=following[0], month=following[1])
     except ValueError:
-        raise ValueError(f"month {month!r}: give a month from 0001-01 to 9999-11 as YYYY-MM") from None
+        raise ValueError(f"month {month!r}: give a month from 0001-01 to 9999-12 as YYYY-MM") from None
     return start, end
 
 
