@@ -259,6 +259,11 @@ def run_demo(var: Path) -> dict[str, Any]:
         time.sleep(0.5)
     audited = int(audit.call("GET", "/v1/audit/counts", params={"tenant_id": tenant})["events"])
     secret = link_secret(token)
+    # This month's customer report, drafted for the demo client (never sent by the platform).
+    packet.timeout_s = 60.0
+    month = (now - timedelta(minutes=15)).strftime("%Y-%m")  # when the demo's ticket was opened
+    drafted = packet.call("POST", "/v1/reports", body={"tenant_id": tenant, "month": month})
+    report_base = f"{url_of('packet')}/v1/reports/{drafted['report_id']}"
     return {
         "tenant": tenant,
         "this_run": {
@@ -317,5 +322,14 @@ def run_demo(var: Path) -> dict[str, Any]:
             }
             for b in built
         ],
+        "report": {
+            "report_id": drafted["report_id"],
+            "month": month,
+            "status": drafted["status"],
+            "figures": {f["id"]: f["value"] for f in drafted["figures"] if "." not in f["id"]},
+            # Both open in a browser for 24 hours without any other credential.
+            "html": sign_url(f"{report_base}/html?tenant_id={tenant}", secret),
+            "pdf": sign_url(f"{report_base}/pdf?tenant_id={tenant}", secret),
+        },
         "keys": f"the demo tenant's sender and engineer keys are in {var / DEMO_STATE}",
     }

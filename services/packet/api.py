@@ -295,14 +295,16 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
     ) -> dict[str, Any]:
         """A tenant's SLA figures for the tickets first seen in [`since`, `until`), from their
         lifecycle in the PSA's times: mean time to escalate, mean time to resolve after
-        escalation with and without a packet, reopen rate; and the engineer time spent
-        reviewing packets in the window (the counter-metric). Times without a zone are UTC."""
+        escalation with and without a packet, reopen rate; the engineer time spent reviewing
+        packets in the window (the counter-metric) and the automation runs that finished in it,
+        by outcome. Times without a zone are UTC."""
         end = _in_utc(until) if until is not None else datetime.now(UTC)
         start = _in_utc(since) if since is not None else _earlier(end, timedelta(days=30))
         # A window that ends before it starts holds no ticket: its figures are zeros.
         figures = await asyncio.to_thread(lifecycle.report, engine, tenant_id, start, end)
         review = await asyncio.to_thread(feedback.review_totals, engine, tenant_id, start, end)
-        return {**figures, "engineer_review": review}
+        runs = await asyncio.to_thread(lifecycle.automation_runs, engine, tenant_id, start, end)
+        return {**figures, "engineer_review": review, "automation_runs": runs}
 
     @router.get("/v1/packets/{packet_id}", tags=["packets"], dependencies=[reader], responses=errors(404))
     async def get_packet(packet_id: PacketId, tenant_id: TenantQuery) -> dict[str, Any]:

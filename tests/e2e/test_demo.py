@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,33 @@ def test_the_demo_reports_this_runs_figures_and_status_shows_its_tenant(demo: tu
     held = doc["tenant"]
     assert held["tenant_id"] == report["tenant"] and held["alerts_in_signals"] == 7 and held["packets"] == 1
     assert held["consumed_by_topic"]["tickets.events.v1"] == 3
+
+
+def test_the_demo_drafts_this_months_customer_report_whose_figures_match_the_api(
+    demo: tuple[Path, str],
+) -> None:
+    """The demo client's report: its PDF link opens, and its service levels are GET /v1/sla's
+    for the same month."""
+    import httpx
+
+    var, out = demo
+    printed = json.loads(out[out.index("\n{") : out.index("\n}\n") + 2])
+    report = printed["report"]
+    assert report["status"] == "draft" and report["figures"]["tickets"] == 1
+    pdf = httpx.get(report["pdf"], timeout=60)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert "Service levels" in httpx.get(report["html"], timeout=30).text
+    token = (var / "secrets" / "admin-token").read_text().strip()
+    start = datetime.strptime(report["month"], "%Y-%m").replace(tzinfo=UTC)
+    end = (start + timedelta(days=32)).replace(day=1)
+    sla = httpx.get(
+        report["pdf"].split("/v1/reports")[0] + "/v1/sla",
+        params={"tenant_id": printed["tenant"], "since": start.isoformat(), "until": end.isoformat()},
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()
+    figures = report["figures"]
+    assert figures["escalated"] == sla["escalated"] and figures["reopen_rate"] == sla["reopen_rate"]
+    assert figures["mean_time_to_escalate_s"] == sla["mean_time_to_escalate_s"]
 
 
 def test_the_printed_packet_link_opens_and_every_source_on_it_opens(demo: tuple[Path, str]) -> None:

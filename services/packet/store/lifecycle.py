@@ -122,6 +122,25 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(fmean(values), 1) if values else None
 
 
+def automation_runs(engine: Engine, tenant_id: str, since: datetime, until: datetime) -> dict[str, int]:
+    """Automation runs that finished in [since, until), by outcome (as the results arrived)."""
+    from services.packet.tables import actions
+
+    a = actions.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(a.outcome, func.count())
+            .where(
+                a.tenant_id == tenant_id,
+                a.outcome.in_(["succeeded", "failed", "partial"]),
+                a.updated_at >= _utc(since),
+                a.updated_at < _utc(until),
+            )
+            .group_by(a.outcome)
+        ).all()
+    return {outcome: n for outcome, n in rows}
+
+
 def report(engine: Engine, tenant_id: str, since: datetime, until: datetime) -> dict[str, Any]:
     """The tenant's SLA figures for the tickets first seen in [since, until)."""
     since, until = _utc(since), _utc(until)
