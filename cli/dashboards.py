@@ -297,14 +297,9 @@ def render(dashboard: Dashboard) -> str:
     return json.dumps(dashboard.to_json(), indent=2, sort_keys=True) + "\n"
 
 
-def write(out_dir: Path = OUT_DIR) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for d in all_dashboards():
-        path = out_dir / f"{d.uid}.json"
-        path.write_text(render(d))
-        written.append(path)
-    return written
+def outputs() -> dict[Path, str]:
+    """Every file `msp dashboards` writes, with its text."""
+    return {OUT_DIR / f"{d.uid}.json": render(d) for d in all_dashboards()}
 
 
 def queries(dashboard: dict[str, Any]) -> list[str]:

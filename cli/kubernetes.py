@@ -444,14 +444,3 @@ def outputs() -> dict[Path, str]:
 
 def render(docs: list[dict[str, Any]]) -> str:
     return HEADER + "---\n".join(yaml.safe_dump(d, sort_keys=False, width=110) for d in docs)
-
-
-def write() -> list[Path]:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    wanted = outputs()
-    for stale in OUT_DIR.glob("*.yaml"):
-        if stale not in wanted:
-            stale.unlink()
-    for path, text in wanted.items():
-        path.write_text(text)
-    return list(wanted)

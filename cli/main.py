@@ -389,48 +389,44 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_k8s(args: argparse.Namespace) -> int:
-    """Write the Kubernetes manifests from cli/kubernetes.py; with --check, fail when k8s/ differs."""
-    from cli import kubernetes as k8s
-
-    if args.check:
-        wanted = k8s.outputs()
-        present = {p: p.read_text() for p in [*k8s.OUT_DIR.glob("*.yaml"), k8s.SECRET_TEMPLATE] if p.exists()}
+def _generated(what: str, command: str, wanted: dict[Path, str], present: list[Path], check: bool) -> int:
+    """Write files made by code (`wanted`: path -> text), removing `present` ones it no longer
+    makes; with `check`, write nothing and fail when any differs (CI runs it)."""
+    if check:
+        on_disk = {p: p.read_text() for p in present if p.exists()}
         stale = sorted(
             str(p.relative_to(REPO_ROOT))
-            for p in set(wanted) | set(present)
-            if wanted.get(p) != present.get(p)
+            for p in set(wanted) | set(on_disk)
+            if wanted.get(p) != on_disk.get(p)
         )
         if stale:
-            print(f"k8s manifests out of date: {', '.join(stale)} (run ./msp k8s)", file=sys.stderr)
+            print(f"{what} out of date: {', '.join(stale)} (run ./msp {command})", file=sys.stderr)
             return 1
-        print("k8s manifests up to date")
+        print(f"{what} up to date")
         return 0
-    for path in k8s.write():
+    for stale_path in set(present) - set(wanted):
+        stale_path.unlink(missing_ok=True)
+    for path, text in wanted.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
         print(path.relative_to(REPO_ROOT))
     return 0
+
+
+def cmd_k8s(args: argparse.Namespace) -> int:
+    """Write the Kubernetes manifests from cli/kubernetes.py (--check: fail when k8s/ differs)."""
+    from cli import kubernetes as k8s
+
+    present = [*k8s.OUT_DIR.glob("*.yaml"), k8s.SECRET_TEMPLATE]
+    return _generated("k8s manifests", "k8s", k8s.outputs(), present, args.check)
 
 
 def cmd_dashboards(args: argparse.Namespace) -> int:
-    """Write the dashboards from cli/dashboards.py; with --check, fail when what is in the
-    repository differs from what the code makes (CI runs it)."""
+    """Write the dashboards from cli/dashboards.py (--check: fail when the repository's differ)."""
     from cli import dashboards
 
-    if args.check:
-        stale = [
-            d.uid
-            for d in dashboards.all_dashboards()
-            if not (dashboards.OUT_DIR / f"{d.uid}.json").exists()
-            or (dashboards.OUT_DIR / f"{d.uid}.json").read_text() != dashboards.render(d)
-        ]
-        if stale:
-            print(f"dashboards out of date: {', '.join(stale)} (run ./msp dashboards)", file=sys.stderr)
-            return 1
-        print("dashboards up to date")
-        return 0
-    for path in dashboards.write():
-        print(path.relative_to(REPO_ROOT))
-    return 0
+    present = list(dashboards.OUT_DIR.glob("*.json"))
+    return _generated("dashboards", "dashboards", dashboards.outputs(), present, args.check)
 
 
 # What a deployment's secrets file holds (docker compose --env-file, kubectl create secret

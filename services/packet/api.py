@@ -47,7 +47,7 @@ def _in_utc(at: datetime) -> datetime:
     """A time given without a zone is UTC; one whose UTC falls off the calendar (the first or
     last hours of years 1 and 9999) is the calendar's first or last instant."""
     try:
-        return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+        return lifecycle.as_utc(at)
     except OverflowError:
         return (datetime.min if at.year == 1 else datetime.max).replace(tzinfo=UTC)
 

@@ -77,6 +77,17 @@ def settings_class(spec: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def settings_from(monkeypatch: pytest.MonkeyPatch, module: str, env: dict[str, str], tmp_path: Path) -> Any:
+    """The settings `python -m services.<name>` builds from exactly `env` (nothing of ours)."""
+    for key in list(os.environ):
+        if key.startswith("MSP_") or key == "KAFKA_BOOTSTRAP_SERVERS":
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MSP_VAR_DIR", str(tmp_path / "var"))
+    return settings_class(SETTINGS[module.removeprefix("services.")])()
+
+
 def test_compose_loads_and_every_service_would_start_with_the_secrets_file(
     compose_check: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,14 +115,7 @@ def test_compose_loads_and_every_service_would_start_with_the_secrets_file(
         env = svc["environment"]
         assert env["MSP_ENVIRONMENT"] == "prod" and env["MSP_MIGRATE_ON_START"] == "false"
         # The service's own settings accept what compose gives it (prod refuses missing secrets).
-        for key in list(os.environ):
-            if key.startswith("MSP_") or key == "KAFKA_BOOTSTRAP_SERVERS":
-                monkeypatch.delenv(key)
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("MSP_VAR_DIR", str(tmp_path / "var"))
-        cls = settings_class(SETTINGS[svc["command"][2].removeprefix("services.")])
-        settings = cls()
+        settings = settings_from(monkeypatch, svc["command"][2], env, tmp_path)
         assert settings.environment == "prod" and settings.database_url.startswith("postgresql+psycopg://")
     assert runners["automation-executor"]["environment"]["MSP_AUTOMATION_ROLE"] == "executor"
     # Prometheus with the rules, Grafana with the dashboards, from files that exist.
@@ -297,13 +301,6 @@ def test_every_deployment_would_start_with_the_configmap_and_the_secret(
     assert set(template) <= set(secret), "the template names a key msp secrets does not make"
     for dep in (d for d in docs if d["kind"] == "Deployment"):
         (container,) = dep["spec"]["template"]["spec"]["containers"]
-        for key in list(os.environ):
-            if key.startswith("MSP_") or key == "KAFKA_BOOTSTRAP_SERVERS":
-                monkeypatch.delenv(key)
         env = {**config, **secret, **{e["name"]: e["value"] for e in container["env"]}}
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("MSP_VAR_DIR", str(tmp_path / "var"))
-        module = container["command"][2].removeprefix("services.")
-        settings = settings_class(SETTINGS[module])()
+        settings = settings_from(monkeypatch, container["command"][2], env, tmp_path)
         assert settings.environment == "prod" and not settings.migrate_on_start

@@ -21,9 +21,11 @@ from libs.common.inbox import insert_ignore
 from services.packet.tables import lifecycle, packets
 
 RESOLVING = ("resolved", "closed")
+FINISHED = ("succeeded", "failed", "partial")  # the outcomes that end an automation run
 
 
-def _utc(at: datetime) -> datetime:
+def as_utc(at: datetime) -> datetime:
+    """A stored or given time in UTC (SQLite hands back times without their zone: UTC)."""
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
@@ -64,7 +66,7 @@ class TicketFigures:
 
 def figures(rows: Iterable[tuple[str, datetime, bool]]) -> TicketFigures:
     """One ticket's figures from its events (kind, time, had a packet), in any order."""
-    ordered = sorted((_utc(at), kind, bool(packet)) for kind, at, packet in rows)
+    ordered = sorted((as_utc(at), kind, bool(packet)) for kind, at, packet in rows)
     escalated_at = next((at for at, kind, _ in ordered if kind == "escalated"), None)
     has_resolved = any(kind == "resolved" for _, kind, _ in ordered)
     # `closed` counts as a resolution only for a ticket never marked resolved (a PSA sends both).
@@ -104,7 +106,7 @@ def record(
                 tenant_id=tenant_id,
                 ticket_id=ticket_id,
                 kind=kind,
-                at=_utc(at),
+                at=as_utc(at),
                 with_packet=bool(with_packet),
             )
         ).first()
@@ -132,35 +134,53 @@ def automation_runs(engine: Engine, tenant_id: str, since: datetime, until: date
             select(a.outcome, func.count())
             .where(
                 a.tenant_id == tenant_id,
-                a.outcome.in_(["succeeded", "failed", "partial"]),
-                a.updated_at >= _utc(since),
-                a.updated_at < _utc(until),
+                a.outcome.in_(FINISHED),
+                a.updated_at >= as_utc(since),
+                a.updated_at < as_utc(until),
             )
             .group_by(a.outcome)
         ).all()
     return {outcome: n for outcome, n in rows}
 
 
-def report(engine: Engine, tenant_id: str, since: datetime, until: datetime) -> dict[str, Any]:
-    """The tenant's SLA figures for the tickets first seen in [since, until)."""
-    since, until = _utc(since), _utc(until)
+def first_seen(tenant_id: str, since: datetime, until: datetime) -> Any:
+    """The ids of the tenant's tickets whose first event falls in [since, until) (a subquery)."""
     col = lifecycle.c
-    first_seen_then = (
+    return (
         select(col.ticket_id)
         .where(col.tenant_id == tenant_id)
         .group_by(col.ticket_id)
-        .having(func.min(col.at) >= since, func.min(col.at) < until)
+        .having(func.min(col.at) >= as_utc(since), func.min(col.at) < as_utc(until))
     )
+
+
+def tickets_first_seen(
+    engine: Engine, tenant_id: str, since: datetime, until: datetime
+) -> dict[str, TicketFigures]:
+    """Each ticket first seen in [since, until), with its figures."""
+    col = lifecycle.c
     with engine.connect() as conn:
         rows = conn.execute(
             select(col.ticket_id, col.kind, col.at, col.with_packet).where(
-                col.tenant_id == tenant_id, col.ticket_id.in_(first_seen_then)
+                col.tenant_id == tenant_id, col.ticket_id.in_(first_seen(tenant_id, since, until))
             )
         ).all()
     by_ticket: dict[str, list[tuple[str, datetime, bool]]] = {}
     for ticket_id, kind, at, packet in rows:
         by_ticket.setdefault(ticket_id, []).append((kind, at, packet))
-    tickets = [figures(events) for events in by_ticket.values()]
+    return {ticket_id: figures(events) for ticket_id, events in by_ticket.items()}
+
+
+def report(engine: Engine, tenant_id: str, since: datetime, until: datetime) -> dict[str, Any]:
+    """The tenant's SLA figures for the tickets first seen in [since, until)."""
+    return summarise(tenant_id, since, until, tickets_first_seen(engine, tenant_id, since, until).values())
+
+
+def summarise(
+    tenant_id: str, since: datetime, until: datetime, tickets: Iterable[TicketFigures]
+) -> dict[str, Any]:
+    """The SLA figures of these tickets (those first seen in [since, until))."""
+    since, until, tickets = as_utc(since), as_utc(until), list(tickets)
     escalate = [t for f in tickets if (t := f.time_to_escalate_s) is not None]
     resolve = [
         (t, f.resolved_with_packet)

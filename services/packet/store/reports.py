@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from libs.common.events import utcnow
 from services.packet.store import lifecycle as lifecycle_store
-from services.packet.tables import actions, lifecycle, reports, signals, tickets
+from services.packet.tables import actions, reports, signals, tickets
 
 REPORT_NAMESPACE = uuid.UUID("5b1c8f9e-2f4a-4c51-9d0e-7a3e6b2c1d40")
 
@@ -47,25 +47,15 @@ class MonthData:
 
 def gather(engine: Engine, tenant_id: str, month: str) -> MonthData:
     start, end = month_window(month)
-    sla = lifecycle_store.report(engine, tenant_id, start, end)
-    col = lifecycle.c
-    first_seen = (
-        select(col.ticket_id)
-        .where(col.tenant_id == tenant_id)
-        .group_by(col.ticket_id)
-        .having(func.min(col.at) >= start, func.min(col.at) < end)
-    )
+    figures = lifecycle_store.tickets_first_seen(engine, tenant_id, start, end)
+    sla = lifecycle_store.summarise(tenant_id, start, end, figures.values())
     with engine.connect() as conn:
-        events = conn.execute(
-            select(col.ticket_id, col.kind, col.at, col.with_packet).where(
-                col.tenant_id == tenant_id, col.ticket_id.in_(first_seen)
-            )
-        ).all()
         snapshots = {
             r.ticket_id: json.loads(r.snapshot)
             for r in conn.execute(
                 select(tickets.c.ticket_id, tickets.c.snapshot).where(
-                    tickets.c.tenant_id == tenant_id, tickets.c.ticket_id.in_(first_seen)
+                    tickets.c.tenant_id == tenant_id,
+                    tickets.c.ticket_id.in_(lifecycle_store.first_seen(tenant_id, start, end)),
                 )
             )
         }
@@ -77,21 +67,18 @@ def gather(engine: Engine, tenant_id: str, month: str) -> MonthData:
         run_rows = conn.execute(
             select(actions.c.run_id, actions.c.ticket_id, actions.c.outcome, actions.c.results).where(
                 actions.c.tenant_id == tenant_id,
-                actions.c.outcome.in_(["succeeded", "failed", "partial"]),
+                actions.c.outcome.in_(lifecycle_store.FINISHED),
                 actions.c.updated_at >= start,
                 actions.c.updated_at < end,
             )
         ).all()
-    by_ticket: dict[str, list[tuple[str, datetime, bool]]] = {}
-    for ticket_id, kind, at, packet in events:
-        by_ticket.setdefault(ticket_id, []).append((kind, at, packet))
     month_tickets = {}
-    for ticket_id, rows in by_ticket.items():
+    for ticket_id, ticket_figures in figures.items():
         snap = snapshots.get(ticket_id, {})
         month_tickets[ticket_id] = (
             snap.get("category") or "uncategorised",
             snap.get("title") or ticket_id,
-            lifecycle_store.figures(rows),
+            ticket_figures,
         )
     runs = []
     for r in run_rows:
@@ -163,8 +150,7 @@ def get(engine: Engine, tenant_id: str, rid: str) -> dict[str, Any] | None:
     out = {k: v for k, v in row.items() if k != "content"}
     for key in ("created_at", "updated_at", "approved_at"):
         if out[key] is not None:
-            at = out[key] if out[key].tzinfo else out[key].replace(tzinfo=UTC)
-            out[key] = at.isoformat()
+            out[key] = lifecycle_store.as_utc(out[key]).isoformat()
     return {**out, **json.loads(row["content"])}
 
 
@@ -187,7 +173,7 @@ def approve(
             .where(reports.c.report_id == rid)
             .values(status="approved", approved_at=now, approved_by=approved_by, updated_at=now)
         )
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    created = lifecycle_store.as_utc(row.created_at)
     report = get(engine, tenant_id, rid)
     assert report is not None
     return report, (now - created).total_seconds()

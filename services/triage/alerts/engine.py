@@ -201,7 +201,7 @@ class AlertClustering:
         crash or a broker error never reuses a revision number (nor its event id) for other
         content, and never loses what a revision was to say."""
         events: list[SignalClustered | AuditEvent] = []
-        published: list[tuple[str, list[str]]] = []  # (tenant, alert ids) of each revision
+        published: dict[str, list[str]] = {}  # tenant -> the alert ids its revisions announce
         wall = time.time()
         due = [(c, c.due_changes(wall, self.update_every_s)) for c in tenants]
         due = [(c, changes) for c, changes in due if changes]
@@ -226,7 +226,7 @@ class AlertClustering:
                 )
                 if state != "updated":  # decisions are audited; growth is in the stream
                     events.append(self._audit(c.tenant_id, sig, state, added, ch.revision))
-                published.append((c.tenant_id, added))
+                published.setdefault(c.tenant_id, []).extend(added)
         try:
             await self.producer.publish_many(events)
         except BaseException:
@@ -247,7 +247,7 @@ class AlertClustering:
         # Time to classify: from each alert's ingestion to the revision that holds it.
         now = time.time()
         ingested = self._ingested
-        for tenant_id, added in published:
+        for tenant_id, added in published.items():  # one metric child per tenant, not per revision
             observe = sla.TIME_TO_CLASSIFY.labels(sla.tenant_label(tenant_id), "alert").observe
             for aid in added:
                 t = ingested.pop(aid, None)
