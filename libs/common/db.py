@@ -180,7 +180,7 @@ def downgrade() -> None:
     return path
 
 
-def upsert(engine: Engine, table: Table, keys: list[str], *, newer: str | None = None):  # type: ignore[no-untyped-def]
+def upsert(engine: Engine | Connection, table: Table, keys: list[str], *, newer: str | None = None):  # type: ignore[no-untyped-def]
     """An INSERT that overwrites the other columns of the row with the same `keys`; with
     `newer` (a column), only when the incoming value of that column is greater (an older
     revision arriving late changes nothing)."""

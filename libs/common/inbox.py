@@ -11,7 +11,19 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Engine, Index, MetaData, String, Table, func, insert, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from libs.common.events import Envelope, utcnow
@@ -30,7 +42,7 @@ def inbox_table(metadata: MetaData, service: str) -> Table:
     )
 
 
-def insert_ignore(engine: Engine, table: Table):  # type: ignore[no-untyped-def]
+def insert_ignore(engine: Engine | Connection, table: Table):  # type: ignore[no-untyped-def]
     """An INSERT that does nothing when the primary key or a unique key already exists."""
     if engine.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()

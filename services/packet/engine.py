@@ -20,12 +20,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from cachetools import TTLCache
 from prometheus_client import Counter, Histogram
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from libs.common import sla
 from libs.common.audit import AuditEmitter, audit_event
@@ -115,6 +115,32 @@ def observe_lifecycle(tenant_id: str, kind: str, at: datetime, figures: lifecycl
 
 def packet_id_for(tenant_id: str, ticket_id: str) -> uuid.UUID:
     return uuid.uuid5(PACKET_NAMESPACE, f"{tenant_id}\x1f{ticket_id}")
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A packet version written in a transaction not yet committed, and what its commit is
+    followed by (see `Packets._after_version`)."""
+
+    tenant: str
+    payload: EscalationPacketPayload
+    deliver: bool
+    trigger: str
+    claims: list[Claim]
+    started: float
+
+
+@dataclass(frozen=True)
+class _Took:
+    """What one ticket event changed (see `Packets._take_ticket`)."""
+
+    ticket: KnownTicket
+    figures: lifecycle.TicketFigures | None  # None: the event was seen before
+    repeat_questions: int
+    built: _Built | None
 
 
 @dataclass(frozen=True)
@@ -209,21 +235,29 @@ class Packets:
             await self._client.aclose()
         await self.outbox.stop()
 
-    def target(self, tenant: str) -> dict[str, Any] | None:
+    def target(self, tenant: str, conn: Connection | None = None) -> dict[str, Any] | None:
         """The tenant's PSA target, read at most every `target_ttl_s` (blocking: call it in a
-        thread). Only a configured target is kept: "none configured" is always read afresh, so
-        a target set through another instance is used by the next version, never missed."""
-        with self._targets_lock:
-            known = self._targets.get(tenant)
+        thread; on `conn` when given). Only a configured target is kept: "none configured" is
+        always read afresh, so a target set through another instance is used by the next
+        version, never missed."""
+        known = self._known_target(tenant)
         if known is not None:
             return known
-        found = targets.get_target(self.engine, tenant, box=self.box)
+        found = targets.get_target(conn or self.engine, tenant, box=self.box)
         with self._targets_lock:
             if found is None:
                 self._targets.pop(tenant, None)
             else:
                 self._targets[tenant] = found
         return found
+
+    def _known_target(self, tenant: str) -> dict[str, Any] | None:
+        with self._targets_lock:
+            return self._targets.get(tenant)
+
+    async def _target(self, tenant: str) -> dict[str, Any] | None:
+        """`target`, without a thread when it is at hand."""
+        return self._known_target(tenant) or await asyncio.to_thread(self.target, tenant)
 
     def forget_target(self, tenant: str) -> None:
         """The target was just set through this process: read it afresh."""
@@ -336,7 +370,7 @@ class Packets:
         )
 
     async def _queue_write(self, tenant: str, row: dict[str, Any]) -> None:
-        target = await asyncio.to_thread(self.target, tenant)
+        target = await self._target(tenant)
         added = await asyncio.to_thread(
             functools.partial(psa_writes.add_psa_write, has_target=target is not None),
             self.engine,
@@ -346,21 +380,37 @@ class Packets:
             self._wake.set()
 
     async def _ticket(self, event: TicketEvent) -> None:
+        started = time.perf_counter()
+        took = await asyncio.to_thread(self._take_ticket, event, started)
+        tenant, kind, at = event.tenant_id, event.payload.kind, event.occurred_at
+        if took.figures is not None:  # seen for the first time
+            observe_lifecycle(tenant, kind, at, took.figures)
+        if took.repeat_questions:
+            sla.REPEAT_QUESTIONS.labels(sla.tenant_label(tenant)).inc(took.repeat_questions)
+        if took.built is not None:
+            self._after_version(took.built)
+        elif took.ticket.open_escalation and self._claude_summaries:
+            # Claude's summary is asked for outside the transaction (see `rebuild`).
+            await self.rebuild(tenant, took.ticket, event, trigger=kind)
+
+    def _take_ticket(self, event: TicketEvent, started: float) -> _Took:
+        """One ticket event in one transaction: the ticket, its lifecycle row, and the packet
+        version it makes (with its delivery and events), unless Claude writes the summary."""
         tenant, ticket_id = event.tenant_id, event.payload.ticket.ticket_id
-        known = await asyncio.to_thread(projections.get_ticket, self.engine, tenant, ticket_id)
-        ticket = merge_ticket(known, event)
-        await asyncio.to_thread(projections.save_ticket, self.engine, tenant, ticket)
         kind, at = event.payload.kind, event.occurred_at
-        figures = await asyncio.to_thread(
-            lifecycle.record, self.engine, tenant, ticket_id, str(event.event_id), kind, at
-        )
-        if figures is not None:  # seen for the first time
-            observe_lifecycle(tenant, kind, at, figures)
-        note, earlier = event.payload.note, known_notes(known)
-        if note is not None and not note.internal and all(n.note_id != note.note_id for n in earlier):
-            await self._count_repeat_questions(tenant, ticket_id, note.text, earlier)
-        if ticket.open_escalation:
-            await self.rebuild(tenant, ticket, event, trigger=event.payload.kind)
+        with self.engine.begin() as conn:
+            known = projections.get_ticket(conn, tenant, ticket_id)
+            ticket = merge_ticket(known, event)
+            projections.save_ticket(conn, tenant, ticket)
+            figures = lifecycle.record(conn, tenant, ticket_id, str(event.event_id), kind, at)
+            note, earlier = event.payload.note, known_notes(known)
+            repeats = 0
+            if note is not None and not note.internal and all(n.note_id != note.note_id for n in earlier):
+                repeats = self._repeat_questions(conn, tenant, ticket_id, note.text, earlier)
+            built = None
+            if ticket.open_escalation and not self._claude_summaries:
+                built = self._build_version(conn, tenant, ticket, event, kind, started)
+        return _Took(ticket, figures, repeats, built)
 
     async def _signal(self, event: SignalClustered) -> None:
         tenant, payload = event.tenant_id, event.payload
@@ -383,34 +433,81 @@ class Packets:
                 continue
             await self.rebuild(tenant, ticket, event, trigger=f"signal_{payload.state}")
 
-    async def _count_repeat_questions(
-        self, tenant: str, ticket_id: str, text: str, earlier: Sequence[TicketNote]
-    ) -> None:
-        """A client-visible note asking the customer for what an earlier note or the packet
-        already holds is a repeat question (`msp_sla_repeat_questions_total`): matched by
+    def _repeat_questions(
+        self, conn: Connection, tenant: str, ticket_id: str, text: str, earlier: Sequence[TicketNote]
+    ) -> int:
+        """How many questions of a client-visible note ask the customer for what an earlier
+        note or the packet already holds (`msp_sla_repeat_questions_total`): matched by
         meaning, as a note answering a runbook check is."""
         questions = builder.questions_to_customer(text)
         if not questions:
-            return
+            return 0
         held = [s for n in earlier for s in builder.note_sentences(n.text)]
-        latest = await asyncio.to_thread(versions.latest_packet, self.engine, tenant, ticket_id)
+        latest = versions.latest_packet(conn, tenant, ticket_id)
         if latest is not None:
             payload = json.loads(latest["payload"])
             held += [c["text"] for part in KNOWN_PARTS for c in payload.get(part, [])]
-        if held:
-            answered = await asyncio.to_thread(self._answered, questions, held)
-            if any(answered):
-                sla.REPEAT_QUESTIONS.labels(sla.tenant_label(tenant)).inc(sum(answered))
+        return sum(self._answered(questions, held)) if held else 0
 
     # --- building ---------------------------------------------------------------------------
+
+    @property
+    def _claude_summaries(self) -> bool:
+        return self.reasoning is not None and self.reasoning.claude is not None
 
     async def rebuild(
         self, tenant: str, ticket: KnownTicket, cause: Any, *, trigger: str
     ) -> EscalationPacketPayload | None:
-        """A new packet version when its content changed; None when it did not."""
+        """A new packet version when its content changed; None when it did not. Read, built
+        and written in one transaction; with Claude writing the summary, the reading and the
+        writing are two (no transaction is held open across a call to Claude)."""
         started = time.perf_counter()
-        parts = await asyncio.to_thread(self._parts, tenant, ticket)
-        summary = await self._summary(tenant, ticket, parts, cause)
+        if not self._claude_summaries:
+            built = await asyncio.to_thread(
+                self._in_transaction, self._build_version, tenant, ticket, cause, trigger, started
+            )
+        else:
+            parts = await asyncio.to_thread(self._parts, self.engine, tenant, ticket)
+            summary = await self._summary(tenant, ticket, parts, cause)
+            built = await asyncio.to_thread(
+                self._in_transaction,
+                self._write_version,
+                tenant,
+                ticket,
+                parts,
+                summary,
+                cause,
+                trigger,
+                started,
+            )
+        if built is None:
+            return None
+        self._after_version(built)
+        return built.payload
+
+    def _in_transaction(self, work: Callable[..., _T], *args: Any) -> _T:
+        with self.engine.begin() as conn:
+            return work(conn, *args)
+
+    def _build_version(
+        self, conn: Connection, tenant: str, ticket: KnownTicket, cause: Any, trigger: str, started: float
+    ) -> _Built | None:
+        parts = self._parts(conn, tenant, ticket)
+        return self._write_version(conn, tenant, ticket, parts, parts.summary, cause, trigger, started)
+
+    def _write_version(
+        self,
+        conn: Connection,
+        tenant: str,
+        ticket: KnownTicket,
+        parts: builder.PacketParts,
+        summary: list[Claim],
+        cause: Any,
+        trigger: str,
+        started: float,
+    ) -> _Built | None:
+        """The version, its delivery and its events, written on `conn`; None when the content
+        is the latest version's."""
         content: dict[str, list[Any]] = {
             "summary": summary,
             "related_alerts": parts.related_alerts,
@@ -424,7 +521,7 @@ class Packets:
                 {k: [c.model_dump(mode="json") for c in v] for k, v in content.items()}, sort_keys=True
             ).encode()
         ).hexdigest()
-        latest = await asyncio.to_thread(versions.latest_packet, self.engine, tenant, ticket.ticket_id)
+        latest = versions.latest_packet(conn, tenant, ticket.ticket_id)
         if latest is not None and latest["content_hash"] == digest:
             return None
         packet_id = packet_id_for(tenant, ticket.ticket_id)
@@ -432,15 +529,14 @@ class Packets:
         payload = EscalationPacketPayload(
             packet_id=packet_id, ticket_id=ticket.ticket_id, version=version, **content
         )  # type: ignore[arg-type]
-        target = await asyncio.to_thread(self.target, tenant)
+        target = self.target(tenant, conn)
         created = utcnow()
-        link = ticket.snapshot.url
         packet_event = EscalationPacket(
             event_id=derive_event_id(tenant, "packet", str(packet_id), str(version)),
             tenant_id=tenant,
             occurred_at=created,
             ingested_at=created,
-            source=EventSource(system="msp.packet", reference=ticket.ticket_id, link=link),
+            source=EventSource(system="msp.packet", reference=ticket.ticket_id, link=ticket.snapshot.url),
             payload=payload,
         )
         built = audit_event(
@@ -456,9 +552,8 @@ class Packets:
                 "psa": target["kind"] if target else None,
             },
         )
-        await asyncio.to_thread(
-            versions.save_packet,
-            self.engine,
+        versions.save_packet(
+            conn,
             tenant_id=tenant,
             ticket_id=ticket.ticket_id,
             packet_id=packet_id,
@@ -471,23 +566,26 @@ class Packets:
             events=[packet_event, built],
             namespace=self.namespace,
         )
-        self.outbox.wake()
-        if target is not None:
-            self._wake.set()
-        self._last_version[(tenant, ticket.ticket_id)] = time.monotonic()
         claims = [c for k, v in content.items() if k != "still_unknown" for c in v]
-        _VERSIONS.labels(trigger).inc()
-        _CLAIMS.observe(len(claims))
-        if claims:
-            _CONFIDENT.observe(sum(c.confidence > 0.8 for c in claims) / len(claims))
-        _BUILD.observe(time.perf_counter() - started)
-        return payload
+        return _Built(tenant, payload, target is not None, trigger, claims, started)
 
-    def _parts(self, tenant: str, ticket: KnownTicket) -> builder.PacketParts:
+    def _after_version(self, built: _Built) -> None:
+        """What follows a version's commit: its events and delivery are due, and it is counted."""
+        self.outbox.wake()
+        if built.deliver:
+            self._wake.set()
+        self._last_version[(built.tenant, built.payload.ticket_id)] = time.monotonic()
+        _VERSIONS.labels(built.trigger).inc()
+        _CLAIMS.observe(len(built.claims))
+        if built.claims:
+            _CONFIDENT.observe(sum(c.confidence > 0.8 for c in built.claims) / len(built.claims))
+        _BUILD.observe(time.perf_counter() - built.started)
+
+    def _parts(self, bind: Engine | Connection, tenant: str, ticket: KnownTicket) -> builder.PacketParts:
         snap = ticket.snapshot
         now = datetime.now(UTC)
         signals, triage, runs = projections.context(
-            self.engine,
+            bind,
             tenant,
             ticket.ticket_id,
             snap.devices,
@@ -571,22 +669,24 @@ class Packets:
         """One pass over what is due: each ticket's writes in order (its queued notes and
         categories, then its packet versions, oldest first), up to `psa_concurrency` tickets
         at once. Returns how many writes were attempted."""
-        writes = await asyncio.to_thread(psa_writes.due_psa_writes, self.engine, self.due_batch)
-        due = await asyncio.to_thread(versions.due_deliveries, self.engine, self.due_batch)
+        writes = await asyncio.to_thread(
+            psa_writes.claim_psa_writes, self.engine, self.due_batch, self.lease_s
+        )
+        due = await asyncio.to_thread(versions.claim_deliveries, self.engine, self.due_batch, self.lease_s)
         lanes: dict[tuple[str, str], list[Callable[[], Awaitable[int]]]] = {}
         for write in writes:
             lanes.setdefault((write["tenant_id"], write["ticket_id"]), []).append(
-                functools.partial(self._claimed_write, write)
+                functools.partial(self._deliver_write, write)
             )
         for row in sorted(due, key=lambda r: (r["packet_id"], r["version"])):
-            lanes.setdefault(("packet", row["packet_id"]), []).append(
-                functools.partial(self._claimed_version, row)
-            )
+            lanes.setdefault(("packet", row["packet_id"]), []).append(functools.partial(self._deliver, row))
         slots = asyncio.Semaphore(self.psa_concurrency)
 
         async def lane(steps: list[Callable[[], Awaitable[int]]]) -> int:
             async with slots:
-                return sum([await step() for step in steps])
+                for step in steps:
+                    await step()
+                return len(steps)
 
         done = await asyncio.gather(*(lane(steps) for steps in lanes.values()), return_exceptions=True)
         for failed in (d for d in done if isinstance(d, BaseException)):
@@ -594,28 +694,12 @@ class Packets:
             log.error("a PSA write failed outside the PSA call", exc_info=failed)
         return sum(d for d in done if isinstance(d, int))
 
-    async def _claimed_write(self, write: dict[str, Any]) -> int:
-        if not await asyncio.to_thread(
-            psa_writes.claim_psa_write, self.engine, write["write_key"], self.lease_s
-        ):
-            return 0  # another instance has it
-        await self._deliver_write(write)
-        return 1
-
-    async def _claimed_version(self, row: dict[str, Any]) -> int:
-        if not await asyncio.to_thread(
-            versions.claim_delivery, self.engine, row["packet_id"], row["version"], self.lease_s
-        ):
-            return 0  # another instance has it
-        await self._deliver(row)
-        return 1
-
     async def _deliver_write(self, row: dict[str, Any]) -> int:
         """One queued PSA write: a step's note (looked up by its marker before it is posted
         again) or a category (setting a field to a value is idempotent)."""
         assert self._client is not None
         tenant, key, what = row["tenant_id"], row["write_key"], row["kind"]
-        target = await asyncio.to_thread(self.target, tenant)
+        target = await self._target(tenant)
         attempts = row["attempts"] + 1
         if target is None:
             await asyncio.to_thread(
@@ -700,11 +784,8 @@ class Packets:
 
     async def _deliver(self, row: dict[str, Any]) -> int:
         assert self._client is not None
-        found = await asyncio.to_thread(
-            versions.packet_payload, self.engine, row["packet_id"], row["version"]
-        )
-        target = await asyncio.to_thread(self.target, row["tenant_id"])
-        if found is None or target is None:
+        target = await self._target(row["tenant_id"])
+        if row["payload"] is None or target is None:
             await asyncio.to_thread(
                 versions.finish_delivery,
                 self.engine,
@@ -715,8 +796,8 @@ class Packets:
                 error="no packet or no PSA target",
             )
             return 0
-        tenant, raw, trigger_at = found
-        packet = EscalationPacketPayload.model_validate_json(raw)
+        tenant, trigger_at = row["tenant_id"], row["trigger_at"]
+        packet = EscalationPacketPayload.model_validate_json(row["payload"])
         page = (
             f"{self.page_base_url.rstrip('/')}/v1/packets/{packet.packet_id}/page?tenant_id={tenant}"
             if self.page_base_url

@@ -15,6 +15,7 @@ _ENV = Environment(
     undefined=StrictUndefined,  # a misspelt name fails the render instead of showing nothing
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,  # the templates ship with the code: no stat() of the file per render
 )
 
 

@@ -11,6 +11,7 @@ once (deliveries are keyed by packet id and version).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -45,25 +46,43 @@ def marker(p: EscalationPacketPayload) -> str:
     return f"msp-packet:{p.packet_id}:v{p.version}"
 
 
-@dataclass(frozen=True)
 class Note:
     """What is posted into a ticket: an escalation packet version, or a note an automation
-    step asked for (`psa.add_note`). Its marker is in its text, so it can be found again."""
+    step asked for (`psa.add_note`). Its marker is in its text, so it can be found again.
+    Each form (Markdown, HTML, the webhook's JSON) is rendered when a PSA asks for it, once."""
 
-    marker: str
-    title: str
-    markdown: str
-    html: str
-    webhook: dict[str, Any]
+    def __init__(
+        self,
+        marker: str,
+        title: str,
+        markdown: Callable[[], str],
+        html: Callable[[], str],
+        webhook: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.marker = marker
+        self.title = title
+        self._markdown, self._html, self._webhook = markdown, html, webhook
+
+    @functools.cached_property
+    def markdown(self) -> str:
+        return self._markdown()
+
+    @functools.cached_property
+    def html(self) -> str:
+        return self._html()
+
+    @functools.cached_property
+    def webhook(self) -> dict[str, Any]:
+        return self._webhook()
 
 
 def packet_note(p: EscalationPacketPayload, page_url: str | None = None) -> Note:
     return Note(
         marker=marker(p),
         title=f"Escalation packet v{p.version}",
-        markdown=render_markdown(p, page_url),
-        html=render_html(p, page_url),
-        webhook={"packet": p.model_dump(mode="json")},
+        markdown=lambda: render_markdown(p, page_url),
+        html=lambda: render_html(p, page_url),
+        webhook=lambda: {"packet": p.model_dump(mode="json")},
     )
 
 
@@ -73,9 +92,11 @@ def action_note(key: str, text: str, run_id: str, requested_by: str) -> Note:
     return Note(
         marker=mark,
         title="Note from the MSP platform",
-        markdown=f"{text}\n\n_Added by the MSP platform for {requested_by} (run {run_id})._\n{mark}",
-        html=pages.render("action_note.html", text=text, requested_by=requested_by, run_id=run_id, mark=mark),
-        webhook={"action_note": {"text": text, "run_id": run_id, "requested_by": requested_by}},
+        markdown=lambda: f"{text}\n\n_Added by the MSP platform for {requested_by} (run {run_id})._\n{mark}",
+        html=lambda: pages.render(
+            "action_note.html", text=text, requested_by=requested_by, run_id=run_id, mark=mark
+        ),
+        webhook=lambda: {"action_note": {"text": text, "run_id": run_id, "requested_by": requested_by}},
     )
 
 
@@ -228,7 +249,8 @@ async def find_posted(
     marker), else None. Asked before posting again a version whose earlier attempt may have
     reached the PSA (a crash or a timeout between the post and its record). A generic webhook
     cannot be asked: its receiver deduplicates on the `Idempotency-Key` header instead."""
-    base, mark, headers = target.base_url.rstrip("/"), _note(p, None).marker, auth_headers(target)
+    base, headers = target.base_url.rstrip("/"), auth_headers(target)
+    mark = p.marker if isinstance(p, Note) else marker(p)
     if target.kind == "connectwise":
         url = f"{base}/v4_6_release/apis/3.0/service/tickets/{ticket_id}/notes"
         params: dict[str, Any] = {"conditions": f'text like "%{mark}%"', "fields": "id,text", "pageSize": 100}

@@ -1,8 +1,10 @@
 """Migrations and stores on PostgreSQL: the audit trail is append-only and idempotent."""
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -249,15 +251,47 @@ def test_packet_tables_keep_signals_packets_and_deliveries_per_tenant(
             db, tenant_id=a, ticket_id="T-1", packet_id=pid, version=1, content_hash="h", payload="{}",
             cause_event_id=str(uuid.uuid4()), trigger_at=now, deliver=True,
         )  # fmt: skip
-        due = pkt_versions.due_deliveries(db)
-        assert any(d["packet_id"] == str(pid) for d in due)
-        assert pkt_versions.claim_delivery(db, str(pid), 1, 60.0)
-        assert not pkt_versions.claim_delivery(db, str(pid), 1, 60.0), "a claimed delivery is not taken twice"
+        (claimed,) = [d for d in pkt_versions.claim_deliveries(db, 1000, 60.0) if d["packet_id"] == str(pid)]
+        assert (claimed["tenant_id"], claimed["payload"], claimed["attempts"]) == (a, "{}", 0)
+        assert all(d["packet_id"] != str(pid) for d in pkt_versions.claim_deliveries(db, 1000, 60.0)), (
+            "a claimed delivery is not taken twice"
+        )
         pkt_versions.finish_delivery(db, str(pid), 1, status="posted", attempts=1, remote_id="n-1")
         assert pkt_versions.packet_versions(db, a, str(pid))[0]["status"] == "posted"
         assert pkt_versions.packet_versions(db, b, str(pid)) == [], (
             "a packet is not found under another tenant"
         )
+
+
+def test_posters_claiming_at_once_take_each_due_delivery_once(engine: Engine, tmp_path: Path) -> None:
+    """Four posters (threads, each its own connection) claim due deliveries ten at a time, at
+    once, on PostgreSQL: every version is taken by exactly one of them."""
+    with on_backend("postgresql", engine, tmp_path, "packet") as db:
+        tenant, now = unique("a"), datetime.now(UTC)
+        wanted = []
+        for n in range(60):
+            pid = uuid.uuid4()
+            pkt_versions.save_packet(
+                db, tenant_id=tenant, ticket_id=f"T-{n}", packet_id=pid, version=1, content_hash="h",
+                payload=f'{{"n": {n}}}', cause_event_id=str(uuid.uuid4()), trigger_at=now, deliver=True,
+            )  # fmt: skip
+            wanted.append(str(pid))
+        start = threading.Barrier(4)
+
+        def poster() -> list[str]:
+            start.wait()
+            taken: list[str] = []
+            while batch := [
+                d for d in pkt_versions.claim_deliveries(db, 10, 60.0) if d["tenant_id"] == tenant
+            ]:
+                taken += [d["packet_id"] for d in batch]
+            return taken
+
+        with ThreadPoolExecutor(4) as pool:
+            runs = list(pool.map(lambda _: poster(), range(4)))
+        every = [p for run in runs for p in run]
+        assert sorted(every) == sorted(wanted), "each due delivery is claimed once, none is left"
+        assert sum(1 for run in runs if run) >= 2, "the posters shared the work"
 
 
 def test_every_table_is_declared_as_its_migrations_create_it(pg_url: str) -> None:

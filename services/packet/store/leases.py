@@ -5,13 +5,15 @@ runs out; the row is then due again (and the PSA is asked first whether the writ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, and_, select, update
+from sqlalchemy import Connection, Engine, Table, and_, select, tuple_, update
 
 from libs.common.events import Envelope, utcnow
 from libs.common.outbox import stage
+from services.packet.store import writing
 from services.packet.tables import outbox
 
 
@@ -19,28 +21,31 @@ def _is(table: Table, key: dict[str, Any]) -> Any:
     return and_(*(table.c[column] == value for column, value in key.items()))
 
 
-def due(engine: Engine, table: Table, limit: int) -> list[dict[str, Any]]:
-    """Pending rows whose time has come, and those whose poster's lease ran out."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(table)
-            .where(table.c.status.in_(("pending", "posting")), table.c.next_at <= utcnow())
-            .order_by(table.c.next_at)
-            .limit(limit)
-        ).mappings()
-        return [dict(r) for r in rows]
-
-
-def claim(engine: Engine, table: Table, key: dict[str, Any], lease_s: float) -> bool:
-    """Take a due row for `lease_s` seconds; False when another poster took it first."""
+def claim_due(
+    bind: Engine | Connection, table: Table, keys: Sequence[str], limit: int, lease_s: float
+) -> list[dict[str, Any]]:
+    """Take up to `limit` due rows (pending ones whose time has come, and those whose
+    poster's lease ran out), oldest first, for `lease_s` seconds, in one statement: each row
+    is taken by one poster (a row another poster took meanwhile no longer matches)."""
     now = utcnow()
-    with engine.begin() as conn:
+    due_now = and_(table.c.status.in_(("pending", "posting")), table.c.next_at <= now)
+    key = tuple_(*(table.c[k] for k in keys))
+    oldest = select(*(table.c[k] for k in keys)).where(due_now).order_by(table.c.next_at).limit(limit)
+    with writing(bind) as conn:
+        if conn.dialect.name == "postgresql":
+            oldest = oldest.with_for_update(skip_locked=True)  # two posters split what is due
+        wanted = [tuple(r) for r in conn.execute(oldest)]
+        if not wanted:
+            return []
         taken = conn.execute(
             update(table)
-            .where(_is(table, key), table.c.status.in_(("pending", "posting")), table.c.next_at <= now)
+            .where(key.in_(wanted), due_now)
             .values(status="posting", next_at=now + timedelta(seconds=lease_s))
-        )
-        return bool(taken.rowcount)
+            .returning(*table.c)
+        ).mappings()
+        rows = [dict(r) for r in taken]
+    order = {k: n for n, k in enumerate(wanted)}
+    return sorted(rows, key=lambda r: order[tuple(r[k] for k in keys)])  # the order they fell due
 
 
 def finish(

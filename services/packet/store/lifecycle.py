@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from statistics import fmean
 from typing import Any
 
-from sqlalchemy import Engine, exists, func, select
+from sqlalchemy import Connection, Engine, exists, func, select
 
 from libs.common.inbox import insert_ignore
+from services.packet.store import writing
 from services.packet.tables import lifecycle, packets
 
 RESOLVING = ("resolved", "closed")
@@ -88,18 +89,18 @@ def figures(rows: Iterable[tuple[str, datetime, bool]]) -> TicketFigures:
 
 
 def record(
-    engine: Engine, tenant_id: str, ticket_id: str, event_id: str, kind: str, at: datetime
+    bind: Engine | Connection, tenant_id: str, ticket_id: str, event_id: str, kind: str, at: datetime
 ) -> TicketFigures | None:
     """Keep one ticket event; the ticket's figures with it, or None when it was already kept
     (a redelivery)."""
-    with engine.begin() as conn:
+    with writing(bind) as conn:
         with_packet = conn.execute(
             select(exists().where(packets.c.tenant_id == tenant_id, packets.c.ticket_id == ticket_id))
         ).scalar_one()
         # RETURNING, not rowcount: PostgreSQL's driver reports no row count for an INSERT
         # that may do nothing on conflict.
         inserted = conn.execute(
-            insert_ignore(engine, lifecycle)
+            insert_ignore(conn, lifecycle)
             .returning(lifecycle.c.event_id)
             .values(
                 event_id=event_id,

@@ -6,8 +6,6 @@ triage result, and the platform actions run on a ticket with their results.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -17,22 +15,12 @@ from libs.common.db import upsert
 from libs.common.events import TicketNote, TicketSnapshot, utcnow
 from services.packet.builder import touches
 from services.packet.known import KnownEscalation, KnownSignal, KnownTicket
-from services.packet.store import dumps, when
+from services.packet.store import dumps, reading, when, writing
 from services.packet.tables import actions, signals, tickets, triage
 
 
-@contextmanager
-def _reading(bind: Engine | Connection) -> Iterator[Connection]:
-    """A connection to read on: the caller's, or one of the engine's for this read alone."""
-    if isinstance(bind, Connection):
-        yield bind
-    else:
-        with bind.connect() as conn:
-            yield conn
-
-
 def context(
-    engine: Engine,
+    bind: Engine | Connection,
     tenant_id: str,
     ticket_id: str,
     devices: list[str],
@@ -42,7 +30,7 @@ def context(
 ) -> tuple[list[KnownSignal], dict[str, Any] | None, list[dict[str, Any]]]:
     """What a packet version is built from besides the ticket, read on one connection: the
     signals around the ticket, its triage result, and the actions run on it."""
-    with engine.connect() as conn:
+    with reading(bind) as conn:
         return (
             signals_around(conn, tenant_id, devices, site, since, until),
             get_triage(conn, tenant_id, ticket_id),
@@ -61,14 +49,14 @@ def _ticket(row: Any) -> KnownTicket:
     )
 
 
-def get_ticket(engine: Engine, tenant_id: str, ticket_id: str) -> KnownTicket | None:
-    with engine.connect() as conn:
+def get_ticket(bind: Engine | Connection, tenant_id: str, ticket_id: str) -> KnownTicket | None:
+    with reading(bind) as conn:
         query = select(tickets).where(tickets.c.tenant_id == tenant_id, tickets.c.ticket_id == ticket_id)
         row = conn.execute(query).mappings().first()
     return None if row is None else _ticket(row)
 
 
-def save_ticket(engine: Engine, tenant_id: str, ticket: KnownTicket) -> None:
+def save_ticket(bind: Engine | Connection, tenant_id: str, ticket: KnownTicket) -> None:
     doc = ticket.model_dump(mode="json")
     row = {
         "tenant_id": tenant_id,
@@ -80,8 +68,8 @@ def save_ticket(engine: Engine, tenant_id: str, ticket: KnownTicket) -> None:
         "closed": ticket.closed,
         "updated_at": utcnow(),
     }
-    with engine.begin() as conn:
-        conn.execute(upsert(engine, tickets, ["tenant_id", "ticket_id"]), [row])
+    with writing(bind) as conn:
+        conn.execute(upsert(conn, tickets, ["tenant_id", "ticket_id"]), [row])
 
 
 def escalated_tickets(engine: Engine, tenant_id: str) -> list[KnownTicket]:
@@ -134,7 +122,7 @@ def signals_around(
     if not devices and not site:
         return []
     out = []
-    with _reading(bind) as conn:
+    with reading(bind) as conn:
         rows = conn.execute(
             select(signals.c.payload, signals.c.alert_ids)
             .where(signals.c.tenant_id == tenant_id, signals.c.last_seen >= since)
@@ -163,7 +151,7 @@ def drop_triage(engine: Engine, tenant_id: str, ticket_id: str) -> None:
 
 
 def get_triage(bind: Engine | Connection, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
-    with _reading(bind) as conn:
+    with reading(bind) as conn:
         row = conn.execute(
             select(triage.c.payload).where(triage.c.tenant_id == tenant_id, triage.c.ticket_id == ticket_id)
         ).scalar()
@@ -226,7 +214,7 @@ def record_result(
 
 
 def runs_on(bind: Engine | Connection, tenant_id: str, ticket_id: str) -> list[dict[str, Any]]:
-    with _reading(bind) as conn:
+    with reading(bind) as conn:
         rows = conn.execute(
             select(actions)
             .where(actions.c.tenant_id == tenant_id, actions.c.ticket_id == ticket_id)

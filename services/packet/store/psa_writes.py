@@ -35,12 +35,9 @@ def add_psa_write(engine: Engine, row: dict[str, Any], *, has_target: bool) -> b
         return True
 
 
-def due_psa_writes(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
-    return leases.due(engine, psa_writes, limit)
-
-
-def claim_psa_write(engine: Engine, key: str, lease_s: float) -> bool:
-    return leases.claim(engine, psa_writes, {"write_key": key}, lease_s)
+def claim_psa_writes(engine: Engine, limit: int, lease_s: float) -> list[dict[str, Any]]:
+    """Take the due writes (see `leases.claim_due`)."""
+    return leases.claim_due(engine, psa_writes, ("write_key",), limit, lease_s)
 
 
 def finish_psa_write(

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from libs.common.crypto import SecretBox
 from libs.common.db import upsert
 from libs.common.events import utcnow
-from services.packet.store import dumps
+from services.packet.store import dumps, reading
 from services.packet.tables import deliveries, psa_writes, targets
 
 
@@ -66,8 +66,8 @@ def set_target(
     return len(newest) + notes
 
 
-def get_target(engine: Engine, tenant_id: str, *, box: SecretBox) -> dict[str, Any] | None:
-    with engine.connect() as conn:
+def get_target(bind: Engine | Connection, tenant_id: str, *, box: SecretBox) -> dict[str, Any] | None:
+    with reading(bind) as conn:
         row = conn.execute(select(targets).where(targets.c.tenant_id == tenant_id)).mappings().first()
     if row is None:
         return None

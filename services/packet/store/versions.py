@@ -9,11 +9,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Connection, Engine, and_, func, select, tuple_
 
 from libs.common.events import Envelope, utcnow
 from libs.common.outbox import stage
-from services.packet.store import leases
+from services.packet.store import leases, reading, writing
 from services.packet.tables import deliveries, outbox, packets
 
 NO_TARGET = "no PSA target configured for the tenant: the note is posted once one is (PUT /v1/psa)"
@@ -39,8 +39,8 @@ def list_packets(engine: Engine, tenant_id: str, limit: int, offset: int) -> lis
         return [dict(r) for r in conn.execute(latest).mappings()]
 
 
-def latest_packet(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
-    with engine.connect() as conn:
+def latest_packet(bind: Engine | Connection, tenant_id: str, ticket_id: str) -> dict[str, Any] | None:
+    with reading(bind) as conn:
         row = (
             conn.execute(
                 select(packets)
@@ -55,7 +55,7 @@ def latest_packet(engine: Engine, tenant_id: str, ticket_id: str) -> dict[str, A
 
 
 def save_packet(
-    engine: Engine,
+    bind: Engine | Connection,
     *,
     tenant_id: str,
     ticket_id: str,
@@ -73,7 +73,7 @@ def save_packet(
     leaves a version without its delivery). Without a PSA target the delivery waits, visibly,
     until one is configured."""
     now = utcnow()
-    with engine.begin() as conn:
+    with writing(bind) as conn:
         conn.execute(
             packets.insert().values(
                 packet_id=str(packet_id),
@@ -127,17 +127,6 @@ def packet_versions(engine: Engine, tenant_id: str, packet_id: str) -> list[dict
         return [dict(r) for r in rows]
 
 
-def packet_payload(engine: Engine, packet_id: str, version: int) -> tuple[str, str, datetime] | None:
-    """(tenant, payload JSON, trigger time) of one packet version."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(packets.c.tenant_id, packets.c.payload, packets.c.trigger_at).where(
-                packets.c.packet_id == packet_id, packets.c.version == version
-            )
-        ).first()
-    return (row[0], row[1], row[2]) if row else None
-
-
 def waiting_notes(engine: Engine, tenant_id: str) -> int:
     with engine.connect() as conn:
         return int(
@@ -149,12 +138,28 @@ def waiting_notes(engine: Engine, tenant_id: str) -> int:
         )
 
 
-def due_deliveries(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
-    return leases.due(engine, deliveries, limit)
-
-
-def claim_delivery(engine: Engine, packet_id: str, version: int, lease_s: float) -> bool:
-    return leases.claim(engine, deliveries, {"packet_id": packet_id, "version": version}, lease_s)
+def claim_deliveries(bind: Engine | Connection, limit: int, lease_s: float) -> list[dict[str, Any]]:
+    """Take the due deliveries (see `leases.claim_due`) with their versions' tenant, payload
+    and trigger time, in one transaction."""
+    with writing(bind) as conn:
+        due = leases.claim_due(conn, deliveries, ("packet_id", "version"), limit, lease_s)
+        if not due:
+            return []
+        found = {
+            (r.packet_id, r.version): r
+            for r in conn.execute(
+                select(packets.c.packet_id, packets.c.version, packets.c.payload, packets.c.trigger_at).where(
+                    tuple_(packets.c.packet_id, packets.c.version).in_(
+                        [(d["packet_id"], d["version"]) for d in due]
+                    )
+                )
+            )
+        }
+    for d in due:
+        version = found.get((d["packet_id"], d["version"]))
+        d["payload"] = version.payload if version else None
+        d["trigger_at"] = version.trigger_at if version else None
+    return due
 
 
 def finish_delivery(
