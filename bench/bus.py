@@ -8,6 +8,7 @@ on produce (each chunk published inside a span, as the services publish inside a
 an event's trace); decoding, validation, the three-way tenant check and the event's trace
 context on consume (a recorded span for the sampled traces). The raw
 path sends bytes serialised before the clock starts and counts records without decoding them.
+Both run in one process with a service process's garbage-collector settings (`settle_heap`).
 
     python bench/bus.py [--events 50000] [--bootstrap HOST:PORT]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -33,6 +35,7 @@ from bench import spread  # noqa: E402
 from bench.raw_kafka import Record, raw_produce_eps  # noqa: E402
 from libs.common.bus import EventConsumer, EventProducer  # noqa: E402
 from libs.common.events import AlertPayload, AlertReceived, EventSource, utcnow  # noqa: E402
+from libs.common.service import settle_heap  # noqa: E402
 from libs.common.telemetry import configure_tracing, tracer  # noqa: E402
 from libs.common.topics import TOPICS, TopicSpec, ensure_topics  # noqa: E402
 
@@ -148,6 +151,7 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
         group_id=f"bench-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",  # as the project's consumer reads
     )
     await consumer.start()
     try:
@@ -167,6 +171,15 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
 
 async def run_case(bootstrap: str, tenants: int, n: int) -> dict[str, Any]:
     events = make_events(n, tenants)
+    # Both paths run under the collector settings of a service process (see `settle_heap`).
+    settle_heap()
+    try:
+        return await _run_case(bootstrap, tenants, n, events)
+    finally:
+        gc.unfreeze()
+
+
+async def _run_case(bootstrap: str, tenants: int, n: int, events: list[AlertReceived]) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     t_project = await declare(bootstrap, f"bench.bus.{run}.project")
     t_raw = await declare(bootstrap, f"bench.bus.{run}.raw")

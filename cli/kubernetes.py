@@ -59,7 +59,7 @@ WORKLOADS = (
         "1280Mi",
         "2Gi",
         consumes=_groups("msp-triage-alerts", "alerts.raw.v1")
-        + _groups("msp-triage-tickets", "tickets.events.v1", "signals.clustered.v1"),
+        + _groups("msp-triage-tickets", "tickets.events.v1"),
     ),
     Workload(
         "packet",

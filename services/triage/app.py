@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from libs.common.embeddings import shared_embedder
-from libs.common.events import AlertReceived, SignalClustered, TicketEvent
+from libs.common.events import AlertReceived, TicketEvent
 from libs.common.inbox import Counted
 from libs.common.reasoning import reasoning_from_settings
 from libs.common.service import Runtime, counts_router
@@ -99,9 +99,10 @@ def add_ticket_triage(
         namespace=settings.topic_namespace,
     )
     rt.add_component("ticket_triage", triage.start, triage.stop, lambda: triage.ready)
-    # Signals and tickets in one group: both keyed by tenant, handled in order per partition.
+    # Ticket events only: what tickets see of the signals, alert clustering writes at each
+    # checkpoint into the same database (`alerts/store.py`), so no signal revision is decoded here.
     rt.add_consumer(
-        [TicketEvent.topic, SignalClustered.topic],
+        [TicketEvent.topic],
         batch_handler=counted.batch_handler(triage.handle_batch) if counted else triage.handle_batch,
         on_revoke=triage.on_revoke,
         group_id=f"{settings.effective_consumer_group}-tickets",

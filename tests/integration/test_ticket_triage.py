@@ -18,8 +18,6 @@ from pydantic import SecretStr
 
 from libs.common.events import (
     EventSource,
-    SignalClustered,
-    SignalPayload,
     TicketEvent,
     TicketEventPayload,
     TicketNote,
@@ -30,6 +28,7 @@ from services.triage.tickets.api import drift
 from tests.conftest import eventually, partition_twin, unique
 from tests.integration.test_triage_alerts import Triage
 from tests.messages_server import messages_server
+from tests.samples import timed_alert
 
 pytestmark = pytest.mark.integration
 
@@ -149,27 +148,18 @@ async def test_a_new_tenant_falls_back_to_the_global_model_and_gets_its_client_c
     triage: TriageWithTickets,
 ) -> None:
     tenant = unique("new")
-    signal = SignalClustered(
-        event_id=uuid.uuid4(),
-        tenant_id=tenant,
-        occurred_at=NOW,
-        source=EventSource(system="msp.triage"),
-        payload=SignalPayload(
-            signal_id=uuid.uuid4(),
-            state="opened",
-            title="Disk failure predicted on fs-01",
-            member_alert_ids=[uuid.uuid4()],
-            devices=["fs-01"],
-            sites=["hq"],
-            severity="critical",
-            first_seen=NOW,
-            last_seen=NOW,
-            count=1,
-            confidence=0.9,
-        ),
-    )
-    await triage.send(signal)  # type: ignore[arg-type]
+    # An alert, clustered into a signal: what tickets see of it is written at the clustering
+    # checkpoint (about every five seconds), not read from the signal stream.
+    firing = timed_alert(tenant, "fs01-smart", "Disk failure predicted on fs-01", device="fs-01", site="hq")
+    firing = firing.model_copy(update={"payload": firing.payload.model_copy(update={"severity": "critical"})})
+    await triage.send(firing)  # type: ignore[arg-type]
     await eventually(lambda: store.signals_near(triage.rt.engine, tenant, ["fs-01"], None), "the open signal")
+    (seen,) = store.signals_near(triage.rt.engine, tenant, ["fs-01"], None)
+    assert (seen["severity"], seen["devices"], seen["title"]) == (
+        "critical",
+        ["fs-01"],
+        "Disk failure predicted on fs-01",
+    )
     await triage.send(
         ticket_event(tenant, "T-1", "file share on fs-01 is very slow", devices=["fs-01"], site="hq")
     )  # type: ignore[arg-type]
@@ -178,7 +168,7 @@ async def test_a_new_tenant_falls_back_to_the_global_model_and_gets_its_client_c
     assert got["similar_cases"] == []
     assert got["context"]["devices"] == ["fs-01"] and got["context"]["site"] == "hq"
     assert got["context"]["requester"] == "pat@example.test"
-    assert got["open_signal_ids"] == [str(signal.payload.signal_id)]
+    assert got["open_signal_ids"] == [seen["signal_id"]]
     assert got["context"]["open_signals"][0]["severity"] == "critical"
     assert got["priority"]["label"] == "critical" and got["priority"]["method"] == "priority_signals"
     assert got["rollout_mode"] == "suggest"

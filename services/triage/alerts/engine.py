@@ -27,7 +27,7 @@ from libs.common.bus import EventProducer, StateLost
 from libs.common.embeddings import Embedder
 from libs.common.events import AlertReceived, AuditEvent, EventSource, SignalClustered
 from services.triage.alerts import store
-from services.triage.alerts.clusterer import Change, ClusterConfig, TenantClusterer
+from services.triage.alerts.clusterer import Change, ClusterConfig, Signal, TenantClusterer, signal_payload
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +319,8 @@ class AlertClustering:
                             "state": _json(sig.to_state()),
                         }
                     )
+                    if sig.revision:  # published: tickets may see it
+                        batch.context.append((c.tenant_id, ticket_context(sig)))
                 batch.closed.extend(c.take_forgotten())
             self._collect_correlations(batch)
             SIGNALS_OPEN.set(sum(c.open_count() for c in self.tenants.values()))
@@ -345,3 +347,20 @@ class AlertClustering:
 
 def _json(value: Any) -> str:
     return pydantic_core.to_json(value).decode()
+
+
+def ticket_context(sig: Signal) -> dict[str, Any]:
+    """What ticket triage reads of a published signal (`tickets.store.apply_signals`), as its
+    revision's payload says it."""
+    state = {"open": "opened" if sig.revision <= 1 else "updated"}.get(sig.status, sig.status)
+    p = signal_payload(sig, state, [])
+    return {
+        "signal_id": sig.signal_id,
+        "revision": sig.revision,
+        "state": state,
+        "title": p.title,
+        "severity": p.severity,
+        "devices": p.devices,
+        "sites": p.sites,
+        "last_seen": p.last_seen,
+    }

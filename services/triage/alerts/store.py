@@ -6,6 +6,9 @@ before the consumer commits its offsets: a crash replays the records after the c
 the state as it was then. Signal ids are derived from their first alert, so the replay
 re-emits the same signals (readers deduplicate on signal id and revision). Which signal holds
 an alert is told by the signal events themselves (`added_alert_ids`), not stored per alert.
+The same transaction keeps what ticket triage reads of the published signals (their state,
+title, severity, devices and sites: `triage_open_signals`), so ticket triage needs no consumer
+of the signal stream.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy import Engine, select, update
 from libs.common.db import upsert
 from libs.common.events import utcnow
 from services.triage.tables import correlations, reservations, signals
+from services.triage.tickets.store import apply_signals
 
 
 @dataclass
@@ -26,9 +30,11 @@ class BatchWrite:
     signals: list[dict[str, Any]] = field(default_factory=list)  # rows for triage_signals
     closed: list[str] = field(default_factory=list)  # signal ids no longer held in memory
     correlations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What tickets see of the published signals (tenant, fields): `tickets.store.apply_signals`.
+    context: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.signals or self.closed or self.correlations)
+        return bool(self.signals or self.closed or self.correlations or self.context)
 
 
 def write(engine: Engine, batch: BatchWrite) -> None:
@@ -52,6 +58,8 @@ def write(engine: Engine, batch: BatchWrite) -> None:
                     for t, s in batch.correlations.items()
                 ],
             )
+        if batch.context:
+            apply_signals(conn, batch.context)
 
 
 def reserve_revisions(engine: Engine, rows: list[dict[str, Any]]) -> None:

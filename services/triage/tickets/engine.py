@@ -41,7 +41,6 @@ from libs.common.events import (
     Decision,
     EventSource,
     OpenSignal,
-    SignalClustered,
     Source,
     TicketEvent,
     TicketSnapshot,
@@ -147,7 +146,6 @@ class TicketTriage:
         self.memory = CaseMemory(engine=engine, embedder=embedder, config=config, lock=self._lock)
         self.reviews = Reviews(engine=engine, audit=audit, window=drift_window)
         self._matchers: dict[str, tuple[str, IntentMatcher]] = {}
-        self._signal_shapes: dict[tuple[str, str], tuple[Any, ...]] = {}  # last written, per signal
         self._prepare: asyncio.Task[None] | None = None
         self.failed: str | None = None  # why ticket triage cannot work, if it cannot
 
@@ -190,7 +188,6 @@ class TicketTriage:
         """Partitions moved: drop what is cached per tenant (the database has it all)."""
         with self._lock:
             self.memory.forget()
-            self._signal_shapes.clear()
 
     async def on_revoke(self) -> None:
         self.forget_all()
@@ -198,33 +195,16 @@ class TicketTriage:
     # --- the stream -------------------------------------------------------------------------
 
     async def handle_batch(self, items: list[tuple[Any, Any]]) -> None:
-        """Signal revisions are written in bulk (an alert storm sends many, and tickets share
-        their partitions); each ticket event is handled after the signals before it, in its
-        own trace (what it publishes carries that trace on, not the batch's first event's)."""
+        """Each ticket event in its own trace (what it publishes carries that trace on, not
+        the batch's first event's). The open signals a ticket is seen against are written by
+        alert clustering at its checkpoints (`store.apply_signals`), not consumed here."""
         await self._ready.wait()
         if self.failed is not None:
             raise RuntimeError(self.failed)
-        pending: list[tuple[str, dict[str, Any]]] = []
         for event, record in items:
-            if isinstance(event, SignalClustered):
-                # Context needs what a signal is, where and how bad, not its counts: most
-                # revisions (alerts joining) change nothing of that and are not written.
-                p = event.payload
-                shape = (p.state, p.severity, p.title, tuple(p.devices), tuple(p.sites))
-                key = (event.tenant_id, str(p.signal_id))
-                if self._signal_shapes.get(key) != shape:
-                    self._signal_shapes[key] = shape
-                    pending.append((event.tenant_id, p.model_dump()))
-                    if p.state in ("resolved", "merged"):
-                        self._signal_shapes.pop(key, None)
-            elif isinstance(event, TicketEvent):
-                if pending:
-                    await asyncio.to_thread(store.apply_signals, self.engine, pending)
-                    pending = []
+            if isinstance(event, TicketEvent):
                 with consumer_context("triage ticket", record.headers, _SPAN_ATTRS):
                     await self._ticket(event)
-        if pending:
-            await asyncio.to_thread(store.apply_signals, self.engine, pending)
 
     async def _ticket(self, event: TicketEvent) -> None:
         tenant, ticket = event.tenant_id, event.payload.ticket

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    Connection,
     Engine,
     select,
 )
@@ -209,9 +210,11 @@ def save_intent(engine: Engine, tenant_id: str, intent: dict[str, Any]) -> None:
 # --- open signals -----------------------------------------------------------------------------
 
 
-def apply_signals(engine: Engine, signals: list[tuple[str, dict[str, Any]]]) -> None:
-    """Keep the latest revision of each signal, in one statement: an older revision, late or
-    redelivered, changes nothing. `signals`: (tenant, `SignalPayload` as a dict)."""
+def apply_signals(bind: Engine | Connection, signals: list[tuple[str, dict[str, Any]]]) -> None:
+    """Keep the latest revision of each signal (the tickets' context), in one statement: an
+    older revision, late or replayed, changes nothing. `signals`: (tenant, a dict with the
+    `SignalPayload` fields below). Written by alert clustering at each checkpoint, in the
+    checkpoint's transaction when given its connection."""
     latest: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
     for tenant_id, signal in signals:  # one row per signal: a multi-row upsert may not touch a row twice
         key = (tenant_id, str(signal["signal_id"]))
@@ -233,8 +236,12 @@ def apply_signals(engine: Engine, signals: list[tuple[str, dict[str, Any]]]) -> 
         }
         for tenant_id, signal in latest.values()
     ]
-    with engine.begin() as conn:
-        conn.execute(upsert(engine, open_signals, ["tenant_id", "signal_id"], newer="revision"), rows)
+    statement = upsert(bind, open_signals, ["tenant_id", "signal_id"], newer="revision")
+    if isinstance(bind, Connection):
+        bind.execute(statement, rows)
+    else:
+        with bind.begin() as conn:
+            conn.execute(statement, rows)
 
 
 def signals_near(
