@@ -25,9 +25,10 @@ from libs.common import sla
 from libs.common.audit import audit_event
 from libs.common.bus import EventProducer, StateLost
 from libs.common.embeddings import Embedder
-from libs.common.events import AlertReceived, AuditEvent, EventSource, SignalClustered
+from libs.common.events import AlertReceived, AuditEvent, EventSource, SignalClustered, SignalPayload
 from services.triage.alerts import store
-from services.triage.alerts.clusterer import Change, ClusterConfig, Signal, TenantClusterer, signal_payload
+from services.triage.alerts.clusterer import Change, ClusterConfig, TenantClusterer, signal_payload
+from services.triage.tickets.store import apply_signals
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ class AlertClustering:
         content, and never loses what a revision was to say."""
         events: list[SignalClustered | AuditEvent] = []
         published: dict[str, list[str]] = {}  # tenant -> the alert ids its revisions announce
+        context: list[tuple[str, dict[str, Any]]] = []  # signals opened, resolved or merged
         wall = time.time()
         due = [(c, c.due_changes(wall, self.update_every_s)) for c in tenants]
         due = [(c, changes) for c, changes in due if changes]
@@ -226,6 +228,7 @@ class AlertClustering:
                 )
                 if state != "updated":  # decisions are audited; growth is in the stream
                     events.append(self._audit(c.tenant_id, sig, state, added, ch.revision))
+                    context.append((c.tenant_id, ticket_context(payload)))
                 published.setdefault(c.tenant_id, []).extend(added)
         try:
             await self.producer.publish_many(events)
@@ -233,6 +236,13 @@ class AlertClustering:
             for c, changes in due:
                 c.not_published(changes)
             raise
+        if context:
+            # Tickets see a signal open, resolve or merge at once; growth waits for the
+            # checkpoint, which writes every changed signal (and this again, should it fail).
+            try:
+                await asyncio.to_thread(apply_signals, self.engine, context)
+            except Exception as exc:  # noqa: BLE001 - the checkpoint writes it
+                log.warning("ticket context waits for the checkpoint", extra={"error": str(exc)[:200]})
         for c, changes in due:
             c.published(changes, wall)
             opened = 0
@@ -319,8 +329,11 @@ class AlertClustering:
                             "state": _json(sig.to_state()),
                         }
                     )
-                    if sig.revision:  # published: tickets may see it
-                        batch.context.append((c.tenant_id, ticket_context(sig)))
+                    if sig.revision:  # published: tickets may see it, as its last revision says
+                        state = {"open": "opened" if sig.revision <= 1 else "updated"}.get(
+                            sig.status, sig.status
+                        )
+                        batch.context.append((c.tenant_id, ticket_context(signal_payload(sig, state, []))))
                 batch.closed.extend(c.take_forgotten())
             self._collect_correlations(batch)
             SIGNALS_OPEN.set(sum(c.open_count() for c in self.tenants.values()))
@@ -349,15 +362,12 @@ def _json(value: Any) -> str:
     return pydantic_core.to_json(value).decode()
 
 
-def ticket_context(sig: Signal) -> dict[str, Any]:
-    """What ticket triage reads of a published signal (`tickets.store.apply_signals`), as its
-    revision's payload says it."""
-    state = {"open": "opened" if sig.revision <= 1 else "updated"}.get(sig.status, sig.status)
-    p = signal_payload(sig, state, [])
+def ticket_context(p: SignalPayload) -> dict[str, Any]:
+    """What ticket triage reads of a published signal revision (`apply_signals`)."""
     return {
-        "signal_id": sig.signal_id,
-        "revision": sig.revision,
-        "state": state,
+        "signal_id": str(p.signal_id),
+        "revision": p.revision,
+        "state": p.state,
         "title": p.title,
         "severity": p.severity,
         "devices": p.devices,
