@@ -92,9 +92,9 @@ def create_inbox(op, service: str) -> None:  # type: ignore[no-untyped-def]
     op.create_index(f"ix_{name}_tenant", name, ["tenant_id"])
 
 
-def record_all(engine: Engine, table: Table, events: list[Envelope]) -> int:
+def record_all(bind: Engine | Connection, table: Table, events: list[Envelope]) -> int:
     """Remember several events in one statement; returns how many were new (a redelivered
-    batch, or one event twice in it, adds nothing)."""
+    batch, or one event twice in it, adds nothing). On a connection, in its transaction."""
     rows = list(
         {
             str(e.event_id): {
@@ -109,8 +109,11 @@ def record_all(engine: Engine, table: Table, events: list[Envelope]) -> int:
     )
     if not rows:
         return 0
-    with engine.begin() as conn:
-        return len(conn.execute(insert_ignore(engine, table).returning(table.c.event_id), rows).all())
+    statement = insert_ignore(bind, table).returning(table.c.event_id)
+    if isinstance(bind, Connection):
+        return len(bind.execute(statement, rows).all())
+    with bind.begin() as conn:
+        return len(conn.execute(statement, rows).all())
 
 
 class Counted:
@@ -122,10 +125,19 @@ class Counted:
         self.engine = engine
         self.table = table  # the service's inbox (`inbox_table` in its tables)
 
-    def handler(self, handle: Callable[[Any, Any], Awaitable[None]]) -> Callable[[Any, Any], Awaitable[None]]:
+    def handler(
+        self,
+        handle: Callable[[Any, Any], Awaitable[None]],
+        *,
+        recorded_by_handler: Callable[[Any], bool] = lambda _event: False,
+    ) -> Callable[[Any, Any], Awaitable[None]]:
+        """`recorded_by_handler(event)` says which events the handler records itself
+        (`record_all` on its own connection, in the transaction of what it did with them)."""
+
         async def counted(event: Any, record: Any) -> None:
             await handle(event, record)
-            await asyncio.to_thread(record_all, self.engine, self.table, [event])
+            if not recorded_by_handler(event):
+                await asyncio.to_thread(record_all, self.engine, self.table, [event])
 
         return counted
 

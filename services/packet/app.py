@@ -84,7 +84,7 @@ def assemble(settings: PacketSettings) -> PacketService:
     # stay in order.
     rt.add_consumer(
         [*topics, AutomationRun.topic, AutomationResult.topic],
-        counted.handler(packets.handle),
+        counted.handler(packets.handle, recorded_by_handler=packets.records),
         group_id=f"{settings.effective_consumer_group}-packets",
         lanes=settings.consumer_lanes,
     )

@@ -27,7 +27,7 @@ from cachetools import TTLCache
 from prometheus_client import Counter, Histogram
 from sqlalchemy import Connection, Engine
 
-from libs.common import sla
+from libs.common import inbox, sla
 from libs.common.audit import AuditEmitter, audit_event
 from libs.common.bus import EventProducer
 from libs.common.crypto import SecretBox, new_key
@@ -393,6 +393,12 @@ class Packets:
             # Claude's summary is asked for outside the transaction (see `rebuild`).
             await self.rebuild(tenant, took.ticket, event, trigger=kind)
 
+    @staticmethod
+    def records(event: Any) -> bool:
+        """The events this service records in its inbox itself, in the transaction of what
+        they changed (`inbox.Counted.handler`'s `recorded_by_handler`): ticket events."""
+        return isinstance(event, TicketEvent)
+
     def _take_ticket(self, event: TicketEvent, started: float) -> _Took:
         """One ticket event in one transaction: the ticket, its lifecycle row, and the packet
         version it makes (with its delivery and events), unless Claude writes the summary."""
@@ -403,6 +409,7 @@ class Packets:
             ticket = merge_ticket(known, event)
             projections.save_ticket(conn, tenant, ticket)
             figures = lifecycle.record(conn, tenant, ticket_id, str(event.event_id), kind, at)
+            inbox.record_all(conn, tables.inbox, [event])  # counted with what it changed (`records`)
             note, earlier = event.payload.note, known_notes(known)
             repeats = 0
             if note is not None and not note.internal and all(n.note_id != note.note_id for n in earlier):

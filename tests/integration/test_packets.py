@@ -32,6 +32,7 @@ from libs.common.events import (
     TicketTriaged,
     TicketTriagedPayload,
 )
+from libs.common.inbox import counts
 from libs.common.topics import ensure_topics
 from services.packet import tables
 from services.packet.app import assemble
@@ -223,6 +224,10 @@ async def test_an_escalation_posts_one_note_per_version_and_a_redelivery_posts_n
     sentinel = await handled_up_to_here(packets, tenant)
     await eventually(lambda: len(notes_for(psa, sentinel)) == 1, "the sentinel's note, posted after")
     assert len(packets.versions(tenant, "T-1")) == 1 and len(notes_for(psa, "T-1")) == 1
+    # Each ticket event counted once, in the transaction of what it changed (so already when
+    # the sentinel's packet is there): created, two sentinels, the escalation but not its
+    # redelivery.
+    assert counts(engine, tables.inbox, tenant)["tickets.events.v1"] == 4
 
     # A note by L1 changes what the packet says: version 2, one more note.
     await packets.send(
