@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from libs.common.db import writing
 from libs.common.events import Envelope, utcnow
 
 
@@ -109,11 +110,8 @@ def record_all(bind: Engine | Connection, table: Table, events: list[Envelope]) 
     )
     if not rows:
         return 0
-    statement = insert_ignore(bind, table).returning(table.c.event_id)
-    if isinstance(bind, Connection):
-        return len(bind.execute(statement, rows).all())
-    with bind.begin() as conn:
-        return len(conn.execute(statement, rows).all())
+    with writing(bind) as conn:
+        return len(conn.execute(insert_ignore(conn, table).returning(table.c.event_id), rows).all())
 
 
 class Counted:

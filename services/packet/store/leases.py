@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, select, tuple_, update
 
+from libs.common.db import writing
 from libs.common.events import Envelope, utcnow
 from libs.common.outbox import stage
-from services.packet.store import writing
 from services.packet.tables import outbox
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, exists, func, select
 
+from libs.common.db import writing
 from libs.common.inbox import insert_ignore
-from services.packet.store import writing
 from services.packet.tables import lifecycle, packets
 
 RESOLVING = ("resolved", "closed")

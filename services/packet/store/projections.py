@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, update
 
-from libs.common.db import upsert
+from libs.common.db import reading, upsert, writing
 from libs.common.events import TicketNote, TicketSnapshot, utcnow
 from services.packet.builder import touches
 from services.packet.known import KnownEscalation, KnownSignal, KnownTicket
-from services.packet.store import dumps, reading, when, writing
+from services.packet.store import dumps, when
 from services.packet.tables import actions, signals, tickets, triage
 
 

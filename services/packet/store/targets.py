@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select, update
 
 from libs.common.crypto import SecretBox
-from libs.common.db import upsert
+from libs.common.db import reading, upsert
 from libs.common.events import utcnow
-from services.packet.store import dumps, reading
+from services.packet.store import dumps
 from services.packet.tables import deliveries, psa_writes, targets
 
 

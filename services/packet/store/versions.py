@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select, tuple_
 
+from libs.common.db import reading, writing
 from libs.common.events import Envelope, utcnow
 from libs.common.outbox import stage
-from services.packet.store import leases, reading, writing
+from services.packet.store import leases
 from services.packet.tables import deliveries, outbox, packets
 
 NO_TARGET = "no PSA target configured for the tenant: the note is posted once one is (PUT /v1/psa)"

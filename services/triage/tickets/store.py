@@ -20,7 +20,7 @@ from sqlalchemy import (
     select,
 )
 
-from libs.common.db import upsert
+from libs.common.db import upsert, writing
 from libs.common.events import Envelope, utcnow
 from libs.common.outbox import stage
 from services.triage.tables import (
@@ -236,12 +236,8 @@ def apply_signals(bind: Engine | Connection, signals: list[tuple[str, dict[str, 
         }
         for tenant_id, signal in latest.values()
     ]
-    statement = upsert(bind, open_signals, ["tenant_id", "signal_id"], newer="revision")
-    if isinstance(bind, Connection):
-        bind.execute(statement, rows)
-    else:
-        with bind.begin() as conn:
-            conn.execute(statement, rows)
+    with writing(bind) as conn:
+        conn.execute(upsert(conn, open_signals, ["tenant_id", "signal_id"], newer="revision"), rows)
 
 
 def signals_near(
