@@ -20,6 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import RecordMetadata
 from opentelemetry.trace import SpanContext
 from prometheus_client import Counter as Metric
@@ -51,9 +52,13 @@ DEPENDENCY_WAITS = Metric(
 def unavailable(exc: BaseException) -> bool:
     """Whether a handler failed because a dependency is down (the database cannot be reached,
     the broker does not answer) rather than because of the event."""
-    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
+    from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, NodeNotReadyError
     from sqlalchemy.exc import InterfaceError, OperationalError
 
+    if isinstance(exc, PublishError):  # down if everything that went wrong says so
+        return bool(exc.causes) and all(unavailable(c) for c in exc.causes)
+    if isinstance(exc, KafkaError) and exc.retriable:  # a leader moving, a broker restarting
+        return True
     return isinstance(
         exc,
         OperationalError
@@ -81,8 +86,24 @@ class StateLost(RuntimeError):
     are delivered again, so nothing is lost."""
 
 
+class _ClientFailed(Exception):
+    """The Kafka client stopped taking part in its consumer group and will not recover."""
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the running task is being cancelled (a stop), as opposed to a cancellation that
+    surfaced from inside a library."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 class PublishError(RuntimeError):
-    """Kafka did not acknowledge an event (broker down, timeout, not enough replicas)."""
+    """Kafka did not acknowledge an event (broker down, timeout, not enough replicas).
+    `causes` are the client's errors, when it gave any (see `unavailable`)."""
+
+    def __init__(self, message: str, causes: Sequence[BaseException] = ()) -> None:
+        super().__init__(message)
+        self.causes = list(causes)
 
 
 def encode(
@@ -240,7 +261,9 @@ class EventProducer:
         results = await asyncio.gather(*futures, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            raise PublishError(f"{len(failures)} of {len(results)} events not acknowledged: {failures[0]!r}")
+            raise PublishError(
+                f"{len(failures)} of {len(results)} events not acknowledged: {failures[0]!r}", failures
+            )
         for topic in set(topics):
             EVENTS_PUBLISHED.labels(topic).inc(topics.count(topic))
         return results
@@ -273,6 +296,8 @@ class _Route:
 class ConsumerStats:
     handled: int = 0
     deadlettered: int = 0
+    commits_refused: int = 0  # commits the group refused after it rebalanced without us
+    reconnects: int = 0  # clients replaced after they left their group for good
     last_error: str | None = None
 
 
@@ -328,6 +353,7 @@ class EventConsumer:
         auto_offset_reset: str = "earliest",
         namespace: str = "",
         lanes: int = 1,
+        max_poll_interval_s: float = 300.0,
     ) -> None:
         if lanes < 1:
             raise ValueError("lanes must be at least 1")
@@ -361,6 +387,9 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
             isolation_level="read_committed",
+            # How long one batch may take before the group gives its partitions to another
+            # member (a handler may wait out an outage of its dependencies within a batch).
+            max_poll_interval_ms=int(max_poll_interval_s * 1000),
         )
         self._consumer: AIOKafkaConsumer
         self._pending: dict[TopicPartition, int] = {}
@@ -398,36 +427,83 @@ class EventConsumer:
     async def run(self) -> None:
         try:
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(timeout_ms=250, max_records=self.max_records)
-                if self.batch_handler is not None:
-                    batch = await self._linger(batch)
-                    if batch and not self._stopping.is_set():
-                        await self._process_batch([r for records in batch.values() for r in records])
-                        for tp, records in batch.items():
-                            self._pending[tp] = records[-1].offset + 1
-                    if time.monotonic() - self._last_commit >= self.commit_every_s:
-                        await self._commit_pending()
-                    await self._report_lag()
-                    continue
-                recorded: list[SpanContext] = []  # the batch's events whose traces are recorded
-                started = time.time_ns()
-                if self.lanes > 1:
-                    await self._process_in_lanes(batch, recorded)
-                else:
-                    for tp, records in batch.items():
-                        for record in records:
-                            if self._stopping.is_set():
-                                break
-                            await self._process(record, recorded)
-                            self._pending[tp] = record.offset + 1
-                batch_span(self._batch_span_name, recorded, self._batch_span_attrs, started)
-                await self._commit_pending()
-                await self._report_lag()
+                try:
+                    await self._round()
+                except _ClientFailed as exc:
+                    await self._reconnect(exc)
         except StateLost:
             self._pending = {}  # never commit past the last checkpoint
             raise
         finally:
             await self._commit_pending()
+
+    async def _round(self) -> None:
+        """One poll: handle what it brought, commit as due, report the lag."""
+        batch = await self._poll(250, self.max_records)
+        if self.batch_handler is not None:
+            batch = await self._linger(batch)
+            if batch and not self._stopping.is_set():
+                await self._process_batch([r for records in batch.values() for r in records])
+                for tp, records in batch.items():
+                    self._pending[tp] = records[-1].offset + 1
+            if time.monotonic() - self._last_commit >= self.commit_every_s:
+                await self._commit_pending()
+            await self._report_lag()
+            return
+        recorded: list[SpanContext] = []  # the batch's events whose traces are recorded
+        started = time.time_ns()
+        if self.lanes > 1:
+            await self._process_in_lanes(batch, recorded)
+        else:
+            for tp, records in batch.items():
+                for record in records:
+                    if self._stopping.is_set():
+                        break
+                    await self._process(record, recorded)
+                    self._pending[tp] = record.offset + 1
+        batch_span(self._batch_span_name, recorded, self._batch_span_attrs, started)
+        await self._commit_pending()
+        await self._report_lag()
+
+    async def _poll(
+        self, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        try:
+            got: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = await self._consumer.getmany(
+                timeout_ms=timeout_ms, max_records=max_records
+            )
+            return got
+        except asyncio.CancelledError:
+            if _cancelled_from_outside():
+                raise
+            # The client's group coordination ended with a cancellation of its own (aiokafka
+            # 0.14 does, when it stops its heartbeat while that is leaving the group, as after
+            # a session lost to a broker restart): every later poll would fail the same way.
+            raise _ClientFailed("the Kafka client's group coordination ended") from None
+
+    async def _reconnect(self, exc: BaseException) -> None:
+        """Replace a client that no longer takes part in its group. Its partitions are treated
+        as revoked (the handler checkpoints and forgets what may now be another member's), and
+        what was handled since the last commit is delivered again, as after a crash: the
+        failed client cannot commit it."""
+        self.stats.reconnects += 1
+        log.error("the Kafka client left its group for good; starting a new one", extra={"error": str(exc)})
+        self._pending = {}
+        old = self._consumer
+        self._forget_lag(old.assignment())
+        if self.on_revoke is not None:
+            if self.checkpoint is not None:
+                await self.checkpoint()
+            await self.on_revoke()
+        try:
+            await old.stop()
+        except asyncio.CancelledError:
+            if _cancelled_from_outside():
+                raise
+        except Exception:  # noqa: BLE001 - the old client is dropped either way
+            log.warning("the failed Kafka client did not stop cleanly", exc_info=True)
+        self._joined = False
+        await self.start()
 
     async def stop(self) -> None:
         self.request_stop()
@@ -479,7 +555,18 @@ class EventConsumer:
             # onto state that already has them, which the handler recognises.
             await self.checkpoint()
         offsets, self._pending = self._pending, {}
-        await self._consumer.commit(offsets)
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group moved on without us (a broker restart, a handler slower than the poll
+            # interval): the partitions may be another member's now. What was handled since
+            # the last commit is delivered again to whoever holds them, as after a crash; the
+            # loop rejoins at its next poll instead of ending the process.
+            self.stats.commits_refused += 1
+            log.warning(
+                "offsets not committed: the group rebalanced; the records since the last commit come again",
+                extra={"error": str(exc)[:200], "partitions": len(offsets)},
+            )
 
     async def _process(
         self, record: ConsumerRecord[bytes, bytes], recorded: list[SpanContext] | None = None
@@ -592,9 +679,7 @@ class EventConsumer:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            more = await self._consumer.getmany(
-                timeout_ms=int(left * 1000), max_records=self.max_records - count
-            )
+            more = await self._poll(int(left * 1000), self.max_records - count)
             for tp, records in more.items():
                 batch.setdefault(tp, []).extend(records)
                 count += len(records)
@@ -848,7 +933,7 @@ class AtomicPublisher:
                 await self._disconnect()
                 for _, fut in batch:
                     if not fut.done():
-                        fut.set_exception(PublishError(f"transaction not committed: {exc!r}"))
+                        fut.set_exception(PublishError(f"transaction not committed: {exc!r}", [exc]))
             else:
                 for _, fut in batch:
                     if not fut.done():

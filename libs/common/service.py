@@ -169,6 +169,7 @@ class Runtime:
         self.audit = AuditEmitter(self.producer, self.service)
         self.consumers: list[EventConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._server: uvicorn.Server | None = None
         self._components: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = []
         self.readiness: dict[str, Callable[[], bool]] = {}
@@ -240,6 +241,7 @@ class Runtime:
         log.info("service started", extra={"port": self.settings.http_port})
 
     async def stop(self) -> None:
+        self._stopping = True
         for consumer in self.consumers:
             consumer.request_stop()
         # The loops finish the event in hand and commit before they return.
@@ -256,11 +258,17 @@ class Runtime:
         log.info("service stopped")
 
     def _consumer_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
+        if self._stopping:
             return
-        # A consumer that died cannot make progress: exit so the supervisor restarts us,
-        # rather than stay up and look healthy.
-        log.error("consumer loop failed; shutting down", exc_info=task.exception())
+        # A consumer that ended while the service runs (failed, or cancelled by anything but
+        # our stop) cannot make progress: exit so the supervisor restarts us, rather than
+        # stay up and look healthy.
+        failure = None if task.cancelled() else task.exception()
+        log.error(
+            "consumer loop ended; shutting down",
+            exc_info=failure,
+            extra={"how": "cancelled" if task.cancelled() else "failed" if failure else "returned"},
+        )
         if self._server is not None:
             self._server.should_exit = True
 

@@ -308,6 +308,8 @@ def _stream(victim: str, bootstrap: str, pg_url: str, tmp_path: Path, own: Any) 
             f"revision numbers reused {reused_revisions}, event ids reused {reused_ids}, "
             f"re-announced in a later revision {reannounced}"
         )
+        if victim != "triage":  # an outage of a dependency is waited out, not a reason to exit
+            assert triage_proc.poll() is None, f"triage exited during the {victim} outage"
         assert len(accepted) == ALERTS
         assert lost == 0 and doubled == 0
         assert reused_revisions == 0 and reused_ids == 0

@@ -405,3 +405,74 @@ async def test_a_consumer_reports_its_lag_per_partition_until_it_has_caught_up(
         assert lag() == 0
     finally:
         await producer.stop()
+
+
+async def test_a_consumer_the_group_dropped_during_a_long_batch_goes_on_and_loses_nothing(
+    bootstrap: str, scratch_topic
+) -> None:  # type: ignore[no-untyped-def]
+    """A batch outlasts the poll interval, so the group gives the partition to another member
+    meanwhile (as when a broker restart costs the member its session): the commit after the
+    batch is refused and the client has left its group. The consumer goes on (it neither ends
+    nor stays up doing nothing), and what it could not commit is delivered again."""
+    topic = await scratch_topic(AlertReceived, partitions=1)
+    tenant, group = unique("acme"), unique("g")
+    producer = await started_producer(bootstrap)
+    handled: list[str] = []
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(items: list[tuple[AlertReceived, Any]]) -> None:
+        entered.set()
+        await release.wait()  # the first batch is held until the other member has the partition
+        handled.extend(e.payload.title for e, _ in items)
+
+    consumer = EventConsumer(
+        service="test-dropped",
+        topics=[topic],
+        group_id=group,
+        bootstrap_servers=bootstrap,
+        batch_handler=slow,
+        producer=producer,
+        batch_linger_s=0,
+        max_poll_interval_s=2.0,
+    )
+    other = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    task: asyncio.Task[None] | None = None
+    titles = [f"m-{i}" for i in range(5)]
+    again: list[str] = []
+    try:
+        await producer.publish_many((alert(tenant, title=t) for t in titles), topic=topic)
+        await consumer.start()
+        task = asyncio.create_task(consumer.run())
+        await asyncio.wait_for(entered.wait(), 30)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        await other.start()
+        while not other.assignment():
+            assert loop.time() < deadline, "the partition never moved"
+            for records in (await other.getmany(timeout_ms=200)).values():
+                again.extend(json.loads(r.value)["payload"]["title"] for r in records)
+        release.set()
+        # Whoever holds the partition now gets the batch again; both keep polling meanwhile.
+        while sorted(handled + again) != sorted(titles * 2):
+            assert loop.time() < deadline, f"handled {handled}, delivered again {again}"
+            assert not task.done(), f"the consumer ended: {task.exception()!r}"
+            for records in (await other.getmany(timeout_ms=200)).values():
+                again.extend(json.loads(r.value)["payload"]["title"] for r in records)
+        assert consumer.stats.commits_refused == 1, "the group never refused the batch's commit"
+        # aiokafka 0.14 (pinned) also ends its group coordination with a cancellation of its own
+        # here; the consumer replaces the client rather than ending or idling.
+        assert consumer.stats.reconnects == 1
+        assert not task.done()
+    finally:
+        await other.stop()
+        consumer.request_stop()
+        if task is not None:
+            await asyncio.wait_for(task, 30)
+        await consumer.stop()
+        await producer.stop()

@@ -307,3 +307,33 @@ async def test_a_broker_error_while_publishing_keeps_what_the_revision_was_to_sa
     assert rev["signal_id"] == sid and rev["revision"] == spent + 1 and rev["open_alerts"] == 0
     numbers = [e["payload"]["revision"] for e in triage.signals if e["payload"]["signal_id"] == sid]
     assert len(numbers) == len(set(numbers)), "no revision number published twice"
+
+
+async def test_a_batch_waits_out_a_broker_refusing_with_its_state_intact(triage: Triage) -> None:
+    """The broker refuses a poll's revisions with an error a client may retry (here: it does not
+    have the topic, as a restarted broker may say until it has loaded its metadata): the batch
+    waits (holding the consumer back) with the state intact, and its revisions go out once
+    the broker takes them, instead of the state being given up and the process exiting."""
+    clustering = triage.service.clustering
+    tenant = unique("outage")
+    first = alert(tenant, "disk-fs07", "Disk D: above 93% on FS07", at=0, device="FS07")
+    working = clustering.producer
+    gone = unique("gone").replace("-", "")
+    refused = EventProducer(triage.bootstrap, client_id="refused", namespace=gone, request_timeout_ms=1000)
+    await refused.start()
+    clustering.producer = refused
+    waits = clustering.dependency_waits
+    task = asyncio.create_task(clustering.handle_batch([(first, None)]))
+    try:
+        await triage.until(lambda: clustering.dependency_waits >= waits + 2 or task.done(), timeout_s=30)
+        assert not task.done(), f"the batch did not wait for the broker: {task.exception()!r}"
+        assert not clustering.broken
+        assert str(first.event_id) not in triage.signal_of()
+    finally:
+        clustering.producer = working  # the broker takes them again
+    await asyncio.wait_for(task, 30)
+    await refused.stop()
+    await triage.until(lambda: str(first.event_id) in triage.signal_of())
+    assert not clustering.broken
+    (rev,) = [e["payload"] for e in triage.signals if str(first.event_id) in e["payload"]["added_alert_ids"]]
+    assert rev["count"] == 1 and rev["state"] == "opened"

@@ -14,8 +14,9 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic_core
 from prometheus_client import Counter, Gauge
@@ -23,7 +24,7 @@ from sqlalchemy import Engine
 
 from libs.common import sla
 from libs.common.audit import audit_event
-from libs.common.bus import EventProducer, StateLost
+from libs.common.bus import DEPENDENCY_WAITS, EventProducer, StateLost, unavailable
 from libs.common.embeddings import Embedder
 from libs.common.events import AlertReceived, AuditEvent, EventSource, SignalClustered, SignalPayload
 from services.triage.alerts import store
@@ -31,6 +32,7 @@ from services.triage.alerts.clusterer import Change, ClusterConfig, TenantCluste
 from services.triage.tickets.store import apply_signals
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 ALERTS_IN = Counter("msp_triage_alerts_total", "Alerts taken into clustering", ["status"])
 SIGNALS_OPENED = Counter("msp_triage_signals_opened_total", "Signals opened")
@@ -75,6 +77,7 @@ class AlertClustering:
         self._last_event_wall: dict[str, float] = {}
         self._lock = asyncio.Lock()
         self.broken = False
+        self.dependency_waits = 0  # times a batch waited for the database or the broker
         self._sweeper: asyncio.Task[None] | None = None
         self._firing_in = 0
         self._ingested: dict[str, float] = {}  # alert id -> ingestion time, until published
@@ -128,30 +131,65 @@ class AlertClustering:
         return c
 
     async def handle_batch(self, items: list[tuple[AlertReceived, Any]]) -> None:
+        """Take one poll's alerts in and publish the revisions they make due. What may wait for
+        a dependency surrounds what cannot be undone: the tenants' state is loaded before any
+        alert is applied, the revisions are published after (a publish that fails leaves them
+        pending), so a database or broker outage is waited out with the state intact and the
+        batch held (back-pressure), not turned into a restart."""
         if self.broken:
             raise StateLost("clustering state was abandoned after a failure; restart")
         async with self._lock:
+            tenants = await self._waiting_out("loading tenant state", lambda: self._load(items))
             try:
-                await self._take_in(items)
+                touched = self._take_in(items, tenants)
             except Exception as exc:
                 # Half a batch is in memory: neither retrying it nor checkpointing is safe.
                 # The consumer stops without committing; a restart reloads the checkpoint and
                 # the uncommitted alerts come again.
                 self.broken = True
                 raise StateLost(f"alert batch failed half-way: {exc!r}") from exc
+            await self._waiting_out("publishing signal revisions", lambda: self._publish(touched))
 
-    async def _take_in(self, items: list[tuple[AlertReceived, Any]]) -> None:
-        touched: dict[str, TenantClusterer] = {}
-        firing_by_tenant: dict[str, int] = {}
+    async def _waiting_out(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """`call` until it succeeds, waiting (backing off up to 5 s) while the database or the
+        broker is unavailable. Only for steps that leave the state as it was when they fail;
+        any other failure gives the state up (`StateLost`: the process restarts from its
+        checkpoint)."""
+        wait = 0.1
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                if not unavailable(exc):
+                    self.broken = True
+                    raise StateLost(f"{what} failed: {exc!r}") from exc
+                wait = min(5.0, wait * 2)
+                self.dependency_waits += 1
+                DEPENDENCY_WAITS.labels("triage").inc()
+                log.warning(
+                    f"{what} waits for a dependency",
+                    extra={"error": str(exc).splitlines()[0][:200], "retry_in_s": wait},
+                )
+                await asyncio.sleep(wait)
+
+    async def _load(self, items: list[tuple[AlertReceived, Any]]) -> dict[str, TenantClusterer]:
+        out: dict[str, TenantClusterer] = {}
+        for event, _record in items:
+            if event.tenant_id not in out:
+                out[event.tenant_id] = await self._tenant(event.tenant_id)
+        return out
+
+    def _take_in(
+        self, items: list[tuple[AlertReceived, Any]], tenants: dict[str, TenantClusterer]
+    ) -> list[TenantClusterer]:
+        """Apply the alerts to their tenants' state (in memory only); the tenants touched."""
+        firing_by_tenant = dict.fromkeys(tenants, 0)
         resolved = 0
         wall = time.time()
+        for tenant_id in tenants:
+            self._last_event_wall[tenant_id] = wall
         for event, _record in items:
-            c = touched.get(event.tenant_id)
-            if c is None:
-                c = touched[event.tenant_id] = await self._tenant(event.tenant_id)
-                self._last_event_wall[event.tenant_id] = wall
-                firing_by_tenant[event.tenant_id] = 0
-            sig = c.add(event)
+            sig = tenants[event.tenant_id].add(event)
             if sig is not None:
                 aid = str(event.event_id)
                 self._ingested[aid] = event.ingested_at.timestamp()
@@ -166,14 +204,14 @@ class AlertClustering:
         for tenant_id, n in firing_by_tenant.items():
             if n:
                 sla.ALERTS.labels(sla.tenant_label(tenant_id)).inc(n)
-        for c in touched.values():
+        for c in tenants.values():
             # New-group detection runs on micro-batches of a couple of seconds per tenant: the
             # signals opened since the last run.
             if wall - c.last_grouping >= self.grouping_every_s:
                 c.last_grouping = wall
                 c.merge_new_groups(enabled=self.embeddings_ready)
             c.sweep(c.clock)
-        await self._publish(touched.values())
+        return list(tenants.values())
 
     async def _sweep_loop(self) -> None:
         ticks = 0
