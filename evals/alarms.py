@@ -34,6 +34,7 @@ from evals.alarms_data import (
     linked_types,
     quiet_gap_baseline,
     read_alarms,
+    related_types,
     replay_order,
 )
 from libs.common.topics import drop_namespace, ensure_topics, physical
@@ -218,7 +219,8 @@ def evaluate(
         alarms = alarms[:limit]
     if not alarms:
         raise ValueError(f"{alarm_csv} has no alarms")
-    linked = linked_types(np.load(dag_path))
+    dag = np.load(dag_path)
+    linked, related = linked_types(dag), related_types(dag)
     _progress(f"{len(alarms)} alarms, {len(set(a.device for a in alarms))} devices")
 
     var = Path(tempfile.mkdtemp(prefix="msp-eval-alarms-"))
@@ -240,9 +242,11 @@ def evaluate(
         for a, sid in zip(alarms, signal_of, strict=True):
             w.writerow([a.row, sid])
     latencies = sorted(watcher.seen_at[eid] - sent_at[eid] for eid in set(firing_id.values()))
-    ours = grouping_report(alarms, signal_of, linked)
+    ours = grouping_report(alarms, signal_of, linked, related)
     baselines = {
-        f"baseline_quiet_gap_{gap // 60}min": grouping_report(alarms, quiet_gap_baseline(alarms, gap), linked)
+        f"baseline_quiet_gap_{gap // 60}min": grouping_report(
+            alarms, quiet_gap_baseline(alarms, gap), linked, related
+        )
         for gap in BASELINE_GAPS_S
     }
     return {
@@ -255,6 +259,7 @@ def evaluate(
         "noise_reduction": ours["noise_reduction"],
         "pair_precision": ours["pair_precision"],
         "linked_recall": ours["linked_recall"],
+        "related_pair_precision": ours["related_pair_precision"],
         "throughput_alerts_per_s": round(len(alarms) / max(t1 - t0, 1e-9), 1),
         "replay_rate_events_per_s": rate,
         "p50_alert_to_signal_s": round(latencies[len(latencies) // 2], 3),
@@ -266,6 +271,7 @@ def evaluate(
                 "noise_reduction": base["noise_reduction"],
                 "pair_precision": base["pair_precision"],
                 "linked_recall": base["linked_recall"],
+                "related_pair_precision": base["related_pair_precision"],
             }
             for name, base in baselines.items()
         },

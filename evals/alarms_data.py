@@ -83,10 +83,25 @@ def linked_types(dag: np.ndarray) -> np.ndarray:
     return d | d.T | np.eye(d.shape[0], dtype=bool)
 
 
-def pair_scores(alarms: list[Alarm], signal_of: list[Any], linked: np.ndarray) -> dict[str, float]:
+def related_types(dag: np.ndarray) -> np.ndarray:
+    """Types the causal graph connects at all: one causes the other, directly or through a
+    chain, or both have a cause in common (`linked_types` holds only direct edges)."""
+    d = np.asarray(dag).astype(bool)
+    n = d.shape[0]
+    reach = d.copy()
+    for k in range(n):  # transitive closure (Warshall)
+        reach |= reach[:, [k]] & reach[[k], :]
+    common_cause = (reach.T.astype(np.int64) @ reach.astype(np.int64)) > 0
+    return linked_types(d) | reach | reach.T | common_cause
+
+
+def pair_scores(
+    alarms: list[Alarm], signal_of: list[Any], linked: np.ndarray, related: np.ndarray | None = None
+) -> dict[str, float]:
     """Over pairs of alarms on the same device starting at most an hour apart: linked recall
     (linked pairs that share a signal) and pair precision (pairs sharing a signal that are
-    linked). `signal_of[i]` is the signal of alarms[i]."""
+    linked). `signal_of[i]` is the signal of alarms[i]. With `related` (see `related_types`),
+    also the precision counting every causally related pair as right."""
     ids: dict[Any, int] = {}
     sig = np.array([ids.setdefault(s, len(ids)) for s in signal_of])
     ty = np.array([a.type for a in alarms])
@@ -94,7 +109,7 @@ def pair_scores(alarms: list[Alarm], signal_of: list[Any], linked: np.ndarray) -
     start = np.array([a.start for a in alarms])
     if ty.max(initial=0) >= linked.shape[0]:
         raise ValueError("an alarm type is outside the causal graph")
-    linked_pairs = linked_shared = shared = shared_linked = 0
+    linked_pairs = linked_shared = shared = shared_linked = shared_related = 0
     for d in np.unique(dev):
         idx = np.where(dev == d)[0]
         idx = idx[np.argsort(start[idx], kind="stable")]
@@ -109,12 +124,17 @@ def pair_scores(alarms: list[Alarm], signal_of: list[Any], linked: np.ndarray) -
             linked_shared += int((lk & same).sum())
             shared += int(same.sum())
             shared_linked += int((lk & same).sum())
-    return {
+            if related is not None:
+                shared_related += int((related[k[i], k[i + 1 : j]] & same).sum())
+    out: dict[str, float] = {
         "linked_recall": round(linked_shared / linked_pairs, 4) if linked_pairs else 0.0,
         "pair_precision": round(shared_linked / shared, 4) if shared else 0.0,
         "linked_pairs": linked_pairs,
         "shared_pairs": shared,
     }
+    if related is not None:
+        out["related_pair_precision"] = round(shared_related / shared, 4) if shared else 0.0
+    return out
 
 
 def quiet_gap_baseline(alarms: list[Alarm], gap_s: int = 900) -> list[int]:
@@ -133,10 +153,12 @@ def quiet_gap_baseline(alarms: list[Alarm], gap_s: int = 900) -> list[int]:
     return out
 
 
-def grouping_report(alarms: list[Alarm], signal_of: list[Any], linked: np.ndarray) -> dict[str, Any]:
+def grouping_report(
+    alarms: list[Alarm], signal_of: list[Any], linked: np.ndarray, related: np.ndarray | None = None
+) -> dict[str, Any]:
     signals = len(set(signal_of))
     return {
         "signals": signals,
         "noise_reduction": round(1 - signals / len(alarms), 4),
-        **pair_scores(alarms, signal_of, linked),
+        **pair_scores(alarms, signal_of, linked, related),
     }

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evals.alarms_data import Alarm, pair_scores, quiet_gap_baseline
+from evals.alarms_data import Alarm, linked_types, pair_scores, quiet_gap_baseline, related_types
 from libs.common.events import AlertReceived, SignalPayload
 from services.triage.alerts.clusterer import ClusterConfig, Signal, TenantClusterer
 from services.triage.alerts.correlation import CorrelationLearner
@@ -166,6 +166,23 @@ def test_pair_scores_count_same_device_pairs_within_the_hour() -> None:
     assert scores["linked_recall"] == 1.0
     assert scores["pair_precision"] == round(1 / 3, 4)
     assert quiet_gap_baseline(alarms, 900) == [0, 0, 0, 1, 2]
+
+
+def test_related_precision_counts_chains_and_common_causes_but_not_unrelated_types() -> None:
+    # 0 -> 1 -> 2 (a chain), 0 -> 3 (3 and 1 share the cause 0), 4 alone
+    dag = np.zeros((5, 5), dtype=int)
+    dag[0, 1] = dag[1, 2] = dag[0, 3] = 1
+    related = related_types(dag)
+    assert related[0, 2] and related[2, 0], "a chain of two edges"
+    assert related[1, 3] and related[2, 3], "a common cause, also through a chain"
+    assert not related[4, 0] and not related[4, 2], "no path and no common cause"
+    linked = linked_types(dag)
+    assert not linked[0, 2] and not linked[1, 3]
+    alarms = [Alarm(0, 0, 1, 0, 10), Alarm(1, 2, 1, 60, 70), Alarm(2, 4, 1, 120, 130)]
+    scores = pair_scores(alarms, ["a", "a", "a"], linked, related)
+    # pairs: (0,2) related, not linked; (0,4) and (2,4) neither
+    assert scores["pair_precision"] == 0.0
+    assert scores["related_pair_precision"] == round(1 / 3, 4)
 
 
 def test_new_group_detection_survives_any_micro_batch_and_keeps_only_tight_groups() -> None:
