@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -308,6 +309,39 @@ def span_from_headers(name: str, headers: KafkaHeaders | None, **attrs: Any) -> 
 
 
 # --- metrics --------------------------------------------------------------------------------
+
+
+class BatchedObservations:
+    """Observations of one labelled histogram child, added to it in bulk at `flush`: a bucket
+    look-up per observation, and the child's locks once per bucket touched per flush instead
+    of twice per observation. For a consumer's per-event path, flushed at each commit; use it
+    from one thread."""
+
+    __slots__ = ("_child", "_bounds", "_counts", "_sum", "_n")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self._bounds = list(child._upper_bounds)  # ends with +Inf, as observe() walks them
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._n = 0
+
+    def observe(self, amount: float) -> None:
+        self._counts[bisect_left(self._bounds, amount)] += 1  # the first bound >= amount
+        self._sum += amount
+        self._n += 1
+
+    def flush(self) -> None:
+        if not self._n:
+            return
+        counts = self._counts
+        for i, n in enumerate(counts):
+            if n:
+                self._child._buckets[i].inc(n)
+                counts[i] = 0
+        self._child._sum.inc(self._sum)
+        self._sum, self._n = 0.0, 0
+
 
 HANDLER_SECONDS = Histogram(
     "msp_handler_seconds",

@@ -72,3 +72,38 @@ async def test_a_request_continues_the_callers_trace() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
         r = await client.get("/v1/things/7", headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
     assert r.status_code == 200 and seen == [trace_id]
+
+
+def test_observations_added_in_bulk_give_the_histogram_observing_each_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from libs.common.telemetry import BatchedObservations
+
+    registry = CollectorRegistry()
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    direct = Histogram("direct_seconds", "each", ["k"], buckets=buckets, registry=registry)
+    bulk = Histogram("bulk_seconds", "in bulk", ["k"], buckets=buckets, registry=registry)
+    values = [0.0, 0.0005, 0.001, 0.002, 0.01, 0.05, 0.1, 0.5, 1.0, 3.0, 0.01, 7.5]
+    batched = BatchedObservations(bulk.labels("x"))
+    for v in values[:5]:
+        direct.labels("x").observe(v)
+        batched.observe(v)
+    batched.flush()
+    for v in values[5:]:
+        direct.labels("x").observe(v)
+        batched.observe(v)
+
+    def samples(name: str) -> dict[str, float]:
+        return {
+            s.name.removeprefix(name) + str(s.labels.get("le", "")): s.value
+            for metric in registry.collect()
+            if metric.name == name
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples("bulk_seconds")["_count"] == 5, "nothing is added before a flush"
+    batched.flush()
+    assert samples("bulk_seconds") == samples("direct_seconds")
+    batched.flush()  # nothing new: changes nothing
+    assert samples("bulk_seconds") == samples("direct_seconds")
