@@ -127,12 +127,7 @@ def encode(
 
 def decode(topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> Any:
     """Parse a record of a declared topic into its model and check the tenant three ways."""
-    if value is None:
-        raise ValueError("empty record value (tombstone) on an event topic")
-    event = spec_for(topic).model.model_validate_json(value)
-    if isinstance(event, Envelope):
-        check_tenant(event.tenant_id, key, headers)
-    return event
+    return decoder(topic)(key, value, headers)
 
 
 def decoder(topic: str) -> Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Any]:
