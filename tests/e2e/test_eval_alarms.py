@@ -75,8 +75,16 @@ def test_eval_alarms_replays_the_stream_and_scores_the_signals(bootstrap: str, t
     assert report["noise_reduction"] >= 0.5
     assert report["pair_precision"] == 1.0
     assert report["linked_recall"] >= 0.9
+    assert report["related_pair_precision"] == 1.0  # chains and common causes count too: never lower
     for rule in ("baseline_quiet_gap_15min", "baseline_quiet_gap_60min"):
-        assert set(report[rule]) == {"signals_out", "noise_reduction", "pair_precision", "linked_recall"}
+        assert set(report[rule]) == {
+            "signals_out",
+            "noise_reduction",
+            "pair_precision",
+            "linked_recall",
+            "related_pair_precision",
+        }
+        assert report[rule]["related_pair_precision"] >= report[rule]["pair_precision"]
     # a longer quiet gap can only join more alarms into one signal
     hour, quarter = report["baseline_quiet_gap_60min"], report["baseline_quiet_gap_15min"]
     assert hour["signals_out"] <= quarter["signals_out"]
