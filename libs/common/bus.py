@@ -71,6 +71,19 @@ def unavailable(exc: BaseException) -> bool:
     )
 
 
+async def wait_for_dependency(service: str, exc: BaseException, wait_s: float, what: str) -> float:
+    """Wait `wait_s` (at most 5 s) because a dependency is down, saying so in the log and in
+    `msp_consumer_dependency_waits_total`; returns the wait, to double for the next one."""
+    wait_s = min(5.0, wait_s)
+    log.warning(
+        f"a dependency is unavailable; {what} waits for it",
+        extra={"error": str(exc).splitlines()[0][:200], "retry_in_s": wait_s},
+    )
+    DEPENDENCY_WAITS.labels(service).inc()
+    await asyncio.sleep(wait_s)
+    return wait_s
+
+
 H_TENANT = "tenant_id"
 H_TYPE = "event_type"
 H_VERSION = "schema_version"
@@ -776,13 +789,9 @@ class EventConsumer:
         """A dependency is down (the database, the broker): not the event's fault, so it is
         neither counted as an attempt nor dead-lettered; the event waits, uncommitted, and is
         tried again once the dependency answers (backing off up to 5 s)."""
-        self._outage_s = min(5.0, max(self.retry_backoff_s, self._outage_s * 2))
-        log.warning(
-            "a dependency is unavailable; the event waits for it",
-            extra={"error": str(exc).splitlines()[0][:200], "retry_in_s": self._outage_s},
+        self._outage_s = await wait_for_dependency(
+            self.service, exc, max(self.retry_backoff_s, self._outage_s * 2), "the event"
         )
-        DEPENDENCY_WAITS.labels(self.service).inc()
-        await asyncio.sleep(self._outage_s)
 
     async def _deadletter(
         self, record: ConsumerRecord[bytes, bytes], exc: BaseException, *, reason: str

@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 
 from libs.common import sla
 from libs.common.audit import audit_event
-from libs.common.bus import DEPENDENCY_WAITS, EventProducer, StateLost, unavailable
+from libs.common.bus import EventProducer, StateLost, unavailable, wait_for_dependency
 from libs.common.embeddings import Embedder
 from libs.common.events import AlertReceived, AuditEvent, EventSource, SignalClustered, SignalPayload
 from services.triage.alerts import store
@@ -163,14 +163,8 @@ class AlertClustering:
                 if not unavailable(exc):
                     self.broken = True
                     raise StateLost(f"{what} failed: {exc!r}") from exc
-                wait = min(5.0, wait * 2)
                 self.dependency_waits += 1
-                DEPENDENCY_WAITS.labels("triage").inc()
-                log.warning(
-                    f"{what} waits for a dependency",
-                    extra={"error": str(exc).splitlines()[0][:200], "retry_in_s": wait},
-                )
-                await asyncio.sleep(wait)
+                wait = await wait_for_dependency("triage", exc, wait * 2, what)
 
     async def _load(self, items: list[tuple[AlertReceived, Any]]) -> dict[str, TenantClusterer]:
         out: dict[str, TenantClusterer] = {}
