@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from libs.common.bus import EventProducer
 from libs.common.events import (
@@ -135,14 +136,36 @@ class Packets:
         await start_runtime(self.rt, "packet")
         self.producer = EventProducer(self.bootstrap, client_id="test", namespace=self.namespace)
         await self.producer.start()
+        self._unconfirmed: list[Envelope] = []
 
     async def stop(self) -> None:
         await self.producer.stop()
         await self.rt.stop()
 
     async def send(self, *events: Envelope) -> None:
-        for e in events:  # in order: one tenant's events are ordered on its partition anyway
+        """Publish in order. One tenant's events on one topic keep their order (one partition);
+        nothing orders them across topics (each partition is fetched on its own), so before an
+        event of another topic goes out, those sent before it must have been taken in: a signal
+        sent before an escalation is in its first packet, not the cause of a second one."""
+        for e in events:
+            if self._unconfirmed and e.topic != self._unconfirmed[-1].topic:
+                await self.taken_in(self._unconfirmed)
+                self._unconfirmed = []
             await self.producer.publish(e)
+            self._unconfirmed.append(e)
+
+    async def taken_in(self, events: list[Envelope]) -> None:
+        """Wait until the service has taken in every one of `events` (its inbox has them)."""
+        ids = {str(e.event_id) for e in events}
+
+        def all_in() -> bool:
+            with self.rt.engine.connect() as conn:
+                found = conn.execute(
+                    select(func.count()).select_from(tables.inbox).where(tables.inbox.c.event_id.in_(ids))
+                ).scalar_one()
+            return found == len(ids)
+
+        await eventually(all_in, f"{len(ids)} events taken in before one of another topic")
 
     def versions(self, tenant: str, ticket_id: str) -> list[dict[str, Any]]:
         latest = versions.latest_packet(self.rt.engine, tenant, ticket_id)
