@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine
 from libs.common import inbox, sla
 from libs.common.audit import AuditEmitter, audit_event
 from libs.common.bus import EventProducer
-from libs.common.crypto import SecretBox, new_key
+from libs.common.crypto import SecretBox, SecretBoxError, new_key
 from libs.common.events import (
     AutomationResult,
     AutomationRun,
@@ -258,13 +258,29 @@ class Packets:
                 self._targets[tenant] = found
         return found
 
+    def usable_target(self, tenant: str, conn: Connection | None = None) -> tuple[dict[str, Any] | None, str]:
+        """`target`, and why there is none to post to (blocking: call it in a thread). Stored
+        credentials this process cannot decrypt (the secrets key changed) make the tenant's
+        notes wait, visibly, until the target is set again, as when there is none: the
+        packets are still built, and nothing is retried in a loop meanwhile."""
+        try:
+            return self.target(tenant, conn), versions.NO_TARGET
+        except SecretBoxError:
+            log.warning(
+                "a tenant's PSA target cannot be decrypted; its notes wait", extra={"tenant_id": tenant}
+            )
+            return None, versions.UNREADABLE_TARGET
+
+    async def _usable_target(self, tenant: str) -> tuple[dict[str, Any] | None, str]:
+        """`usable_target`, without a thread when the target is at hand."""
+        known = self._known_target(tenant)
+        if known is not None:
+            return known, versions.NO_TARGET
+        return await asyncio.to_thread(self.usable_target, tenant)
+
     def _known_target(self, tenant: str) -> dict[str, Any] | None:
         with self._targets_lock:
             return self._targets.get(tenant)
-
-    async def _target(self, tenant: str) -> dict[str, Any] | None:
-        """`target`, without a thread when it is at hand."""
-        return self._known_target(tenant) or await asyncio.to_thread(self.target, tenant)
 
     def forget_target(self, tenant: str) -> None:
         """The target was just set through this process: read it afresh."""
@@ -377,9 +393,9 @@ class Packets:
         )
 
     async def _queue_write(self, tenant: str, row: dict[str, Any]) -> None:
-        target = await self._target(tenant)
+        target, why = await self._usable_target(tenant)
         added = await asyncio.to_thread(
-            functools.partial(psa_writes.add_psa_write, has_target=target is not None),
+            functools.partial(psa_writes.add_psa_write, has_target=target is not None, waiting_reason=why),
             self.engine,
             {"tenant_id": tenant, **row},
         )
@@ -543,7 +559,7 @@ class Packets:
         payload = EscalationPacketPayload(
             packet_id=packet_id, ticket_id=ticket.ticket_id, version=version, **content
         )  # type: ignore[arg-type]
-        target = self.target(tenant, conn)
+        target, why = self.usable_target(tenant, conn)
         created = utcnow()
         packet_event = EscalationPacket(
             event_id=derive_event_id(tenant, "packet", str(packet_id), str(version)),
@@ -579,6 +595,7 @@ class Packets:
             deliver=target is not None,
             events=[packet_event, built],
             namespace=self.namespace,
+            waiting_reason=why,
         )
         claims = [c for k, v in content.items() if k != "still_unknown" for c in v]
         return _Built(tenant, payload, target is not None, trigger, claims, started)
@@ -716,7 +733,7 @@ class Packets:
         """One queued PSA write: a step's note (looked up by its marker before it is posted
         again) or a category (setting a field to a value is idempotent)."""
         tenant, key, what = row["tenant_id"], row["write_key"], row["kind"]
-        target = await self._target(tenant)
+        target, why = await self._usable_target(tenant)
         attempts = row["attempts"] + 1
         if target is None:
             await asyncio.to_thread(
@@ -725,7 +742,7 @@ class Packets:
                 key,
                 status="waiting",
                 attempts=row["attempts"],
-                error=versions.NO_TARGET,
+                error=why,
             )
             return 0
         kind, to = target["kind"], psa.Target(**target)
@@ -800,7 +817,18 @@ class Packets:
         return 1
 
     async def _deliver(self, row: dict[str, Any], client: httpx.AsyncClient) -> int:
-        target = await self._target(row["tenant_id"])
+        target, why = await self._usable_target(row["tenant_id"])
+        if row["payload"] is not None and why == versions.UNREADABLE_TARGET:
+            await asyncio.to_thread(
+                versions.finish_delivery,
+                self.engine,
+                row["packet_id"],
+                row["version"],
+                status="waiting",
+                attempts=row["attempts"],
+                error=why,
+            )
+            return 0
         if row["payload"] is None or target is None:
             await asyncio.to_thread(
                 versions.finish_delivery,

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from libs.common.bus import EventProducer
+from libs.common.crypto import SecretBox, new_key
 from libs.common.events import (
     Decision,
     Envelope,
@@ -393,6 +394,54 @@ async def test_notes_that_waited_for_a_psa_target_are_posted_once_one_is_set(
     )
     posted = [n for n in psa.notes if n["kind"] == "halopsa" and n["body"][0]["ticket_id"] == 31]
     assert len(posted) == 1 and ":v2" in posted[0]["body"][0]["note_html"]
+
+
+async def test_a_target_the_service_cannot_decrypt_makes_notes_wait_until_it_is_set_again(
+    packets: Packets, sink: tuple[PsaSink, str]
+) -> None:
+    """The secrets key changed (or the stored row was altered): packets are still built, and
+    their notes wait with a reason that says so, instead of failing in a loop; set again,
+    the target takes them."""
+    psa, url = sink
+    engine, service = packets.rt.engine, packets.service.packets
+    tenant = unique("rekeyed")
+    targets.set_target(engine, tenant, "halopsa", url, {"token": "t"}, {}, box=SecretBox(new_key()))
+    await packets.send(escalation(tenant, "41"))
+    await eventually(lambda: len(packets.versions(tenant, "41")) == 1, "the packet, built all the same")
+    (built,) = packets.versions(tenant, "41")
+    assert built["status"] == "waiting" and "cannot be decrypted" in built["last_error"], built
+    # A version that was due when the target became unreadable waits as well.
+    due = uuid.uuid4()
+    versions.save_packet(
+        engine,
+        tenant_id=tenant,
+        ticket_id="42",
+        packet_id=due,
+        version=1,
+        content_hash="h",
+        payload=built["payload"],
+        cause_event_id=str(uuid.uuid4()),
+        trigger_at=datetime.now(UTC),
+        deliver=True,
+    )
+    service.wake()
+    await eventually(
+        lambda: versions.packet_versions(engine, tenant, str(due))[0]["status"] == "waiting",
+        "the due one waits",
+    )
+    assert "cannot be decrypted" in versions.packet_versions(engine, tenant, str(due))[0]["last_error"]
+    assert not any(n["kind"] == "halopsa" and n["body"][0]["ticket_id"] in (41, 42) for n in psa.notes)
+    released = targets.set_target(engine, tenant, "halopsa", url, {"token": "t"}, {}, box=service.box)
+    service.forget_target(tenant)
+    service.wake()
+    assert released == 2
+    await eventually(
+        lambda: (
+            [v["status"] for v in packets.versions(tenant, "41")] == ["posted"]
+            and versions.packet_versions(engine, tenant, str(due))[0]["status"] == "posted"
+        ),
+        "both posted once the target is set again",
+    )
 
 
 async def test_near_identical_tenants_never_cite_each_others_sources_over_thousands_of_packets(

@@ -15,8 +15,11 @@ from services.packet.store.versions import NO_TARGET
 from services.packet.tables import psa_writes
 
 
-def add_psa_write(engine: Engine, row: dict[str, Any], *, has_target: bool) -> bool:
-    """Queue a write (once: by its key); False when it was already queued."""
+def add_psa_write(
+    engine: Engine, row: dict[str, Any], *, has_target: bool, waiting_reason: str = NO_TARGET
+) -> bool:
+    """Queue a write (once: by its key); False when it was already queued. Without a usable
+    PSA target it waits (`waiting_reason`) until one is set."""
     with engine.begin() as conn:
         known = conn.execute(
             select(psa_writes.c.write_key).where(psa_writes.c.write_key == row["write_key"])
@@ -29,7 +32,7 @@ def add_psa_write(engine: Engine, row: dict[str, Any], *, has_target: bool) -> b
                 status="pending" if has_target else "waiting",
                 attempts=0,
                 next_at=utcnow(),
-                last_error=None if has_target else NO_TARGET,
+                last_error=None if has_target else waiting_reason,
             )
         )
         return True

@@ -18,6 +18,10 @@ from services.packet.store import leases
 from services.packet.tables import deliveries, outbox, packets
 
 NO_TARGET = "no PSA target configured for the tenant: the note is posted once one is (PUT /v1/psa)"
+UNREADABLE_TARGET = (
+    "the tenant's stored PSA credentials cannot be decrypted with this MSP_SECRETS_KEY (another key, "
+    "or altered): the note is posted once the target is set again (PUT /v1/psa)"
+)
 
 
 def list_packets(engine: Engine, tenant_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
@@ -69,10 +73,11 @@ def save_packet(
     deliver: bool,
     events: list[Envelope] = (),  # type: ignore[assignment]
     namespace: str = "",
+    waiting_reason: str = NO_TARGET,
 ) -> None:
     """The packet version and its delivery, in one transaction (the outbox: a crash never
-    leaves a version without its delivery). Without a PSA target the delivery waits, visibly,
-    until one is configured."""
+    leaves a version without its delivery). Without a usable PSA target the delivery waits,
+    visibly (`waiting_reason`), until one is set."""
     now = utcnow()
     with writing(bind) as conn:
         conn.execute(
@@ -96,7 +101,7 @@ def save_packet(
                 status="pending" if deliver else "waiting",
                 attempts=0,
                 next_at=now,
-                last_error=None if deliver else NO_TARGET,
+                last_error=None if deliver else waiting_reason,
             )
         )
         # The version's event and its audit go out through the outbox: with the version, or not at all.
