@@ -482,11 +482,12 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
 
     @router.get("/v1/psa", tags=["psa"], dependencies=guard)
     async def get_target(tenant_id: TenantQuery) -> dict[str, Any]:
-        """The tenant's PSA target (never its credentials). Without one, packets are still
-        built and kept; their notes wait (`waiting_notes`) and are posted, the latest version
-        of each packet, as soon as a target is set with PUT /v1/psa."""
+        """The tenant's PSA target (never its credentials). Without one, or with credentials
+        this service cannot decrypt (`credentials_readable`), packets are still built and
+        kept; their notes wait (`waiting_notes`) and are posted, the latest version of each
+        packet, as soon as a target is set with PUT /v1/psa."""
         found = await asyncio.to_thread(
-            functools.partial(targets.get_target, box=packets.box), engine, tenant_id
+            functools.partial(targets.describe_target, box=packets.box), engine, tenant_id
         )
         if found is None:
             waiting = await asyncio.to_thread(versions.waiting_notes, engine, tenant_id)
@@ -496,13 +497,15 @@ def make_router(settings: PacketSettings, packets: Packets, kb: KnowledgeBase) -
                 "waiting_notes": waiting,
                 "detail": f"no PSA target: {waiting} packet note(s) wait until one is set with PUT /v1/psa",
             }
-        return {
-            "tenant_id": tenant_id,
-            "configured": True,
-            "kind": found["kind"],
-            "base_url": found["base_url"],
-            "options": found["options"],
-        }
+        described = {"tenant_id": tenant_id, "configured": True, **found}
+        if not found["credentials_readable"]:
+            waiting = await asyncio.to_thread(versions.waiting_notes, engine, tenant_id)
+            described["waiting_notes"] = waiting
+            described["detail"] = (
+                "the stored credentials cannot be decrypted with this MSP_SECRETS_KEY: "
+                f"{waiting} packet note(s) wait until the target is set again with PUT /v1/psa"
+            )
+        return described
 
     return router
 

@@ -431,6 +431,17 @@ async def test_a_target_the_service_cannot_decrypt_makes_notes_wait_until_it_is_
     )
     assert "cannot be decrypted" in versions.packet_versions(engine, tenant, str(due))[0]["last_error"]
     assert not any(n["kind"] == "halopsa" and n["body"][0]["ticket_id"] in (41, 42) for n in psa.notes)
+    import httpx
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=packets.app),
+        base_url="http://packet",
+        headers={"Authorization": f"Bearer {packets.settings.effective_admin_token()}"},
+    ) as api:
+        said = (await api.get("/v1/psa", params={"tenant_id": tenant})).json()
+        assert said["configured"] is True and said["credentials_readable"] is False, said
+        assert said["waiting_notes"] == 2 and "PUT /v1/psa" in said["detail"]
+        assert "token" not in json.dumps(said), "credentials are never shown"
     released = targets.set_target(engine, tenant, "halopsa", url, {"token": "t"}, {}, box=service.box)
     service.forget_target(tenant)
     service.wake()
@@ -442,6 +453,13 @@ async def test_a_target_the_service_cannot_decrypt_makes_notes_wait_until_it_is_
         ),
         "both posted once the target is set again",
     )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=packets.app),
+        base_url="http://packet",
+        headers={"Authorization": f"Bearer {packets.settings.effective_admin_token()}"},
+    ) as api:
+        said = (await api.get("/v1/psa", params={"tenant_id": tenant})).json()
+        assert said["credentials_readable"] is True and "waiting_notes" not in said, said
 
 
 async def test_near_identical_tenants_never_cite_each_others_sources_over_thousands_of_packets(

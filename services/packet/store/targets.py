@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from libs.common.crypto import SecretBox
+from libs.common.crypto import SecretBox, SecretBoxError
 from libs.common.db import reading, upsert
 from libs.common.events import utcnow
 from services.packet.store import dumps
@@ -76,4 +76,24 @@ def get_target(bind: Engine | Connection, tenant_id: str, *, box: SecretBox) -> 
         "base_url": row["base_url"],
         "credentials": box.open(row["credentials"]),
         "options": json.loads(row["options"]),
+    }
+
+
+def describe_target(bind: Engine | Connection, tenant_id: str, *, box: SecretBox) -> dict[str, Any] | None:
+    """The tenant's target without its credentials, and whether this process can decrypt
+    them (`credentials_readable`: false after the secrets key changed)."""
+    with reading(bind) as conn:
+        row = conn.execute(select(targets).where(targets.c.tenant_id == tenant_id)).mappings().first()
+    if row is None:
+        return None
+    try:
+        box.open(row["credentials"])
+        readable = True
+    except SecretBoxError:
+        readable = False
+    return {
+        "kind": row["kind"],
+        "base_url": row["base_url"],
+        "options": json.loads(row["options"]),
+        "credentials_readable": readable,
     }
