@@ -396,6 +396,21 @@ async def test_notes_that_waited_for_a_psa_target_are_posted_once_one_is_set(
     assert len(posted) == 1 and ":v2" in posted[0]["body"][0]["note_html"]
 
 
+async def psa_target(packets: Packets, tenant: str) -> dict[str, Any]:
+    """What `GET /v1/psa` says of the tenant's target, asked as the operator."""
+    import httpx
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=packets.app),
+        base_url="http://packet",
+        headers={"Authorization": f"Bearer {packets.settings.effective_admin_token()}"},
+    ) as api:
+        got = await api.get("/v1/psa", params={"tenant_id": tenant})
+    assert got.status_code == 200, got.text
+    body: dict[str, Any] = got.json()
+    return body
+
+
 async def test_a_target_the_service_cannot_decrypt_makes_notes_wait_until_it_is_set_again(
     packets: Packets, sink: tuple[PsaSink, str]
 ) -> None:
@@ -431,17 +446,10 @@ async def test_a_target_the_service_cannot_decrypt_makes_notes_wait_until_it_is_
     )
     assert "cannot be decrypted" in versions.packet_versions(engine, tenant, str(due))[0]["last_error"]
     assert not any(n["kind"] == "halopsa" and n["body"][0]["ticket_id"] in (41, 42) for n in psa.notes)
-    import httpx
-
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=packets.app),
-        base_url="http://packet",
-        headers={"Authorization": f"Bearer {packets.settings.effective_admin_token()}"},
-    ) as api:
-        said = (await api.get("/v1/psa", params={"tenant_id": tenant})).json()
-        assert said["configured"] is True and said["credentials_readable"] is False, said
-        assert said["waiting_notes"] == 2 and "PUT /v1/psa" in said["detail"]
-        assert "token" not in json.dumps(said), "credentials are never shown"
+    said = await psa_target(packets, tenant)
+    assert said["configured"] is True and said["credentials_readable"] is False, said
+    assert said["waiting_notes"] == 2 and "PUT /v1/psa" in said["detail"]
+    assert "token" not in json.dumps(said), "credentials are never shown"
     released = targets.set_target(engine, tenant, "halopsa", url, {"token": "t"}, {}, box=service.box)
     service.forget_target(tenant)
     service.wake()
@@ -453,13 +461,8 @@ async def test_a_target_the_service_cannot_decrypt_makes_notes_wait_until_it_is_
         ),
         "both posted once the target is set again",
     )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=packets.app),
-        base_url="http://packet",
-        headers={"Authorization": f"Bearer {packets.settings.effective_admin_token()}"},
-    ) as api:
-        said = (await api.get("/v1/psa", params={"tenant_id": tenant})).json()
-        assert said["credentials_readable"] is True and "waiting_notes" not in said, said
+    said = await psa_target(packets, tenant)
+    assert said["credentials_readable"] is True and "waiting_notes" not in said, said
 
 
 async def test_near_identical_tenants_never_cite_each_others_sources_over_thousands_of_packets(
