@@ -50,6 +50,17 @@ DEPENDENCY_WAITS = Metric(
 )
 
 
+def _producer_state_lost() -> tuple[type[BaseException], ...]:
+    from aiokafka.errors import InvalidProducerEpoch, OutOfOrderSequenceNumber
+
+    return (OutOfOrderSequenceNumber, InvalidProducerEpoch)
+
+
+# What a broker that restarted and lost an idempotent producer's sequence state answers to its
+# next batches: that producer can never send again, a new one (a new producer id) can.
+_PRODUCER_STATE_LOST = _producer_state_lost()
+
+
 def unavailable(exc: BaseException) -> bool:
     """Whether a handler failed because a dependency is down (the database cannot be reached,
     the broker does not answer) rather than because of the event."""
@@ -59,6 +70,8 @@ def unavailable(exc: BaseException) -> bool:
     if isinstance(exc, PublishError):  # down if everything that went wrong says so
         return bool(exc.causes) and all(unavailable(c) for c in exc.causes)
     if isinstance(exc, KafkaError) and exc.retriable:  # a leader moving, a broker restarting
+        return True
+    if isinstance(exc, _PRODUCER_STATE_LOST):  # the producer that got it has been renewed
         return True
     return isinstance(
         exc,
@@ -286,6 +299,15 @@ class EventProducer:
     ) -> list[RecordMetadata]:
         results = await asyncio.gather(*futures, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
+        if any(isinstance(f, _PRODUCER_STATE_LOST) for f in failures):
+            # The broker restarted and forgot this producer's sequence numbers: every later
+            # send of this client would be refused the same way. A fresh client gets a new
+            # producer id; the caller retries as for any failed send (`unavailable` says so).
+            log.warning(
+                "the broker lost the producer's state; renewing the producer",
+                extra={"error": repr(failures[0])},
+            )
+            await self.renew()
         if failures:
             raise PublishError(
                 f"{len(failures)} of {len(results)} events not acknowledged: {failures[0]!r}", failures
