@@ -4,6 +4,7 @@ cites, and how it is rendered for a PSA."""
 from __future__ import annotations
 
 import uuid
+import zlib
 
 import numpy as np
 import pytest
@@ -37,11 +38,13 @@ Free space or extend the volume.
 
 
 def embed(texts: list[str]) -> np.ndarray:
-    """Bag-of-words vectors (hashed): similar words, similar vectors; enough for ranking tests."""
+    """Bag-of-words vectors (hashed): similar words, similar vectors; enough for ranking tests.
+    Hashed with CRC-32, the same in every process (`hash()` of a string is salted per process,
+    which made which words share a bucket, and so the rankings, change from run to run)."""
     out = np.zeros((len(texts), 64), dtype=np.float32)
     for i, t in enumerate(texts):
         for w in tokens(t):
-            out[i, hash(w) % 64] += 1
+            out[i, zlib.crc32(w.encode()) % 64] += 1
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(norms == 0, 1, norms)
 
