@@ -20,7 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, InvalidProducerEpoch, OutOfOrderSequenceNumber
 from aiokafka.structs import RecordMetadata
 from opentelemetry.trace import SpanContext
 from prometheus_client import Counter as Metric
@@ -50,15 +50,9 @@ DEPENDENCY_WAITS = Metric(
 )
 
 
-def _producer_state_lost() -> tuple[type[BaseException], ...]:
-    from aiokafka.errors import InvalidProducerEpoch, OutOfOrderSequenceNumber
-
-    return (OutOfOrderSequenceNumber, InvalidProducerEpoch)
-
-
 # What a broker that restarted and lost an idempotent producer's sequence state answers to its
 # next batches: that producer can never send again, a new one (a new producer id) can.
-_PRODUCER_STATE_LOST = _producer_state_lost()
+_PRODUCER_STATE_LOST = (OutOfOrderSequenceNumber, InvalidProducerEpoch)
 
 
 def unavailable(exc: BaseException) -> bool:

@@ -818,26 +818,18 @@ class Packets:
 
     async def _deliver(self, row: dict[str, Any], client: httpx.AsyncClient) -> int:
         target, why = await self._usable_target(row["tenant_id"])
-        if row["payload"] is not None and why == versions.UNREADABLE_TARGET:
-            await asyncio.to_thread(
-                versions.finish_delivery,
-                self.engine,
-                row["packet_id"],
-                row["version"],
-                status="waiting",
-                attempts=row["attempts"],
-                error=why,
-            )
-            return 0
         if row["payload"] is None or target is None:
+            # Credentials this process cannot decrypt: the note waits for the target to be set
+            # again; no packet, or no target any more: nothing to post.
+            waits = row["payload"] is not None and why == versions.UNREADABLE_TARGET
             await asyncio.to_thread(
                 versions.finish_delivery,
                 self.engine,
                 row["packet_id"],
                 row["version"],
-                status="skipped",
+                status="waiting" if waits else "skipped",
                 attempts=row["attempts"],
-                error="no packet or no PSA target",
+                error=why if waits else "no packet or no PSA target",
             )
             return 0
         tenant, trigger_at = row["tenant_id"], row["trigger_at"]

@@ -66,34 +66,34 @@ def set_target(
     return len(newest) + notes
 
 
-def get_target(bind: Engine | Connection, tenant_id: str, *, box: SecretBox) -> dict[str, Any] | None:
+def _stored(bind: Engine | Connection, tenant_id: str) -> tuple[dict[str, Any], str] | None:
+    """The tenant's target without its credentials, and the credentials as sealed."""
     with reading(bind) as conn:
         row = conn.execute(select(targets).where(targets.c.tenant_id == tenant_id)).mappings().first()
     if row is None:
         return None
-    return {
-        "kind": row["kind"],
-        "base_url": row["base_url"],
-        "credentials": box.open(row["credentials"]),
-        "options": json.loads(row["options"]),
-    }
+    plain = {"kind": row["kind"], "base_url": row["base_url"], "options": json.loads(row["options"])}
+    return plain, row["credentials"]
+
+
+def get_target(bind: Engine | Connection, tenant_id: str, *, box: SecretBox) -> dict[str, Any] | None:
+    stored = _stored(bind, tenant_id)
+    if stored is None:
+        return None
+    plain, sealed = stored
+    return {**plain, "credentials": box.open(sealed)}
 
 
 def describe_target(bind: Engine | Connection, tenant_id: str, *, box: SecretBox) -> dict[str, Any] | None:
     """The tenant's target without its credentials, and whether this process can decrypt
     them (`credentials_readable`: false after the secrets key changed)."""
-    with reading(bind) as conn:
-        row = conn.execute(select(targets).where(targets.c.tenant_id == tenant_id)).mappings().first()
-    if row is None:
+    stored = _stored(bind, tenant_id)
+    if stored is None:
         return None
+    plain, sealed = stored
     try:
-        box.open(row["credentials"])
+        box.open(sealed)
         readable = True
     except SecretBoxError:
         readable = False
-    return {
-        "kind": row["kind"],
-        "base_url": row["base_url"],
-        "options": json.loads(row["options"]),
-        "credentials_readable": readable,
-    }
+    return {**plain, "credentials_readable": readable}
