@@ -38,6 +38,7 @@ from libs.common.telemetry import (
     consumer_context,
     inject_headers,
     span_from_headers,
+    trace_runs,
 )
 from libs.common.topics import logical, physical, spec_for
 
@@ -499,11 +500,15 @@ class EventConsumer:
             await self._process_in_lanes(batch, recorded)
         else:
             for tp, records in batch.items():
-                for record in records:
-                    if self._stopping.is_set():
-                        break
-                    await self._process(record, recorded)
-                    self._pending[tp] = record.offset + 1
+                route = self._routes.get(tp.topic) or self._route(tp.topic)
+                # The events of one publish share a trace context: entered once per run.
+                for run in trace_runs(records):
+                    with consumer_context(route.span_name, run[0].headers, route.span_attrs, recorded):
+                        for record in run:
+                            if self._stopping.is_set():
+                                break
+                            await self._handle(record, route)
+                            self._pending[tp] = record.offset + 1
         batch_span(self._batch_span_name, recorded, self._batch_span_attrs, started)
         await self._commit_pending()
         await self._report_lag()
@@ -615,39 +620,43 @@ class EventConsumer:
     async def _process(
         self, record: ConsumerRecord[bytes, bytes], recorded: list[SpanContext] | None = None
     ) -> None:
-        """Decode, check and handle one record, retrying and dead-lettering as the class says.
-        `recorded` collects the span contexts of events whose traces are recorded, for one
-        span per batch (see `consumer_context`)."""
-        headers = record.headers or ()
+        """One record in its event's trace context (see `_handle`). `recorded` collects the
+        span contexts of events whose traces are recorded, for one span per batch (see
+        `consumer_context`)."""
         route = self._routes.get(record.topic) or self._route(record.topic)
-        with consumer_context(route.span_name, headers, route.span_attrs, recorded):
-            assert self.handler is not None
-            start = time.perf_counter()
-            try:
-                event = route.decode(record.key, record.value, headers)
-            except (ValidationError, TenantMismatch, ValueError) as exc:
-                await self._deadletter(record, exc, reason="invalid")
-                return
-            handler = self.handler
-            try:  # the common case, without the retry loop's frames
-                await handler(event, record)
-                self._outage_s = 0.0
-                failure = None
-            except (asyncio.CancelledError, StateLost):
-                raise
-            except Exception as exc:
-                failure = await self._attempts(lambda: handler(event, record), self.max_attempts, exc)
-            if failure is not None:
-                log.error(
-                    "handler failed; dead-lettering",
-                    exc_info=failure,
-                    extra={"topic": record.topic, "offset": record.offset},
-                )
-                await self._deadletter(record, failure, reason="handler")
-                return
-            self.stats.handled += 1
-            route.handled += 1  # counted into the metric at each commit (an increment takes a lock)
-            self._per_event.observe(time.perf_counter() - start)
+        with consumer_context(route.span_name, record.headers, route.span_attrs, recorded):
+            await self._handle(record, route)
+
+    async def _handle(self, record: ConsumerRecord[bytes, bytes], route: _Route) -> None:
+        """Decode, check and handle one record, retrying and dead-lettering as the class says,
+        in the trace context the caller entered."""
+        assert self.handler is not None
+        start = time.perf_counter()
+        try:
+            event = route.decode(record.key, record.value, record.headers or ())
+        except (ValidationError, TenantMismatch, ValueError) as exc:
+            await self._deadletter(record, exc, reason="invalid")
+            return
+        handler = self.handler
+        try:  # the common case, without the retry loop's frames
+            await handler(event, record)
+            self._outage_s = 0.0
+            failure = None
+        except (asyncio.CancelledError, StateLost):
+            raise
+        except Exception as exc:
+            failure = await self._attempts(lambda: handler(event, record), self.max_attempts, exc)
+        if failure is not None:
+            log.error(
+                "handler failed; dead-lettering",
+                exc_info=failure,
+                extra={"topic": record.topic, "offset": record.offset},
+            )
+            await self._deadletter(record, failure, reason="handler")
+            return
+        self.stats.handled += 1
+        route.handled += 1  # counted into the metric at each commit (an increment takes a lock)
+        self._per_event.observe(time.perf_counter() - start)
 
     def _route(self, physical_topic: str) -> _Route:
         """What the per-event path needs about a topic, worked out on its first record."""

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache, wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -24,6 +24,14 @@ from libs.common.settings import SettingsError
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 KafkaHeaders = Sequence[tuple[str, bytes]]
+
+
+class _Consumed(Protocol):
+    @property
+    def headers(self) -> KafkaHeaders | None: ...
+
+
+_R = TypeVar("_R", bound=_Consumed)
 
 # --- logs -----------------------------------------------------------------------------------
 
@@ -228,6 +236,29 @@ def _remote_context(
         return None
     ctx = trace.set_span_in_context(trace.NonRecordingSpan(span_context), otel_context.Context())
     return ctx, span_context
+
+
+def trace_runs(records: Sequence[_R]) -> Iterator[list[_R]]:
+    """A partition's records as runs of consecutive records that carry the same valid trace
+    context (the events of one publish: a batch post, a consumed batch), to be handled in one
+    `consumer_context` each, which is the context each of them gets on its own. A record
+    without a valid trace context is a run of its own (it starts a trace of its own)."""
+    run: list[_R] = []
+    key: tuple[bytes | None, bytes | None] | None = None
+    for record in records:
+        this = _trace_headers(record.headers)
+        if run and this == key:
+            run.append(record)
+            continue
+        if run:
+            yield run
+        if _remote_context(*this) is None:
+            yield [record]
+            run, key = [], None
+        else:
+            run, key = [record], this
+    if run:
+        yield run
 
 
 class consumer_context:  # noqa: N801 - used as a context manager, like contextlib's

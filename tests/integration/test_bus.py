@@ -476,3 +476,53 @@ async def test_a_consumer_the_group_dropped_during_a_long_batch_goes_on_and_lose
             await asyncio.wait_for(task, 30)
         await consumer.stop()
         await producer.stop()
+
+
+async def test_each_consumed_event_is_handled_in_its_own_producers_trace(
+    bootstrap: str, scratch_topic
+) -> None:  # type: ignore[no-untyped-def]
+    """The consumer enters one trace context per run of events that carry the same one (the
+    events of one publish); every event is still handled, and logs, under its own producer's
+    trace, and an event that carries none starts a trace of its own."""
+    from libs.common.telemetry import configure_tracing, current_trace_id, tracer
+
+    configure_tracing("test")
+    topic = await scratch_topic(AlertReceived)
+    tenant = unique("acme")  # one tenant: one partition, one order
+    producer = await started_producer(bootstrap)
+    sent: dict[str, str | None] = {}
+    try:
+        for name, size in (("a", 4), ("none", 2), ("b", 3), ("a2", 1)):
+            events = [alert(tenant, title=f"{name}-{i}") for i in range(size)]
+            if name == "none":  # published outside any trace: no traceparent header
+                await producer.publish_many(events, topic=topic)
+                sent.update((e.payload.title, None) for e in events)
+                continue
+            with tracer().start_as_current_span(f"publish {name}"):
+                trace_id = current_trace_id()
+                await producer.publish_many(events, topic=topic)
+            sent.update((e.payload.title, trace_id) for e in events)
+        seen: dict[str, str | None] = {}
+
+        async def handler(event: AlertReceived, _record: Any) -> None:
+            seen[event.payload.title] = current_trace_id()
+
+        consumer = EventConsumer(
+            service="test-svc",
+            topics=[topic],
+            group_id=unique("g"),
+            bootstrap_servers=bootstrap,
+            handler=handler,
+            producer=producer,
+        )
+        await consume_until(consumer, lambda: len(seen) >= len(sent))
+    finally:
+        await producer.stop()
+    assert seen.keys() == sent.keys()
+    for title, trace_id in sent.items():
+        if trace_id is not None:
+            assert seen[title] == trace_id, title
+    own = [seen["none-0"], seen["none-1"]]
+    assert None not in own and len(set(own)) == 2  # each started a trace of its own
+    assert not set(own) & {t for t in sent.values() if t}
+    assert len({sent["a-0"], sent["b-0"], sent["a2-0"]}) == 3
