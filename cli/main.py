@@ -609,6 +609,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             queries=Path(args.queries),
             rankings=Path(args.rankings),
             cache=_var(args) / "cache" / "embeddings.sqlite",
+            query_from=args.query_from,
         )
         print(json.dumps(report, indent=2))
         return 0
@@ -797,6 +798,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--queries", help="runbooks: the alerts (JSON list with summary, description, runbook_path)"
     )
     ev.add_argument("--rankings", help="runbooks: where to write the ranking per query (JSON lines)")
+    ev.add_argument(
+        "--query-from",
+        choices=["annotations", "expression"],
+        default="annotations",
+        help="runbooks: ask with each alert's summary and description (default) or with its rule's "
+        "expression alone, as an alert without annotations arrives",
+    )
     ev.set_defaults(fn=cmd_eval)
 
     sub.add_parser("lint", help="ruff and mypy, as CI runs them").set_defaults(fn=cmd_lint)

@@ -1,7 +1,10 @@
 """`msp eval runbooks`: runbook retrieval as the packet service does it, against BM25 alone.
 
 Each query is an alert's summary and description (never its name); the ground truth is the
-runbook the alert's rule names. Prints Recall@1, Recall@5 and MRR for the service's hybrid
+runbook the alert's rule names. With `query_from="expression"` the same alerts are asked by
+their rule's expression alone (comments dropped): alerts written the way a rule without
+annotations, or a foreign monitoring tool, would send them. Nothing in the search knows which
+protocol it serves. Prints Recall@1, Recall@5 and MRR for the service's hybrid
 search and for BM25 over whole documents (the same tokenizer) in the same run, and writes the
 service's ranking per query as JSON lines.
 """
@@ -9,6 +12,7 @@ service's ranking per query as JSON lines.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +21,16 @@ import numpy as np
 
 from libs.common.embeddings import Embedder
 
+QUERY_FROM = ("annotations", "expression")
+_PROMQL_COMMENT = re.compile(r"#[^\n]*")
 
-def read_queries(path: Path, docs: Path) -> list[tuple[str, str, str]]:
+
+def read_queries(path: Path, docs: Path, query_from: str = "annotations") -> list[tuple[str, str, str]]:
     """(alert, query text, expected runbook path relative to `docs`). `runbook_path` in the
-    file is relative to the file's own folder."""
+    file is relative to the file's own folder. The query text is the alert's summary and
+    description, or (`query_from="expression"`) its rule's expression without comments."""
+    if query_from not in QUERY_FROM:
+        raise ValueError(f"query_from must be one of {QUERY_FROM}, not {query_from!r}")
     if not path.is_file():
         raise ValueError(f"no queries file at {path}")
     try:
@@ -32,15 +42,20 @@ def read_queries(path: Path, docs: Path) -> list[tuple[str, str, str]]:
     out = []
     for n, row in enumerate(rows):
         try:
-            alert, summary, description = row["alert"], row.get("summary", ""), row.get("description", "")
+            alert = row["alert"]
+            if query_from == "expression":
+                text = _PROMQL_COMMENT.sub(" ", row["expr"]).strip()
+            else:
+                text = f"{row.get('summary', '')}\n{row.get('description', '')}".strip()
             expected = (path.parent / row["runbook_path"]).resolve()
-        except (KeyError, TypeError):
-            raise ValueError(f"{path}: entry {n} needs alert, summary/description and runbook_path") from None
+        except (KeyError, TypeError, AttributeError):
+            need = "expr" if query_from == "expression" else "summary/description"
+            raise ValueError(f"{path}: entry {n} needs alert, {need} and runbook_path") from None
         try:
             rel = expected.relative_to(docs.resolve()).as_posix()
         except ValueError:
             continue  # a runbook outside the collection under test
-        out.append((alert, f"{summary}\n{description}".strip(), rel))
+        out.append((alert, text, rel))
     if not out:
         raise ValueError(f"{path}: no query names a runbook under {docs}")
     return out
@@ -55,12 +70,14 @@ def _figures(ranks: list[int | None]) -> dict[str, float]:
     }
 
 
-def evaluate(*, docs: Path, queries: Path, rankings: Path, cache: Path) -> dict[str, Any]:
+def evaluate(
+    *, docs: Path, queries: Path, rankings: Path, cache: Path, query_from: str = "annotations"
+) -> dict[str, Any]:
     from services.packet.kb.loader import load_dir
     from services.packet.kb.search import RunbookIndex, tokens
 
     books = load_dir(docs)
-    cases = read_queries(queries, docs)
+    cases = read_queries(queries, docs, query_from)
     paths = [p for p, _ in books]
     embedder = Embedder(store=cache)
     t = time.perf_counter()
@@ -87,6 +104,7 @@ def evaluate(*, docs: Path, queries: Path, rankings: Path, cache: Path) -> dict[
         "documents": len(paths),
         "sections": len(index.section_owner),
         "queries": len(cases),
+        "query_from": query_from,
         "method": "reciprocal-rank fusion of document BM25, best-section BM25 and best-section "
         "MiniLM cosine (identifier-aware tokens)",
         **_figures(ours),

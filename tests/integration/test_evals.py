@@ -81,12 +81,15 @@ def test_eval_runbooks_writes_a_ranking_per_query_and_a_bm25_baseline(tmp_path: 
                     "alert": "VpnTunnelDown",
                     "summary": "Tunnel down.",
                     "description": "IPsec to {{ $labels.site }} is down.",
+                    # A comment in a rule is prose, not the rule: the expression protocol drops it.
+                    "expr": "# volume nearly full volume\nipsec_tunnel_up{site!=''} == 0",
                     "runbook_path": "docs/net/VpnTunnelDown.md",
                 },
                 {
                     "alert": "DiskFull",
                     "summary": "Volume almost full.",
                     "description": "",
+                    "expr": "volume_free_ratio < 0.05",
                     "runbook_path": "docs/DiskFull.md",
                 },
             ]
@@ -103,6 +106,24 @@ def test_eval_runbooks_writes_a_ranking_per_query_and_a_bm25_baseline(tmp_path: 
     assert report["queries"] == 2 and report["recall_at_1"] == 1.0 and "mrr" in report["baseline_bm25"]
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert lines[0] == {"alert": "VpnTunnelDown", "ranked": ["net/VpnTunnelDown.md", "DiskFull.md"]}
+    by_expr = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--var-dir", str(tmp_path / "var"), "eval", "runbooks",
+         "--docs", str(docs), "--queries", str(queries), "--rankings", str(out),
+         "--query-from", "expression"],
+        cwd=REPO_ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert by_expr.returncode == 0, by_expr.stderr[-2000:]
+    assert json.loads(by_expr.stdout)["query_from"] == "expression"
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [line["ranked"][0] for line in lines] == ["net/VpnTunnelDown.md", "DiskFull.md"]
+    no_expr = tmp_path / "no-expr.json"
+    no_expr.write_text(json.dumps([{"alert": "A", "summary": "s", "runbook_path": "docs/DiskFull.md"}]))
+    missing = subprocess.run(
+        [sys.executable, "-m", "cli.main", "eval", "runbooks", "--docs", str(docs), "--queries",
+         str(no_expr), "--rankings", str(out), "--query-from", "expression"],
+        cwd=REPO_ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "needs alert, expr and runbook_path" in missing.stderr
     bad = subprocess.run(
         [sys.executable, "-m", "cli.main", "eval", "runbooks", "--docs", str(tmp_path / "nope"),
          "--queries", str(queries), "--rankings", str(out)],
