@@ -11,7 +11,7 @@ import pytest
 
 from evals.alarms_data import Alarm, linked_types, pair_scores, quiet_gap_baseline, related_types
 from libs.common.events import AlertReceived, SignalPayload
-from services.triage.alerts.clusterer import ClusterConfig, Signal, TenantClusterer
+from services.triage.alerts.clusterer import ClusterConfig, Signal, TenantClusterer, signal_payload
 from services.triage.alerts.correlation import CorrelationLearner
 from services.triage.alerts.templates import mask, template_of
 from tests.samples import timed_alert
@@ -150,6 +150,21 @@ def test_a_revision_built_without_validation_is_exactly_what_validation_gives() 
         built = c.payload(sig, state, added)
         assert SignalPayload.model_validate(built.model_dump()) == built
         assert SignalPayload.model_validate_json(built.model_dump_json()) == built
+
+
+def test_revisions_built_from_remembered_parts_equal_revisions_built_afresh() -> None:
+    c = TenantClusterer("acme", ClusterConfig(min_support=2))
+    revisions = 0
+    for i in range(40):  # repeats, new devices, resolutions: reasons and recent alerts change
+        status = "resolved" if i % 7 == 6 else "firing"
+        c.add(
+            alert(f"disk-{i % 5}", "Disk almost full", i * 30, device=f"FS0{i % 3}", site="hq", status=status)
+        )
+        for sig, state, added in c.take_changes():
+            assert c.payload(sig, state, added) == signal_payload(sig, state, added)
+            revisions += 1
+    assert revisions > 10 and c._parts  # parts were remembered and reused
+    assert TenantClusterer("globex", ClusterConfig())._parts is not c._parts  # never another tenant's
 
 
 def test_pair_scores_count_same_device_pairs_within_the_hour() -> None:

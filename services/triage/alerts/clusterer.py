@@ -175,6 +175,10 @@ class TenantClusterer:
         # Revision numbers reserved for signals this instance has not restored (see restore).
         self.revision_floor: dict[str, int] = {}
         self.forgotten: list[str] = []  # signals dropped from memory since then
+        # The immutable parts of published revisions (an alert as described, a grouping reason,
+        # an alert id), built once for the revisions that repeat them (see `signal_payload`).
+        # This tenant's own: nothing built from one tenant's alerts is shown to another.
+        self._parts: dict[Any, Any] = {}
 
     # --- indexes ------------------------------------------------------------------------
 
@@ -641,7 +645,9 @@ class TenantClusterer:
     def payload(
         self, sig: Signal, state: str, added: list[str], revision: int | None = None
     ) -> SignalPayload:
-        return signal_payload(sig, state, added, revision)
+        if len(self._parts) > PARTS_MEMORY:
+            self._parts.clear()  # rebuilt on demand: a bound, not a policy
+        return signal_payload(sig, state, added, revision, self._parts)
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -689,8 +695,23 @@ def alert_kinds(sig: Signal) -> set[str | int]:
     return {m.rule if m.rule else m.template for m in sig.members.values()}
 
 
-def signal_payload(sig: Signal, state: str, added: list[str], revision: int | None = None) -> SignalPayload:
-    """The published form of one signal revision (also what the API shows of a signal)."""
+PARTS_MEMORY = 100_000  # built parts a tenant's clusterer keeps for its next revisions
+
+
+def signal_payload(
+    sig: Signal,
+    state: str,
+    added: list[str],
+    revision: int | None = None,
+    parts: dict[Any, Any] | None = None,
+) -> SignalPayload:
+    """The published form of one signal revision (also what the API shows of a signal).
+
+    A revision repeats most of the last one's (its recent alerts, reasons and ids); with
+    `parts`, each of those is built once and reused while it stays the same (keyed by all the
+    values it is built from)."""
+    if parts is None:
+        parts = {}
     reasons = sorted(sig.reasons.values(), key=lambda r: -r[2])
     members = sig.members.values()
     kinds = alert_kinds(sig)
@@ -699,10 +720,41 @@ def signal_payload(sig: Signal, state: str, added: list[str], revision: int | No
         title = f"{sig.title} (+{len(kinds) - 1} related alert types)"
     if len(sig.devices) > 1:
         title += f" across {len(sig.devices)} devices"
+
     # Built from values the clusterer itself keeps valid, so constructed without a second
     # validation (the hot path at thousands of revisions a second); a unit test checks that
     # what is built this way validates to the same payload.
-    to_uuid = uuid.UUID
+    def to_uuid(text: str) -> uuid.UUID:
+        found = parts.get(text)
+        if found is None:
+            found = parts[text] = uuid.UUID(text)
+        return found
+
+    def reason(r: list[Any]) -> GroupingReason:
+        key = ("reason", r[0], r[1], r[2])
+        found = parts.get(key)
+        if found is None:
+            found = parts[key] = GroupingReason.model_construct(
+                feature=r[0], detail=r[1][:1000], weight=min(1.0, r[2])
+            )
+        return found
+
+    def described(r: list[Any]) -> SignalAlert:
+        key = ("alert", *r)
+        found = parts.get(key)
+        if found is None:
+            found = parts[key] = SignalAlert.model_construct(
+                alert_id=to_uuid(r[0]),
+                title=r[1],
+                device=r[2],
+                severity=r[3],
+                status="firing",
+                rule=r[4],
+                url=r[5],
+                occurred_at=_ts(r[6]),
+            )
+        return found
+
     return SignalPayload.model_construct(
         signal_id=to_uuid(sig.signal_id),
         state=cast(SignalState, state),
@@ -718,25 +770,10 @@ def signal_payload(sig: Signal, state: str, added: list[str], revision: int | No
         last_seen=_ts(sig.last_seen),
         count=sig.count,
         confidence=min(1.0, max(0.0, sig.confidence)),
-        reasons=[
-            GroupingReason.model_construct(feature=r[0], detail=r[1][:1000], weight=min(1.0, r[2]))
-            for r in reasons[:6]
-        ],
+        reasons=[reason(r) for r in reasons[:6]],
         flapping=sig.flapping,
         merged_into=to_uuid(sig.merged_into) if sig.merged_into else None,
-        alerts=[
-            SignalAlert.model_construct(
-                alert_id=to_uuid(r[0]),
-                title=r[1],
-                device=r[2],
-                severity=r[3],
-                status="firing",
-                rule=r[4],
-                url=r[5],
-                occurred_at=_ts(r[6]),
-            )
-            for r in sig.recent_alerts
-        ],
+        alerts=[described(r) for r in sig.recent_alerts],
     )
 
 
