@@ -28,7 +28,7 @@ from libs.common.bus import EventProducer, StateLost, unavailable, wait_for_depe
 from libs.common.embeddings import Embedder
 from libs.common.events import AlertReceived, AuditEvent, EventSource, SignalClustered, SignalPayload
 from services.triage.alerts import store
-from services.triage.alerts.clusterer import Change, ClusterConfig, TenantClusterer, signal_payload
+from services.triage.alerts.clusterer import Change, ClusterConfig, TenantClusterer
 from services.triage.tickets.store import apply_signals
 
 log = logging.getLogger(__name__)
@@ -365,7 +365,7 @@ class AlertClustering:
                         state = {"open": "opened" if sig.revision <= 1 else "updated"}.get(
                             sig.status, sig.status
                         )
-                        batch.context.append((c.tenant_id, ticket_context(signal_payload(sig, state, []))))
+                        batch.context.append((c.tenant_id, ticket_context(c.payload(sig, state, []))))
                 batch.closed.extend(c.take_forgotten())
             self._collect_correlations(batch)
             SIGNALS_OPEN.set(sum(c.open_count() for c in self.tenants.values()))
