@@ -148,6 +148,20 @@ def pid_of(cfg: BrokerConfig) -> int | None:
     return pid
 
 
+def reset_storage(cfg: BrokerConfig) -> bool:
+    """Drop the stored topics of a broker that is not running (its KRaft storage is formatted
+    again at the next start): for the test broker, whose topics are each test's own and only
+    pile up from run to run. Refuses while this broker, or anything on its port, runs; returns
+    whether there was storage to drop."""
+    if pid_of(cfg) is not None or port_open("127.0.0.1", cfg.port):
+        raise BrokerError(f"a broker runs at {cfg.bootstrap}: its storage is not dropped under it")
+    data = cfg.home / "data"
+    if not data.exists():
+        return False
+    shutil.rmtree(data)
+    return True
+
+
 def port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)

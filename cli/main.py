@@ -536,6 +536,13 @@ def cmd_test(args: argparse.Namespace) -> int:
         if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
             cfg = broker.BrokerConfig(port=TEST_BROKER_PORT, var_dir=REPO_ROOT / "var" / "test")
             started_broker = broker.pid_of(cfg) is None
+            # Every test declares topics of its own names; kept, they only pile up from run to
+            # run (thousands of partitions slow the broker and outgrow its heap). A test broker
+            # this command starts starts empty; one already running is used as it is.
+            idle = started_broker and not broker.port_open("127.0.0.1", cfg.port)
+            if idle and broker.reset_storage(cfg):
+                print("[broker] the test broker starts on empty storage (earlier runs' topics dropped)",
+                      file=sys.stderr)  # fmt: skip
             env["KAFKA_BOOTSTRAP_SERVERS"] = broker.start(cfg)
         rc = subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args], env=env, cwd=REPO_ROOT)
     finally:
