@@ -88,6 +88,7 @@ class RunbookMatch:
     section: Section
     sections: tuple[Section, ...]
     score: float  # cosine of the query and the section
+    named: bool = False  # its title is the rule name of an alert involved
 
 
 @dataclass(frozen=True)
@@ -339,7 +340,8 @@ def build(
     # --- runbook sections: the section that helps the next step (the checks not yet reported,
     # else what to do), not the one that merely reads most like the ticket
     runbook: list[Claim] = []
-    offered = [m for m in runbooks if m.score >= RUNBOOK_MIN_SCORE][:2]
+    # A runbook the alert's own rule names is offered whatever its text's similarity says.
+    offered = [m for m in runbooks if m.named or m.score >= RUNBOOK_MIN_SCORE][:2]
     said = [sentence for n in notes for sentence in note_sentences(n.text)]
     open_checks: list[tuple[str, str]] = []
     for n, m in enumerate(offered):
@@ -355,7 +357,7 @@ def build(
             open_checks = unchecked
         section = next_step_section(m, checks_open=bool(unchecked))
         heading = section.heading or m.title
-        conf = round(min(0.95, max(0.05, (m.score - 0.1) / 0.6)), 3)
+        conf = 0.95 if m.named else round(min(0.95, max(0.05, (m.score - 0.1) / 0.6)), 3)
         src = cite(f"runbook:{n}", runbook_source(m, section, links=links))
         runbook.append(
             Claim(text=clip(f"Runbook '{m.title}', section '{heading}'"), confidence=conf, sources=[src])

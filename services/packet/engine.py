@@ -625,7 +625,10 @@ class Packets:
             now,
         )
         query = " ".join([snap.title, snap.description, *(s.title for s in signals[:3])])
-        runbooks = self.kb.search(tenant, query, k=3)
+        # The rules of the alerts involved name their runbooks (a Prometheus rule's alert name
+        # is its runbook's title; an RMM's check name often is).
+        rules = list(dict.fromkeys(a.rule for s in signals[:3] for a in s.alerts if a.rule))
+        runbooks = self.kb.search(tenant, query, k=3, names=rules)
         links = builder.Links(tenant, packet_base=self.page_base_url, triage_base=self.triage_url)
         return builder.build(
             ticket,

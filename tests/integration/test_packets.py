@@ -542,6 +542,33 @@ async def test_near_identical_tenants_never_cite_each_others_sources_over_thousa
         assert own[mine] & cited[mine], "its own signals and tickets are cited"
 
 
+async def test_the_runbook_an_alerts_rule_names_leads_the_packet(packets: Packets) -> None:
+    """The ticket's words fit the disk-full runbook best; when the signal's alert comes from a
+    rule whose runbook is another one, that one leads, with the confidence a name gives."""
+    shadow = "# ShadowCopyStorageFull\n\n## Meaning\nThe shadow storage area of a volume is used up.\n"
+    leads = {}
+    for case, rule in (("text", None), ("rule", "ShadowCopyStorageFull")):
+        tenant = unique("acme")  # a tenant per case: one case's signal would join the other's
+        packets.service.kb.put(tenant, "fileserver/disk-full.md", RUNBOOK, None)
+        packets.service.kb.put(tenant, "windows/shadow-storage.md", shadow, None)
+        sig = signal(tenant)
+        alert = SignalAlert(
+            alert_id=uuid.uuid4(),
+            title=sig.payload.title,
+            device="FS01",
+            severity="critical",
+            status="firing",
+            rule=rule,
+            occurred_at=datetime.now(UTC),
+        )
+        sig = sig.model_copy(update={"payload": sig.payload.model_copy(update={"alerts": [alert]})})
+        await packets.send(sig, escalation(tenant, "T-RB"))
+        await eventually(lambda t=tenant: len(packets.versions(t, "T-RB")) == 1, f"the packet ({case})")
+        leads[case] = json.loads(packets.versions(tenant, "T-RB")[0]["payload"])["runbook"][0]
+    assert "File server disk full" in leads["text"]["text"] and leads["text"]["confidence"] < 0.95
+    assert "ShadowCopyStorageFull" in leads["rule"]["text"] and leads["rule"]["confidence"] == 0.95
+
+
 def test_the_knowledge_base_serves_a_tenant_its_own_runbooks_and_the_global_library(packets: Packets) -> None:
     kb = packets.service.kb
     a, b = unique("kb-a"), unique("kb-b")

@@ -109,6 +109,31 @@ def test_the_search_names_the_document_and_its_best_section() -> None:
         RunbookIndex(books, embed, np.zeros((1, 64), dtype=np.float32))
 
 
+def test_a_runbook_the_alerts_rule_names_comes_first() -> None:
+    books = [
+        parse("# Service down\n\n## Meaning\nThe service is down for its customers.\n", fallback_title="a"),
+        parse(
+            "---\ntitle: Kube Pod Crash Looping\n---\n## Meaning\nA container restarts over and over.\n",
+            fallback_title="b",
+        ),
+    ]
+    index = RunbookIndex(books, embed)
+    query = "Service down for customers"
+    assert [h.doc for h in index.search(query, k=2)] == [0, 1]  # the text alone decides
+    hits = index.search(query, k=2, names=["KubePodCrashLooping"])
+    assert [h.doc for h in hits] == [1, 0] and hits[0].named and not hits[1].named
+    assert [h.doc for h in index.search(query, k=2, names=["kube_pod_crash_looping"])] == [1, 0]
+    assert [h.doc for h in index.search(query, k=2, names=["NodeDiskFull", ""])] == [0, 1]
+
+
+def test_a_named_runbook_is_offered_with_high_confidence_however_its_text_compares() -> None:
+    weak = builder.RunbookMatch(**{**match().__dict__, "score": 0.05})
+    assert builder.build(ticket(), [signal()], [weak], None).runbook == []
+    named = builder.RunbookMatch(**{**weak.__dict__, "named": True})
+    (claim,) = builder.build(ticket(), [signal()], [named], None).runbook
+    assert claim.confidence == 0.95 and claim.sources[0].kind == "runbook"
+
+
 def ticket(notes: list[str] | None = None, devices: list[str] | None = None) -> KnownTicket:
     return KnownTicket.model_validate(
         {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,10 +76,12 @@ class KnowledgeBase:
             self._checked.clear()
         return removed
 
-    def search(self, tenant_id: str, query: str, k: int = 3) -> list[RunbookMatch]:
+    def search(self, tenant_id: str, query: str, k: int = 3, names: Sequence[str] = ()) -> list[RunbookMatch]:
+        """The tenant's best runbooks for `query` (its own and the global library); one whose
+        title is among `names` (alert rule names) first."""
         cached = self._index(tenant_id)
         out = []
-        for hit in cached.index.search(query, k=k):
+        for hit in cached.index.search(query, k=k, names=names):
             row = cached.rows[hit.doc]
             book: Runbook = cached.index.runbooks[hit.doc]
             out.append(
@@ -90,6 +93,7 @@ class KnowledgeBase:
                     section=book.sections[hit.section],
                     sections=book.sections,
                     score=hit.section_score,
+                    named=hit.named,
                 )
             )
         return out
