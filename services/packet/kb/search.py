@@ -142,8 +142,9 @@ class RunbookIndex:
         np.maximum.at(passage, self.owner, sec_lex)
         fused = _rrf(self.doc_lex.scores(terms)) + _rrf(passage) + _rrf(semantic)
         wanted = {key for key in map(name_key, names) if key}
-        named = np.array([key in wanted for key in self.title_keys], dtype=bool)
+        named = np.zeros(n, dtype=bool)
         if wanted:
+            named[:] = [key in wanted for key in self.title_keys]
             fused = fused + named  # fused ranks sum to under 3 / 61: a name outranks them all
         # Within a document, the section that fits best by the same two passage rankings.
         per_section = _rrf(sec_lex) + _rrf(sims)

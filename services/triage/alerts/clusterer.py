@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 
@@ -696,6 +696,15 @@ def alert_kinds(sig: Signal) -> set[str | int]:
 
 
 PARTS_MEMORY = 100_000  # built parts a tenant's clusterer keeps for its next revisions
+_T = TypeVar("_T")
+
+
+def _remembered(parts: dict[Any, Any], key: Any, build: Callable[[], _T]) -> _T:
+    """`parts[key]`, built by `build` the first time it is asked for."""
+    found = parts.get(key)
+    if found is None:
+        found = parts[key] = build()
+    return found
 
 
 def signal_payload(
@@ -725,25 +734,20 @@ def signal_payload(
     # validation (the hot path at thousands of revisions a second); a unit test checks that
     # what is built this way validates to the same payload.
     def to_uuid(text: str) -> uuid.UUID:
-        found = parts.get(text)
-        if found is None:
-            found = parts[text] = uuid.UUID(text)
-        return found
+        return _remembered(parts, text, lambda: uuid.UUID(text))
 
     def reason(r: list[Any]) -> GroupingReason:
-        key = ("reason", r[0], r[1], r[2])
-        found = parts.get(key)
-        if found is None:
-            found = parts[key] = GroupingReason.model_construct(
-                feature=r[0], detail=r[1][:1000], weight=min(1.0, r[2])
-            )
-        return found
+        return _remembered(
+            parts,
+            ("reason", r[0], r[1], r[2]),
+            lambda: GroupingReason.model_construct(feature=r[0], detail=r[1][:1000], weight=min(1.0, r[2])),
+        )
 
     def described(r: list[Any]) -> SignalAlert:
-        key = ("alert", *r)
-        found = parts.get(key)
-        if found is None:
-            found = parts[key] = SignalAlert.model_construct(
+        return _remembered(
+            parts,
+            ("alert", *r),
+            lambda: SignalAlert.model_construct(
                 alert_id=to_uuid(r[0]),
                 title=r[1],
                 device=r[2],
@@ -752,8 +756,8 @@ def signal_payload(
                 rule=r[4],
                 url=r[5],
                 occurred_at=_ts(r[6]),
-            )
-        return found
+            ),
+        )
 
     return SignalPayload.model_construct(
         signal_id=to_uuid(sig.signal_id),
