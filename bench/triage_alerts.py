@@ -121,11 +121,13 @@ def make_alerts(
 
 async def sustained(
     bootstrap: str, namespace: str, records: list[Any], rate: float
-) -> tuple[dict[str, float], dict[str, float], float]:
-    """Produce at `rate`; returns send time and signal time per alert, and the send duration."""
+) -> tuple[dict[str, float], dict[str, float], float, list[int]]:
+    """Produce at `rate`; returns send time and signal time per alert, the send duration, and
+    the signal revisions read back with their bytes (what the service wrote for the alerts)."""
     topic = physical("alerts.raw.v1", namespace)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
+    revisions = [0, 0]  # count, bytes
     consumer = AIOKafkaConsumer(
         physical("signals.clustered.v1", namespace),
         bootstrap_servers=bootstrap,
@@ -142,6 +144,8 @@ async def sustained(
             now = time.time()
             for recs in batch.values():
                 for r in recs:
+                    revisions[0] += 1
+                    revisions[1] += len(r.value)
                     # A regex, not json.loads: the watcher shares the two cores it measures.
                     m = ADDED.search(r.value)
                     if m:
@@ -194,7 +198,7 @@ async def sustained(
         await watcher
         await producer.stop()
         await consumer.stop()
-    return sent, seen, send_s
+    return sent, seen, send_s, revisions
 
 
 def once(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
@@ -230,7 +234,7 @@ def once(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
                 procs.append(proc)
                 wait_spawned({f"triage-{i}": (proc, url, var / f"triage-{i}.log")}, timeout_s=120)
             print(f"[bench] producing {n} alerts at {args.rate:.0f}/s", file=sys.stderr, flush=True)
-            sent, seen, send_s = asyncio.run(sustained(bootstrap, namespace, records, args.rate))
+            sent, seen, send_s, revisions = asyncio.run(sustained(bootstrap, namespace, records, args.rate))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -253,6 +257,10 @@ def once(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         "alerts": len(records),
         "firing_alerts": len(sent),
         "firing_alerts_reaching_a_signal": len(done),
+        # What the service publishes per alert: the output side of its cost.
+        "signal_revisions": revisions[0],
+        "revisions_per_firing_alert": round(revisions[0] / max(len(sent), 1), 3),
+        "mean_revision_bytes": round(revisions[1] / max(revisions[0], 1)),
         "offered_rate": args.rate,
         "send_seconds": round(send_s, 2),
         "tenants": args.tenants,
