@@ -34,6 +34,7 @@ import httpx  # noqa: E402
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
 from bench import spread  # noqa: E402
+from bench.cpu import cpu_seconds, per_unit  # noqa: E402
 from cli import broker, postgres  # noqa: E402
 from cli.processes import spawn_service, wait_spawned  # noqa: E402
 from libs.common.bus import EventProducer  # noqa: E402
@@ -194,19 +195,30 @@ async def bus_floor(bootstrap: str, namespace: str, seen: dict[str, float]) -> N
 
 
 async def run(
-    bootstrap: str, namespace: str, url: str, tenants: list[str], rate: float, seconds: float, sink: PsaSink
-) -> tuple[dict[str, float], dict[str, float]]:
+    bootstrap: str,
+    namespace: str,
+    url: str,
+    tenants: list[str],
+    rate: float,
+    seconds: float,
+    sink: PsaSink,
+    pid: int,
+) -> tuple[dict[str, float], dict[str, float], float | None]:
+    """The escalations sent and their notes awaited; returns the send times, the bus floor's
+    read times, and the service's CPU time per escalation in ms over that span."""
     await setup(url, bootstrap, namespace, tenants)
     await asyncio.sleep(2.0)  # the signals reach the service before the tickets do
     floor: dict[str, float] = {}
     reader = asyncio.create_task(bus_floor(bootstrap, namespace, floor))
+    cpu_before = cpu_seconds([pid])
     sent = await escalate(bootstrap, namespace, tenants, rate, seconds)
     deadline = time.monotonic() + 60
     while len(sink.notes) < len(sent) and time.monotonic() < deadline:  # noqa: ASYNC110 (another thread fills it)
         await asyncio.sleep(0.2)
+    cpu_ms = per_unit(cpu_before, cpu_seconds([pid]), len(sent), 1e3)
     reader.cancel()
     await asyncio.gather(reader, return_exceptions=True)
-    return sent, floor
+    return sent, floor, cpu_ms
 
 
 SINK = ""
@@ -242,7 +254,9 @@ def once(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
                 file=sys.stderr,
                 flush=True,
             )
-            sent, floor = asyncio.run(run(bootstrap, namespace, url, tenants, args.rate, args.seconds, sink))
+            sent, floor, cpu_ms = asyncio.run(
+                run(bootstrap, namespace, url, tenants, args.rate, args.seconds, sink, proc.pid)
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -260,6 +274,9 @@ def once(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         "p95_latency_s": round(lat[min(len(lat) - 1, int(len(lat) * 0.95))], 3) if lat else None,
         "max_latency_s": round(lat[-1], 3) if lat else None,
         "bus_p95_latency_s": round(bus[min(len(bus) - 1, int(len(bus) * 0.95))], 3) if bus else None,
+        # The service's CPU per escalation (all its threads), from the first escalation sent
+        # to the last note received: the cost of one, steadier than latency in an overload.
+        "service_cpu_ms_per_escalation": cpu_ms,
         "offered_rate": args.rate,
         "tenants": args.tenants,
         "llm": False,

@@ -41,6 +41,7 @@ from aiokafka import AIOKafkaConsumer  # noqa: E402
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 from bench import spread  # noqa: E402
+from bench.cpu import cpu_seconds, per_unit  # noqa: E402
 from bench.raw_kafka import raw_produce_eps, raw_producer  # noqa: E402
 from cli import broker  # noqa: E402
 from cli.processes import spawn_service, wait_spawned  # noqa: E402
@@ -234,7 +235,9 @@ def once(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
                 procs.append(proc)
                 wait_spawned({f"triage-{i}": (proc, url, var / f"triage-{i}.log")}, timeout_s=120)
             print(f"[bench] producing {n} alerts at {args.rate:.0f}/s", file=sys.stderr, flush=True)
+            cpu_before = cpu_seconds(p.pid for p in procs)
             sent, seen, send_s, revisions = asyncio.run(sustained(bootstrap, namespace, records, args.rate))
+            cpu_after = cpu_seconds(p.pid for p in procs)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -261,6 +264,9 @@ def once(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         "signal_revisions": revisions[0],
         "revisions_per_firing_alert": round(revisions[0] / max(len(sent), 1), 3),
         "mean_revision_bytes": round(revisions[1] / max(revisions[0], 1)),
+        # The workers' CPU per alert event (all their threads, from the first alert sent to
+        # the last signal read back): the cost of one, steadier than latency in an overload.
+        "service_cpu_us_per_alert": per_unit(cpu_before, cpu_after, len(records), 1e6),
         "offered_rate": args.rate,
         "send_seconds": round(send_s, 2),
         "tenants": args.tenants,
