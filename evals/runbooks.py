@@ -2,8 +2,9 @@
 
 Each query is an alert's summary and description (never its name); the ground truth is the
 runbook the alert's rule names. With `query_from="expression"` the same alerts are asked by
-their rule's expression alone (comments dropped): alerts written the way a rule without
-annotations, or a foreign monitoring tool, would send them. Nothing in the search knows which
+their rule's expression alone: alerts written the way a rule without annotations would send
+them, the expression in their link, reduced to its metric names and label values as the
+packet service reduces it (`services/packet/kb/promql.py`). Nothing in the search knows which
 protocol it serves. Prints Recall@1, Recall@5 and MRR for the service's hybrid
 search and for BM25 over whole documents (the same tokenizer) in the same run, and writes the
 service's ranking per query as JSON lines.
@@ -12,7 +13,6 @@ service's ranking per query as JSON lines.
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 
 from libs.common.embeddings import Embedder
+from services.packet.kb.promql import expression_terms
 
 QUERY_FROM = ("annotations", "expression")
-_PROMQL_COMMENT = re.compile(r"#[^\n]*")
 
 
 def read_queries(path: Path, docs: Path, query_from: str = "annotations") -> list[tuple[str, str, str]]:
     """(alert, query text, expected runbook path relative to `docs`). `runbook_path` in the
     file is relative to the file's own folder. The query text is the alert's summary and
-    description, or (`query_from="expression"`) its rule's expression without comments."""
+    description, or (`query_from="expression"`) its rule's expression as `expression_terms` reduces it."""
     if query_from not in QUERY_FROM:
         raise ValueError(f"query_from must be one of {QUERY_FROM}, not {query_from!r}")
     if not path.is_file():
@@ -44,7 +44,7 @@ def read_queries(path: Path, docs: Path, query_from: str = "annotations") -> lis
         try:
             alert = row["alert"]
             if query_from == "expression":
-                text = _PROMQL_COMMENT.sub(" ", row["expr"]).strip()
+                text = expression_terms(row["expr"])
             else:
                 text = f"{row.get('summary', '')}\n{row.get('description', '')}".strip()
             expected = (path.parent / row["runbook_path"]).resolve()

@@ -49,6 +49,7 @@ from libs.common.outbox import OutboxRelay
 from libs.common.reasoning import Evidence, Reasoning, SummariseInput, SummariseOutput, audit_fallback
 from services.packet import builder, psa, tables
 from services.packet.kb.base import KnowledgeBase
+from services.packet.kb.promql import expression_of, expression_terms
 from services.packet.known import KnownTicket, merge_ticket
 from services.packet.store import lifecycle, projections, psa_writes, targets, versions
 
@@ -624,10 +625,17 @@ class Packets:
             now - CONTEXT_WINDOW,
             now,
         )
-        query = " ".join([snap.title, snap.description, *(s.title for s in signals[:3])])
+        alerts = [a for s in signals[:3] for a in s.alerts]
+        # What the rules of the alerts involved watch (the metric names and label values of a
+        # Prometheus rule's expression, carried in the alert's link) says what is wrong in
+        # words their runbooks use, whatever the alert's own text.
+        watched = dict.fromkeys(filter(None, (expression_of(a.url) for a in alerts)))
+        query = " ".join(
+            [snap.title, snap.description, *(s.title for s in signals[:3]), *map(expression_terms, watched)]
+        )
         # The rules of the alerts involved name their runbooks (a Prometheus rule's alert name
         # is its runbook's title; an RMM's check name often is).
-        rules = list(dict.fromkeys(a.rule for s in signals[:3] for a in s.alerts if a.rule))
+        rules = list(dict.fromkeys(a.rule for a in alerts if a.rule))
         runbooks = self.kb.search(tenant, query, k=3, names=rules)
         links = builder.Links(tenant, packet_base=self.page_base_url, triage_base=self.triage_url)
         return builder.build(

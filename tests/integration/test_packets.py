@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import func, select
@@ -567,6 +568,54 @@ async def test_the_runbook_an_alerts_rule_names_leads_the_packet(packets: Packet
         leads[case] = json.loads(packets.versions(tenant, "T-RB")[0]["payload"])["runbook"][0]
     assert "File server disk full" in leads["text"]["text"] and leads["text"]["confidence"] < 0.95
     assert "ShadowCopyStorageFull" in leads["rule"]["text"] and leads["rule"]["confidence"] == 0.95
+
+
+async def test_what_an_alerts_rule_watches_brings_its_runbook_into_the_packet(packets: Packets) -> None:
+    """An alert from Prometheus links its rule's expression (`generatorURL`): where the ticket
+    and the alert say only that something fired, the metrics the rule watches pick the runbook."""
+    books = {
+        "spooler": "# Print spooler stuck\n\n## Meaning\nThe print spooler holds jobs, printing nothing.\n",
+        "shadow": "# Shadow storage used up\n\n## Meaning\nThe shadow storage area of a volume is used up.\n",
+    }
+    watches = {
+        "spooler": 'sum(windows_print_spooler_jobs_queued{printer="floor-2"}) > 50',
+        "shadow": "windows_shadow_storage_used_bytes / windows_shadow_storage_max_bytes > 0.95",
+    }
+    leads = {}
+    for case, expr in watches.items():
+        tenant = unique("acme")
+        for name, text in books.items():
+            packets.service.kb.put(tenant, f"windows/{name}.md", text, None)
+        sig = signal(tenant)
+        alert = SignalAlert(
+            alert_id=uuid.uuid4(),
+            title="Alert firing on FS01",
+            device="FS01",
+            severity="critical",
+            status="firing",
+            url=f"http://prom.test:9090/graph?{urlencode({'g0.expr': expr, 'g0.tab': '1'})}",
+            occurred_at=datetime.now(UTC),
+        )
+        sig = sig.model_copy(
+            update={
+                "payload": sig.payload.model_copy(update={"title": "Alert firing on FS01", "alerts": [alert]})
+            }
+        )
+        event = escalation(tenant, "T-EX")
+        neutral = {"title": "Server alert on FS01", "description": "The monitoring raised an alert on FS01."}
+        event = event.model_copy(
+            update={
+                "payload": event.payload.model_copy(
+                    update={"ticket": event.payload.ticket.model_copy(update=neutral)}
+                )
+            }
+        )
+        await packets.send(sig, event)
+        await eventually(lambda t=tenant: len(packets.versions(t, "T-EX")) == 1, f"the packet ({case})")
+        claims = json.loads(packets.versions(tenant, "T-EX")[0]["payload"])["runbook"]
+        leads[case] = claims[0]["text"] if claims else None
+    assert leads["spooler"] is not None and "Print spooler stuck" in leads["spooler"], leads
+    assert leads["shadow"] is not None and "Shadow storage used up" in leads["shadow"], leads
 
 
 def test_the_knowledge_base_serves_a_tenant_its_own_runbooks_and_the_global_library(packets: Packets) -> None:
