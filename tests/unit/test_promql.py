@@ -32,3 +32,11 @@ def test_the_expression_comes_from_a_prometheus_graph_link_only() -> None:
 
 def test_a_hash_in_a_label_value_is_not_a_comment() -> None:
     assert expression_terms('queue_depth{queue="jobs#1"} > 5 # alert when deep') == "queue_depth jobs#1"
+
+
+def test_what_an_expression_repeats_counts_once() -> None:
+    expr = (
+        'rate(errors_total{job="api"}[5m]) / rate(requests_total{job="api"}[5m])'
+        ' > 0.1 and rate(requests_total{job="api"}[5m]) > 1'
+    )
+    assert expression_terms(expr) == "errors_total api requests_total"

@@ -29,9 +29,11 @@ _NAME = re.compile(r"[A-Za-z_:]")
 
 
 def expression_terms(expr: str) -> str:
-    """The metric names and label values of a PromQL expression, in order, space separated:
-    functions (a name followed by `(`), aggregations and keywords, label names (inside `{}`
-    and in `by (...)` lists), numbers, durations and comments are left out."""
+    """The metric names and label values of a PromQL expression, each once, in the order they
+    first appear, space separated (a rule that compares a metric with itself or repeats its
+    selector watches them once): functions (a name followed by `(`), aggregations and
+    keywords, label names (inside `{}` and in `by (...)` lists), numbers, durations and
+    comments are left out."""
     tokens = [t for t in _TOKEN.findall(expr) if not t.startswith("#")]
     out: list[str] = []
     braces = 0
@@ -54,7 +56,7 @@ def expression_terms(expr: str) -> str:
             function = i + 1 < len(tokens) and tokens[i + 1] == "("
             if not (label_name or function or tok.lower() in GRAMMAR):
                 out.append(tok)
-    return " ".join(out)
+    return " ".join(dict.fromkeys(out))
 
 
 def expression_of(url: str | None) -> str | None:
