@@ -625,13 +625,14 @@ class Packets:
             now - CONTEXT_WINDOW,
             now,
         )
-        alerts = [a for s in signals[:3] for a in s.alerts]
+        nearest = signals[:3]
+        alerts = [a for s in nearest for a in s.alerts]
         # What the rules of the alerts involved watch (the metric names and label values of a
         # Prometheus rule's expression, carried in the alert's link) says what is wrong in
         # words their runbooks use, whatever the alert's own text.
         watched = dict.fromkeys(filter(None, (expression_of(a.url) for a in alerts)))
         query = " ".join(
-            [snap.title, snap.description, *(s.title for s in signals[:3]), *map(expression_terms, watched)]
+            [snap.title, snap.description, *(s.title for s in nearest), *map(expression_terms, watched)]
         )
         # The rules of the alerts involved name their runbooks (a Prometheus rule's alert name
         # is its runbook's title; an RMM's check name often is).
